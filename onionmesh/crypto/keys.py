@@ -73,7 +73,7 @@ class IdentityKey:
 class OnionKey:
     """An X25519 key pair used by relays in the circuit handshake."""
 
-    __slots__ = ("secret", "public")
+    __slots__ = ("public", "secret")
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != 32:

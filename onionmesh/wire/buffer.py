@@ -12,7 +12,7 @@ from onionmesh.errors import RemoteProtocolError, Truncated
 class Buffer:
     """Cursor over immutable input (`pull_*`) or a growing output (`push_*`)."""
 
-    __slots__ = ("_data", "_pos", "_out")
+    __slots__ = ("_data", "_out", "_pos")
 
     def __init__(self, data: bytes | bytearray | memoryview = b"") -> None:
         self._data = bytes(data)

@@ -1,0 +1,152 @@
+"""The circuit handshake: an ntor-shaped one-way authenticated key exchange over X25519 and BLAKE2b.
+
+Theory of operation (Goldberg-Stebila-Ustaoglu's ntor, as Tor's tor-spec §5.1.4, with BLAKE2b
+for SHA-256/HMAC): the client knows the relay's identity ID and certified onion key B, sends an
+ephemeral X; the relay answers with an ephemeral Y and AUTH, a MAC that only a holder of b can
+compute.  The client learns that the keys are shared with the holder of b and nobody else; the
+relay learns nothing about the client.  Forward secrecy comes from x and y (and from the onion
+key's rotation for b).  Exact byte layout: docs/protocol.md, "Circuit handshake".
+
+Not in this module: which onion keys a relay accepts (its key store), cells.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
+from nacl.exceptions import CryptoError as NaclCryptoError
+from nacl.exceptions import RuntimeError as NaclRuntimeError
+
+from onionmesh.crypto import kdf
+from onionmesh.errors import CryptoError, RemoteProtocolError
+from onionmesh.rng import Rng
+
+PROTOID = b"onionmesh-ntor-x25519-blake2b-1"
+T_KEY = PROTOID + b":key_extract"
+T_VERIFY = PROTOID + b":verify"
+T_MAC = PROTOID + b":mac"
+M_EXPAND = PROTOID + b":key_expand"
+
+HANDSHAKE_TYPE_NTOR = 0x0001
+CLIENT_HANDSHAKE_LEN = 96  # ID(32) | B(32) | X(32)
+SERVER_HANDSHAKE_LEN = 64  # Y(32) | AUTH(32)
+HOP_KEY_MATERIAL_LEN = 128  # forward (Ks 32, Kf 32), backward (Ks 32, Kf 32)
+
+
+def _dh(secret: bytes, public: bytes) -> bytes:
+    """X25519; refuses the all-zero output (a low-order point), as ntor requires."""
+    try:
+        out = crypto_scalarmult(secret, public)
+    except (NaclRuntimeError, NaclCryptoError, ValueError) as exc:
+        raise CryptoError("X25519 produced the point at infinity") from exc
+    if out == bytes(32):
+        raise CryptoError("X25519 produced the point at infinity")
+    return out
+
+
+@dataclass(frozen=True)
+class HopKeys:
+    """The symmetric keys one circuit hop shares with the client."""
+
+    forward_stream: bytes
+    forward_hash: bytes
+    backward_stream: bytes
+    backward_hash: bytes
+
+    @classmethod
+    def from_material(cls, material: bytes) -> HopKeys:
+        if len(material) != HOP_KEY_MATERIAL_LEN:
+            raise ValueError("need 128 bytes of key material")
+        return cls(material[0:32], material[32:64], material[64:96], material[96:128])
+
+
+def _derive(
+    secret_input: bytes, ident: bytes, onion_pk: bytes, x_pub: bytes, y_pub: bytes
+) -> tuple[bytes, bytes]:
+    key_seed = kdf.mac(T_KEY, secret_input, 64)
+    verify = kdf.mac(T_VERIFY, secret_input, 32)
+    auth_input = verify + ident + onion_pk + y_pub + x_pub + PROTOID + b"Server"
+    auth = kdf.mac(T_MAC, auth_input, 32)
+    return key_seed, auth
+
+
+def _key_material(key_seed: bytes) -> bytes:
+    return kdf.expand(key_seed, M_EXPAND, HOP_KEY_MATERIAL_LEN)
+
+
+@dataclass(frozen=True)
+class ClientHandshakeState:
+    """What the client keeps between sending CREATE/EXTEND and reading CREATED/EXTENDED."""
+
+    identity_pk: bytes
+    onion_pk: bytes
+    x_secret: bytes
+    x_public: bytes
+
+
+def client_start(identity_pk: bytes, onion_pk: bytes, rng: Rng) -> tuple[ClientHandshakeState, bytes]:
+    """Begin a handshake with the relay named by identity_pk; returns the state and the 96-byte onionskin."""
+    if len(identity_pk) != 32 or len(onion_pk) != 32:
+        raise ValueError("identity and onion keys are 32 bytes")
+    x = rng.random_bytes(32)
+    x_pub = crypto_scalarmult_base(x)
+    return ClientHandshakeState(identity_pk, onion_pk, x, x_pub), identity_pk + onion_pk + x_pub
+
+
+def client_finish(state: ClientHandshakeState, reply: bytes) -> HopKeys:
+    """Check the relay's reply; raise CryptoError if AUTH does not prove knowledge of b."""
+    if len(reply) != SERVER_HANDSHAKE_LEN:
+        raise RemoteProtocolError("handshake reply has the wrong length")
+    y_pub, auth = reply[:32], reply[32:]
+    secret_input = (
+        _dh(state.x_secret, y_pub)
+        + _dh(state.x_secret, state.onion_pk)
+        + state.identity_pk
+        + state.onion_pk
+        + state.x_public
+        + y_pub
+        + PROTOID
+    )
+    key_seed, expected = _derive(secret_input, state.identity_pk, state.onion_pk, state.x_public, y_pub)
+    if not hmac.compare_digest(expected, auth):
+        raise CryptoError("relay failed to authenticate in the circuit handshake")
+    return HopKeys.from_material(_key_material(key_seed))
+
+
+@dataclass(frozen=True)
+class ParsedOnionskin:
+    identity_pk: bytes
+    onion_pk: bytes
+    x_public: bytes
+
+
+def parse_onionskin(onionskin: bytes) -> ParsedOnionskin:
+    if len(onionskin) != CLIENT_HANDSHAKE_LEN:
+        raise RemoteProtocolError("onionskin has the wrong length")
+    return ParsedOnionskin(onionskin[:32], onionskin[32:64], onionskin[64:96])
+
+
+def server_respond(
+    skin: ParsedOnionskin, identity_pk: bytes, onion_secret: bytes, rng: Rng
+) -> tuple[bytes, HopKeys]:
+    """Answer an onionskin addressed to (identity_pk, onion key with `onion_secret`).
+
+    The caller has already matched skin.identity_pk and skin.onion_pk to one of its keys.
+    """
+    if not hmac.compare_digest(skin.identity_pk, identity_pk):
+        raise RemoteProtocolError("onionskin names another relay")
+    y = rng.random_bytes(32)
+    y_pub = crypto_scalarmult_base(y)
+    secret_input = (
+        _dh(y, skin.x_public)
+        + _dh(onion_secret, skin.x_public)
+        + identity_pk
+        + skin.onion_pk
+        + skin.x_public
+        + y_pub
+        + PROTOID
+    )
+    key_seed, auth = _derive(secret_input, identity_pk, skin.onion_pk, skin.x_public, y_pub)
+    return y_pub + auth, HopKeys.from_material(_key_material(key_seed))

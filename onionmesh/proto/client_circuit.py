@@ -1,0 +1,223 @@
+"""The client's side of a circuit: telescoping construction, layering, and its streams (sans-I/O).
+
+Theory of operation.  `create()` returns the CREATE cell for hop 1; `handle_cell()` consumes
+CREATED, then every RELAY cell (peeled layer by layer until one hop recognizes it).
+`extend()` sends EXTEND to the current last hop inside a RELAY_EARLY cell, so hop 1 sees
+only hop 2's address and never the exit's.  Any cell that no hop recognizes, any handshake
+that fails, any message out of place raises `RemoteProtocolError`: the runtime then destroys
+the circuit.  Outgoing cells accumulate in `cells_to_send()`.
+
+Not in this module: choosing relays, links, sockets, timers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from onionmesh.crypto import ntor
+from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
+from onionmesh.errors import LocalProtocolError, RemoteProtocolError
+from onionmesh.proto.endpoint import CircuitEndpoint, StreamState
+from onionmesh.proto.events import CircuitExtended, StreamConnected, StreamEnded, StreamResolved
+from onionmesh.rng import Rng
+from onionmesh.wire.cell import (
+    MAX_RELAY_EARLY,
+    Cell,
+    CellCommand,
+    create_payload,
+    parse_created,
+)
+from onionmesh.wire.relay_msg import (
+    Begin,
+    BeginFlags,
+    Connected,
+    EndReason,
+    Extend,
+    Extended,
+    RelayCommand,
+    RelayMessage,
+    Resolve,
+    Resolved,
+)
+
+MAX_HOPS = 8
+
+
+class CircuitState(enum.Enum):
+    NEW = "new"
+    BUILDING = "building"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass
+class Hop:
+    identity_pk: bytes
+    forward: OnionLayer
+    backward: OnionLayer
+
+
+class ClientCircuit(CircuitEndpoint):
+    def __init__(self, circ_id: int, rng: Rng) -> None:
+        super().__init__()
+        self.circ_id = circ_id
+        self.rng = rng
+        self.hops: list[Hop] = []
+        self.state = CircuitState.NEW
+        self._pending: ntor.ClientHandshakeState | None = None
+        self._out: list[Cell] = []
+        self._relay_early_sent = 0
+        self._next_stream_id = 1
+        self._resolving: set[int] = set()
+
+    # --- construction ------------------------------------------------------------------------
+    def create(self, identity_pk: bytes, onion_pk: bytes) -> None:
+        if self.state is not CircuitState.NEW:
+            raise LocalProtocolError("circuit already created")
+        self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng)
+        self._out.append(
+            Cell(self.circ_id, CellCommand.CREATE, create_payload(ntor.HANDSHAKE_TYPE_NTOR, skin))
+        )
+        self.state = CircuitState.BUILDING
+
+    def extend(self, identity_pk: bytes, onion_pk: bytes, addresses: tuple[tuple[str, int], ...]) -> None:
+        if self.state is not CircuitState.OPEN or self._pending is not None:
+            raise LocalProtocolError("can only extend an open, idle circuit")
+        if len(self.hops) >= MAX_HOPS:
+            raise LocalProtocolError("circuit is at its maximum length")
+        self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng)
+        body = Extend(addresses, identity_pk, ntor.HANDSHAKE_TYPE_NTOR, skin).encode()
+        self._seal(RelayMessage(RelayCommand.EXTEND, 0, body), early=True)
+        self.state = CircuitState.BUILDING
+
+    def _add_hop(self, reply: bytes) -> None:
+        assert self._pending is not None
+        keys = ntor.client_finish(self._pending, reply)
+        self.hops.append(
+            Hop(
+                self._pending.identity_pk,
+                OnionLayer(keys.forward_stream, keys.forward_hash),
+                OnionLayer(keys.backward_stream, keys.backward_hash),
+            )
+        )
+        self._pending = None
+        self.state = CircuitState.OPEN
+        self.events.append(CircuitExtended(len(self.hops)))
+
+    # --- layering ----------------------------------------------------------------------------
+    def _seal(self, msg: RelayMessage, *, hop: int | None = None, early: bool = False) -> bytes:
+        """Layer `msg` for hop index `hop` (default: the last), queue the cell, return its digest."""
+        target = len(self.hops) - 1 if hop is None else hop
+        if not 0 <= target < len(self.hops):
+            raise LocalProtocolError("no such hop")
+        payload = msg.encode_plain()
+        payload, digest = self.hops[target].forward.unapply(payload)
+        for i in range(target - 1, -1, -1):
+            payload, _ = self.hops[i].forward.unapply(payload)
+        command = CellCommand.RELAY
+        if early:
+            if self._relay_early_sent >= MAX_RELAY_EARLY:
+                raise LocalProtocolError("RELAY_EARLY budget spent")
+            self._relay_early_sent += 1
+            command = CellCommand.RELAY_EARLY
+        self._out.append(Cell(self.circ_id, command, payload))
+        return digest
+
+    def _peel(self, payload: bytes) -> tuple[int, RelayMessage, bytes]:
+        for i, hop in enumerate(self.hops):
+            payload, digest = hop.backward.unapply(payload)
+            if is_recognized(payload):
+                return i, RelayMessage.decode_plain(payload), digest
+        raise RemoteProtocolError("inbound relay cell recognized by no hop")
+
+    # --- input -------------------------------------------------------------------------------
+    def handle_cell(self, cell: Cell) -> None:
+        """Consume a cell that arrived on this circuit from hop 1 (not DESTROY: the runtime handles it)."""
+        if self.state is CircuitState.CLOSED:
+            return
+        if cell.command is CellCommand.CREATED:
+            if self.state is not CircuitState.BUILDING or self.hops or self._pending is None:
+                raise RemoteProtocolError("unexpected CREATED")
+            self._add_hop(parse_created(cell.payload))
+            return
+        if cell.command is not CellCommand.RELAY:
+            raise RemoteProtocolError(f"unexpected {cell.command.name} toward the client")
+        if not self.hops:
+            raise RemoteProtocolError("RELAY before CREATED")
+        hop, msg, digest = self._peel(cell.payload)
+        if msg.command is RelayCommand.EXTENDED:
+            if self._pending is None or hop != len(self.hops) - 1:
+                raise RemoteProtocolError("unexpected EXTENDED")
+            self._add_hop(Extended.decode(msg.body).reply)
+            return
+        if hop != len(self.hops) - 1:
+            raise RemoteProtocolError("stream message from a middle hop")
+        if self._on_common(msg, digest):
+            return
+        handler = {
+            RelayCommand.CONNECTED: self._on_connected,
+            RelayCommand.RESOLVED: self._on_resolved,
+        }.get(msg.command)
+        if handler is None:
+            raise RemoteProtocolError(f"unexpected {msg.command.name} at the client")
+        handler(msg)
+
+    def _on_connected(self, msg: RelayMessage) -> None:
+        stream = self.streams.get(msg.stream_id)
+        if stream is None or stream.state is not StreamState.CONNECTING:
+            raise RemoteProtocolError("CONNECTED for no pending stream")
+        stream.state = StreamState.OPEN
+        self.events.append(StreamConnected(msg.stream_id, Connected.decode(msg.body).address))
+
+    def _on_resolved(self, msg: RelayMessage) -> None:
+        if msg.stream_id not in self._resolving:
+            raise RemoteProtocolError("RESOLVED for no pending request")
+        self._resolving.discard(msg.stream_id)
+        self.streams.pop(msg.stream_id, None)
+        self.events.append(StreamResolved(msg.stream_id, Resolved.decode(msg.body).answers))
+
+    def _on_end(self, msg: RelayMessage) -> None:
+        if msg.stream_id in self._resolving:  # a RESOLVE the exit refused
+            self._resolving.discard(msg.stream_id)
+        super()._on_end(msg)
+
+    # --- streams -----------------------------------------------------------------------------
+    def _allocate_stream_id(self) -> int:
+        for _ in range(0x10000):
+            sid = self._next_stream_id
+            self._next_stream_id = sid % 0xFFFF + 1
+            if sid not in self.streams:
+                return sid
+        raise LocalProtocolError("no free stream ids")
+
+    def begin(self, host: str, port: int, flags: BeginFlags = BeginFlags.IPV6_OK) -> int:
+        """Open a stream to host:port through the exit (the last hop); returns the stream id."""
+        if self.state is not CircuitState.OPEN:
+            raise LocalProtocolError("circuit is not open")
+        sid = self._allocate_stream_id()
+        self._new_stream(sid, StreamState.CONNECTING)
+        self._seal(RelayMessage(RelayCommand.BEGIN, sid, Begin(host, port, flags).encode()))
+        return sid
+
+    def resolve(self, host: str) -> int:
+        if self.state is not CircuitState.OPEN:
+            raise LocalProtocolError("circuit is not open")
+        sid = self._allocate_stream_id()
+        self._new_stream(sid, StreamState.CONNECTING)
+        self._resolving.add(sid)
+        self._seal(RelayMessage(RelayCommand.RESOLVE, sid, Resolve(host).encode()))
+        return sid
+
+    def close_all_streams(self, reason: EndReason) -> None:
+        for sid in list(self.streams):
+            self.streams.pop(sid)
+            self.events.append(StreamEnded(sid, reason))
+
+    def cells_to_send(self) -> list[Cell]:
+        out, self._out = self._out, []
+        return out
+
+    def mark_closed(self, reason: EndReason = EndReason.DESTROY) -> None:
+        self.state = CircuitState.CLOSED
+        self.close_all_streams(reason)

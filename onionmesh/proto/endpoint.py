@@ -1,0 +1,144 @@
+"""What both ends of a circuit share: the stream table, DATA/END/SENDME handling and windows.
+
+A `CircuitEndpoint` is the client (talking to its exit) or the exit (talking to its client).
+Subclasses supply `_seal(msg)`, which layers a relay message and queues the cell; incoming
+messages reach `_on_stream_message` after the subclass has peeled and recognized them.
+
+Not in this module: layers and hops (client_circuit / relay_circuit), sockets.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from onionmesh.errors import LocalProtocolError, RemoteProtocolError
+from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded
+from onionmesh.proto.flow import CircuitFlow, StreamFlow
+from onionmesh.wire.relay_msg import RELAY_BODY_MAX, End, EndReason, RelayCommand, RelayMessage, Sendme
+
+MAX_STREAMS_PER_CIRCUIT = 512
+
+
+class StreamState(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Stream:
+    __slots__ = ("bytes_in", "bytes_out", "flow", "state", "stream_id")
+
+    def __init__(self, stream_id: int, state: StreamState) -> None:
+        self.stream_id = stream_id
+        self.state = state
+        self.flow = StreamFlow()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+
+class CircuitEndpoint:
+    def __init__(self) -> None:
+        self.streams: dict[int, Stream] = {}
+        self.flow = CircuitFlow()
+        self.events: list[object] = []
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # --- subclass hooks ----------------------------------------------------------------------
+    def _seal(self, msg: RelayMessage) -> bytes:
+        """Layer `msg` for the peer endpoint, queue the cell, and return the cell's digest."""
+        raise NotImplementedError
+
+    # --- sending -----------------------------------------------------------------------------
+    def can_send(self, stream_id: int) -> bool:
+        stream = self.streams.get(stream_id)
+        return (
+            stream is not None
+            and stream.state is StreamState.OPEN
+            and stream.flow.can_send()
+            and self.flow.can_send()
+        )
+
+    def send_data(self, stream_id: int, data: bytes) -> None:
+        """Send up to RELAY_BODY_MAX bytes on an open stream with window to spare."""
+        if not data or len(data) > RELAY_BODY_MAX:
+            raise LocalProtocolError("DATA must carry 1..RELAY_BODY_MAX bytes")
+        if not self.can_send(stream_id):
+            raise LocalProtocolError("stream cannot send now")
+        stream = self.streams[stream_id]
+        digest = self._seal(RelayMessage(RelayCommand.DATA, stream_id, data))
+        self.flow.on_data_sent(digest)
+        stream.flow.package -= 1
+        stream.bytes_out += len(data)
+        self.bytes_out += len(data)
+
+    def end_stream(self, stream_id: int, reason: EndReason = EndReason.DONE) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and stream.state is not StreamState.CLOSED:
+            stream.state = StreamState.CLOSED
+            self._seal(RelayMessage(RelayCommand.END, stream_id, End(reason).encode()))
+
+    def data_consumed(self, stream_id: int, cells: int = 1) -> None:
+        """The application has taken received DATA off our hands; give the sender credit."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        while stream.flow.on_data_consumed(cells):
+            cells = 0
+            self._seal(RelayMessage(RelayCommand.SENDME, stream_id, b""))
+
+    # --- receiving -----------------------------------------------------------------------------
+    def _on_data(self, msg: RelayMessage, digest: bytes) -> None:
+        sendme_digest = self.flow.on_data_received(digest)
+        if sendme_digest is not None:
+            self._seal(RelayMessage(RelayCommand.SENDME, 0, Sendme(1, sendme_digest).encode()))
+        stream = self.streams.get(msg.stream_id)
+        if stream is None or stream.state is not StreamState.OPEN:
+            return  # data for a stream we already closed: dropped, as Tor does
+        stream.flow.on_data_received()
+        stream.bytes_in += len(msg.body)
+        self.bytes_in += len(msg.body)
+        self.events.append(StreamDataReceived(msg.stream_id, msg.body))
+
+    def _on_sendme(self, msg: RelayMessage) -> None:
+        if msg.stream_id == 0:
+            self.flow.on_sendme(Sendme.decode(msg.body).digest)
+            self.events.append(SendWindowOpened(0))
+            return
+        stream = self.streams.get(msg.stream_id)
+        if stream is not None:
+            stream.flow.on_sendme()
+            self.events.append(SendWindowOpened(msg.stream_id))
+
+    def _on_end(self, msg: RelayMessage) -> None:
+        stream = self.streams.pop(msg.stream_id, None)
+        if stream is not None:
+            stream.state = StreamState.CLOSED
+            self.events.append(StreamEnded(msg.stream_id, End.decode(msg.body).reason))
+
+    def _on_common(self, msg: RelayMessage, digest: bytes) -> bool:
+        """Handle the messages both endpoints understand; False if the subclass must."""
+        if msg.command is RelayCommand.DATA:
+            self._on_data(msg, digest)
+        elif msg.command is RelayCommand.SENDME:
+            self._on_sendme(msg)
+        elif msg.command is RelayCommand.END:
+            self._on_end(msg)
+        elif msg.command is RelayCommand.DROP:
+            pass
+        else:
+            return False
+        return True
+
+    def take_events(self) -> list[object]:
+        out, self.events = self.events, []
+        return out
+
+    def _new_stream(self, stream_id: int, state: StreamState) -> Stream:
+        if stream_id in self.streams:
+            raise RemoteProtocolError("stream id already in use")
+        if len(self.streams) >= MAX_STREAMS_PER_CIRCUIT:
+            raise RemoteProtocolError("too many streams on one circuit")
+        stream = Stream(stream_id, state)
+        self.streams[stream_id] = stream
+        return stream
