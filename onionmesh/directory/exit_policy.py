@@ -11,6 +11,7 @@ Not in this module: DNS resolution (the exit resolves first, then asks allows())
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import re
@@ -102,6 +103,7 @@ def is_loopback_address(addr: IPAddress | str) -> bool:
     return _judged_form(addr).is_loopback
 
 
+@functools.lru_cache(maxsize=1024)
 def _only_private(net: IPNetwork) -> bool:
     if net.num_addresses == 1:
         return is_private_address(net.network_address)
@@ -264,6 +266,7 @@ def _parse_rule(text: str) -> list[PolicyRule]:
         if close < 0:
             raise _fail(text, "unclosed '['")
         mask_part, sep, ports = body[close + 1 :].partition(":")
+        mask_part = mask_part.strip(_WS)
         if mask_part and not mask_part.startswith("/"):
             raise _fail(text, f"unexpected {mask_part!r} after ']'")
         addr = body[: close + 1] + mask_part

@@ -9,7 +9,8 @@ initiator stays anonymous (clients never authenticate).
 
 After the handshake each direction is a sequence of records:
 
-    record = masked count u16 | ChaCha20-Poly1305(k, nonce = seq, ad = masked count; count × CELL_LEN bytes) + tag(16)
+    record = masked count u16
+             | ChaCha20-Poly1305(k, nonce = seq, ad = masked count; count × CELL_LEN bytes) + tag(16)
 
 so the wire carries only whole, fixed-size cells, and an observer sees neither cell types nor
 where one stream's data ends.  Records are numbered implicitly: a dropped, replayed or

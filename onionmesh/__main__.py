@@ -1,0 +1,3 @@
+from onionmesh.app.cli import main
+
+raise SystemExit(main())

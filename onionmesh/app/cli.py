@@ -1,0 +1,247 @@
+"""The `onionmesh` command: relay, proxy, testnet and circuit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from onionmesh import __version__
+from onionmesh.errors import PolicyError
+from onionmesh.runtime import safelog
+
+DEFAULT_HOME = Path.home() / ".onionmesh"
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """Parse HOST:PORT or [IPv6]:PORT."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _add_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--unsafe-logging", action="store_true", help="log destinations and addresses (debugging only)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onionmesh", description="An onion-routed anonymity overlay.")
+    parser.add_argument("--version", action="version", version=f"onionmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    relay = sub.add_parser("relay", help="run a relay (middle or exit)")
+    relay.add_argument("--listen", type=host_port, required=True, metavar="HOST:PORT")
+    relay.add_argument("--data-dir", type=Path, required=True)
+    relay.add_argument("--nickname", default="Unnamed")
+    relay.add_argument("--exit-policy", default="", help='Tor syntax, e.g. "accept *:80,443; reject *:*"')
+    relay.add_argument(
+        "--allow-private-destinations",
+        action="store_true",
+        help="let this exit reach private/loopback addresses (test meshes only)",
+    )
+    relay.add_argument("--bandwidth", type=int, default=10_000_000, help="advertised bytes per second")
+    relay.add_argument("--advertise", type=host_port, default=None, metavar="HOST:PORT")
+    _add_logging(relay)
+
+    proxy = sub.add_parser("proxy", help="run the client: a local SOCKS5 proxy")
+    proxy.add_argument("--socks", type=host_port, default=("127.0.0.1", 9050), metavar="HOST:PORT")
+    proxy.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
+    proxy.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
+    proxy.add_argument(
+        "--directory-file", type=Path, required=True, help="signed descriptors (testnet's descriptors.json)"
+    )
+    proxy.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    _add_logging(proxy)
+
+    testnet = sub.add_parser("testnet", help="run a whole mesh on loopback")
+    testnet.add_argument("--relays", type=int, default=5)
+    testnet.add_argument("--socks", type=host_port, default=("127.0.0.1", 9050), metavar="HOST:PORT")
+    testnet.add_argument("--control", type=host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
+    testnet.add_argument("--state-dir", type=Path, default=Path("onionmesh-testnet"))
+    testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    _add_logging(testnet)
+
+    circuit = sub.add_parser("circuit", help="build, list and close circuits of a running proxy")
+    circuit.add_argument(
+        "--testnet",
+        type=Path,
+        default=None,
+        metavar="STATE_DIR",
+        help="talk to the proxy of the testnet in STATE_DIR",
+    )
+    circuit.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
+    circuit.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
+    circuit.add_argument("--json", action="store_true", help="machine-readable output")
+    csub = circuit.add_subparsers(dest="action", required=True)
+    csub.add_parser("list", help="list circuits")
+    build = csub.add_parser("build", help="build a new circuit")
+    build.add_argument("--hops", type=int, default=None)
+    build.add_argument("--exit", default=None, metavar="FINGERPRINT")
+    build.add_argument("--via", default=None, metavar="FP,FP")
+    close = csub.add_parser("close", help="close a circuit")
+    close.add_argument("id", type=int)
+    csub.add_parser("new", help="new identity: current circuits take no new streams")
+    return parser
+
+
+# --- commands ----------------------------------------------------------------------------------
+def cmd_relay(args: argparse.Namespace) -> int:
+    from onionmesh.app.run import run_until_signalled
+    from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+
+    config = RelayConfig(
+        listen_host=args.listen[0],
+        listen_port=args.listen[1],
+        data_dir=args.data_dir,
+        nickname=args.nickname,
+        exit_policy=args.exit_policy,
+        allow_private_destinations=args.allow_private_destinations,
+        bandwidth=args.bandwidth,
+        advertise=args.advertise,
+    )
+    try:
+        node = RelayNode(config)
+    except PolicyError as exc:
+        print(f"onionmesh relay: bad --exit-policy: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run_until_signalled(node.start, node.stop))
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from onionmesh.app.run import run_until_signalled
+    from onionmesh.runtime.client_node import ClientConfig, ClientNode
+
+    node = ClientNode(
+        ClientConfig(
+            data_dir=args.data_dir,
+            socks_host=args.socks[0],
+            socks_port=args.socks[1],
+            control_host=args.control[0],
+            control_port=args.control[1],
+            directory_file=args.directory_file,
+            hops=args.hops,
+        )
+    )
+    asyncio.run(run_until_signalled(node.start, node.stop))
+    return 0
+
+
+def cmd_testnet(args: argparse.Namespace) -> int:
+    from onionmesh.app.run import run_until_signalled
+    from onionmesh.app.testnet import Testnet, exits_for
+
+    net = Testnet(
+        args.state_dir, args.relays, args.socks, args.control, hops=args.hops, log_level=args.log_level
+    )
+
+    async def start() -> None:
+        info = await net.start()
+        print(
+            f"onionmesh testnet ready: SOCKS5 at {info['socks']} ({args.relays} relays, "
+            f"{exits_for(args.relays)} exits, {net.hops} hops); state in {args.state_dir / 'testnet.json'}",
+            flush=True,
+        )
+
+    try:
+        asyncio.run(run_until_signalled(start, net.stop))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"onionmesh testnet: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class ControlClient:
+    def __init__(self, address: str, cookie_path: Path) -> None:
+        self.base = f"http://{address}"
+        try:
+            self.cookie = cookie_path.read_bytes()
+        except OSError as exc:
+            raise SystemExit(
+                f"onionmesh circuit: cannot read the control cookie {cookie_path}: {exc.strerror}"
+            ) from None
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", "Cookie " + self.cookie.hex())
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                message = exc.reason
+            raise SystemExit(f"onionmesh circuit: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise SystemExit(f"onionmesh circuit: the proxy is not running at {self.base} ({exc})") from None
+
+
+def _format_circuit(c: dict[str, Any]) -> str:
+    hops = " -> ".join(f"{h['nickname']}({h['address']})" for h in c["hops"])
+    return f"{c['id']:>4}  {c['state']:<8} {c['age_s']:>7.1f}s {c['streams']:>3} streams  {c['bytes_in']:>10} B in  {hops}"
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    if args.testnet is not None:
+        try:
+            info = json.loads((args.testnet / "testnet.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"onionmesh circuit: no running testnet in {args.testnet}: {exc}") from None
+        client = ControlClient(info["control"], Path(info["cookie"]))
+    else:
+        client = ControlClient(f"{args.control[0]}:{args.control[1]}", args.data_dir / "control_auth_cookie")
+    if args.action == "list":
+        result = client.call("GET", "/circuits")
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print("  ID  STATE        AGE STREAMS        BYTES IN  PATH")
+            for c in result:
+                print(_format_circuit(c))
+    elif args.action == "build":
+        body: dict[str, Any] = {}
+        if args.hops is not None:
+            body["hops"] = args.hops
+        if args.exit:
+            body["exit"] = args.exit
+        if args.via:
+            body["via"] = [v.strip() for v in args.via.split(",") if v.strip()]
+        result = client.call("POST", "/circuits", body)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for i, hop in enumerate(result["hops"], 1):
+                print(
+                    f"hop {i}: {hop['nickname']} {hop['address']} {hop['fingerprint'][:16]}  {hop['build_ms']} ms"
+                )
+            print(f"circuit {result['id']} built")
+    elif args.action == "close":
+        result = client.call("DELETE", f"/circuits/{args.id}")
+        print(json.dumps(result) if args.json else f"circuit {args.id} closed")
+    elif args.action == "new":
+        result = client.call("POST", "/newnym")
+        print(json.dumps(result) if args.json else "new identity: new streams will use new circuits")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "log_level"):
+        safelog.configure(args.log_level, safe=not args.unsafe_logging)
+    handlers = {"relay": cmd_relay, "proxy": cmd_proxy, "testnet": cmd_testnet, "circuit": cmd_circuit}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130

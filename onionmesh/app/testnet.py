@@ -1,0 +1,143 @@
+"""`onionmesh testnet`: a whole mesh on loopback in one command.
+
+N relay processes on distinct loopback addresses (127.0.1.1, 127.0.2.1, ...), at least three of
+them exits that accept loopback destinations and nothing else, and a SOCKS proxy in this
+process.  Writes DIR/testnet.json, prints one line when the mesh carries traffic, and on
+Ctrl-C or SIGTERM stops every relay it started (by PID) before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from onionmesh.directory.descriptor import RelayDescriptor, encode_descriptor_file
+from onionmesh.runtime.client_node import ClientConfig, ClientNode
+from onionmesh.runtime.keystore import private_dir
+
+TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
+START_TIMEOUT = 60.0
+
+
+def exits_for(relays: int) -> int:
+    return min(relays, max(3, (relays + 1) // 2))
+
+
+class Testnet:
+    def __init__(
+        self,
+        state_dir: Path,
+        relays: int,
+        socks: tuple[str, int],
+        control: tuple[str, int],
+        hops: int = 3,
+        log_level: str = "warning",
+    ) -> None:
+        if relays < 1:
+            raise ValueError("a testnet needs at least one relay")
+        self.state_dir = private_dir(Path(state_dir))
+        self.n = relays
+        self.socks = socks
+        self.control = control
+        self.hops = min(hops, relays)
+        self.log_level = log_level
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.client: ClientNode | None = None
+
+    def _relay_args(self, i: int) -> list[str]:
+        data = self.state_dir / f"relay{i}"
+        args = [
+            sys.executable, "-m", "onionmesh", "relay",
+            "--listen", f"127.0.{i + 1}.1:0",
+            "--data-dir", str(data),
+            "--nickname", f"testrelay{i}",
+            "--log-level", self.log_level,
+        ]  # fmt: skip
+        if i < exits_for(self.n):
+            args += ["--exit-policy", TESTNET_EXIT_POLICY, "--allow-private-destinations"]
+        return args
+
+    async def _wait_descriptors(self) -> list[RelayDescriptor]:
+        deadline = time.monotonic() + START_TIMEOUT
+        paths = [self.state_dir / f"relay{i}" / "descriptor" for i in range(self.n)]
+        while time.monotonic() < deadline:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"relay process {proc.pid} exited with {proc.returncode}; see its log")
+            if all(p.exists() for p in paths):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError("relays did not start in time")
+        return [RelayDescriptor.decode(base64.b64decode(p.read_text())) for p in paths]
+
+    async def start(self) -> dict[str, object]:
+        for i in range(self.n):
+            (self.state_dir / f"relay{i}" / "descriptor").unlink(missing_ok=True)
+            log = open(self.state_dir / f"relay{i}.log", "ab")  # noqa: SIM115 - handed to the child
+            self.procs.append(
+                subprocess.Popen(self._relay_args(i), stdout=log, stderr=log, start_new_session=True)
+            )
+            log.close()
+        descriptors = await self._wait_descriptors()
+        directory = self.state_dir / "descriptors.json"
+        directory.write_text(encode_descriptor_file(descriptors))
+        self.client = ClientNode(
+            ClientConfig(
+                data_dir=self.state_dir / "client",
+                socks_host=self.socks[0],
+                socks_port=self.socks[1],
+                control_host=self.control[0],
+                control_port=self.control[1],
+                directory_file=directory,
+                hops=self.hops,
+            )
+        )
+        await self.client.start()
+        assert self.client.control is not None
+        info = {
+            "socks": f"{self.socks[0]}:{self.client.socks.port}",
+            "control": f"{self.control[0]}:{self.client.control.port}",
+            "cookie": str(self.state_dir / "client" / "control_auth_cookie"),
+            "directory_file": str(directory),
+            "hops": self.hops,
+            "relays": [
+                {
+                    "nickname": d.nickname,
+                    "fingerprint": d.fingerprint,
+                    "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
+                    "exit": d.is_exit,
+                    "pid": proc.pid,
+                }
+                for d, proc in zip(descriptors, self.procs, strict=True)
+            ],
+        }
+        tmp = self.state_dir / "testnet.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, self.state_dir / "testnet.json")
+        await self.client.wait_ready(START_TIMEOUT)
+        return info
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.stop()
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in self.procs:
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()

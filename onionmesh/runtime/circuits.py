@@ -1,0 +1,327 @@
+"""The client's circuits: building them over links, carrying their cells, reusing and closing them.
+
+`CircuitMgr` owns the links to first hops and every `ClientCircuit`.  Streams are opened on
+an open circuit whose exit may accept the port and whose isolation key (the SOCKS
+username/password) matches; concurrent requests share a circuit being built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.errors import DirectoryError, OnionmeshError
+from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
+from onionmesh.proto.events import (
+    CircuitExtended,
+    SendWindowOpened,
+    StreamConnected,
+    StreamDataReceived,
+    StreamEnded,
+    StreamResolved,
+)
+from onionmesh.rng import DEFAULT_RNG, Rng
+from onionmesh.runtime.link import Link, open_link
+from onionmesh.runtime.path import exit_might_accept, select_path
+from onionmesh.runtime.safelog import get_logger
+from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
+from onionmesh.wire.relay_msg import EndReason
+
+log = get_logger("onionmesh.circuits")
+
+BUILD_TIMEOUT = 30.0
+MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
+MAX_STREAMS_PER_CIRCUIT_SOFT = 256
+
+
+class StreamFailed(Exception):
+    def __init__(self, reason: EndReason) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class CircuitHandle:
+    number: int
+    circ: ClientCircuit
+    link: Link
+    path: list[RelayDescriptor]
+    isolation: object
+    created_at: float = field(default_factory=time.monotonic)
+    built_at: float | None = None
+    dirty_since: float | None = None
+    closed_reason: str | None = None
+    build_waiter: asyncio.Future[None] | None = None
+    extended: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[int, asyncio.Future[object]] = field(default_factory=dict)
+    bridges: dict[int, StreamBridge] = field(default_factory=dict)
+    hop_times: list[float] = field(default_factory=list)
+
+    @property
+    def exit(self) -> RelayDescriptor:
+        return self.path[-1]
+
+    def usable_for(self, port: int | None, isolation: object, now: float) -> bool:
+        return (
+            self.circ.state is CircuitState.OPEN
+            and self.closed_reason is None
+            and len(self.circ.hops) == len(self.path)
+            and self.isolation == isolation
+            and (self.dirty_since is None or now - self.dirty_since < MAX_DIRTINESS)
+            and len(self.circ.streams) < MAX_STREAMS_PER_CIRCUIT_SOFT
+            and exit_might_accept(self.exit, port)
+        )
+
+
+class CircuitMgr:
+    def __init__(
+        self, relays: Callable[[], list[RelayDescriptor]], rng: Rng = DEFAULT_RNG, hops: int = 3
+    ) -> None:
+        self.relays = relays
+        self.rng = rng
+        self.hops = hops
+        self.circuits: dict[int, CircuitHandle] = {}
+        self._links: dict[bytes, Link] = {}
+        self._link_locks: dict[bytes, asyncio.Lock] = {}
+        self._numbers = itertools.count(1)
+        self._building: list[tuple[object, int | None, asyncio.Task[CircuitHandle]]] = []
+        self.listeners: list[Callable[[str, CircuitHandle], None]] = []
+
+    # --- links ---------------------------------------------------------------------------------
+    async def _link_to(self, desc: RelayDescriptor) -> Link:
+        link = self._links.get(desc.identity_pk)
+        if link is not None and not link.closed:
+            return link
+        async with self._link_locks.setdefault(desc.identity_pk, asyncio.Lock()):
+            link = self._links.get(desc.identity_pk)
+            if link is not None and not link.closed:
+                return link
+            error: Exception = OSError("relay has no address")
+            for host, port in desc.link_addresses:
+                try:
+                    link = await open_link(host, port, desc.identity_pk, self, self.rng)
+                except (OSError, OnionmeshError) as exc:
+                    error = exc
+                    continue
+                self._links[desc.identity_pk] = link
+                return link
+            raise OSError(f"cannot reach first hop: {error}")
+
+    def link_closed(self, link: Link) -> None:
+        for handle in list(link.circuits.values()):
+            self._close(handle, "link closed", send_destroy=False)  # type: ignore[arg-type]
+        link.circuits.clear()
+
+    # --- building ------------------------------------------------------------------------------
+    def _emit(self, what: str, handle: CircuitHandle) -> None:
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                listener(what, handle)
+
+    async def build(
+        self,
+        *,
+        port: int | None = None,
+        isolation: object = None,
+        hops: int | None = None,
+        exit_fp: str | None = None,
+        via: list[str] | None = None,
+        avoid: set[str] | None = None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> CircuitHandle:
+        """Build a circuit hop by hop; raises OnionmeshError/OSError/TimeoutError when it fails."""
+        path = select_path(
+            self.relays(), hops or self.hops, self.rng, port=port, exit_fp=exit_fp, via=via, avoid=avoid
+        )
+        start = time.monotonic()
+        link = await self._link_to(path[0])
+        cid = link.allocate_circ_id()
+        handle = CircuitHandle(next(self._numbers), ClientCircuit(cid, self.rng), link, path, isolation)
+        link.circuits[cid] = handle
+        self.circuits[handle.number] = handle
+        self._emit("launched", handle)
+        try:
+            await asyncio.wait_for(self._extend_all(handle, progress), BUILD_TIMEOUT)
+        except (OnionmeshError, OSError, TimeoutError) as exc:
+            self._close(handle, f"build failed: {type(exc).__name__}")
+            self._emit("failed", handle)
+            raise
+        handle.built_at = time.monotonic()
+        log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
+        self._emit("built", handle)
+        return handle
+
+    async def _extend_all(self, handle: CircuitHandle, progress: Callable[[int, float], None] | None) -> None:
+        for i, desc in enumerate(handle.path):
+            t0 = time.monotonic()
+            handle.extended.clear()
+            if i == 0:
+                handle.circ.create(desc.identity_pk, desc.onion_pk)
+            else:
+                handle.circ.extend(desc.identity_pk, desc.onion_pk, desc.link_addresses)
+            self._flush(handle)
+            while len(handle.circ.hops) <= i:
+                if handle.closed_reason is not None:
+                    raise OSError(handle.closed_reason)
+                await handle.extended.wait()
+                handle.extended.clear()
+            handle.hop_times.append(time.monotonic() - t0)
+            if progress is not None:
+                progress(i + 1, handle.hop_times[-1])
+
+    async def get_circuit(self, port: int | None, isolation: object) -> CircuitHandle:
+        """An open circuit for this port and isolation key, sharing one being built if any."""
+        now = time.monotonic()
+        for handle in self.circuits.values():
+            if handle.usable_for(port, isolation, now):
+                return handle
+        for iso, want_port, task in self._building:
+            if iso == isolation and want_port == port and not task.done():
+                with contextlib.suppress(OnionmeshError, OSError, TimeoutError):
+                    return await asyncio.shield(task)
+        task = asyncio.create_task(self.build(port=port, isolation=isolation), name="circuit-build")
+        # Concurrent requests for the same port and isolation wait for this build instead of starting their own.
+        self._building.append((isolation, port, task))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            self._building = [b for b in self._building if not b[2].done()]
+
+    # --- cells ---------------------------------------------------------------------------------
+    def _flush(self, handle: CircuitHandle) -> None:
+        for cell in handle.circ.cells_to_send():
+            handle.link.send_cell(cell)
+
+    def cell_received(self, link: Link, cell: Cell) -> None:
+        handle = link.circuits.get(cell.circ_id)
+        if not isinstance(handle, CircuitHandle):
+            return
+        if cell.command is CellCommand.DESTROY:
+            self._close(
+                handle, f"destroyed by relay ({DestroyReason.of(cell.payload[0]).name})", send_destroy=False
+            )
+            return
+        try:
+            handle.circ.handle_cell(cell)
+        except OnionmeshError as exc:
+            log.info("circuit destroyed: protocol violation", number=handle.number, detail=str(exc))
+            self._close(handle, "protocol violation")
+            return
+        self._dispatch(handle)
+
+    def _dispatch(self, handle: CircuitHandle) -> None:
+        for event in handle.circ.take_events():
+            if isinstance(event, StreamDataReceived):
+                bridge = handle.bridges.get(event.stream_id)
+                if bridge is not None:
+                    bridge.deliver(event.data)
+            elif isinstance(event, SendWindowOpened):
+                targets = (
+                    list(handle.bridges.values())
+                    if event.stream_id == 0
+                    else [handle.bridges.get(event.stream_id)]
+                )
+                for bridge in targets:
+                    if bridge is not None:
+                        bridge.window_open.set()
+            elif isinstance(event, CircuitExtended):
+                handle.extended.set()
+            elif isinstance(event, (StreamConnected, StreamResolved)):
+                waiter = handle.pending.pop(event.stream_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event)
+            elif isinstance(event, StreamEnded):
+                waiter = handle.pending.pop(event.stream_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(StreamFailed(event.reason))
+                bridge = handle.bridges.pop(event.stream_id, None)
+                if bridge is not None:
+                    bridge.remote_closed()
+        self._flush(handle)
+
+    def _close(self, handle: CircuitHandle, reason: str, *, send_destroy: bool = True) -> None:
+        if handle.closed_reason is not None:
+            return
+        handle.closed_reason = reason
+        cid = handle.circ.circ_id
+        if send_destroy and not handle.link.closed and cid in handle.link.circuits:
+            handle.link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.REQUESTED)))
+        handle.link.circuits.pop(cid, None)
+        handle.circ.mark_closed()
+        handle.circ.take_events()
+        for waiter in handle.pending.values():
+            if not waiter.done():
+                waiter.set_exception(StreamFailed(EndReason.DESTROY))
+        handle.pending.clear()
+        for bridge in handle.bridges.values():
+            bridge.remote_closed()
+        handle.bridges.clear()
+        handle.extended.set()
+        self.circuits.pop(handle.number, None)
+        self._emit("closed", handle)
+
+    def close_circuit(self, number: int) -> bool:
+        handle = self.circuits.get(number)
+        if handle is None:
+            return False
+        self._close(handle, "closed by user")
+        return True
+
+    def close_all(self) -> None:
+        for handle in list(self.circuits.values()):
+            self._close(handle, "shutting down")
+        for link in list(self._links.values()):
+            link.close()
+
+    def retire_all(self) -> None:
+        """New identity: no current circuit takes new streams (they close when their streams end)."""
+        for handle in self.circuits.values():
+            handle.dirty_since = -MAX_DIRTINESS * 2
+
+    # --- streams -------------------------------------------------------------------------------
+    async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:
+        sid = handle.circ.begin(host, port)
+        if handle.dirty_since is None:
+            handle.dirty_since = time.monotonic()
+        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        handle.pending[sid] = waiter
+        self._flush(handle)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            handle.pending.pop(sid, None)
+            handle.circ.end_stream(sid, EndReason.TIMEOUT)
+            self._flush(handle)
+            raise
+        return sid
+
+    async def resolve(self, handle: CircuitHandle, host: str, timeout: float) -> StreamResolved:
+        sid = handle.circ.resolve(host)
+        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        handle.pending[sid] = waiter
+        self._flush(handle)
+        result = await asyncio.wait_for(waiter, timeout)
+        assert isinstance(result, StreamResolved)
+        return result
+
+    def attach(
+        self,
+        handle: CircuitHandle,
+        sid: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        early: bytes,
+    ) -> StreamBridge:
+        bridge = StreamBridge(handle.circ, sid, reader, writer, lambda: self._flush(handle))
+        handle.bridges[sid] = bridge
+        bridge.start(early)
+        return bridge
+
+
+__all__ = ["CircuitHandle", "CircuitMgr", "DirectoryError", "StreamFailed"]

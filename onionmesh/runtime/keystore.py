@@ -1,0 +1,110 @@
+"""Key files in a data directory: created on first start, private to the operator.
+
+Layout: DATA_DIR (0700) / keys / identity_ed25519 (the 32-byte seed), onion_x25519 and
+onion_x25519.old (32-byte secret + u64 creation time), all 0600.  The onion key rotates every
+`rotation` seconds; the previous one stays accepted for `grace` seconds so that clients holding
+an older descriptor can still build circuits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
+from onionmesh.rng import Rng
+
+ONION_ROTATION = 7 * 24 * 3600
+ONION_GRACE = 7 * 24 * 3600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a secret file atomically with mode 0600 from the first byte on."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass
+class OnionKeyEntry:
+    key: OnionKey
+    created: int
+
+
+class KeyStore:
+    def __init__(
+        self, data_dir: Path, rng: Rng, *, rotation: int = ONION_ROTATION, grace: int = ONION_GRACE
+    ) -> None:
+        self.dir = private_dir(Path(data_dir) / "keys")
+        private_dir(Path(data_dir))
+        self.rng = rng
+        self.rotation = rotation
+        self.grace = grace
+        self.identity = self._load_identity()
+        self.current, self.previous = self._load_onion()
+
+    def _load_identity(self) -> IdentityKey:
+        path = self.dir / "identity_ed25519"
+        if path.exists():
+            return IdentityKey(path.read_bytes())
+        key = IdentityKey.generate(self.rng)
+        write_secret(path, key.seed)
+        return key
+
+    def _read_onion(self, path: Path) -> OnionKeyEntry | None:
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+        if len(raw) != 40:
+            return None
+        return OnionKeyEntry(OnionKey(raw[:32]), int.from_bytes(raw[32:], "big"))
+
+    def _save_onion(self, path: Path, entry: OnionKeyEntry) -> None:
+        write_secret(path, entry.key.secret + entry.created.to_bytes(8, "big"))
+
+    def _load_onion(self) -> tuple[OnionKeyEntry, OnionKeyEntry | None]:
+        current = self._read_onion(self.dir / "onion_x25519")
+        if current is None:
+            current = OnionKeyEntry(OnionKey.generate(self.rng), int(time.time()))
+            self._save_onion(self.dir / "onion_x25519", current)
+        return current, self._read_onion(self.dir / "onion_x25519.old")
+
+    def maybe_rotate(self, now: float) -> bool:
+        """Rotate the onion key when it is due; True if it changed (the descriptor must be republished)."""
+        if now - self.current.created < self.rotation:
+            if self.previous and now - self.previous.created > self.rotation + self.grace:
+                self.previous = None
+                (self.dir / "onion_x25519.old").unlink(missing_ok=True)
+            return False
+        self.previous = self.current
+        self._save_onion(self.dir / "onion_x25519.old", self.previous)
+        self.current = OnionKeyEntry(OnionKey.generate(self.rng), int(now))
+        self._save_onion(self.dir / "onion_x25519", self.current)
+        return True
+
+    def onion_secret_for(self, onion_pk: bytes) -> bytes | None:
+        """The secret for a public onion key we still accept (current, or previous within grace)."""
+        for entry in (self.current, self.previous):
+            if entry is not None and entry.key.public == onion_pk:
+                return entry.key.secret
+        return None
+
+    def onion_cert(self) -> OnionKeyCert:
+        created = self.current.created
+        return OnionKeyCert.issue(
+            self.identity, self.current.key.public, created - 3600, created + self.rotation + self.grace
+        )

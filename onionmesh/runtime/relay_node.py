@@ -1,0 +1,401 @@
+"""A relay: accepts links, answers CREATE, extends circuits, and serves as exit where its policy allows.
+
+The per-circuit logic is in `proto.relay_circuit.RelayCircuit`; this module owns the sockets:
+which link a circuit continues on, the exit's TCP connections, and teardown.  One bad peer
+can only ever destroy its own circuits or close its own link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onionmesh.crypto import ntor
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
+from onionmesh.errors import OnionmeshError
+from onionmesh.proto.events import (
+    BeginRequested,
+    ExtendRequested,
+    ResolveRequested,
+    SendWindowOpened,
+    StreamDataReceived,
+    StreamEnded,
+)
+from onionmesh.proto.relay_circuit import RelayCircuit
+from onionmesh.rng import DEFAULT_RNG, Rng
+from onionmesh.runtime import exit as exit_mod
+from onionmesh.runtime.keystore import KeyStore, write_secret
+from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
+from onionmesh.runtime.safelog import Sensitive, get_logger
+from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.wire.cell import (
+    Cell,
+    CellCommand,
+    DestroyReason,
+    create_payload,
+    created_payload,
+    destroy_payload,
+    parse_create,
+    parse_created,
+)
+from onionmesh.wire.relay_msg import EndReason, Extend, ResolvedType
+
+log = get_logger("onionmesh.relay")
+
+MAX_CIRCUITS_PER_LINK = 4096
+DESCRIPTOR_LIFETIME = 18 * 3600
+REPUBLISH_INTERVAL = 3600
+
+
+class Side(enum.Enum):
+    FROM_PREV = "prev"  # cells on this link travel away from the client
+    FROM_NEXT = "next"  # cells on this link travel toward the client
+
+
+@dataclass
+class RelayConfig:
+    listen_host: str
+    listen_port: int
+    data_dir: Path
+    nickname: str = "Unnamed"
+    exit_policy: str = ""
+    allow_private_destinations: bool = False
+    bandwidth: int = 10_000_000
+    advertise: tuple[str, int] | None = None
+    family: tuple[bytes, ...] = ()
+
+
+@dataclass(eq=False)
+class CircuitEntry:
+    circ: RelayCircuit
+    prev: Link
+    prev_id: int
+    next: Link | None = None
+    next_id: int = 0
+    created_waiter: asyncio.Future[bytes] | None = None
+    bridges: dict[int, StreamBridge] = field(default_factory=dict)
+    dead: bool = False
+
+
+class RelayNode:
+    def __init__(self, config: RelayConfig, rng: Rng = DEFAULT_RNG) -> None:
+        self.config = config
+        self.rng = rng
+        self.keys = KeyStore(config.data_dir, rng)
+        self.policy = ExitPolicy.parse(config.exit_policy) if config.exit_policy.strip() else None
+        self.exit_rules = (
+            exit_mod.ExitRules(self.policy, config.allow_private_destinations) if self.policy else None
+        )
+        self.allow_private_links = is_private_address(config.listen_host)
+        self.links: set[Link] = set()
+        self._out_links: dict[bytes, Link] = {}
+        self._link_locks: dict[bytes, asyncio.Lock] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.descriptor: RelayDescriptor | None = None
+        self.stats = {"circuits": 0, "destroyed_protocol": 0}
+
+    @property
+    def fingerprint(self) -> str:
+        return self.keys.identity.fingerprint
+
+    # --- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_accept, self.config.listen_host, self.config.listen_port, reuse_address=True
+        )
+        sock = self._server.sockets[0]
+        self.config.listen_port = sock.getsockname()[1]
+        self.publish_descriptor()
+        self._spawn(self._maintenance(), "relay-maintenance")
+        log.info("relay listening", fingerprint=self.fingerprint, port=self.config.listen_port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in list(self.links):
+            link.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def make_descriptor(self) -> RelayDescriptor:
+        host, port = self.config.advertise or (self.config.listen_host, self.config.listen_port)
+        return RelayDescriptor.create(
+            identity=self.keys.identity,
+            onion_cert=self.keys.onion_cert(),
+            nickname=self.config.nickname,
+            link_addresses=((host, port),),
+            dht_contact=None,
+            exit_policy=str(self.policy) if self.policy else "",
+            bandwidth=self.config.bandwidth,
+            family=self.config.family,
+            published=int(time.time()),
+            lifetime=DESCRIPTOR_LIFETIME,
+        )
+
+    def publish_descriptor(self) -> None:
+        """Sign a fresh descriptor and leave it in DATA_DIR/descriptor (the directory layer picks it up)."""
+        self.descriptor = self.make_descriptor()
+        text = base64.b64encode(self.descriptor.encode()).decode() + "\n"
+        path = Path(self.config.data_dir) / "descriptor"
+        write_secret(path, text.encode())
+        path.chmod(0o644)
+
+    async def _maintenance(self) -> None:
+        last = time.time()
+        while True:
+            await asyncio.sleep(60)
+            now = time.time()
+            if self.keys.maybe_rotate(now) or now - last > REPUBLISH_INTERVAL:
+                self.publish_descriptor()
+                last = now
+
+    # --- links ---------------------------------------------------------------------------------
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.links.add(accept_link(reader, writer, self.keys.identity, self, self.rng))
+
+    async def _link_to(self, addresses: tuple[tuple[str, int], ...], identity_pk: bytes) -> Link:
+        link = self._out_links.get(identity_pk)
+        if link is not None and not link.closed:
+            return link
+        lock = self._link_locks.setdefault(identity_pk, asyncio.Lock())
+        async with lock:
+            link = self._out_links.get(identity_pk)
+            if link is not None and not link.closed:
+                return link
+            last_error: Exception = OSError("no usable address")
+            for host, port in addresses:
+                if is_private_address(host) and not self.allow_private_links:
+                    continue
+                try:
+                    link = await open_link(
+                        host, port, identity_pk, self, self.rng, local_host=self._local_host_for(host)
+                    )
+                except (OSError, TimeoutError, OnionmeshError) as exc:
+                    last_error = exc
+                    continue
+                self.links.add(link)
+                self._out_links[identity_pk] = link
+                return link
+            raise OSError(str(last_error))
+
+    def _local_host_for(self, host: str) -> str | None:
+        """Bind outgoing links to our listen address when it is a specific address of the same family."""
+        ours = self.config.listen_host
+        try:
+            if ipaddress.ip_address(ours).is_unspecified:
+                return None
+            if ipaddress.ip_address(ours).version != ipaddress.ip_address(host).version:
+                return None
+        except ValueError:
+            return None
+        return ours
+
+    def link_closed(self, link: Link) -> None:
+        self.links.discard(link)
+        if link.peer_identity is not None and self._out_links.get(link.peer_identity) is link:
+            del self._out_links[link.peer_identity]
+        for entry, _side in list(link.circuits.values()):  # type: ignore[misc]
+            self._destroy(entry, DestroyReason.CHANNEL_CLOSED, came_from=link)
+        link.circuits.clear()
+
+    # --- cells ---------------------------------------------------------------------------------
+    def cell_received(self, link: Link, cell: Cell) -> None:
+        if cell.command is CellCommand.CREATE:
+            self._on_create(link, cell)
+            return
+        record = link.circuits.get(cell.circ_id)
+        if record is None:
+            return  # a cell for a circuit that is gone; dropped, as Tor does
+        entry, side = record  # type: ignore[misc]
+        try:
+            if cell.command is CellCommand.DESTROY:
+                self._destroy(entry, DestroyReason.of(cell.payload[0]), came_from=link)
+            elif cell.command is CellCommand.CREATED and side is Side.FROM_NEXT:
+                if entry.created_waiter is not None and not entry.created_waiter.done():
+                    entry.created_waiter.set_result(cell.payload)
+            elif cell.command in (CellCommand.RELAY, CellCommand.RELAY_EARLY):
+                if side is Side.FROM_PREV:
+                    entry.circ.handle_forward(cell.command, cell.payload)
+                else:
+                    entry.circ.handle_backward(cell.payload)
+                self._after(entry)
+            else:
+                raise OnionmeshError(f"unexpected {cell.command.name}")
+        except OnionmeshError as exc:
+            log.info("circuit destroyed: protocol violation", detail=str(exc))
+            self.stats["destroyed_protocol"] += 1
+            self._destroy(entry, DestroyReason.PROTOCOL)
+
+    def _on_create(self, link: Link, cell: Cell) -> None:
+        cid = cell.circ_id
+        if not link.peer_may_use(cid) or cid in link.circuits or len(link.circuits) >= MAX_CIRCUITS_PER_LINK:
+            if cid not in link.circuits:
+                link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.RESOURCELIMIT)))
+            return
+        try:
+            htype, hdata = parse_create(cell.payload)
+            if htype != ntor.HANDSHAKE_TYPE_NTOR:
+                raise OnionmeshError("unknown handshake type")
+            skin = ntor.parse_onionskin(hdata)
+            secret = self.keys.onion_secret_for(skin.onion_pk)
+            if secret is None:
+                raise OnionmeshError("onionskin for an onion key we do not hold")
+            reply, keys = ntor.server_respond(skin, self.keys.identity.public, secret, self.rng)
+        except OnionmeshError as exc:
+            log.info("CREATE refused", detail=str(exc))
+            link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.PROTOCOL)))
+            return
+        entry = CircuitEntry(RelayCircuit(keys), prev=link, prev_id=cid)
+        link.circuits[cid] = (entry, Side.FROM_PREV)
+        self.stats["circuits"] += 1
+        link.send_cell(Cell(cid, CellCommand.CREATED, created_payload(reply)))
+
+    def _flush(self, entry: CircuitEntry) -> None:
+        circ = entry.circ
+        if entry.dead:
+            circ.take_forward()
+            circ.take_backward()
+            return
+        if entry.next is not None:
+            for command, payload in circ.take_forward():
+                entry.next.send_cell(Cell(entry.next_id, command, payload))
+        for payload in circ.take_backward():
+            entry.prev.send_cell(Cell(entry.prev_id, CellCommand.RELAY, payload))
+
+    def _after(self, entry: CircuitEntry) -> None:
+        for event in entry.circ.take_events():
+            if isinstance(event, StreamDataReceived):
+                bridge = entry.bridges.get(event.stream_id)
+                if bridge is not None:
+                    bridge.deliver(event.data)
+            elif isinstance(event, SendWindowOpened):
+                targets = (
+                    entry.bridges.values() if event.stream_id == 0 else [entry.bridges.get(event.stream_id)]
+                )
+                for bridge in targets:
+                    if bridge is not None:
+                        bridge.window_open.set()
+            elif isinstance(event, StreamEnded):
+                bridge = entry.bridges.pop(event.stream_id, None)
+                if bridge is not None:
+                    bridge.remote_closed()
+            elif isinstance(event, ExtendRequested):
+                self._spawn(self._extend(entry, event.extend), "relay-extend")
+            elif isinstance(event, BeginRequested):
+                self._spawn(self._begin(entry, event), "exit-begin")
+            elif isinstance(event, ResolveRequested):
+                self._spawn(self._resolve(entry, event), "exit-resolve")
+        self._flush(entry)
+
+    def _destroy(self, entry: CircuitEntry, reason: DestroyReason, came_from: Link | None = None) -> None:
+        if entry.dead:
+            return
+        entry.dead = True
+        for link, cid in ((entry.prev, entry.prev_id), (entry.next, entry.next_id)):
+            if link is None:
+                continue
+            link.circuits.pop(cid, None)
+            if link is not came_from and not link.closed:
+                link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(reason)))
+        for bridge in entry.bridges.values():
+            bridge.close()
+        entry.bridges.clear()
+        if entry.created_waiter is not None and not entry.created_waiter.done():
+            entry.created_waiter.cancel()
+
+    # --- what circuits ask of the world --------------------------------------------------------
+    async def _extend(self, entry: CircuitEntry, extend: Extend) -> None:
+        try:
+            if extend.identity_pk == self.keys.identity.public:
+                raise OSError("extend to ourselves")
+            link = await self._link_to(extend.addresses, extend.identity_pk)
+            if entry.dead:
+                return
+            cid = link.allocate_circ_id()
+            entry.next, entry.next_id = link, cid
+            entry.created_waiter = asyncio.get_running_loop().create_future()
+            link.circuits[cid] = (entry, Side.FROM_NEXT)
+            link.send_cell(
+                Cell(cid, CellCommand.CREATE, create_payload(extend.handshake_type, extend.onionskin))
+            )
+            payload = await asyncio.wait_for(entry.created_waiter, HANDSHAKE_TIMEOUT)
+            reply = parse_created(payload)
+        except (OSError, TimeoutError, asyncio.CancelledError, OnionmeshError) as exc:
+            if entry.dead:
+                return
+            log.info("extend failed", error=type(exc).__name__)
+            if entry.next is not None:
+                entry.next.circuits.pop(entry.next_id, None)
+                entry.next = None
+            entry.circ.extend_failed(DestroyReason.CONNECTFAILED)
+            self._flush(entry)
+            return
+        if not entry.dead:
+            entry.circ.extended(reply)
+            self._flush(entry)
+
+    async def _begin(self, entry: CircuitEntry, event: BeginRequested) -> None:
+        sid, begin = event.stream_id, event.begin
+        log.debug("stream requested", host=Sensitive(begin.host), port=begin.port)
+        try:
+            if self.exit_rules is None:
+                raise exit_mod.ExitRefused(EndReason.EXITPOLICY)
+            reader, writer, address = await exit_mod.connect(
+                self.exit_rules, begin.host, begin.port, begin.flags
+            )
+        except exit_mod.ExitRefused as refused:
+            if not entry.dead:
+                entry.circ.end_stream(sid, refused.reason)
+                self._flush(entry)
+            return
+        if entry.dead or sid not in entry.circ.streams:
+            writer.close()
+            return
+        with contextlib.suppress(OSError):
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        bridge = StreamBridge(entry.circ, sid, reader, writer, lambda: self._flush(entry))
+        entry.bridges[sid] = bridge
+        entry.circ.connected(sid, address)
+        self._flush(entry)
+        bridge.start()
+
+    async def _resolve(self, entry: CircuitEntry, event: ResolveRequested) -> None:
+        answers: tuple[tuple[ResolvedType, str, int], ...]
+        try:
+            if self.exit_rules is None:
+                raise exit_mod.ExitRefused(EndReason.EXITPOLICY)
+            try:
+                ip = ipaddress.ip_address(event.host)
+            except ValueError:
+                addrs = await exit_mod.resolve(event.host)
+                answers = tuple(
+                    (ResolvedType.IPV4 if ipaddress.ip_address(a).version == 4 else ResolvedType.IPV6, a, 60)
+                    for a in addrs[:16]
+                )
+            else:
+                name, _ = await asyncio.get_running_loop().getnameinfo((str(ip), 0), socket.NI_NAMEREQD)
+                answers = ((ResolvedType.HOSTNAME, name[:255], 60),)
+        except (exit_mod.ExitRefused, OSError):
+            answers = ((ResolvedType.ERROR_NONTRANSIENT, "", 0),)
+        if not entry.dead:
+            entry.circ.resolved(event.stream_id, answers)
+            self._flush(entry)

@@ -1,0 +1,137 @@
+"""Join a TCP socket to a circuit stream, in both directions, under flow control.
+
+Used at both ends: the client joins a SOCKS connection to its stream, the exit joins its
+connection to the destination.  Reading from the socket stops while the stream or circuit
+window is closed (so memory stays bounded by the windows); credit for received data goes
+back to the sender only after the socket has taken it (so a slow reader slows the sender).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from onionmesh.proto.endpoint import CircuitEndpoint
+from onionmesh.wire.relay_msg import RELAY_BODY_MAX, EndReason
+
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class StreamBridge:
+    def __init__(
+        self,
+        endpoint: CircuitEndpoint,
+        stream_id: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        flush: Callable[[], None],
+    ) -> None:
+        self.endpoint = endpoint
+        self.stream_id = stream_id
+        self.reader = reader
+        self.writer = writer
+        self.flush = flush
+        self.window_open = asyncio.Event()
+        self.closed = False
+        self._unacked = 0
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, early_data: bytes = b"") -> None:
+        self._task = asyncio.create_task(self._upstream(early_data), name="stream-upstream")
+
+    async def _wait_window(self) -> bool:
+        while not self.endpoint.can_send(self.stream_id):
+            if self.closed or self.stream_id not in self.endpoint.streams:
+                return False
+            self.window_open.clear()
+            await self.window_open.wait()
+        return True
+
+    async def _send(self, data: bytes) -> bool:
+        for off in range(0, len(data), RELAY_BODY_MAX):
+            if not await self._wait_window():
+                return False
+            self.endpoint.send_data(self.stream_id, data[off : off + RELAY_BODY_MAX])
+            self.flush()
+        return True
+
+    async def _upstream(self, early_data: bytes) -> None:
+        """Socket → circuit."""
+        reason = EndReason.DONE
+        try:
+            if early_data and not await self._send(early_data):
+                return
+            while not self.closed:
+                if not await self._wait_window():
+                    return
+                data = await self.reader.read(RELAY_BODY_MAX * 8)
+                if not data:
+                    break
+                if not await self._send(data):
+                    return
+        except (ConnectionError, OSError):
+            reason = EndReason.CONNRESET
+        if not self.closed:
+            self.endpoint.end_stream(self.stream_id, reason)
+            self.flush()
+            self.close()
+
+    def deliver(self, data: bytes) -> None:
+        """Circuit → socket; acknowledge once the socket buffer has room."""
+        if self.closed:
+            return
+        try:
+            self.writer.write(data)
+        except (ConnectionError, RuntimeError):
+            self.remote_closed()
+            return
+        self._unacked += 1
+        transport = self.writer.transport
+        if transport is not None and transport.get_write_buffer_size() < WRITE_HIGH_WATER:
+            self._ack()
+        elif not self._draining:
+            self._draining = True
+            asyncio.create_task(self._drain_then_ack(), name="stream-drain")
+
+    def _ack(self) -> None:
+        n, self._unacked = self._unacked, 0
+        if n:
+            self.endpoint.data_consumed(self.stream_id, n)
+            self.flush()
+
+    async def _drain_then_ack(self) -> None:
+        try:
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            self.remote_closed()
+            return
+        finally:
+            self._draining = False
+        if not self.closed:
+            self._ack()
+
+    def remote_closed(self) -> None:
+        """The far end ended the stream (or the circuit died): finish writing, then close."""
+        if self.closed:
+            return
+        self.closed = True
+        self.window_open.set()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        with contextlib.suppress(Exception):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        asyncio.get_running_loop().call_later(0, self._close_writer)
+
+    def _close_writer(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.window_open.set()
+        self._close_writer()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
