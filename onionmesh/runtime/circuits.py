@@ -38,6 +38,7 @@ log = get_logger("onionmesh.circuits")
 BUILD_TIMEOUT = 30.0
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
+NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
 
 
 class StreamFailed(Exception):
@@ -128,7 +129,7 @@ class CircuitMgr:
         self,
         *,
         port: int | None = None,
-        isolation: object = None,
+        isolation: object = NO_ISOLATION,
         hops: int | None = None,
         exit_fp: str | None = None,
         via: list[str] | None = None,
@@ -178,7 +179,7 @@ class CircuitMgr:
     async def get_circuit(self, port: int | None, isolation: object) -> CircuitHandle:
         """An open circuit for this port and isolation key, sharing one being built if any."""
         now = time.monotonic()
-        for handle in self.circuits.values():
+        for handle in sorted(self.circuits.values(), key=lambda h: len(h.circ.streams)):
             if handle.usable_for(port, isolation, now):
                 return handle
         for iso, want_port, task in self._building:

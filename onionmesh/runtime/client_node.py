@@ -33,6 +33,7 @@ class ClientConfig:
     control_port: int = 9051
     directory_file: Path | None = None
     hops: int = 3
+    prebuilt_circuits: int = PREBUILT_CIRCUITS
 
 
 class ClientNode:
@@ -76,7 +77,7 @@ class ClientNode:
         """Keep a couple of circuits ready so that the first request does not wait for a build."""
         while True:
             ready = [h for h in self.circuits.circuits.values() if h.built_at and not h.circ.streams]
-            if len(ready) < PREBUILT_CIRCUITS and self.relays:
+            if len(ready) < self.config.prebuilt_circuits and self.relays:
                 with contextlib.suppress(Exception):
                     await self.circuits.build(port=80)
                     continue

@@ -29,6 +29,16 @@ class ExitRules:
             return False
         return self.policy.allows(address, port)
 
+    @property
+    def loopback_only(self) -> bool:
+        """True when the policy accepts nothing but loopback (a test mesh's exit).
+
+        Such an exit never asks the system resolver: a browser's background requests through a
+        test mesh must not cause a single packet beyond loopback, not even a DNS query.
+        """
+        accepts = [r for r in self.policy.rules if r.accept]
+        return bool(accepts) and all(r.network is not None and r.network.is_loopback for r in accepts)
+
 
 class ExitRefused(Exception):
     def __init__(self, reason: EndReason) -> None:
@@ -36,26 +46,53 @@ class ExitRefused(Exception):
         self.reason = reason
 
 
-async def resolve(host: str, flags: BeginFlags = BeginFlags.IPV6_OK) -> list[str]:
-    """All addresses for host, in resolver order, without duplicates; IP literals pass through."""
+def local_name_addresses(host: str) -> list[str] | None:
+    """RFC 6761: "localhost" and "*.localhost" are loopback, answered without any DNS query."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return ["::1", "127.0.0.1"]
+    return None
+
+
+async def resolve(
+    host: str, flags: BeginFlags = BeginFlags.IPV6_OK, *, local_only: bool = False
+) -> list[str]:
+    """All addresses for host, in resolver order, without duplicates; IP literals pass through.
+
+    With `local_only`, names other than localhost are refused without asking the resolver.
+    """
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
         pass
+    local = local_name_addresses(host)
+    if local is not None:
+        return _filter_family(local, flags)
+    if local_only:
+        raise ExitRefused(EndReason.RESOLVEFAILED)
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
     except (OSError, TimeoutError, UnicodeError) as exc:
         raise ExitRefused(EndReason.RESOLVEFAILED) from exc
     out: list[str] = []
-    for family, *_rest, sockaddr in infos:
-        if family == socket.AF_INET6 and not flags & BeginFlags.IPV6_OK:
-            continue
-        if family == socket.AF_INET and flags & BeginFlags.IPV4_NOT_OK:
-            continue
+    for _family, *_rest, sockaddr in infos:
         addr = str(ipaddress.ip_address(sockaddr[0].split("%")[0]))
         if addr not in out:
             out.append(addr)
+    return _filter_family(out, flags)
+
+
+def _filter_family(addresses: list[str], flags: BeginFlags) -> list[str]:
+    """Apply BEGIN's IPv4/IPv6 flags; an empty result means the name did not resolve usably."""
+    out = []
+    for addr in addresses:
+        version = ipaddress.ip_address(addr).version
+        if version == 6 and not flags & BeginFlags.IPV6_OK:
+            continue
+        if version == 4 and flags & BeginFlags.IPV4_NOT_OK:
+            continue
+        out.append(addr)
     if flags & BeginFlags.IPV6_PREFERRED:
         out.sort(key=lambda a: ipaddress.ip_address(a).version != 6)
     if not out:
@@ -67,7 +104,9 @@ async def connect(
     rules: ExitRules, host: str, port: int, flags: BeginFlags
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
     """Resolve, check every address against the rules, connect to the first that answers."""
-    addresses = [a for a in await resolve(host, flags) if rules.permits(a, port)]
+    addresses = [
+        a for a in await resolve(host, flags, local_only=rules.loopback_only) if rules.permits(a, port)
+    ]
     if not addresses:
         raise ExitRefused(EndReason.EXITPOLICY)
     reason = EndReason.CONNECTREFUSED

@@ -386,12 +386,14 @@ class RelayNode:
             try:
                 ip = ipaddress.ip_address(event.host)
             except ValueError:
-                addrs = await exit_mod.resolve(event.host)
+                addrs = await exit_mod.resolve(event.host, local_only=self.exit_rules.loopback_only)
                 answers = tuple(
                     (ResolvedType.IPV4 if ipaddress.ip_address(a).version == 4 else ResolvedType.IPV6, a, 60)
                     for a in addrs[:16]
                 )
             else:
+                if self.exit_rules.loopback_only and not ip.is_loopback:
+                    raise exit_mod.ExitRefused(EndReason.RESOLVEFAILED)
                 name, _ = await asyncio.get_running_loop().getnameinfo((str(ip), 0), socket.NI_NAMEREQD)
                 answers = ((ResolvedType.HOSTNAME, name[:255], 60),)
         except (exit_mod.ExitRefused, OSError):

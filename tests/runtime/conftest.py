@@ -1,0 +1,181 @@
+"""A real mesh on loopback, in-process: relays on 127.0.N.1, a client with its SOCKS port, an origin server.
+
+Every part talks over real TCP sockets; only the process is shared, so tests can look inside
+relays (what each one saw) and swap in misbehaving ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from onionmesh.directory.descriptor import encode_descriptor_file
+from onionmesh.runtime.client_node import ClientConfig, ClientNode
+from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+
+LOOPBACK_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
+
+
+@dataclass
+class Origin:
+    """An HTTP server on 127.0.0.1 that serves fixed random blobs and records what is uploaded."""
+
+    port: int
+    blobs: dict[int, bytes] = field(default_factory=dict)
+    uploads: list[bytes] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
+
+    def blob(self, size: int) -> bytes:
+        if size not in self.blobs:
+            self.blobs[size] = os.urandom(size)
+        return self.blobs[size]
+
+
+async def start_origin() -> tuple[Origin, web.AppRunner]:
+    origin = Origin(0)
+
+    async def blob(request: web.Request) -> web.Response:
+        origin.peers.append(request.remote or "")
+        return web.Response(body=origin.blob(int(request.match_info["size"])))
+
+    async def upload(request: web.Request) -> web.Response:
+        origin.peers.append(request.remote or "")
+        data = bytearray()
+        try:
+            async for chunk in request.content.iter_any():
+                data += chunk
+        finally:
+            origin.uploads.append(bytes(data))
+        return web.Response(text=hashlib.sha256(data).hexdigest())
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_get("/blob/{size}", blob)
+    app.router.add_post("/upload", upload)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    origin.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return origin, runner
+
+
+@dataclass
+class Mesh:
+    relays: list[RelayNode]
+    client: ClientNode
+    origin: Origin
+    directory: Path
+
+    @property
+    def socks_port(self) -> int:
+        return self.client.socks.port
+
+    def relay(self, fingerprint: str) -> RelayNode:
+        return next(r for r in self.relays if r.fingerprint == fingerprint)
+
+
+async def start_mesh(
+    tmp_path: Path,
+    *,
+    relays: int = 5,
+    exits: int = 3,
+    exit_policy: str = LOOPBACK_EXIT_POLICY,
+    allow_private: bool = True,
+    relay_factory: dict[int, type[RelayNode]] | None = None,
+    prebuilt: int = 0,
+    hops: int = 3,
+) -> tuple[Mesh, list[object]]:
+    origin, runner = await start_origin()
+    nodes: list[RelayNode] = []
+    for i in range(relays):
+        cls = (relay_factory or {}).get(i, RelayNode)
+        node = cls(
+            RelayConfig(
+                listen_host=f"127.0.{i + 1}.1",
+                listen_port=0,
+                data_dir=tmp_path / f"relay{i}",
+                nickname=f"relay{i}",
+                exit_policy=exit_policy if i < exits else "",
+                allow_private_destinations=allow_private,
+            )
+        )
+        await node.start()
+        nodes.append(node)
+    directory = tmp_path / "descriptors.json"
+    directory.write_text(encode_descriptor_file([n.descriptor for n in nodes if n.descriptor]))
+    client = ClientNode(
+        ClientConfig(
+            data_dir=tmp_path / "client",
+            socks_port=0,
+            control_port=0,
+            directory_file=directory,
+            prebuilt_circuits=prebuilt,
+            hops=hops,
+        )
+    )
+    await client.start()
+    return Mesh(nodes, client, origin, directory), [runner]
+
+
+async def stop_mesh(mesh: Mesh, extras: list[object]) -> None:
+    await mesh.client.stop()
+    for node in mesh.relays:
+        await node.stop()
+    for runner in extras:
+        await runner.cleanup()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    m, extras = await start_mesh(tmp_path)
+    try:
+        yield m
+    finally:
+        await stop_mesh(m, extras)
+
+
+def socks5_connect(port: int, host: str, dport: int, *, timeout: float = 30.0):  # noqa: ANN201
+    """A blocking pysocks socket with remote DNS (run it in a thread)."""
+    import socks
+
+    s = socks.socksocket()
+    s.set_proxy(socks.SOCKS5, "127.0.0.1", port, rdns=True)
+    s.settimeout(timeout)
+    s.connect((host, dport))
+    return s
+
+
+def http_get_via_socks(port: int, host: str, dport: int, path: str, timeout: float = 60.0) -> bytes:
+    s = socks5_connect(port, host, dport, timeout=timeout)
+    try:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        buf = bytearray()
+        while chunk := s.recv(1 << 16):
+            buf += chunk
+    finally:
+        s.close()
+    head, _, body = bytes(buf).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head[:100]
+    return body
+
+
+def raw_socks5_reply(port: int, host: str, dport: int, timeout: float = 60.0) -> int:
+    """Send a SOCKS5 CONNECT by hand and return the reply code (REP)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"\x05\x01\x00")
+        assert s.recv(2) == b"\x05\x00"
+        raw = host.encode()
+        s.sendall(b"\x05\x01\x00\x03" + bytes([len(raw)]) + raw + dport.to_bytes(2, "big"))
+        reply = s.recv(262)
+        assert reply[:1] == b"\x05", reply
+        return reply[1]
