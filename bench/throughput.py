@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onionmesh.app.testnet import Testnet  # noqa: E402
-from onionmesh.runtime import safelog  # noqa: E402
+from onionmesh.app.testnet import Testnet
+from onionmesh.runtime import safelog
 
 
 def p90(values: list[float]) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
 
 
 async def curl(socks: str, url: str) -> tuple[float, float, float]:
@@ -69,7 +69,9 @@ async def main() -> None:
         try:
             line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..."
             port = int(line.split(" port ")[1].split()[0])
-            net = Testnet(Path(tmp) / "net", args.relays, ("127.0.0.1", 0), ("127.0.0.1", 0), log_level="error")
+            net = Testnet(
+                Path(tmp) / "net", args.relays, ("127.0.0.1", 0), ("127.0.0.1", 0), log_level="error"
+            )
             t0 = time.monotonic()
             info = await net.start()
             print(f"onionmesh.ready_s {time.monotonic() - t0:.2f} s")

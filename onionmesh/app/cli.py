@@ -190,7 +190,10 @@ class ControlClient:
 
 def _format_circuit(c: dict[str, Any]) -> str:
     hops = " -> ".join(f"{h['nickname']}({h['address']})" for h in c["hops"])
-    return f"{c['id']:>4}  {c['state']:<8} {c['age_s']:>7.1f}s {c['streams']:>3} streams  {c['bytes_in']:>10} B in  {hops}"
+    return (
+        f"{c['id']:>4}  {c['state']:<8} {c['age_s']:>7.1f}s {c['streams']:>3} streams  "
+        f"{c['bytes_in']:>10} B in  {hops}"
+    )
 
 
 def cmd_circuit(args: argparse.Namespace) -> int:
@@ -224,7 +227,8 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         else:
             for i, hop in enumerate(result["hops"], 1):
                 print(
-                    f"hop {i}: {hop['nickname']} {hop['address']} {hop['fingerprint'][:16]}  {hop['build_ms']} ms"
+                    f"hop {i}: {hop['nickname']} {hop['address']} {hop['fingerprint'][:16]}  "
+                    f"{hop['build_ms']} ms"
                 )
             print(f"circuit {result['id']} built")
     elif args.action == "close":

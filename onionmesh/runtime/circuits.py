@@ -187,7 +187,7 @@ class CircuitMgr:
                 with contextlib.suppress(OnionmeshError, OSError, TimeoutError):
                     return await asyncio.shield(task)
         task = asyncio.create_task(self.build(port=port, isolation=isolation), name="circuit-build")
-        # Concurrent requests for the same port and isolation wait for this build instead of starting their own.
+        # Concurrent requests for the same port and isolation wait for this build, not start their own.
         self._building.append((isolation, port, task))
         try:
             return await asyncio.shield(task)

@@ -37,6 +37,7 @@ class StreamBridge:
         self._unacked = 0
         self._draining = False
         self._task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
 
     def start(self, early_data: bytes = b"") -> None:
         self._task = asyncio.create_task(self._upstream(early_data), name="stream-upstream")
@@ -93,7 +94,7 @@ class StreamBridge:
             self._ack()
         elif not self._draining:
             self._draining = True
-            asyncio.create_task(self._drain_then_ack(), name="stream-drain")
+            self._drain_task = asyncio.create_task(self._drain_then_ack(), name="stream-drain")
 
     def _ack(self) -> None:
         n, self._unacked = self._unacked, 0

@@ -88,7 +88,9 @@ def test_testnet_json_describes_the_mesh(testnet: tuple[int, Path, subprocess.Po
     assert (state / "relay0" / "keys" / "identity_ed25519").stat().st_mode & 0o777 == 0o600
 
 
-def test_curl_50_mib_byte_identical(testnet: tuple[int, Path, subprocess.Popen[str]], www: tuple[int, Path]) -> None:
+def test_curl_50_mib_byte_identical(
+    testnet: tuple[int, Path, subprocess.Popen[str]], www: tuple[int, Path]
+) -> None:
     port, _, _ = testnet
     wport, root = www
     out = subprocess.run(
@@ -107,7 +109,9 @@ def test_pysocks_and_100_concurrent_fetches(
     assert http_get_via_socks(port, "localhost", wport, "/blob", timeout=120) == (root / "blob").read_bytes()
     want = (root / "m1").read_bytes()
     with concurrent.futures.ThreadPoolExecutor(100) as pool:
-        bodies = list(pool.map(lambda _: http_get_via_socks(port, "localhost", wport, "/m1", 120), range(100)))
+        bodies = list(
+            pool.map(lambda _: http_get_via_socks(port, "localhost", wport, "/m1", 120), range(100))
+        )
     assert sum(b == want for b in bodies) == 100
 
 

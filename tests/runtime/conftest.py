@@ -142,7 +142,7 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         await stop_mesh(m, extras)
 
 
-def socks5_connect(port: int, host: str, dport: int, *, timeout: float = 30.0):  # noqa: ANN201
+def socks5_connect(port: int, host: str, dport: int, *, timeout: float = 30.0):
     """A blocking pysocks socket with remote DNS (run it in a thread)."""
     import socks
 

@@ -20,17 +20,17 @@ from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, sta
 class RecordingRelay(RelayNode):
     """A relay that writes down everything it could learn: link peers and every message meant for it."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.link_peers: list[str] = []
         self.recognized: list[tuple[str, int, bytes]] = []
         self.destinations: list[str] = []
 
-    async def _on_accept(self, reader, writer) -> None:  # noqa: ANN001
+    async def _on_accept(self, reader, writer) -> None:
         self.link_peers.append(writer.get_extra_info("peername")[0])
         await super()._on_accept(reader, writer)
 
-    def _on_create(self, link, cell) -> None:  # noqa: ANN001
+    def _on_create(self, link, cell) -> None:
         super()._on_create(link, cell)
         record = link.circuits.get(cell.circ_id)
         if record is None:
@@ -38,13 +38,13 @@ class RecordingRelay(RelayNode):
         circ = record[0].circ
         original = circ._dispatch
 
-        def dispatch(msg, digest, command):  # noqa: ANN001, ANN202
+        def dispatch(msg, digest, command):
             self.recognized.append((msg.command.name, msg.stream_id, msg.body))
             return original(msg, digest, command)
 
         circ._dispatch = dispatch  # type: ignore[method-assign]
 
-    async def _begin(self, entry, event) -> None:  # noqa: ANN001
+    async def _begin(self, entry, event) -> None:
         self.destinations.append(event.begin.host)
         await super()._begin(entry, event)
 
@@ -55,9 +55,13 @@ async def test_no_hop_sees_both_ends(tmp_path: Path) -> None:
     )
     try:
         exit_relay, guard, middle = m.relays[0], m.relays[1], m.relays[2]
-        await m.client.circuits.build(via=[guard.fingerprint, middle.fingerprint], exit_fp=exit_relay.fingerprint)
+        await m.client.circuits.build(
+            via=[guard.fingerprint, middle.fingerprint], exit_fp=exit_relay.fingerprint
+        )
         destination = "localhost"
-        body = await asyncio.to_thread(http_get_via_socks, m.socks_port, destination, m.origin.port, "/blob/5000")
+        body = await asyncio.to_thread(
+            http_get_via_socks, m.socks_port, destination, m.origin.port, "/blob/5000"
+        )
         assert body == m.origin.blob(5000)
         # The guard saw the client's address, never the destination.
         assert guard.link_peers == ["127.0.0.1"]
@@ -82,7 +86,7 @@ class TamperingRelay(RelayNode):
     mode = "flip"
     after = 6
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.forwarded = 0
         self._held: tuple[CellCommand, bytes] | None = None
@@ -152,15 +156,17 @@ async def test_wrong_identity_is_refused(mesh: Mesh) -> None:
     relay = mesh.relays[0]
 
     class Owner:
-        def cell_received(self, link, cell) -> None:  # noqa: ANN001
+        def cell_received(self, link, cell) -> None:
             pass
 
-        def link_closed(self, link) -> None:  # noqa: ANN001
+        def link_closed(self, link) -> None:
             pass
 
     impostor = IdentityKey.generate(SystemRng()).public
     with pytest.raises(OSError):
-        await open_link(relay.config.listen_host, relay.config.listen_port, impostor, Owner(), SystemRng(), timeout=5)
+        await open_link(
+            relay.config.listen_host, relay.config.listen_port, impostor, Owner(), SystemRng(), timeout=5
+        )
     link = await open_link(
         relay.config.listen_host, relay.config.listen_port, relay.keys.identity.public, Owner(), SystemRng()
     )
@@ -183,7 +189,14 @@ async def _garbage(host: str, port: int, payload: bytes) -> bytes:
 async def test_garbage_on_relay_port_is_closed_and_relay_keeps_serving(mesh: Mesh) -> None:
     relay = mesh.relays[0]
     host, port = relay.config.listen_host, relay.config.listen_port
-    payloads = [b"", b"GET / HTTP/1.1\r\n\r\n", os.urandom(64), os.urandom(5000), b"OMLK" + bytes(60), b"OMLK\x00\x01"]
+    payloads = [
+        b"",
+        b"GET / HTTP/1.1\r\n\r\n",
+        os.urandom(64),
+        os.urandom(5000),
+        b"OMLK" + bytes(60),
+        b"OMLK\x00\x01",
+    ]
     results = await asyncio.gather(*(_garbage(host, port, p) for p in payloads[1:]))
     assert all(r == b"" for r in results[:2])  # not the magic: closed without a word
     # A peer that completes the handshake and then sends junk records is cut off too.
@@ -191,10 +204,10 @@ async def test_garbage_on_relay_port_is_closed_and_relay_keeps_serving(mesh: Mes
     class Owner:
         closed = asyncio.Event()
 
-        def cell_received(self, link, cell) -> None:  # noqa: ANN001
+        def cell_received(self, link, cell) -> None:
             pass
 
-        def link_closed(self, link) -> None:  # noqa: ANN001
+        def link_closed(self, link) -> None:
             Owner.closed.set()
 
     link = await open_link(host, port, relay.keys.identity.public, Owner(), SystemRng())
@@ -206,7 +219,9 @@ async def test_garbage_on_relay_port_is_closed_and_relay_keeps_serving(mesh: Mes
     link2.send_cell(Cell(0x8000_0009, CellCommand.RELAY, os.urandom(100)))
     link2.send_cell(Cell(0x0000_0005, CellCommand.CREATE, b""))  # the wrong half of the id space
     await asyncio.sleep(0.2)
-    body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, "/blob/1000")
+    body = await asyncio.to_thread(
+        http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, "/blob/1000"
+    )
     assert body == mesh.origin.blob(1000)
     link2.close()
 
@@ -245,7 +260,9 @@ async def test_malformed_socks_requests_get_clean_errors(mesh: Mesh) -> None:
     assert replies[3].endswith(b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00")  # command not supported
     assert b"\x05\x08" in replies[4]  # address type not supported
     assert replies[8].startswith(b"HTTP/1.0 501")
-    body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, "/blob/1000")
+    body = await asyncio.to_thread(
+        http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, "/blob/1000"
+    )
     assert body == mesh.origin.blob(1000)
 
 
@@ -260,6 +277,8 @@ async def test_a_dead_relay_only_kills_its_circuits(mesh: Mesh) -> None:
         await asyncio.sleep(0.02)
     assert handle.closed_reason is not None
     # New streams are built around it (the directory still lists it: a retry picks another path).
-    body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, f"/blob/{size}")
+    body = await asyncio.to_thread(
+        http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, f"/blob/{size}"
+    )
     assert body == mesh.origin.blob(size)
     assert socket  # keep the import used in all branches

@@ -30,7 +30,9 @@ async def test_curl_fetches_blob_byte_identical(mesh: Mesh) -> None:
 
 async def test_pysocks_remote_dns_and_upload(mesh: Mesh) -> None:
     want = mesh.origin.blob(300_000)
-    body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, "/blob/300000")
+    body = await asyncio.to_thread(
+        http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, "/blob/300000"
+    )
     assert body == want
     # An upload: bytes from the client arrive intact at the destination.
     data = bytes(range(256)) * 4000
@@ -56,7 +58,9 @@ async def test_concurrent_fetches_all_correct(mesh: Mesh) -> None:
     want = mesh.origin.blob(size)
     results = await asyncio.gather(
         *(
-            asyncio.to_thread(http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, f"/blob/{size}")
+            asyncio.to_thread(
+                http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, f"/blob/{size}"
+            )
             for _ in range(30)
         )
     )
@@ -90,7 +94,7 @@ async def test_reply_codes_mean_what_they_say(mesh: Mesh) -> None:
     assert await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, "192.0.2.1", 80) == 0x02
 
 
-async def test_exit_refuses_private_destinations_by_default(tmp_path) -> None:  # noqa: ANN001
+async def test_exit_refuses_private_destinations_by_default(tmp_path) -> None:
     m, extras = await start_mesh(tmp_path, exit_policy="accept *:*", allow_private=False)
     try:
         for host in ("127.0.0.1", "localhost", "::1"):
@@ -101,7 +105,7 @@ async def test_exit_refuses_private_destinations_by_default(tmp_path) -> None:  
         await stop_mesh(m, extras)
 
 
-async def test_circuits_of_configurable_length(tmp_path) -> None:  # noqa: ANN001
+async def test_circuits_of_configurable_length(tmp_path) -> None:
     m, extras = await start_mesh(tmp_path, relays=8, exits=3)
     try:
         for hops in (1, 2, 5, 8):

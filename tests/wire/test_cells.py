@@ -39,7 +39,9 @@ def test_sizes_are_consistent() -> None:
 
 
 @pytest.mark.parametrize("command", list(CellCommand))
-@pytest.mark.parametrize("circ_id", [0, 1, 0x7FFF_FFFF, INITIATOR_CIRC_BIT, INITIATOR_CIRC_BIT | 5, 0xFFFF_FFFF])
+@pytest.mark.parametrize(
+    "circ_id", [0, 1, 0x7FFF_FFFF, INITIATOR_CIRC_BIT, INITIATOR_CIRC_BIT | 5, 0xFFFF_FFFF]
+)
 def test_round_trip_every_command(command: CellCommand, circ_id: int) -> None:
     payload = bytes(range(256)) * 7  # 1792 bytes, shorter than the payload field
     wire = Cell(circ_id, command, payload).encode()
@@ -159,7 +161,9 @@ def test_malformed_create_is_a_remote_error(payload: bytes) -> None:
         parse_create(payload)
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x00\x05abcd", b"\xff\xff" + bytes(CELL_PAYLOAD_LEN - 2)])
+@pytest.mark.parametrize(
+    "payload", [b"", b"\x00", b"\x00\x05abcd", b"\xff\xff" + bytes(CELL_PAYLOAD_LEN - 2)]
+)
 def test_malformed_created_is_a_remote_error(payload: bytes) -> None:
     with pytest.raises(RemoteProtocolError, match="malformed CREATED"):
         parse_created(payload)

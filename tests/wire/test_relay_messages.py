@@ -83,7 +83,9 @@ answers = st.one_of(
     st.tuples(st.just(ResolvedType.IPV4), ipv4s, u32),
     st.tuples(st.just(ResolvedType.IPV6), ipv6s, u32),
     st.tuples(
-        st.sampled_from([ResolvedType.HOSTNAME, ResolvedType.ERROR_TRANSIENT, ResolvedType.ERROR_NONTRANSIENT]),
+        st.sampled_from(
+            [ResolvedType.HOSTNAME, ResolvedType.ERROR_TRANSIENT, ResolvedType.ERROR_NONTRANSIENT]
+        ),
         ascii_text,
         u32,
     ),
