@@ -199,6 +199,8 @@ class LinkProtocol:
         """Queue encoded cells (each exactly CELL_LEN bytes) for sending, batched into records."""
         if self.state is not LinkState.OPEN or self._send is None:
             raise LocalProtocolError("link is not open")
+        if any(len(c) != CELL_LEN for c in cells):
+            raise LocalProtocolError("every cell must be exactly CELL_LEN bytes")
         d = self._send
         for i in range(0, len(cells), MAX_CELLS_PER_RECORD):
             chunk = cells[i : i + MAX_CELLS_PER_RECORD]

@@ -140,6 +140,8 @@ class Link:
             log.info("link closed: protocol violation", error=type(exc).__name__, detail=str(exc))
         except (ConnectionError, OSError):
             pass
+        except Exception as exc:  # a bug must cost one link, never the process
+            log.error("link closed: internal error", error=type(exc).__name__)
         finally:
             self.close()
 

@@ -132,7 +132,12 @@ class RelayNode:
     def _spawn(self, coro: object, name: str) -> None:
         task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("relay task failed", task=task.get_name(), error=type(task.exception()).__name__)
 
     def make_descriptor(self) -> RelayDescriptor:
         host, port = self.config.advertise or (self.config.listen_host, self.config.listen_port)

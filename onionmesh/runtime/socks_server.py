@@ -80,6 +80,9 @@ class SocksListener:
                 await self._resolve(machine, request, writer)
         except (TimeoutError, ConnectionError, OSError):
             pass
+        except Exception as exc:  # one broken request must never stop the listener
+            log.error("socks connection failed: internal error", error=type(exc).__name__)
+            writer.close()
         finally:
             self._conns.discard(writer)
 

@@ -151,6 +151,11 @@ class AddrType(enum.IntEnum):
     IPV6 = 6
 
 
+def _printable(raw: bytes) -> bool:
+    """Hostnames on the wire are visible ASCII without spaces (0x21..0x7E)."""
+    return all(0x21 <= b <= 0x7E for b in raw)
+
+
 def push_address(buf: Buffer, host: str | None) -> None:
     """Encode a hostname or IP literal as type u8 + value."""
     if host is None:
@@ -160,8 +165,8 @@ def push_address(buf: Buffer, host: str | None) -> None:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         raw = host.encode("ascii")
-        if not 0 < len(raw) <= 255:
-            raise ValueError("hostname must be 1..255 ASCII bytes") from None
+        if not 0 < len(raw) <= 255 or not _printable(raw):
+            raise ValueError("hostname must be 1..255 printable ASCII bytes") from None
         buf.push_u8(AddrType.HOSTNAME).push_vec8(raw)
         return
     buf.push_u8(AddrType.IPV4 if ip.version == 4 else AddrType.IPV6).push_bytes(ip.packed)
@@ -173,7 +178,7 @@ def pull_address(buf: Buffer) -> str | None:
         return None
     if kind == AddrType.HOSTNAME:
         raw = buf.pull_vec8()
-        if not raw or any(b < 0x21 or b > 0x7E for b in raw):
+        if not raw or not _printable(raw):
             raise ValueError("hostname must be printable ASCII")
         return raw.decode("ascii")
     if kind == AddrType.IPV4:

@@ -95,7 +95,10 @@ def test_is_recognized() -> None:
 
 
 @settings(max_examples=50)
-@given(st.binary(min_size=64, max_size=64), st.lists(st.binary(min_size=CELL_PAYLOAD_LEN, max_size=CELL_PAYLOAD_LEN), min_size=1, max_size=6))
+@given(
+    st.binary(min_size=64, max_size=64),
+    st.lists(st.binary(min_size=CELL_PAYLOAD_LEN, max_size=CELL_PAYLOAD_LEN), min_size=1, max_size=6),
+)
 def test_apply_and_unapply_are_inverse(keys: bytes, payloads: list[bytes]) -> None:
     a1, a2 = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
     b1, b2 = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
@@ -224,7 +227,9 @@ def test_tagging_bit_in_the_body(bit: int, earlier: int) -> None:
     _tagging_run(seed=bit, bit=bit, earlier_cells=earlier)
 
 
-@pytest.mark.parametrize("bit", [0, 7, 127, 128, 129, 135, 136, 200, 1000, PAYLOAD_BITS - 8, PAYLOAD_BITS - 1])
+@pytest.mark.parametrize(
+    "bit", [0, 7, 127, 128, 129, 135, 136, 200, 1000, PAYLOAD_BITS - 8, PAYLOAD_BITS - 1]
+)
 def test_tagging_edges(bit: int) -> None:
     _tagging_run(seed=5, bit=bit, earlier_cells=1)
 
