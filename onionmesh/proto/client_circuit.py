@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from onionmesh.crypto import ntor
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
-from onionmesh.proto.endpoint import CircuitEndpoint, StreamState
+from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState
 from onionmesh.proto.events import CircuitExtended, StreamConnected, StreamEnded, StreamResolved
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import (
@@ -151,6 +151,8 @@ class ClientCircuit(CircuitEndpoint):
                 raise RemoteProtocolError("unexpected EXTENDED")
             self._add_hop(Extended.decode(msg.body).reply)
             return
+        if msg.command is RelayCommand.TRUNCATED:
+            raise RemoteProtocolError("the last hop could not extend the circuit (TRUNCATED)")
         if hop != len(self.hops) - 1:
             raise RemoteProtocolError("stream message from a middle hop")
         if self._on_common(msg, digest):
@@ -184,6 +186,8 @@ class ClientCircuit(CircuitEndpoint):
 
     # --- streams -----------------------------------------------------------------------------
     def _allocate_stream_id(self) -> int:
+        if len(self.streams) >= MAX_STREAMS_PER_CIRCUIT:
+            raise LocalProtocolError("this circuit carries as many streams as it may")
         for _ in range(0x10000):
             sid = self._next_stream_id
             self._next_stream_id = sid % 0xFFFF + 1

@@ -199,7 +199,23 @@ class Chain:
                 hop.resolved(event.stream_id, result)
 
     def pump(self, max_rounds: int = 100_000) -> None:
-        """Move cells and answer events until nothing moves; peer errors propagate to the caller."""
+        """Move cells and answer events until nothing moves; peer errors propagate to the caller.
+
+        When a state machine raises, the events every party produced before the error are kept
+        (recorded, not acted on), as a runtime would have seen them.
+        """
+        try:
+            self._pump(max_rounds)
+        except BaseException:
+            self._drain_events()
+            raise
+
+    def _drain_events(self) -> None:
+        self.client_events += self.client.take_events()
+        for hop, obs in zip(self.hops, self.observed, strict=True):
+            obs.events += hop.take_events()
+
+    def _pump(self, max_rounds: int) -> None:
         for _ in range(max_rounds):
             moved = False
             for cell in self.client.cells_to_send():
@@ -245,6 +261,7 @@ class Chain:
         return self.observed[-1]
 
     def take_client_events(self) -> list[object]:
+        self.client_events += self.client.take_events()
         out, self.client_events = self.client_events, []
         return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -536,7 +538,7 @@ def test_damaged_sessions_into_a_responder(case: tuple[int, bytes, list[int]]) -
     seed, wire, cuts = case
     _, responder = new_pair(seed)
     bounds = [0, *cuts, len(wire)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         try:
             events = responder.receive_data(wire[a:b])
         except OnionmeshError:
