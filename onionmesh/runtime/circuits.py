@@ -19,9 +19,7 @@ from onionmesh.errors import DirectoryError, OnionmeshError
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
 from onionmesh.proto.events import (
     CircuitExtended,
-    SendWindowOpened,
     StreamConnected,
-    StreamDataReceived,
     StreamEnded,
     StreamResolved,
 )
@@ -29,7 +27,7 @@ from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.link import Link, open_link
 from onionmesh.runtime.path import exit_might_accept, select_path
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
 from onionmesh.wire.relay_msg import EndReason
 
@@ -218,32 +216,18 @@ class CircuitMgr:
 
     def _dispatch(self, handle: CircuitHandle) -> None:
         for event in handle.circ.take_events():
-            if isinstance(event, StreamDataReceived):
-                bridge = handle.bridges.get(event.stream_id)
-                if bridge is not None:
-                    bridge.deliver(event.data)
-            elif isinstance(event, SendWindowOpened):
-                targets = (
-                    list(handle.bridges.values())
-                    if event.stream_id == 0
-                    else [handle.bridges.get(event.stream_id)]
-                )
-                for bridge in targets:
-                    if bridge is not None:
-                        bridge.window_open.set()
-            elif isinstance(event, CircuitExtended):
+            if isinstance(event, CircuitExtended):
                 handle.extended.set()
             elif isinstance(event, (StreamConnected, StreamResolved)):
                 waiter = handle.pending.pop(event.stream_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(event)
-            elif isinstance(event, StreamEnded):
-                waiter = handle.pending.pop(event.stream_id, None)
-                if waiter is not None and not waiter.done():
+            elif isinstance(event, StreamEnded) and event.stream_id in handle.pending:
+                waiter = handle.pending.pop(event.stream_id)
+                if not waiter.done():
                     waiter.set_exception(StreamFailed(event.reason))
-                bridge = handle.bridges.pop(event.stream_id, None)
-                if bridge is not None:
-                    bridge.remote_closed()
+            else:
+                route_stream_event(handle.bridges, event)
         self._flush(handle)
 
     def _close(self, handle: CircuitHandle, reason: str, *, send_destroy: bool = True) -> None:

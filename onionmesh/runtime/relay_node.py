@@ -25,9 +25,6 @@ from onionmesh.proto.events import (
     BeginRequested,
     ExtendRequested,
     ResolveRequested,
-    SendWindowOpened,
-    StreamDataReceived,
-    StreamEnded,
 )
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import DEFAULT_RNG, Rng
@@ -35,7 +32,7 @@ from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
 from onionmesh.runtime.safelog import Sensitive, get_logger
-from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import (
     Cell,
     CellCommand,
@@ -288,22 +285,9 @@ class RelayNode:
 
     def _after(self, entry: CircuitEntry) -> None:
         for event in entry.circ.take_events():
-            if isinstance(event, StreamDataReceived):
-                bridge = entry.bridges.get(event.stream_id)
-                if bridge is not None:
-                    bridge.deliver(event.data)
-            elif isinstance(event, SendWindowOpened):
-                targets = (
-                    entry.bridges.values() if event.stream_id == 0 else [entry.bridges.get(event.stream_id)]
-                )
-                for bridge in targets:
-                    if bridge is not None:
-                        bridge.window_open.set()
-            elif isinstance(event, StreamEnded):
-                bridge = entry.bridges.pop(event.stream_id, None)
-                if bridge is not None:
-                    bridge.remote_closed()
-            elif isinstance(event, ExtendRequested):
+            if route_stream_event(entry.bridges, event):
+                continue
+            if isinstance(event, ExtendRequested):
                 self._spawn(self._extend(entry, event.extend), "relay-extend")
             elif isinstance(event, BeginRequested):
                 self._spawn(self._begin(entry, event), "exit-begin")

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable
 
 from onionmesh.proto.endpoint import CircuitEndpoint
+from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX, EndReason
 
 WRITE_HIGH_WATER = 256 * 1024
@@ -136,3 +137,23 @@ class StreamBridge:
         self._close_writer()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
+
+
+def route_stream_event(bridges: dict[int, StreamBridge], event: object) -> bool:
+    """Hand a circuit's stream event to its bridge (both ends do the same); False if not a stream event."""
+    if isinstance(event, StreamDataReceived):
+        bridge = bridges.get(event.stream_id)
+        if bridge is not None:
+            bridge.deliver(event.data)
+    elif isinstance(event, SendWindowOpened):
+        targets = list(bridges.values()) if event.stream_id == 0 else [bridges.get(event.stream_id)]
+        for target in targets:
+            if target is not None:
+                target.window_open.set()
+    elif isinstance(event, StreamEnded):
+        ended = bridges.pop(event.stream_id, None)
+        if ended is not None:
+            ended.remote_closed()
+    else:
+        return False
+    return True
