@@ -60,9 +60,8 @@ class Hop:
 
 class ClientCircuit(CircuitEndpoint):
     def __init__(self, circ_id: int, rng: Rng) -> None:
-        super().__init__()
+        super().__init__(rng)
         self.circ_id = circ_id
-        self.rng = rng
         self.hops: list[Hop] = []
         self.state = CircuitState.NEW
         self._pending: ntor.ClientHandshakeState | None = None
@@ -106,19 +105,25 @@ class ClientCircuit(CircuitEndpoint):
         self.events.append(CircuitExtended(len(self.hops)))
 
     # --- layering ----------------------------------------------------------------------------
-    def _seal(self, msg: RelayMessage, *, hop: int | None = None, early: bool = False) -> bytes:
-        """Layer `msg` for hop index `hop` (default: the last), queue the cell, return its digest."""
+    def _seal(
+        self, msg: RelayMessage, nonce: bytes = b"", *, hop: int | None = None, early: bool = False
+    ) -> bytes:
+        """Layer `msg` for hop index `hop` (default: the last), queue the cell, return its digest.
+
+        The first MAX_RELAY_EARLY relay cells all go as RELAY_EARLY (as Tor's clients do), so a
+        relay cannot count the EXTENDs that pass it to learn how many hops follow; EXTEND must.
+        """
         target = len(self.hops) - 1 if hop is None else hop
         if not 0 <= target < len(self.hops):
             raise LocalProtocolError("no such hop")
-        payload = msg.encode_plain()
+        payload = msg.encode_plain(nonce)
         payload, digest = self.hops[target].forward.unapply(payload)
         for i in range(target - 1, -1, -1):
             payload, _ = self.hops[i].forward.unapply(payload)
         command = CellCommand.RELAY
-        if early:
-            if self._relay_early_sent >= MAX_RELAY_EARLY:
-                raise LocalProtocolError("RELAY_EARLY budget spent")
+        if early and self._relay_early_sent >= MAX_RELAY_EARLY:
+            raise LocalProtocolError("RELAY_EARLY budget spent")
+        if self._relay_early_sent < MAX_RELAY_EARLY:
             self._relay_early_sent += 1
             command = CellCommand.RELAY_EARLY
         self._out.append(Cell(self.circ_id, command, payload))

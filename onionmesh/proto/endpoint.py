@@ -14,7 +14,16 @@ import enum
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
 from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded
 from onionmesh.proto.flow import CircuitFlow, StreamFlow
-from onionmesh.wire.relay_msg import RELAY_BODY_MAX, End, EndReason, RelayCommand, RelayMessage, Sendme
+from onionmesh.rng import Rng
+from onionmesh.wire.relay_msg import (
+    RELAY_BODY_MAX,
+    SENDME_NONCE_LEN,
+    End,
+    EndReason,
+    RelayCommand,
+    RelayMessage,
+    Sendme,
+)
 
 MAX_STREAMS_PER_CIRCUIT = 512
 
@@ -37,7 +46,8 @@ class Stream:
 
 
 class CircuitEndpoint:
-    def __init__(self) -> None:
+    def __init__(self, rng: Rng) -> None:
+        self.rng = rng
         self.streams: dict[int, Stream] = {}
         self.flow = CircuitFlow()
         self.events: list[object] = []
@@ -45,8 +55,8 @@ class CircuitEndpoint:
         self.bytes_out = 0
 
     # --- subclass hooks ----------------------------------------------------------------------
-    def _seal(self, msg: RelayMessage) -> bytes:
-        """Layer `msg` for the peer endpoint, queue the cell, and return the cell's digest."""
+    def _seal(self, msg: RelayMessage, nonce: bytes = b"") -> bytes:
+        """Layer `msg` (and `nonce` after its body) for the peer, queue the cell, return its digest."""
         raise NotImplementedError
 
     # --- sending -----------------------------------------------------------------------------
@@ -59,18 +69,27 @@ class CircuitEndpoint:
             and self.flow.can_send()
         )
 
-    def send_data(self, stream_id: int, data: bytes) -> None:
-        """Send up to RELAY_BODY_MAX bytes on an open stream with window to spare."""
+    def send_data(self, stream_id: int, data: bytes) -> int:
+        """Send one DATA cell of up to RELAY_BODY_MAX bytes on an open stream; returns the bytes taken.
+
+        Every 100th DATA cell carries a 16-byte random nonce in its padding (and so up to 16 bytes
+        less data), so that the SENDME echoing its digest proves the cell was received.
+        """
         if not data or len(data) > RELAY_BODY_MAX:
             raise LocalProtocolError("DATA must carry 1..RELAY_BODY_MAX bytes")
         if not self.can_send(stream_id):
             raise LocalProtocolError("stream cannot send now")
         stream = self.streams[stream_id]
-        digest = self._seal(RelayMessage(RelayCommand.DATA, stream_id, data))
+        nonce = b""
+        if self.flow.next_is_tracked():
+            nonce = self.rng.random_bytes(SENDME_NONCE_LEN)
+            data = data[: RELAY_BODY_MAX - SENDME_NONCE_LEN]
+        digest = self._seal(RelayMessage(RelayCommand.DATA, stream_id, data), nonce)
         self.flow.on_data_sent(digest)
         stream.flow.package -= 1
         stream.bytes_out += len(data)
         self.bytes_out += len(data)
+        return len(data)
 
     def end_stream(self, stream_id: int, reason: EndReason = EndReason.DONE) -> None:
         stream = self.streams.pop(stream_id, None)

@@ -34,6 +34,10 @@ class CircuitFlow:
     def can_send(self) -> bool:
         return self.package > 0
 
+    def next_is_tracked(self) -> bool:
+        """Will the next DATA cell be one whose digest a SENDME must echo? (It then carries a nonce.)"""
+        return (self._sent + 1) % CIRC_INCREMENT == 0
+
     def on_data_sent(self, digest: bytes) -> None:
         self.package -= 1
         self._sent += 1

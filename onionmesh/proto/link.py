@@ -185,6 +185,8 @@ class LinkProtocol:
         except (NaclCryptoError, ValueError) as exc:
             raise CryptoError("link handshake did not authenticate") from exc
         identity, sig = plain[:32], plain[32:96]
+        if int.from_bytes(plain[96:98], "big") != LINK_VERSION:
+            raise RemoteProtocolError("responder speaks another link version")
         assert self._expected is not None
         if not hmac.compare_digest(identity, self._expected):
             raise CryptoError("relay presented the wrong identity key")

@@ -18,6 +18,7 @@ from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState
 from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
+from onionmesh.rng import Rng
 from onionmesh.wire.cell import MAX_RELAY_EARLY, CellCommand
 from onionmesh.wire.relay_msg import (
     Begin,
@@ -36,8 +37,8 @@ from onionmesh.wire.relay_msg import (
 
 
 class RelayCircuit(CircuitEndpoint):
-    def __init__(self, keys: HopKeys) -> None:
-        super().__init__()
+    def __init__(self, keys: HopKeys, rng: Rng) -> None:
+        super().__init__(rng)
         self._forward = OnionLayer(keys.forward_stream, keys.forward_hash)
         self._backward = OnionLayer(keys.backward_stream, keys.backward_hash)
         self.has_next = False
@@ -97,8 +98,8 @@ class RelayCircuit(CircuitEndpoint):
         self.cells_forwarded += 1
         self.backward_out.append(payload)
 
-    def _seal(self, msg: RelayMessage) -> bytes:
-        payload, digest = self._backward.apply(msg.encode_plain())
+    def _seal(self, msg: RelayMessage, nonce: bytes = b"") -> bytes:
+        payload, digest = self._backward.apply(msg.encode_plain(nonce))
         self.backward_out.append(payload)
         return digest
 

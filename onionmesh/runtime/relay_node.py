@@ -111,6 +111,7 @@ class RelayNode:
         )
         sock = self._server.sockets[0]
         self.config.listen_port = sock.getsockname()[1]
+        self.keys.maybe_rotate(time.time())  # after a long sleep, never publish an expired onion key
         self.publish_descriptor()
         self._spawn(self._maintenance(), "relay-maintenance")
         log.info("relay listening", fingerprint=self.fingerprint, port=self.config.listen_port)
@@ -237,6 +238,8 @@ class RelayNode:
             elif cell.command in (CellCommand.RELAY, CellCommand.RELAY_EARLY):
                 if side is Side.FROM_PREV:
                     entry.circ.handle_forward(cell.command, cell.payload)
+                elif cell.command is CellCommand.RELAY_EARLY:
+                    raise OnionmeshError("RELAY_EARLY toward the client")
                 else:
                     entry.circ.handle_backward(cell.payload)
                 self._after(entry)
@@ -266,7 +269,7 @@ class RelayNode:
             log.info("CREATE refused", detail=str(exc))
             link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.PROTOCOL)))
             return
-        entry = CircuitEntry(RelayCircuit(keys), prev=link, prev_id=cid)
+        entry = CircuitEntry(RelayCircuit(keys, self.rng), prev=link, prev_id=cid)
         link.circuits[cid] = (entry, Side.FROM_PREV)
         self.stats["circuits"] += 1
         link.send_cell(Cell(cid, CellCommand.CREATED, created_payload(reply)))
@@ -383,6 +386,8 @@ class RelayNode:
             else:
                 if self.exit_rules.loopback_only and not ip.is_loopback:
                     raise exit_mod.ExitRefused(EndReason.RESOLVEFAILED)
+                if is_private_address(ip) and not self.config.allow_private_destinations:
+                    raise exit_mod.ExitRefused(EndReason.EXITPOLICY)  # no names of our own network
                 name, _ = await asyncio.get_running_loop().getnameinfo((str(ip), 0), socket.NI_NAMEREQD)
                 answers = ((ResolvedType.HOSTNAME, name[:255], 60),)
         except (exit_mod.ExitRefused, OSError):

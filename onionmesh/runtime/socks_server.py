@@ -117,7 +117,9 @@ class SocksListener:
         try:
             machine.reply(code, host, port)
         except OnionmeshError:
-            machine.reply(code)
+            # The answer does not fit the client's SOCKS version (an IPv6 address for SOCKS4):
+            # a success without the address would be a lie.
+            machine.reply(SocksReply.HOST_UNREACHABLE if code is SocksReply.SUCCEEDED else code)
         writer.write(machine.data_to_send())
 
     async def _connect(

@@ -52,10 +52,11 @@ class StreamBridge:
         return True
 
     async def _send(self, data: bytes) -> bool:
-        for off in range(0, len(data), RELAY_BODY_MAX):
+        off = 0
+        while off < len(data):
             if not await self._wait_window():
                 return False
-            self.endpoint.send_data(self.stream_id, data[off : off + RELAY_BODY_MAX])
+            off += self.endpoint.send_data(self.stream_id, data[off : off + RELAY_BODY_MAX])
             self.flush()
         return True
 

@@ -22,6 +22,7 @@ from onionmesh.wire.cell import CELL_PAYLOAD_LEN
 TAG_LEN = 16
 RELAY_HEADER_LEN = 5
 RELAY_BODY_MAX = CELL_PAYLOAD_LEN - TAG_LEN - RELAY_HEADER_LEN  # 2022
+SENDME_NONCE_LEN = 16
 
 
 class RelayCommand(enum.IntEnum):
@@ -90,10 +91,14 @@ class RelayMessage:
     stream_id: int
     body: bytes = b""
 
-    def encode_plain(self) -> bytes:
-        """The relay payload before any layer: zero tag, header, body, zero padding."""
+    def encode_plain(self, nonce: bytes = b"") -> bytes:
+        """The relay payload before any layer: zero tag, header, body, `nonce`, zero padding.
+
+        The nonce is random bytes that the receiver cannot predict; they go into the padding of
+        the DATA cells whose digest an authenticated SENDME must echo (docs/protocol.md).
+        """
         n = len(self.body)
-        if n > RELAY_BODY_MAX:
+        if n + len(nonce) > RELAY_BODY_MAX:
             raise ValueError("relay body too long")
         return (
             bytes(TAG_LEN)
@@ -101,7 +106,8 @@ class RelayMessage:
             + self.stream_id.to_bytes(2, "big")
             + n.to_bytes(2, "big")
             + self.body
-            + bytes(RELAY_BODY_MAX - n)
+            + nonce
+            + bytes(RELAY_BODY_MAX - n - len(nonce))
         )
 
     @classmethod
@@ -373,6 +379,8 @@ class Sendme:
     @_decoding("SENDME")
     def decode(cls, buf: Buffer) -> Sendme:
         version = buf.pull_u8()
+        if version != 1:
+            raise ValueError("unknown SENDME version")
         return cls(version, buf.pull_vec8())
 
 

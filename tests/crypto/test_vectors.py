@@ -838,7 +838,7 @@ def test_link_record_faults_close() -> None:
 def test_spec_cells() -> None:
     v = load("cell.json")
     _state, skin, reply, keys, _ = _ntor_run()
-    relay = RelayCircuit(keys)
+    relay = RelayCircuit(keys, SeededRng(99))
     for vec in v["vectors"]:
         enc = unh(vec["encoding_prefix"]) + bytes(vec["zero_padding"])
         assert len(enc) == CELL_LEN

@@ -139,7 +139,7 @@ class Chain:
         assert skin.identity_pk == node.identity.public
         assert skin.onion_pk == node.onion.public
         reply, keys = ntor.server_respond(skin, node.identity.public, node.onion.secret, self.relay_rng)
-        hop = RelayCircuit(keys)
+        hop = RelayCircuit(keys, self.relay_rng)
         obs = Observed()
         original_dispatch = hop._dispatch
 

@@ -756,7 +756,8 @@ def test_extend_outside_relay_early() -> None:
     chain.build(relays[:1])
     _, skin = ntor.client_start(relays[1].identity.public, relays[1].onion.public, SeededRng(1))
     body = Extend((relays[1].address,), relays[1].identity.public, ntor.HANDSHAKE_TYPE_NTOR, skin).encode()
-    chain.client._seal(RelayMessage(RelayCommand.EXTEND, 0, body))  # a plain RELAY cell
+    chain.client._relay_early_sent = MAX_RELAY_EARLY  # budget spent: the next cell goes as plain RELAY
+    chain.client._seal(RelayMessage(RelayCommand.EXTEND, 0, body))
     with pytest.raises(RemoteProtocolError, match="EXTEND outside RELAY_EARLY"):
         chain.pump()
 

@@ -17,6 +17,7 @@ from onionmesh.proto.flow import (
     CircuitFlow,
     StreamFlow,
 )
+from onionmesh.wire.relay_msg import RELAY_BODY_MAX, SENDME_NONCE_LEN
 
 
 def digest(i: int) -> bytes:
@@ -244,3 +245,19 @@ def test_stream_flow_between_two_ends(ops: list[str]) -> None:
         assert 0 <= sender.package <= STREAM_WINDOW
         assert 0 <= receiver.deliver <= STREAM_WINDOW
         assert sender.package + in_flight + STREAM_INCREMENT * sendmes == receiver.deliver
+
+
+def test_every_hundredth_data_cell_carries_an_unpredictable_nonce() -> None:
+    """The DATA cells whose digest a SENDME echoes carry 16 random bytes the receiver cannot guess."""
+    from tests.proto.circuit_harness import built_chain
+
+    chain = built_chain(3)
+    sid = chain.client.begin("example.org", 80)
+    chain.pump()
+    chain.take_client_events()
+    sizes = []
+    for _ in range(CIRC_INCREMENT):
+        sizes.append(chain.client.send_data(sid, b"x" * RELAY_BODY_MAX))
+        chain.pump()
+    assert sizes[:-1] == [RELAY_BODY_MAX] * (CIRC_INCREMENT - 1)
+    assert sizes[-1] == RELAY_BODY_MAX - SENDME_NONCE_LEN

@@ -99,7 +99,7 @@ extends = st.builds(
     st.binary(max_size=1500),
 )
 extendeds = st.builds(Extended, st.binary(max_size=RELAY_BODY_MAX - 2))
-sendmes = st.builds(Sendme, st.integers(0, 255), st.binary(max_size=255))
+sendmes = st.builds(Sendme, st.just(1), st.binary(max_size=255))
 truncateds = st.builds(Truncated_, st.integers(0, 255))
 ANY_BODY = st.one_of(begins, connecteds, ends, resolves, resolveds, extends, extendeds, sendmes, truncateds)
 
@@ -282,7 +282,7 @@ def test_longest_hostname() -> None:
         Extended(b""),
         Sendme(),
         Sendme(1, bytes(range(16))),
-        Sendme(0, b""),
+        Sendme(1, b""),
         Truncated_(0),
         Truncated_(255),
     ],
@@ -527,3 +527,16 @@ def test_arbitrary_payloads_into_decode_plain(data: bytes) -> None:
     }.get(msg.command)
     if codec is not None:
         _only_remote_errors(codec.decode, msg.body)
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_sendme_of_an_unknown_version_is_refused(version: int) -> None:
+    with pytest.raises(RemoteProtocolError):
+        Sendme.decode(bytes([version, 0]))
+
+
+def test_nonce_goes_after_the_body_and_is_ignored_by_the_decoder() -> None:
+    msg = RelayMessage(RelayCommand.DATA, 3, b"abc")
+    plain = msg.encode_plain(b"N" * 16)
+    assert plain[16 + 5 : 16 + 5 + 3 + 16] == b"abc" + b"N" * 16
+    assert RelayMessage.decode_plain(plain) == msg
