@@ -60,6 +60,9 @@ class CircuitHandle:
     extended: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[int, asyncio.Future[object]] = field(default_factory=dict)
     bridges: dict[int, StreamBridge] = field(default_factory=dict)
+    # Events for streams that are connected but not yet joined to their socket (the destination
+    # may speak first: DATA and END can arrive in the same batch as CONNECTED).
+    unattached: dict[int, list[object]] = field(default_factory=dict)
     hop_times: list[float] = field(default_factory=list)
 
     @property
@@ -222,6 +225,10 @@ class CircuitMgr:
                 waiter = handle.pending.pop(event.stream_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(event)
+                    if isinstance(event, StreamConnected):
+                        handle.unattached[event.stream_id] = []
+            elif getattr(event, "stream_id", None) in handle.unattached:
+                handle.unattached[event.stream_id].append(event)  # type: ignore[attr-defined]
             elif isinstance(event, StreamEnded) and event.stream_id in handle.pending:
                 waiter = handle.pending.pop(event.stream_id)
                 if not waiter.done():
@@ -247,6 +254,7 @@ class CircuitMgr:
         for bridge in handle.bridges.values():
             bridge.remote_closed()
         handle.bridges.clear()
+        handle.unattached.clear()
         handle.extended.set()
         self.circuits.pop(handle.number, None)
         self._emit("closed", handle)
@@ -306,6 +314,9 @@ class CircuitMgr:
         bridge = StreamBridge(handle.circ, sid, reader, writer, lambda: self._flush(handle))
         handle.bridges[sid] = bridge
         bridge.start(early)
+        for event in handle.unattached.pop(sid, []):
+            route_stream_event(handle.bridges, event)
+        self._flush(handle)
         return bridge
 
 

@@ -141,6 +141,42 @@ def test_circuit_build_and_list(testnet: tuple[int, Path, subprocess.Popen[str]]
     assert bad.returncode != 0 and "cookie" in bad.stderr
 
 
+def test_a_second_proxy_uses_the_same_relays(
+    testnet: tuple[int, Path, subprocess.Popen[str]], www: tuple[int, Path], tmp_path: Path
+) -> None:
+    _, state, _ = testnet
+    wport, root = www
+    port, control = free_port(), free_port()
+    proxy = subprocess.Popen(
+        [*ONIONMESH, "proxy", "--socks", f"127.0.0.1:{port}", "--control", f"127.0.0.1:{control}",
+         "--data-dir", str(tmp_path / "p2"), "--directory-file", str(state / "descriptors.json"),
+         "--log-level", "warning"],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        body = None
+        while time.monotonic() < deadline and body is None:
+            try:
+                body = http_get_via_socks(port, "localhost", wport, "/m1", 30)
+            except OSError:
+                time.sleep(0.2)
+        assert body == (root / "m1").read_bytes()
+        assert (tmp_path / "p2").stat().st_mode & 0o777 == 0o700
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        assert proxy.wait(20) == 0
+
+
+def test_relay_with_a_bad_exit_policy_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*ONIONMESH, "relay", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "r"),
+         "--exit-policy", "accept *:99999"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "bad --exit-policy" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_sigterm_leaves_no_process_behind(testnet: tuple[int, Path, subprocess.Popen[str]]) -> None:
     _, state, proc = testnet
     pids = [r["pid"] for r in json.loads((state / "testnet.json").read_text())["relays"]]
