@@ -42,7 +42,7 @@ def write_secret(path: Path, data: bytes) -> None:
 @dataclass
 class OnionKeyEntry:
     key: OnionKey
-    created: int
+    since: int  # the current key: when it was created; the previous key: when it was retired
 
 
 class KeyStore:
@@ -74,7 +74,7 @@ class KeyStore:
         return OnionKeyEntry(OnionKey(raw[:32]), int.from_bytes(raw[32:], "big"))
 
     def _save_onion(self, path: Path, entry: OnionKeyEntry) -> None:
-        write_secret(path, entry.key.secret + entry.created.to_bytes(8, "big"))
+        write_secret(path, entry.key.secret + entry.since.to_bytes(8, "big"))
 
     def _load_onion(self) -> tuple[OnionKeyEntry, OnionKeyEntry | None]:
         current = self._read_onion(self.dir / "onion_x25519")
@@ -84,13 +84,17 @@ class KeyStore:
         return current, self._read_onion(self.dir / "onion_x25519.old")
 
     def maybe_rotate(self, now: float) -> bool:
-        """Rotate the onion key when it is due; True if it changed (the descriptor must be republished)."""
-        if now - self.current.created < self.rotation:
-            if self.previous and now - self.previous.created > self.rotation + self.grace:
-                self.previous = None
-                (self.dir / "onion_x25519.old").unlink(missing_ok=True)
+        """Rotate the onion key when it is due; True if it changed (the descriptor must be republished).
+
+        The retired key stays accepted for `grace` seconds from its retirement, so that clients
+        holding the previous descriptor can still build circuits.
+        """
+        if self.previous and now - self.previous.since > self.grace:
+            self.previous = None
+            (self.dir / "onion_x25519.old").unlink(missing_ok=True)
+        if now - self.current.since < self.rotation:
             return False
-        self.previous = self.current
+        self.previous = OnionKeyEntry(self.current.key, int(now))
         self._save_onion(self.dir / "onion_x25519.old", self.previous)
         self.current = OnionKeyEntry(OnionKey.generate(self.rng), int(now))
         self._save_onion(self.dir / "onion_x25519", self.current)
@@ -104,7 +108,7 @@ class KeyStore:
         return None
 
     def onion_cert(self) -> OnionKeyCert:
-        created = self.current.created
+        created = self.current.since
         return OnionKeyCert.issue(
             self.identity, self.current.key.public, created - 3600, created + self.rotation + self.grace
         )

@@ -114,3 +114,30 @@ async def test_circuits_of_configurable_length(tmp_path) -> None:
             assert len({d.fingerprint for d in handle.path}) == hops
     finally:
         await stop_mesh(m, extras)
+
+
+async def test_logs_carry_no_destination_even_at_debug(mesh: Mesh) -> None:
+    import io
+
+    import structlog
+
+    from onionmesh.runtime import safelog
+
+    stream = io.StringIO()
+    safelog.configure("debug", safe=True, stream=stream)
+    try:
+        secret = "onionmesh-secret-destination.localhost"  # RFC 6761: the exit answers it without DNS
+        body = await asyncio.to_thread(
+            http_get_via_socks, mesh.socks_port, secret, mesh.origin.port, "/blob/100"
+        )
+        assert body == mesh.origin.blob(100)
+        safelog.configure("debug", safe=False, stream=stream)
+        await asyncio.to_thread(
+            http_get_via_socks, mesh.socks_port, "unsafe-marker.localhost", mesh.origin.port, "/blob/1"
+        )
+    finally:
+        structlog.reset_defaults()
+    text = stream.getvalue()
+    assert "[scrubbed]" in text  # the destination was there to log, and was scrubbed
+    assert "onionmesh-secret-destination" not in text
+    assert "unsafe-marker" in text  # --unsafe-logging really shows it (so the check above can fail)
