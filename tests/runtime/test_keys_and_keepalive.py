@@ -63,20 +63,20 @@ class _Owner:
     def __init__(self) -> None:
         self.closed = asyncio.Event()
 
-    def cell_received(self, link, cell) -> None:  # noqa: ANN001
+    def cell_received(self, link, cell) -> None:
         pass
 
-    def link_closed(self, link) -> None:  # noqa: ANN001
+    def link_closed(self, link) -> None:
         self.closed.set()
 
 
-async def test_idle_links_send_keepalives_and_silent_peers_are_dropped(mesh: Mesh, monkeypatch) -> None:  # noqa: ANN001
+async def test_idle_links_send_keepalives_and_silent_peers_are_dropped(mesh: Mesh, monkeypatch) -> None:
     monkeypatch.setattr(link_mod, "KEEPALIVE_INTERVAL", 0.3)
     monkeypatch.setattr(link_mod, "IDLE_TIMEOUT", 1.0)
     relay = mesh.relays[1]
     owner = _Owner()
-    link = await open_link(relay.config.listen_host, relay.config.listen_port, relay.keys.identity.public, owner,
-                           SystemRng())  # fmt: skip
+    host, port = relay.config.listen_host, relay.config.listen_port
+    link = await open_link(host, port, relay.keys.identity.public, owner, SystemRng())
     # Both ends send PADDING when quiet, so a healthy idle link stays up well past IDLE_TIMEOUT.
     await asyncio.sleep(2.5)
     assert not link.closed
