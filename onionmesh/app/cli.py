@@ -33,6 +33,30 @@ def _add_logging(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--bootstrap",
+        type=host_port,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help=f"a DHT contact (repeatable); {what}",
+    )
+    p.add_argument("--bootstrap-file", type=Path, default=None, help="DHT contacts, one HOST:PORT per line")
+
+
+def bootstrap_contacts(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
+    from onionmesh.runtime.dht_directory import parse_bootstrap_file
+
+    contacts = list(args.bootstrap)
+    if args.bootstrap_file is not None:
+        try:
+            contacts += parse_bootstrap_file(args.bootstrap_file)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"onionmesh: cannot read --bootstrap-file: {exc}") from None
+    return tuple(contacts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onionmesh", description="An onion-routed anonymity overlay.")
     parser.add_argument("--version", action="version", version=f"onionmesh {__version__}")
@@ -50,14 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--bandwidth", type=int, default=10_000_000, help="advertised bytes per second")
     relay.add_argument("--advertise", type=host_port, default=None, metavar="HOST:PORT")
+    relay.add_argument(
+        "--dht",
+        type=host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="UDP address of this relay's DHT node (default: the listen host, port 0)",
+    )
+    _add_bootstrap(relay, "none: this relay starts a new network")
     _add_logging(relay)
 
     proxy = sub.add_parser("proxy", help="run the client: a local SOCKS5 proxy")
     proxy.add_argument("--socks", type=host_port, default=("127.0.0.1", 9050), metavar="HOST:PORT")
     proxy.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
     proxy.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
+    _add_bootstrap(proxy, "the client discovers relays through the DHT these lead to")
     proxy.add_argument(
-        "--directory-file", type=Path, required=True, help="signed descriptors (testnet's descriptors.json)"
+        "--dht-refresh", type=float, default=600.0, metavar="SECONDS", help="how often to re-crawl the DHT"
     )
     proxy.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
     _add_logging(proxy)
@@ -90,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     close = csub.add_parser("close", help="close a circuit")
     close.add_argument("id", type=int)
     csub.add_parser("new", help="new identity: current circuits take no new streams")
+
+    dht = sub.add_parser("dht", help="look into the relay directory (the DHT)")
+    dsub = dht.add_subparsers(dest="action", required=True)
+    relays = dsub.add_parser("relays", help="the relays a fresh client discovers")
+    lookup = dsub.add_parser("lookup", help="one relay's verified descriptor, by fingerprint")
+    lookup.add_argument("fingerprint")
+    for p in (relays, lookup):
+        _add_bootstrap(p, "at least one is needed")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--timeout", type=float, default=30.0)
     return parser
 
 
@@ -107,6 +150,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
         allow_private_destinations=args.allow_private_destinations,
         bandwidth=args.bandwidth,
         advertise=args.advertise,
+        dht=args.dht,
+        bootstrap=bootstrap_contacts(args),
     )
     try:
         node = RelayNode(config)
@@ -128,7 +173,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             socks_port=args.socks[1],
             control_host=args.control[0],
             control_port=args.control[1],
-            directory_file=args.directory_file,
+            bootstrap=bootstrap_contacts(args),
+            dht_refresh=args.dht_refresh,
             hops=args.hops,
         )
     )
@@ -244,7 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "log_level"):
         safelog.configure(args.log_level, safe=not args.unsafe_logging)
-    handlers = {"relay": cmd_relay, "proxy": cmd_proxy, "testnet": cmd_testnet, "circuit": cmd_circuit}
+    from onionmesh.app.dht_cli import cmd_dht
+
+    handlers = {
+        "relay": cmd_relay,
+        "proxy": cmd_proxy,
+        "testnet": cmd_testnet,
+        "circuit": cmd_circuit,
+        "dht": cmd_dht,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -2,8 +2,10 @@
 
 N relay processes on distinct loopback addresses (127.0.1.1, 127.0.2.1, ...), at least three of
 them exits that accept loopback destinations and nothing else, and a SOCKS proxy in this
-process.  Writes DIR/testnet.json, prints one line when the mesh carries traffic, and on
-Ctrl-C or SIGTERM stops every relay it started (by PID) before it exits.
+process.  The relays form a DHT (the first starts the network, the others bootstrap from it)
+and the proxy knows nothing but the bootstrap contacts: it discovers the relays in the DHT.
+Writes DIR/testnet.json, prints one line when the mesh carries traffic, and on Ctrl-C or
+SIGTERM stops every relay it started (by PID) before it exits.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from onionmesh.directory.descriptor import RelayDescriptor, encode_descriptor_file
+from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.runtime.client_node import ClientConfig, ClientNode
 from onionmesh.runtime.keystore import private_dir
 
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
 START_TIMEOUT = 60.0
+TESTNET_DHT_REFRESH = 30.0
+BOOTSTRAP_CONTACTS = 3
 
 
 def exits_for(relays: int) -> int:
@@ -52,22 +56,26 @@ class Testnet:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.client: ClientNode | None = None
 
-    def _relay_args(self, i: int) -> list[str]:
+    def _relay_args(self, i: int, bootstrap: tuple[str, int] | None) -> list[str]:
         data = self.state_dir / f"relay{i}"
         args = [
             sys.executable, "-m", "onionmesh", "relay",
             "--listen", f"127.0.{i + 1}.1:0",
+            "--dht", f"127.0.{i + 1}.1:0",
             "--data-dir", str(data),
             "--nickname", f"testrelay{i}",
             "--log-level", self.log_level,
         ]  # fmt: skip
+        if bootstrap is not None:
+            args += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         if i < exits_for(self.n):
             args += ["--exit-policy", TESTNET_EXIT_POLICY, "--allow-private-destinations"]
         return args
 
-    async def _wait_descriptors(self) -> list[RelayDescriptor]:
+    async def _wait_descriptors(self, indices: range) -> list[RelayDescriptor]:
+        """Wait until the relays have started (each leaves its descriptor in its data directory)."""
         deadline = time.monotonic() + START_TIMEOUT
-        paths = [self.state_dir / f"relay{i}" / "descriptor" for i in range(self.n)]
+        paths = [self.state_dir / f"relay{i}" / "descriptor" for i in indices]
         while time.monotonic() < deadline:
             for proc in self.procs:
                 if proc.poll() is not None:
@@ -79,17 +87,21 @@ class Testnet:
             raise TimeoutError("relays did not start in time")
         return [RelayDescriptor.decode(base64.b64decode(p.read_text())) for p in paths]
 
+    def _spawn_relay(self, i: int, bootstrap: tuple[str, int] | None) -> None:
+        (self.state_dir / f"relay{i}" / "descriptor").unlink(missing_ok=True)
+        log = open(self.state_dir / f"relay{i}.log", "ab")  # noqa: SIM115 - handed to the child
+        args = self._relay_args(i, bootstrap)
+        self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True))
+        log.close()
+
     async def start(self) -> dict[str, object]:
-        for i in range(self.n):
-            (self.state_dir / f"relay{i}" / "descriptor").unlink(missing_ok=True)
-            log = open(self.state_dir / f"relay{i}.log", "ab")  # noqa: SIM115 - handed to the child
-            self.procs.append(
-                subprocess.Popen(self._relay_args(i), stdout=log, stderr=log, start_new_session=True)
-            )
-            log.close()
-        descriptors = await self._wait_descriptors()
-        directory = self.state_dir / "descriptors.json"
-        directory.write_text(encode_descriptor_file(descriptors))
+        self._spawn_relay(0, None)  # the first relay starts a new network
+        first = (await self._wait_descriptors(range(1)))[0]
+        assert first.dht_contact is not None
+        for i in range(1, self.n):
+            self._spawn_relay(i, first.dht_contact)
+        descriptors = [first, *await self._wait_descriptors(range(1, self.n))]
+        bootstrap = tuple(d.dht_contact for d in descriptors[:BOOTSTRAP_CONTACTS] if d.dht_contact)
         self.client = ClientNode(
             ClientConfig(
                 data_dir=self.state_dir / "client",
@@ -97,17 +109,19 @@ class Testnet:
                 socks_port=self.socks[1],
                 control_host=self.control[0],
                 control_port=self.control[1],
-                directory_file=directory,
+                bootstrap=bootstrap,
+                dht_refresh=TESTNET_DHT_REFRESH,
                 hops=self.hops,
             )
         )
         await self.client.start()
+        await self.client.directory.wait_for(self.n, START_TIMEOUT)
         assert self.client.control is not None
         info = {
             "socks": f"{self.socks[0]}:{self.client.socks.port}",
             "control": f"{self.control[0]}:{self.client.control.port}",
             "cookie": str(self.state_dir / "client" / "control_auth_cookie"),
-            "directory_file": str(directory),
+            "bootstrap": [f"{h}:{p}" for h, p in bootstrap],
             "hops": self.hops,
             "relays": [
                 {
@@ -115,6 +129,7 @@ class Testnet:
                     "fingerprint": d.fingerprint,
                     "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
                     "exit": d.is_exit,
+                    "dht": f"{d.dht_contact[0]}:{d.dht_contact[1]}" if d.dht_contact else None,
                     "pid": proc.pid,
                 }
                 for d, proc in zip(descriptors, self.procs, strict=True)

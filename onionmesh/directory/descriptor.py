@@ -107,6 +107,15 @@ def _pull_address(buf: Buffer) -> Address:
     return (str(addr), buf.pull_u16())
 
 
+def descriptor_key(fingerprint_hex: str) -> bytes:
+    """The DHT key of a relay's descriptor: BLAKE2b-160("onionmesh-descriptor-key" || fingerprint).
+
+    Derived from the 20-byte fingerprint (not the identity key itself) so that anyone who knows a
+    relay's fingerprint can look its descriptor up.
+    """
+    return hashlib.blake2b(DHT_KEY_PREFIX + bytes.fromhex(fingerprint_hex), digest_size=20).digest()
+
+
 @dataclass(frozen=True)
 class RelayDescriptor:
     """A relay's signed self-description.  Constructing one checks its shape, not its signature."""
@@ -295,8 +304,8 @@ class RelayDescriptor:
 
     @property
     def dht_key(self) -> bytes:
-        """The 20-byte Kademlia key this descriptor is stored under."""
-        return hashlib.blake2b(DHT_KEY_PREFIX + self.identity_pk, digest_size=20).digest()
+        """The 20-byte Kademlia key this descriptor is stored under (computable from the fingerprint)."""
+        return descriptor_key(self.fingerprint)
 
     @property
     def usable_until(self) -> int:
@@ -377,5 +386,6 @@ __all__ = [
     "canonical_address",
     "decode_and_verify",
     "decode_descriptor_file",
+    "descriptor_key",
     "encode_descriptor_file",
 ]

@@ -1,4 +1,4 @@
-"""The client ("proxy"): the directory view, circuits, the SOCKS listener and the control API together."""
+"""The client ("proxy"): the DHT directory, circuits, the SOCKS listener and the control API together."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.circuits import CircuitMgr
 from onionmesh.runtime.control import ControlServer, load_or_create_cookie
-from onionmesh.runtime.directory_file import load_directory_file
+from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.socks_server import SocksListener
 
 log = get_logger("onionmesh.client")
 
-DIRECTORY_REFRESH = 30.0
 PREBUILT_CIRCUITS = 2
 
 
@@ -31,7 +30,8 @@ class ClientConfig:
     socks_port: int = 9050
     control_host: str = "127.0.0.1"
     control_port: int = 9051
-    directory_file: Path | None = None
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    dht_refresh: float = DEFAULT_REFRESH
     hops: int = 3
     prebuilt_circuits: int = PREBUILT_CIRCUITS
 
@@ -41,24 +41,25 @@ class ClientNode:
         self.config = config
         self.rng = rng
         private_dir(Path(config.data_dir))
-        self.relays: list[RelayDescriptor] = []
-        self.circuits = CircuitMgr(lambda: self.relays, rng, hops=config.hops)
+        self.directory = DhtDirectory(
+            Path(config.data_dir), list(config.bootstrap), refresh=config.dht_refresh
+        )
+        self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops)
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
         self.control: ControlServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
-    def refresh_directory(self) -> None:
-        if self.config.directory_file is not None and self.config.directory_file.exists():
-            self.relays = load_directory_file(self.config.directory_file)
+    @property
+    def relays(self) -> list[RelayDescriptor]:
+        return self.directory.relays()
 
     async def start(self) -> None:
-        self.refresh_directory()
+        await self.directory.start()
         await self.socks.start()
         cookie = load_or_create_cookie(Path(self.config.data_dir), self.rng.random_bytes(32))
         self.control = ControlServer(self, self.config.control_host, self.config.control_port, cookie)
         await self.control.start()
-        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="directory-refresh"))
         self._tasks.append(asyncio.create_task(self._prebuild(), name="circuit-prebuild"))
         log.info(
             "proxy ready", socks_port=self.socks.port, control_port=self.control.port, relays=len(self.relays)
@@ -83,16 +84,11 @@ class ClientNode:
                     continue
             await asyncio.sleep(1.0)
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(DIRECTORY_REFRESH)
-            with contextlib.suppress(Exception):
-                self.refresh_directory()
-
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await self.socks.stop()
+        await self.directory.stop()
         if self.control is not None:
             await self.control.stop()
         self.circuits.close_all()
@@ -101,6 +97,7 @@ class ClientNode:
         return {
             "socks": f"{self.config.socks_host}:{self.socks.port}",
             "relays_known": len(self.relays),
+            "directory_last_crawl": self.directory.last_crawl,
             "circuits_open": sum(1 for h in self.circuits.circuits.values() if h.built_at),
             "uptime_s": round(time.time() - self.started_at, 1),
         }

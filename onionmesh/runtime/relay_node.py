@@ -29,6 +29,7 @@ from onionmesh.proto.events import (
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import exit as exit_mod
+from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
 from onionmesh.runtime.safelog import Sensitive, get_logger
@@ -48,8 +49,8 @@ from onionmesh.wire.relay_msg import EndReason, Extend, ResolvedType
 log = get_logger("onionmesh.relay")
 
 MAX_CIRCUITS_PER_LINK = 4096
-DESCRIPTOR_LIFETIME = 18 * 3600
-REPUBLISH_INTERVAL = 3600
+DESCRIPTOR_LIFETIME = 3 * 3600
+REPUBLISH_INTERVAL = 1800  # well before expiry; at once on any change
 
 
 class Side(enum.Enum):
@@ -68,6 +69,8 @@ class RelayConfig:
     bandwidth: int = 10_000_000
     advertise: tuple[str, int] | None = None
     family: tuple[bytes, ...] = ()
+    dht: tuple[str, int] | None = None  # UDP address of our DHT node; default: the listen host, port 0
+    bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
 
 
 @dataclass(eq=False)
@@ -98,6 +101,7 @@ class RelayNode:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
+        self.dht = DhtNode(self.keys.identity)
         self.stats = {"circuits": 0, "destroyed_protocol": 0}
 
     @property
@@ -111,14 +115,25 @@ class RelayNode:
         )
         sock = self._server.sockets[0]
         self.config.listen_port = sock.getsockname()[1]
+        dht_host, dht_port = self.config.dht or (self.config.listen_host, 0)
+        await self.dht.listen(dht_port, dht_host)
         self.keys.maybe_rotate(time.time())  # after a long sleep, never publish an expired onion key
         self.publish_descriptor()
+        if self.config.bootstrap:
+            await self.dht.bootstrap(list(self.config.bootstrap))
+        self._spawn(self._publish_to_dht(), "relay-publish")
         self._spawn(self._maintenance(), "relay-maintenance")
-        log.info("relay listening", fingerprint=self.fingerprint, port=self.config.listen_port)
+        log.info(
+            "relay listening",
+            fingerprint=self.fingerprint,
+            port=self.config.listen_port,
+            dht_port=self.dht.address[1],
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.dht.stop()
         for link in list(self.links):
             link.close()
         for task in list(self._tasks):
@@ -139,12 +154,15 @@ class RelayNode:
 
     def make_descriptor(self) -> RelayDescriptor:
         host, port = self.config.advertise or (self.config.listen_host, self.config.listen_port)
+        dht_host, dht_port = self.dht.address
+        if ipaddress.ip_address(dht_host).is_unspecified:
+            dht_host = host
         return RelayDescriptor.create(
             identity=self.keys.identity,
             onion_cert=self.keys.onion_cert(),
             nickname=self.config.nickname,
             link_addresses=((host, port),),
-            dht_contact=None,
+            dht_contact=(dht_host, dht_port),
             exit_policy=str(self.policy) if self.policy else "",
             bandwidth=self.config.bandwidth,
             family=self.config.family,
@@ -153,12 +171,21 @@ class RelayNode:
         )
 
     def publish_descriptor(self) -> None:
-        """Sign a fresh descriptor and leave it in DATA_DIR/descriptor (the directory layer picks it up)."""
+        """Sign a fresh descriptor: our DHT node serves it, and a copy goes to DATA_DIR/descriptor."""
         self.descriptor = self.make_descriptor()
-        text = base64.b64encode(self.descriptor.encode()).decode() + "\n"
+        raw = self.descriptor.encode()
+        self.dht.descriptor_raw = raw
         path = Path(self.config.data_dir) / "descriptor"
-        write_secret(path, text.encode())
+        write_secret(path, base64.b64encode(raw).decode().encode() + b"\n")
         path.chmod(0o644)
+
+    async def _publish_to_dht(self) -> None:
+        """Store the descriptor at the nodes closest to its key (retrying while the network is small)."""
+        for attempt in range(5):
+            raw = self.dht.descriptor_raw
+            if raw is not None and await self.dht.publish(raw) > 0:
+                return
+            await asyncio.sleep(1 + attempt)
 
     async def _maintenance(self) -> None:
         last = time.time()
@@ -167,6 +194,7 @@ class RelayNode:
             now = time.time()
             if self.keys.maybe_rotate(now) or now - last > REPUBLISH_INTERVAL:
                 self.publish_descriptor()
+                self._spawn(self._publish_to_dht(), "relay-publish")
                 last = now
 
     # --- links ---------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ def test_a_second_proxy_uses_the_same_relays(
     port, control = free_port(), free_port()
     proxy = subprocess.Popen(
         [*ONIONMESH, "proxy", "--socks", f"127.0.0.1:{port}", "--control", f"127.0.0.1:{control}",
-         "--data-dir", str(tmp_path / "p2"), "--directory-file", str(state / "descriptors.json"),
+         "--data-dir", str(tmp_path / "p2"),
+        "--bootstrap", json.loads((state / "testnet.json").read_text())["bootstrap"][0],
          "--log-level", "warning"],
     )  # fmt: skip
     try:

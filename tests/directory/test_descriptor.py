@@ -139,7 +139,10 @@ def test_properties() -> None:
     assert d.onion_pk == onion.public
     assert d.is_exit and not make().is_exit and not make(exit_policy=" \n").is_exit
     assert (
-        d.dht_key == hashlib.blake2b(b"onionmesh-descriptor-key" + identity.public, digest_size=20).digest()
+        d.dht_key
+        == hashlib.blake2b(
+            b"onionmesh-descriptor-key" + bytes.fromhex(d.fingerprint), digest_size=20
+        ).digest()
     )
     assert len(d.dht_key) == 20
     assert d.expires == T0 + 18 * HOUR and d.protocols == DEFAULT_PROTOCOLS

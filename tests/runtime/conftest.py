@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from onionmesh.directory.descriptor import encode_descriptor_file
 from onionmesh.runtime.client_node import ClientConfig, ClientNode
 from onionmesh.runtime.relay_node import RelayConfig, RelayNode
 
@@ -71,7 +70,6 @@ class Mesh:
     relays: list[RelayNode]
     client: ClientNode
     origin: Origin
-    directory: Path
 
     @property
     def socks_port(self) -> int:
@@ -104,24 +102,24 @@ async def start_mesh(
                 nickname=f"relay{i}",
                 exit_policy=exit_policy if i < exits else "",
                 allow_private_destinations=allow_private,
+                bootstrap=(nodes[0].dht.address,) if nodes else (),  # the first relay starts the DHT
             )
         )
         await node.start()
         nodes.append(node)
-    directory = tmp_path / "descriptors.json"
-    directory.write_text(encode_descriptor_file([n.descriptor for n in nodes if n.descriptor]))
     client = ClientNode(
         ClientConfig(
             data_dir=tmp_path / "client",
             socks_port=0,
             control_port=0,
-            directory_file=directory,
+            bootstrap=(nodes[0].dht.address,),
             prebuilt_circuits=prebuilt,
             hops=hops,
         )
     )
     await client.start()
-    return Mesh(nodes, client, origin, directory), [runner]
+    assert await client.directory.wait_for(relays, 30) == relays, "the client did not find every relay"
+    return Mesh(nodes, client, origin), [runner]
 
 
 async def stop_mesh(mesh: Mesh, extras: list[object]) -> None:

@@ -1,0 +1,85 @@
+"""`onionmesh dht relays|lookup`: what a fresh client finds in the DHT, verified."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.view import NetView
+from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht_directory import local_bind_for
+
+
+def descriptor_json(d: RelayDescriptor, now: float) -> dict[str, Any]:
+    flags = ["Exit"] if d.is_exit else []
+    return {
+        "fingerprint": d.fingerprint,
+        "nickname": d.nickname,
+        "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
+        "dht": f"{d.dht_contact[0]}:{d.dht_contact[1]}" if d.dht_contact else None,
+        "flags": flags,
+        "bandwidth": d.bandwidth,
+        "exit_policy": d.exit_policy,
+        "published_age_s": round(now - d.published),
+        "expires_in_s": round(d.expires - now),
+        "onion_key": d.onion_pk.hex(),
+        "protocols": d.protocols,
+    }
+
+
+async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int:
+    node = DhtNode(None)
+    await node.listen(0, local_bind_for(contacts))
+    try:
+        if args.action == "relays":
+            view = NetView()
+            found = await asyncio.wait_for(node.crawl(extra=contacts), args.timeout)
+            now = time.time()
+            view.merge(found, now)
+            relays = sorted(view.relays(now), key=lambda d: d.nickname)
+            if args.json:
+                print(json.dumps([descriptor_json(d, now) for d in relays], indent=2))
+            else:
+                print(
+                    f"{'FINGERPRINT':<40}  {'NICKNAME':<19} {'ADDRESS':<22} {'FLAGS':<5} {'BW B/s':>10} {'AGE':>6}"
+                )
+                for d in relays:
+                    j = descriptor_json(d, now)
+                    print(f"{d.fingerprint}  {d.nickname:<19} {j['address']:<22} {','.join(j['flags']):<5} "
+                          f"{d.bandwidth:>10} {j['published_age_s']:>5}s")  # fmt: skip
+                print(f"{len(relays)} relays")
+            return 0
+        fp = args.fingerprint.strip().upper().replace(" ", "").lstrip("$")
+        if len(fp) != 40 or any(c not in "0123456789ABCDEF" for c in fp):
+            print("onionmesh dht lookup: a fingerprint is 40 hex digits")
+            return 2
+        await asyncio.wait_for(node.bootstrap(contacts), args.timeout)
+        result = await asyncio.wait_for(node.get_descriptor(fp), args.timeout)
+        if result.descriptor is None:
+            print(f"onionmesh dht lookup: no valid descriptor for {fp} ({result.queries} nodes asked)")
+            return 1
+        info = descriptor_json(result.descriptor, time.time())
+        info["lookup"] = {"paths": len(result.rounds), "hops": result.rounds, "queries": result.queries,
+                          "invalid_answers": result.forged}  # fmt: skip
+        print(
+            json.dumps(info, indent=2) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in info.items())
+        )
+        return 0
+    finally:
+        node.stop()
+
+
+def cmd_dht(args: argparse.Namespace) -> int:
+    from onionmesh.app.cli import bootstrap_contacts
+
+    contacts = list(bootstrap_contacts(args))
+    if not contacts:
+        raise SystemExit("onionmesh dht: give at least one --bootstrap HOST:PORT")
+    try:
+        return asyncio.run(_run(args, contacts))
+    except TimeoutError:
+        raise SystemExit("onionmesh dht: no answer in time from the DHT") from None

@@ -1,0 +1,241 @@
+"""A DHT node: the `kademlia` package's Server with identity-bound IDs, disjoint lookups and crawling.
+
+Every relay runs one (its ID is the hash of its identity key); clients run one without an
+identity, which no honest node will add to its routing table.  On top of the package:
+
+* `lookup(key)` runs S/Kademlia's lookup over `DISJOINT_PATHS` paths that never share a node,
+  so one clean path is enough; for values, every answer is verified and the newest valid
+  descriptor wins (not the most common answer of the first round, as in the package).
+* `publish(raw)` stores a relay's descriptor at the nodes closest to its key.
+* `crawl()` enumerates the whole network and fetches every node's descriptor from the node
+  itself, verified; it is how clients discover relays (docs/protocol.md, "Discovery").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kademlia.network import Server
+from kademlia.node import Node, NodeHeap
+
+from onionmesh.crypto.keys import IdentityKey
+from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify, descriptor_key
+from onionmesh.directory.dht_records import DescriptorStore, node_id_for, sign_hello
+from onionmesh.errors import OnionmeshError
+from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.safelog import get_logger
+
+log = get_logger("onionmesh.dht")
+
+# The package logs peers' addresses and values through the standard library; onionmesh's logs
+# are structlog's, scrubbed. Silence the package entirely.
+for _name in ("kademlia", "rpcudp"):
+    _pkg_log = logging.getLogger(_name)
+    _pkg_log.setLevel(logging.CRITICAL + 1)
+    _pkg_log.propagate = False
+
+KSIZE = 16
+ALPHA = 3
+DISJOINT_PATHS = 4
+CRAWL_TARGETS_PER_NODE = 2
+CRAWL_CONCURRENCY = 16
+
+
+@dataclass
+class LookupResult:
+    nodes: list[Node]
+    descriptor: RelayDescriptor | None = None
+    raw: bytes | None = None
+    rounds: list[int] = field(default_factory=list)  # per path: how many hops it took
+    queries: int = 0
+    forged: int = 0  # values that did not verify
+
+
+class DhtNode(Server):
+    def __init__(
+        self,
+        identity: IdentityKey | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        ksize: int = KSIZE,
+        alpha: int = ALPHA,
+        max_stored: int = 10_000,
+    ) -> None:
+        node_id = node_id_for(identity.public) if identity is not None else os.urandom(20)
+        store = DescriptorStore(clock, max_stored)
+        super().__init__(ksize, alpha, node_id, storage=store)
+        self.storage: DescriptorStore = (
+            store  # set again: the package tests `storage or ...`, and empty is falsy
+        )
+        self.identity = identity
+        self.clock = clock
+        self.descriptor_raw: bytes | None = None
+        self.protocol: OnionmeshDhtProtocol | None = None
+
+    def _own(self) -> tuple[bytes, Callable[[bytes], bytes]] | None:
+        if self.identity is None or self.descriptor_raw is None:
+            return None
+        identity = self.identity
+        return self.descriptor_raw, lambda nonce: sign_hello(identity, nonce)
+
+    def _create_protocol(self) -> OnionmeshDhtProtocol:
+        return OnionmeshDhtProtocol(self.node, self.storage, self.ksize, self._own, self.clock)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def stop(self) -> None:
+        if self.protocol is not None:
+            self.protocol.close()
+        super().stop()
+
+    # --- joining -------------------------------------------------------------------------------
+    async def bootstrap(self, addrs: list[tuple[str, int]]) -> list[Node]:
+        """Verify the given contacts, then look up our own ID through them to fill the table."""
+        assert self.protocol is not None
+        proven = await asyncio.gather(*(self.protocol.fetch_descriptor(a, None) for a in addrs))
+        nodes = []
+        for addr, desc in zip(addrs, proven, strict=True):
+            if desc is None:
+                continue
+            node = Node(node_id_for(desc.identity_pk), addr[0], addr[1])
+            self.protocol.welcome_if_new(node)
+            nodes.append(node)
+        if not nodes:
+            return []
+        result = await self.lookup(self.node.id, seeds=nodes)
+        await asyncio.sleep(0)
+        return result.nodes
+
+    # --- lookups -------------------------------------------------------------------------------
+    async def lookup(
+        self, key: bytes, *, want_value: bool = False, seeds: list[Node] | None = None
+    ) -> LookupResult:
+        """S/Kademlia lookup over disjoint paths; for values, the newest descriptor that verifies."""
+        assert self.protocol is not None
+        protocol = self.protocol
+        target = Node(key)
+        seeds = seeds or protocol.router.find_neighbors(target, k=self.ksize)
+        result = LookupResult(nodes=[])
+        claimed: set[bytes] = {self.node.id}
+        responded: dict[bytes, Node] = {}
+        paths = [NodeHeap(target, self.ksize) for _ in range(DISJOINT_PATHS)]
+        for i, seed in enumerate(sorted(seeds, key=lambda n: n.distance_to(target))):
+            paths[i % DISJOINT_PATHS].push(seed)
+
+        async def walk(heap: NodeHeap) -> None:
+            rounds = 0
+            while True:
+                batch = [n for n in heap.get_uncontacted() if n.id not in claimed][: self.alpha]
+                for n in heap.get_uncontacted():
+                    if n.id in claimed:
+                        heap.mark_contacted(n)
+                if not batch:
+                    break
+                rounds += 1
+                for n in batch:
+                    claimed.add(n.id)
+                    heap.mark_contacted(n)
+                call = protocol.call_find_value if want_value else protocol.call_find_node
+                answers = await asyncio.gather(*(call(n, target) for n in batch))
+                result.queries += len(batch)
+                found = False
+                for node, (ok, data) in zip(batch, answers, strict=True):
+                    if not ok:
+                        heap.remove([node.id])
+                        continue
+                    responded[node.id] = node
+                    if isinstance(data, dict):
+                        found |= self._take_value(result, key, data["value"])
+                    elif data:
+                        heap.push([Node(*n) for n in data if n[0] not in claimed])
+                if found:
+                    break
+            result.rounds.append(rounds)
+
+        await asyncio.gather(*(walk(p) for p in paths if len(p)))
+        result.nodes = sorted(responded.values(), key=lambda n: n.distance_to(target))[: self.ksize]
+        return result
+
+    def _take_value(self, result: LookupResult, key: bytes, raw: bytes) -> bool:
+        try:
+            desc = decode_and_verify(raw, self.clock())
+        except OnionmeshError:
+            result.forged += 1
+            return False
+        if desc.dht_key != key:
+            result.forged += 1
+            return False
+        if result.descriptor is None or desc.published > result.descriptor.published:
+            result.descriptor, result.raw = desc, raw
+        return True
+
+    async def get_descriptor(self, fingerprint: str) -> LookupResult:
+        return await self.lookup(descriptor_key(fingerprint), want_value=True)
+
+    # --- publishing ----------------------------------------------------------------------------
+    async def publish(self, raw: bytes) -> int:
+        """Store a descriptor at the nodes closest to its key; how many accepted it."""
+        assert self.protocol is not None
+        key = decode_and_verify(raw, self.clock()).dht_key
+        found = await self.lookup(key)
+        if not found.nodes or self.node.distance_to(Node(key)) < found.nodes[-1].distance_to(Node(key)):
+            self.storage[key] = raw
+        results = await asyncio.gather(*(self.protocol.call_store(n, key, raw) for n in found.nodes))
+        return sum(1 for ok, accepted in results if ok and accepted)
+
+    async def set_digest(self, dkey: bytes, value: bytes) -> bool:
+        """The package's hourly republication of held values goes through validation too."""
+        with contextlib.suppress(OnionmeshError):
+            if decode_and_verify(value, self.clock()).dht_key == dkey:
+                return await self.publish(value) > 0
+        return False
+
+    # --- discovery -----------------------------------------------------------------------------
+    async def crawl(
+        self, max_nodes: int = 5000, extra: list[tuple[str, int]] | None = None
+    ) -> list[RelayDescriptor]:
+        """Enumerate the network (FIND_NODE around every node found) and fetch each node's descriptor.
+
+        Every descriptor comes from the node itself, proven (signature over our nonce) and
+        verified; the result is the same for every client, whatever relays it later picks.
+        """
+        assert self.protocol is not None
+        protocol = self.protocol
+        known: dict[tuple[str, int], Node | None] = {}
+        for node in protocol.router.find_neighbors(self.node, k=10_000):
+            known[(node.ip, node.port)] = node
+        for addr in extra or []:
+            known.setdefault(addr, None)
+        descriptors: dict[str, RelayDescriptor] = {}
+        done: set[tuple[str, int]] = set()
+        sem = asyncio.Semaphore(CRAWL_CONCURRENCY)
+
+        async def visit(addr: tuple[str, int]) -> None:
+            async with sem:
+                desc = await protocol.fetch_descriptor(addr, None)
+                if desc is None:
+                    return
+                descriptors[desc.fingerprint] = desc
+                me = Node(node_id_for(desc.identity_pk), addr[0], addr[1])
+                targets = [me.id] + [os.urandom(20) for _ in range(CRAWL_TARGETS_PER_NODE)]
+                answers = await asyncio.gather(*(protocol.call_find_node(me, Node(t)) for t in targets))
+                for ok, data in answers:
+                    for n in data if ok and data else []:
+                        if len(known) < max_nodes:
+                            known.setdefault((n[1], n[2]), Node(*n))
+
+        while len(done) < len(known):
+            batch = [a for a in known if a not in done]
+            done.update(batch)
+            await asyncio.gather(*(visit(a) for a in batch))
+        return list(descriptors.values())
