@@ -89,6 +89,7 @@ async def start_mesh(
     relay_factory: dict[int, type[RelayNode]] | None = None,
     prebuilt: int = 0,
     hops: int = 3,
+    dht_refresh: float = 600.0,
 ) -> tuple[Mesh, list[object]]:
     origin, runner = await start_origin()
     nodes: list[RelayNode] = []
@@ -115,6 +116,7 @@ async def start_mesh(
             bootstrap=(nodes[0].dht.address,),
             prebuilt_circuits=prebuilt,
             hops=hops,
+            dht_refresh=dht_refresh,
         )
     )
     await client.start()
