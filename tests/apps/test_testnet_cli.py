@@ -186,3 +186,43 @@ def test_sigterm_leaves_no_process_behind(testnet: tuple[int, Path, subprocess.P
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_twenty_relay_testnet_finds_its_relays_only_in_the_dht(
+    tmp_path: Path, www: tuple[int, Path]
+) -> None:
+    wport, root = www
+    port = free_port()
+    state = tmp_path / "tn20"
+    proc = subprocess.Popen(
+        [*ONIONMESH, "testnet", "--relays", "20", "--socks", f"127.0.0.1:{port}", "--state-dir", str(state),
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "onionmesh testnet ready" in line, line
+        info = json.loads((state / "testnet.json").read_text())
+        assert len(info["bootstrap"]) >= 1
+        assert not (state / "descriptors.json").exists()  # no relay list is handed to the proxy
+        status = subprocess.run(
+            [*ONIONMESH, "circuit", "--testnet", str(state), "--json", "list"], capture_output=True, text=True
+        )
+        assert status.returncode == 0
+        assert http_get_via_socks(port, "localhost", wport, "/m1", 60) == (root / "m1").read_bytes()
+        relays = subprocess.run(
+            [*ONIONMESH, "dht", "relays", "--bootstrap", info["bootstrap"][0], "--json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        found = {r["fingerprint"] for r in json.loads(relays.stdout)}
+        assert found == {r["fingerprint"] for r in info["relays"]}
+        one = info["relays"][7]["fingerprint"]
+        looked = subprocess.run(
+            [*ONIONMESH, "dht", "lookup", one, "--bootstrap", info["bootstrap"][1], "--json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert json.loads(looked.stdout)["fingerprint"] == one
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
