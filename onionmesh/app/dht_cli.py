@@ -45,7 +45,8 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
                 print(json.dumps([descriptor_json(d, now) for d in relays], indent=2))
             else:
                 print(
-                    f"{'FINGERPRINT':<40}  {'NICKNAME':<19} {'ADDRESS':<22} {'FLAGS':<5} {'BW B/s':>10} {'AGE':>6}"
+                    f"{'FINGERPRINT':<40}  {'NICKNAME':<19} {'ADDRESS':<22} {'FLAGS':<5} "
+                    f"{'BW B/s':>10} {'AGE':>6}"
                 )
                 for d in relays:
                     j = descriptor_json(d, now)

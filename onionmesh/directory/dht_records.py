@@ -16,6 +16,7 @@ Not in this module: UDP, the kademlia package, crawling (runtime.dht).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ def verify_hello(descriptor: RelayDescriptor, node_id: bytes, nonce: bytes, sign
     verify_signature(descriptor.identity_pk, HELLO_CONTEXT, nonce + node_id, signature)
 
 
+@functools.lru_cache(maxsize=65536)
 def subnet_of(ip: str) -> str:
     """The network a Sybil most cheaply fills: the /24 of an IPv4 address, the /48 of an IPv6 one."""
     addr = ipaddress.ip_address(ip)

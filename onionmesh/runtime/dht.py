@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,8 +114,17 @@ class DhtNode(Server):
         if not nodes:
             return []
         result = await self.lookup(self.node.id, seeds=nodes)
-        await asyncio.sleep(0)
+        await self.refresh_buckets()
         return result.nodes
+
+    async def refresh_buckets(self) -> None:
+        """Look up a random ID in every bucket (Kademlia §2.3), so that far parts of the ID space are
+        known too and no single contact carries all routing between them."""
+        assert self.protocol is not None
+        targets = [
+            random.randint(*bucket.range).to_bytes(20, "big") for bucket in list(self.protocol.router.buckets)
+        ]
+        await asyncio.gather(*(self.lookup(t) for t in targets))
 
     # --- lookups -------------------------------------------------------------------------------
     async def lookup(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import ipaddress
 import os
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import umsgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
+from kademlia.routing import RoutingTable
 
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
 from onionmesh.directory.dht_records import (
@@ -101,6 +103,25 @@ def _parse_nodes(value: object, limit: int) -> list[Node]:
     return nodes
 
 
+class ExactRoutingTable(RoutingTable):
+    """The package's table, with a `find_neighbors` that really returns the k closest contacts.
+
+    The package's `TableTraverser` stops early (after one bucket to the left when none is to the
+    right, or at an empty bucket), so it often returns fewer contacts than it holds, sometimes
+    none: lookups then start from nothing. Here: the k nearest of all contacts, by XOR distance.
+    """
+
+    def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
+        k = k or self.ksize
+        candidates = (
+            n
+            for bucket in self.buckets
+            for n in bucket.nodes.values()
+            if n.id != node.id and (exclude is None or not n.same_home_as(exclude))
+        )
+        return heapq.nsmallest(k, candidates, key=node.distance_to)
+
+
 class OnionmeshDhtProtocol(KademliaProtocol):
     def __init__(
         self,
@@ -111,6 +132,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(source_node, storage, ksize)
+        self.router = ExactRoutingTable(self, ksize, source_node)
         self._wait_timeout = WAIT_TIMEOUT
         self.storage: DescriptorStore = storage
         self.own_descriptor = own_descriptor
@@ -153,7 +175,13 @@ class OnionmeshDhtProtocol(KademliaProtocol):
             self.stats["internal_error"] += 1
 
     def _answer(self, msg_id: bytes, data: object, address: tuple[str, int], request_len: int) -> None:
-        if not (isinstance(data, list) and len(data) == 2 and data[0] in RPCS and isinstance(data[1], list)):
+        if not (
+            isinstance(data, list)
+            and len(data) == 2
+            and isinstance(data[0], str)
+            and data[0] in RPCS
+            and isinstance(data[1], list)
+        ):
             self.stats["malformed"] += 1
             return
         name, args = data
@@ -346,7 +374,8 @@ class OnionmeshDhtProtocol(KademliaProtocol):
     def _admit(self, node: Node) -> None:
         bucket = self.router.buckets[self.router.get_bucket_for(node)]
         subnet = subnet_of(node.ip)
-        if sum(1 for n in bucket.get_nodes() if subnet_of(n.ip) == subnet) >= MAX_PER_SUBNET_PER_BUCKET:
+        members = bucket.get_nodes() + list(bucket.replacement_nodes.values())  # waiting ones count too
+        if sum(1 for n in members if subnet_of(n.ip) == subnet) >= MAX_PER_SUBNET_PER_BUCKET:
             self.stats["subnet_limited"] += 1
             return
         for key, value in self.storage:  # hand the new node the values it should now hold
@@ -358,6 +387,20 @@ class OnionmeshDhtProtocol(KademliaProtocol):
             if not neighbors or (new_node_close and this_closest):
                 self._spawn(self.call_store(node, key, value))
         self.router.add_contact(node)
+
+    def handle_call_response(self, result: tuple[bool, Any], node: Node) -> tuple[bool, Any]:
+        """As the package's, but a timeout removes a contact only if it is the one we know at that address.
+
+        Otherwise a peer could name a genuine node's ID with a dead address and have it evicted.
+        """
+        if not result[0]:
+            bucket = self.router.buckets[self.router.get_bucket_for(node)]
+            known = bucket.nodes.get(node.id) or bucket.replacement_nodes.get(node.id)
+            if known is not None and known.same_home_as(node):
+                self.router.remove_contact(node)
+            return result
+        self.welcome_if_new(node)
+        return result
 
     def close(self) -> None:
         for task in list(self._tasks) + list(self._verifying.values()):
