@@ -46,6 +46,7 @@ ALPHA = 3
 DISJOINT_PATHS = 4
 CRAWL_TARGETS_PER_NODE = 2
 CRAWL_CONCURRENCY = 16
+CRAWL_DEADLINE = 60.0
 
 
 @dataclass
@@ -212,7 +213,10 @@ class DhtNode(Server):
 
     # --- discovery -----------------------------------------------------------------------------
     async def crawl(
-        self, max_nodes: int = 5000, extra: list[tuple[str, int]] | None = None
+        self,
+        max_nodes: int = 5000,
+        extra: list[tuple[str, int]] | None = None,
+        deadline: float = CRAWL_DEADLINE,
     ) -> list[RelayDescriptor]:
         """Enumerate the network (FIND_NODE around every node found) and fetch each node's descriptor.
 
@@ -244,8 +248,14 @@ class DhtNode(Server):
                         if len(known) < max_nodes:
                             known.setdefault((n[1], n[2]), Node(*n))
 
-        while len(done) < len(known):
-            batch = [a for a in known if a not in done]
-            done.update(batch)
-            await asyncio.gather(*(visit(a) for a in batch))
+        async def run() -> None:
+            while len(done) < len(known):
+                batch = [a for a in known if a not in done]
+                done.update(batch)
+                await asyncio.gather(*(visit(a) for a in batch))
+
+        # Liars can hand out dead addresses, each costing a timeout: the crawl is bounded in time and
+        # keeps what it verified so far.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run(), deadline)
         return list(descriptors.values())

@@ -47,7 +47,7 @@ def test_fit_recovers_pareto_parameters_roughly(xm: float, alpha: float) -> None
         xm_hat, alpha_hat = fit
         # Xm is the midpoint of the fullest 10 ms bin: near xm, but noise may pick a later bin,
         # and that biases alpha upwards (Tor accepts this: only the tail's CDF matters) ...
-        assert xm <= xm_hat <= xm * 1.08
+        assert xm <= xm_hat <= max(1.1 * xm, xm + 0.05)  # within 10% or five bins
         errors.append(abs(alpha_hat - alpha) / alpha)
         # ... while the timeout still lands on the 80th percentile of the builds.
         assert abs(sum(x <= learner.timeout() for x in samples) / len(samples) - 0.8) < 0.04
@@ -61,7 +61,7 @@ def test_timeouts_sit_at_their_quantiles() -> None:
     assert math.isclose(timeout, 1.0 / 0.2**0.5, rel_tol=0.08)  # F(0.8) = sqrt(5)
     assert abs(sum(x <= timeout for x in samples) / len(samples) - 0.8) < 0.04
     assert abs(sum(x <= close for x in samples) / len(samples) - 0.99) < 0.01
-    assert close == min(learner.close_timeout(), 2 * max(samples))
+    assert timeout < close <= 2 * max(samples)
 
 
 def test_keeps_only_the_most_recent_builds() -> None:
