@@ -1,6 +1,6 @@
 """`onionmesh testnet`: a whole mesh on loopback in one command.
 
-N relay processes on distinct loopback addresses (127.0.1.1, 127.0.2.1, ...), at least three of
+N relay processes on distinct loopback addresses (127.1.0.1, 127.2.0.1, ...), at least three of
 them exits that accept loopback destinations and nothing else, and a SOCKS proxy in this
 process.  The relays form a DHT (the first starts the network, the others bootstrap from it)
 and the proxy knows nothing but the bootstrap contacts: it discovers the relays in the DHT.
@@ -31,6 +31,11 @@ TESTNET_DHT_REFRESH = 30.0
 BOOTSTRAP_CONTACTS = 3
 
 
+def relay_host(i: int) -> str:
+    """Relay i listens on 127.(i+1).0.1: each relay has its own /16, so path rules apply as elsewhere."""
+    return f"127.{i + 1}.0.1"
+
+
 def exits_for(relays: int) -> int:
     return min(relays, max(3, (relays + 1) // 2))
 
@@ -45,8 +50,8 @@ class Testnet:
         hops: int = 3,
         log_level: str = "warning",
     ) -> None:
-        if relays < 1:
-            raise ValueError("a testnet needs at least one relay")
+        if not 1 <= relays <= 250:
+            raise ValueError("a testnet has 1 to 250 relays")
         self.state_dir = private_dir(Path(state_dir))
         self.n = relays
         self.socks = socks
@@ -60,8 +65,8 @@ class Testnet:
         data = self.state_dir / f"relay{i}"
         args = [
             sys.executable, "-m", "onionmesh", "relay",
-            "--listen", f"127.0.{i + 1}.1:0",
-            "--dht", f"127.0.{i + 1}.1:0",
+            "--listen", f"{relay_host(i)}:0",
+            "--dht", f"{relay_host(i)}:0",
             "--data-dir", str(data),
             "--nickname", f"testrelay{i}",
             "--log-level", self.log_level,

@@ -119,10 +119,12 @@ def weighted_index(rng: Rng, weights: Sequence[int]) -> int:
 @dataclass(frozen=True)
 class PathRequest:
     """What the caller wants.  `via` forces hops 1..len(via) in order; `guards` (used only when
-    `via` is empty) restricts hop 1 to those fingerprints, first fitting one wins (with one hop,
-    the exit is hop 1 and must be one of them); `avoid` relays are used only when nothing else
-    works for that position.  `distinct_subnets=False` is Tor's `EnforceDistinctSubnets 0`, for
-    test meshes whose relays all listen on loopback."""
+    `via` is empty) restricts hop 1 to those fingerprints: the first one that does not conflict
+    with the exit (and leaves room for the middles) is hop 1; exits that conflict with every
+    guard are not drawn.  With one hop the exit is hop 1 and must be a guard, unless `exit_fp`
+    names it.  `avoid` relays are used only when nothing else works for that position.
+    `distinct_subnets=False` is Tor's `EnforceDistinctSubnets 0`, for test meshes whose relays
+    all listen on loopback."""
 
     hops: int = 3
     port: int | None = None

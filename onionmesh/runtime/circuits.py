@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import DirectoryError, OnionmeshError
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
 from onionmesh.proto.events import (
@@ -25,7 +26,7 @@ from onionmesh.proto.events import (
 )
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.link import Link, open_link
-from onionmesh.runtime.path import exit_might_accept, select_path
+from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
@@ -33,9 +34,9 @@ from onionmesh.wire.relay_msg import EndReason
 
 log = get_logger("onionmesh.circuits")
 
-BUILD_TIMEOUT = 30.0
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
+MAX_IDLE = 3600.0  # an unused clean circuit is closed after an hour (Tor's CircuitIdleTimeout)
 NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
 
 
@@ -77,17 +78,24 @@ class CircuitHandle:
             and self.isolation == isolation
             and (self.dirty_since is None or now - self.dirty_since < MAX_DIRTINESS)
             and len(self.circ.streams) < MAX_STREAMS_PER_CIRCUIT_SOFT
-            and exit_might_accept(self.exit, port)
+            and exit_accepts_port(self.exit, port)
         )
 
 
 class CircuitMgr:
     def __init__(
-        self, relays: Callable[[], list[RelayDescriptor]], rng: Rng = DEFAULT_RNG, hops: int = 3
+        self,
+        relays: Callable[[], list[RelayDescriptor]],
+        rng: Rng = DEFAULT_RNG,
+        hops: int = 3,
+        policy: PathPolicy | None = None,
     ) -> None:
         self.relays = relays
         self.rng = rng
         self.hops = hops
+        self.policy = policy or PathPolicy(None, rng)
+        self.ports_seen: dict[int, float] = {}  # destination port -> last request (for pre-building)
+        self._newnym_exits: set[str] = set()
         self.circuits: dict[int, CircuitHandle] = {}
         self._links: dict[bytes, Link] = {}
         self._link_locks: dict[bytes, asyncio.Lock] = {}
@@ -137,24 +145,36 @@ class CircuitMgr:
         avoid: set[str] | None = None,
         progress: Callable[[int, float], None] | None = None,
     ) -> CircuitHandle:
-        """Build a circuit hop by hop; raises OnionmeshError/OSError/TimeoutError when it fails."""
-        path = select_path(
-            self.relays(), hops or self.hops, self.rng, port=port, exit_fp=exit_fp, via=via, avoid=avoid
+        """Build a circuit hop by hop; raises OnionmeshError/OSError/TimeoutError when it fails.
+
+        The path comes from the policy (guards, bandwidth weights, relays to avoid); the build is
+        abandoned after the learned build timeout, and the relay where it stalled is blamed.
+        """
+        avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
+        path = self.policy.choose(
+            self.relays(), hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid
         )
         start = time.monotonic()
-        link = await self._link_to(path[0])
+        try:
+            link = await self._link_to(path[0])
+        except OSError:
+            self.policy.build_failed(path, 0, timed_out=False)
+            raise
         cid = link.allocate_circ_id()
         handle = CircuitHandle(next(self._numbers), ClientCircuit(cid, self.rng), link, path, isolation)
         link.circuits[cid] = handle
         self.circuits[handle.number] = handle
         self._emit("launched", handle)
         try:
-            await asyncio.wait_for(self._extend_all(handle, progress), BUILD_TIMEOUT)
+            await asyncio.wait_for(self._extend_all(handle, progress), self.policy.build_timeout())
         except (OnionmeshError, OSError, TimeoutError) as exc:
+            self.policy.build_failed(path, len(handle.hop_times), timed_out=isinstance(exc, TimeoutError))
             self._close(handle, f"build failed: {type(exc).__name__}")
             self._emit("failed", handle)
             raise
         handle.built_at = time.monotonic()
+        self.policy.built(path, handle.built_at - start)
+        self._newnym_exits.discard(path[-1].fingerprint)
         log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
         self._emit("built", handle)
         return handle
@@ -273,9 +293,21 @@ class CircuitMgr:
             link.close()
 
     def retire_all(self) -> None:
-        """New identity: no current circuit takes new streams (they close when their streams end)."""
+        """New identity (Tor's NEWNYM): no current circuit takes new streams, and the next circuits
+        avoid their exits while others exist; old circuits close when their streams end."""
         for handle in self.circuits.values():
             handle.dirty_since = -MAX_DIRTINESS * 2
+            self._newnym_exits.add(handle.exit.fingerprint)
+
+    def maintain(self, now: float) -> None:
+        """Close retired circuits whose streams are done, and clean ones idle for too long."""
+        for handle in list(self.circuits.values()):
+            if handle.built_at is None or handle.circ.streams or handle.pending:
+                continue
+            expired = handle.dirty_since is not None and now - handle.dirty_since >= MAX_DIRTINESS
+            idle = handle.dirty_since is None and now - handle.built_at >= MAX_IDLE
+            if expired or idle:
+                self._close(handle, "retired")
 
     # --- streams -------------------------------------------------------------------------------
     async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:

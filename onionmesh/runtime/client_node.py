@@ -11,16 +11,19 @@ from typing import Any
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime.circuits import CircuitMgr
+from onionmesh.runtime.circuits import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
+from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.socks_server import SocksListener
 
 log = get_logger("onionmesh.client")
 
 PREBUILT_CIRCUITS = 2
+POOL_PORTS = 4  # pre-build for at most this many recently used destination ports
+PORT_MEMORY = 3600.0
 
 
 @dataclass
@@ -44,7 +47,8 @@ class ClientNode:
         self.directory = DhtDirectory(
             Path(config.data_dir), list(config.bootstrap), refresh=config.dht_refresh
         )
-        self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops)
+        self.policy = PathPolicy(Path(config.data_dir), rng)
+        self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops, policy=self.policy)
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
         self.control: ControlServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -74,15 +78,37 @@ class ClientNode:
             await asyncio.sleep(0.05)
         raise TimeoutError("no circuit could be built")
 
+    def _ports_in_use(self, now: float) -> list[int]:
+        recent = sorted(self.circuits.ports_seen.items(), key=lambda kv: -kv[1])
+        return [port for port, seen in recent if now - seen < PORT_MEMORY][:POOL_PORTS] or [80, 443]
+
+    def _ready_for(self, port: int, now: float) -> bool:
+        return any(
+            h.usable_for(port, NO_ISOLATION, now) and not h.circ.streams
+            for h in self.circuits.circuits.values()
+        )
+
     async def _prebuild(self) -> None:
-        """Keep a couple of circuits ready so that the first request does not wait for a build."""
+        """Keep a clean circuit ready for each port in use (and a few in all), so that a new stream
+        does not wait for a build; retire expired and idle circuits."""
         while True:
-            ready = [h for h in self.circuits.circuits.values() if h.built_at and not h.circ.streams]
-            if len(ready) < self.config.prebuilt_circuits and self.relays:
-                with contextlib.suppress(Exception):
-                    await self.circuits.build(port=80)
-                    continue
-            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            self.circuits.maintain(now)
+            wanted = 0
+            if self.config.prebuilt_circuits and self.relays:
+                clean = sum(
+                    1
+                    for h in self.circuits.circuits.values()
+                    if h.usable_for(None, NO_ISOLATION, now) and not h.circ.streams
+                )
+                missing = [p for p in self._ports_in_use(now) if not self._ready_for(p, now)]
+                if clean < self.config.prebuilt_circuits and not missing:
+                    missing = self._ports_in_use(now)[:1]
+                for port in missing:
+                    wanted += 1
+                    with contextlib.suppress(Exception):
+                        await self.circuits.build(port=port)
+            await asyncio.sleep(0.05 if wanted else 1.0)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -92,6 +118,7 @@ class ClientNode:
         if self.control is not None:
             await self.control.stop()
         self.circuits.close_all()
+        self.policy.save()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
@@ -101,9 +102,17 @@ def _filter_family(addresses: list[str], flags: BeginFlags) -> list[str]:
 
 
 async def connect(
-    rules: ExitRules, host: str, port: int, flags: BeginFlags
+    rules: ExitRules,
+    host: str,
+    port: int,
+    flags: BeginFlags,
+    local_host: Callable[[str], str | None] = lambda _: None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
-    """Resolve, check every address against the rules, connect to the first that answers."""
+    """Resolve, check every address against the rules, connect to the first that answers.
+
+    `local_host(address)` names the source address to use (the relay's own, when it has one of
+    that family), so that traffic leaves from the address the relay advertises.
+    """
     addresses = [
         a for a in await resolve(host, flags, local_only=rules.loopback_only) if rules.permits(a, port)
     ]
@@ -112,7 +121,11 @@ async def connect(
     reason = EndReason.CONNECTREFUSED
     for address in addresses:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), CONNECT_TIMEOUT)
+            source = local_host(address)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port, local_addr=(source, 0) if source else None),
+                CONNECT_TIMEOUT,
+            )
             return reader, writer, address
         except ConnectionRefusedError:
             reason = EndReason.CONNECTREFUSED

@@ -380,7 +380,7 @@ class RelayNode:
             if self.exit_rules is None:
                 raise exit_mod.ExitRefused(EndReason.EXITPOLICY)
             reader, writer, address = await exit_mod.connect(
-                self.exit_rules, begin.host, begin.port, begin.flags
+                self.exit_rules, begin.host, begin.port, begin.flags, self._local_host_for
             )
         except exit_mod.ExitRefused as refused:
             if not entry.dead:

@@ -131,6 +131,7 @@ class SocksListener:
     ) -> None:
         isolation = (request.username, request.password)
         deadline = time.monotonic() + REQUEST_DEADLINE
+        self.circuits.ports_seen[request.port] = time.monotonic()
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
         for _attempt in range(MAX_ATTEMPTS):
@@ -158,6 +159,8 @@ class SocksListener:
                 if failed.reason not in RETRY_ELSEWHERE:
                     break
                 avoid.add(handle.exit.fingerprint)
+                if failed.reason is not EndReason.EXITPOLICY:  # refusing by policy is no failure
+                    self.circuits.policy.relay_failed(handle.exit.fingerprint)
                 continue
             except TimeoutError:
                 code = SocksReply.TTL_EXPIRED

@@ -97,7 +97,7 @@ async def start_mesh(
         cls = (relay_factory or {}).get(i, RelayNode)
         node = cls(
             RelayConfig(
-                listen_host=f"127.0.{i + 1}.1",
+                listen_host=f"127.{i + 1}.0.1",
                 listen_port=0,
                 data_dir=tmp_path / f"relay{i}",
                 nickname=f"relay{i}",

@@ -1,0 +1,123 @@
+"""What the client has learned about the network, and the paths it asks for because of it.
+
+* **Entry guards** (`directory.guards`): hop 1 of every circuit of 2 or more hops is one of
+  three primary guards, kept for months in DATA_DIR/guards.json and replaced only when unusable,
+  so that a client meets a hostile first hop rarely and for long, not often and briefly.
+* **Circuit build timeout** (`directory.cbt`): learned from observed build times, kept in
+  DATA_DIR/cbt.json; a build slower than the learned timeout is abandoned and retried elsewhere.
+* **Relays that failed lately** (a build died at them, their exit refused without reason) are
+  avoided for `AVOID_SECONDS` once they failed `AVOID_AFTER` times within that window.
+
+Path selection itself is `directory.path_selection.select_path` (bandwidth-weighted, exit first,
+distinct /16s and families).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from pathlib import Path
+
+from onionmesh.directory.cbt import BuildTimeLearner
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.guards import GuardSet
+from onionmesh.directory.path_selection import PathRequest, select_path
+from onionmesh.rng import Rng
+from onionmesh.runtime.keystore import write_secret
+
+AVOID_AFTER = 2
+AVOID_SECONDS = 300.0
+# On loopback a build takes milliseconds, but a loaded event loop can stall for a second: a
+# learned timeout below this floor would abandon healthy builds.
+MIN_BUILD_TIMEOUT = 2.0
+INITIAL_BUILD_TIMEOUT = 30.0
+
+
+class PathPolicy:
+    def __init__(self, data_dir: Path | None, rng: Rng, *, use_guards: bool = True) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.rng = rng
+        self.use_guards = use_guards
+        self.guards = GuardSet.from_json(self._read("guards.json"), rng=rng)
+        self.cbt = BuildTimeLearner.from_json(
+            self._read("cbt.json"), initial_timeout=INITIAL_BUILD_TIMEOUT, min_timeout=MIN_BUILD_TIMEOUT
+        )
+        self._failures: dict[str, deque[float]] = {}
+
+    # --- persistence -----------------------------------------------------------------------------
+    def _read(self, name: str) -> str:
+        if self.data_dir is None:
+            return ""
+        try:
+            return (self.data_dir / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def save(self) -> None:
+        if self.data_dir is None:
+            return
+        with contextlib.suppress(OSError):
+            write_secret(self.data_dir / "guards.json", self.guards.to_json().encode())
+            write_secret(self.data_dir / "cbt.json", self.cbt.to_json().encode())
+
+    # --- choosing ----------------------------------------------------------------------------------
+    def avoided(self, now: float) -> frozenset[str]:
+        out = set()
+        for fp, times in list(self._failures.items()):
+            while times and now - times[0] > AVOID_SECONDS:
+                times.popleft()
+            if len(times) >= AVOID_AFTER:
+                out.add(fp)
+            elif not times:
+                del self._failures[fp]
+        return frozenset(out)
+
+    def primary_guards(self, relays: list[RelayDescriptor]) -> list[str]:
+        return self.guards.primary(time.time(), relays)
+
+    def choose(
+        self,
+        relays: list[RelayDescriptor],
+        *,
+        hops: int,
+        port: int | None = None,
+        exit_fp: str | None = None,
+        via: list[str] | None = None,
+        avoid: set[str] | None = None,
+    ) -> list[RelayDescriptor]:
+        now = time.time()
+        guards: tuple[str, ...] = ()
+        if self.use_guards and hops > 1 and not via:
+            guards = tuple(self.guards.primary(now, relays))
+        request = PathRequest(
+            hops=hops,
+            port=port,
+            exit_fp=exit_fp,
+            via=tuple(via or ()),
+            avoid=frozenset(avoid or ()) | self.avoided(now),
+            guards=guards,
+        )
+        return select_path(relays, request, self.rng)
+
+    def build_timeout(self) -> float:
+        return self.cbt.timeout()
+
+    # --- learning ----------------------------------------------------------------------------------
+    def built(self, path: list[RelayDescriptor], seconds: float) -> None:
+        self.cbt.add(seconds)
+        self.guards.mark_success(path[0].fingerprint, time.time())
+        self.save()
+
+    def build_failed(self, path: list[RelayDescriptor], hops_done: int, timed_out: bool) -> None:
+        """A build died while extending to hop `hops_done` (0-based): blame that relay."""
+        if timed_out:
+            self.cbt.add_timeout()
+        culprit = path[min(hops_done, len(path) - 1)]
+        self.relay_failed(culprit.fingerprint)
+        if hops_done == 0:
+            self.guards.mark_failure(path[0].fingerprint, time.time())
+        self.save()
+
+    def relay_failed(self, fingerprint: str) -> None:
+        self._failures.setdefault(fingerprint, deque(maxlen=16)).append(time.time())
