@@ -6,6 +6,8 @@ this process, and a static HTTP server; then measures with curl through the SOCK
   - ttfb / total: a 1 KiB fetch over an already built circuit (median and p90, ms)
   - circuit build time with links already open (median, ms)
   - time until the testnet can carry traffic (s)
+  - time to first byte of the first request after start: with a pre-built circuit (the proxy as
+    shipped) and without (a second proxy that builds on demand), and their ratio, in one run
 
     python bench/throughput.py [--relays 5] [--mb 50] [--runs 3] [--small 50]
 """
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onionmesh.app.testnet import Testnet
 from onionmesh.runtime import safelog
+from onionmesh.runtime.client_node import ClientConfig, ClientNode
 
 
 def p90(values: list[float]) -> float:
@@ -78,6 +81,25 @@ async def main() -> None:
             socks = str(info["socks"])
             base = f"http://localhost:{port}"
             try:
+                first = (await curl(socks, f"{base}/small"))[1] * 1000
+                cold = ClientNode(
+                    ClientConfig(
+                        data_dir=Path(tmp) / "cold-client",
+                        socks_port=0,
+                        control_port=0,
+                        bootstrap=tuple(
+                            (h, int(p)) for h, p in (b.rsplit(":", 1) for b in info["bootstrap"])
+                        ),
+                        prebuilt_circuits=0,
+                    )
+                )
+                await cold.start()
+                await cold.directory.wait_for(args.relays, 30)
+                cold_first = (await curl(f"127.0.0.1:{cold.socks.port}", f"{base}/small"))[1] * 1000
+                await cold.stop()
+                print(f"onionmesh.first_ttfb_ms_prebuilt {first:.2f} ms")
+                print(f"onionmesh.first_ttfb_ms_no_prebuilt {cold_first:.2f} ms")
+                print(f"onionmesh.first_ttfb_ratio_no_prebuilt_over_prebuilt {cold_first / first:.2f} x")
                 speeds = [(await curl(socks, f"{base}/bulk"))[0] / 1e6 for _ in range(args.runs)]
                 print(f"onionmesh.bulk_MBps {statistics.median(speeds):.1f} MB/s")
                 print(f"onionmesh.bulk_MBps_runs {','.join(f'{s:.1f}' for s in speeds)} MB/s")

@@ -110,14 +110,20 @@ class PathPolicy:
         self.save()
 
     def build_failed(self, path: list[RelayDescriptor], hops_done: int, timed_out: bool) -> None:
-        """A build died while extending to hop `hops_done` (0-based): blame that relay."""
+        """A build died while extending to hop `hops_done` (0-based): blame that relay.
+
+        A relay that could not be reached at all (not a timeout) is avoided at once: a killed relay
+        stays in the directory until the next crawls, and must not be tried again meanwhile.
+        """
         if timed_out:
             self.cbt.add_timeout()
         culprit = path[min(hops_done, len(path) - 1)]
-        self.relay_failed(culprit.fingerprint)
+        self.relay_failed(culprit.fingerprint, 1 if timed_out else AVOID_AFTER)
         if hops_done == 0:
             self.guards.mark_failure(path[0].fingerprint, time.time())
         self.save()
 
-    def relay_failed(self, fingerprint: str) -> None:
-        self._failures.setdefault(fingerprint, deque(maxlen=16)).append(time.time())
+    def relay_failed(self, fingerprint: str, count: int = 1) -> None:
+        times = self._failures.setdefault(fingerprint, deque(maxlen=16))
+        now = time.time()
+        times.extend([now] * count)

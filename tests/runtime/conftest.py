@@ -30,6 +30,7 @@ class Origin:
     blobs: dict[int, bytes] = field(default_factory=dict)
     uploads: list[bytes] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
+    served: list[tuple[str, str]] = field(default_factory=list)  # (path, address it came from: the exit)
 
     def blob(self, size: int) -> bytes:
         if size not in self.blobs:
@@ -42,6 +43,7 @@ async def start_origin() -> tuple[Origin, web.AppRunner]:
 
     async def blob(request: web.Request) -> web.Response:
         origin.peers.append(request.remote or "")
+        origin.served.append((request.path, request.remote or ""))
         return web.Response(body=origin.blob(int(request.match_info["size"])))
 
     async def upload(request: web.Request) -> web.Response:
