@@ -119,8 +119,9 @@ class PathPolicy:
             self.cbt.add_timeout()
         culprit = path[min(hops_done, len(path) - 1)]
         self.relay_failed(culprit.fingerprint, 1 if timed_out else AVOID_AFTER)
-        if hops_done == 0:
-            self.guards.mark_failure(path[0].fingerprint, time.time())
+        if hops_done == 0 or (not timed_out and self.guards.get(culprit.fingerprint) is not None):
+            # Unreachable at any position: if it is one of our guards, it is unusable as a guard too.
+            self.guards.mark_failure(culprit.fingerprint, time.time())
         self.save()
 
     def relay_failed(self, fingerprint: str, count: int = 1) -> None:
