@@ -146,6 +146,33 @@ def test_circuit_build_and_list(testnet: tuple[int, Path, subprocess.Popen[str]]
     assert bad.returncode != 0 and "cookie" in bad.stderr
 
 
+def _carriers(state: Path) -> set[int]:
+    """Circuits that have carried at least a megabyte."""
+    listed = subprocess.run(
+        [*ONIONMESH, "circuit", "--testnet", str(state), "--json", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {c["id"] for c in json.loads(listed.stdout) if c["bytes_in"] >= 1024 * 1024}
+
+
+def test_circuit_new_moves_the_next_fetch_to_a_new_circuit(
+    testnet: tuple[int, Path, subprocess.Popen[str]], www: tuple[int, Path]
+) -> None:
+    port, state, _ = testnet
+    wport, root = www
+    assert http_get_via_socks(port, "localhost", wport, "/m1", 30) == (root / "m1").read_bytes()
+    before = _carriers(state)
+    assert before
+    new = subprocess.run(
+        [*ONIONMESH, "circuit", "--testnet", str(state), "new"], capture_output=True, text=True, check=True
+    )
+    assert "new identity" in new.stdout
+    assert http_get_via_socks(port, "localhost", wport, "/m1", 30) == (root / "m1").read_bytes()
+    assert _carriers(state) - before  # a circuit that did not carry the first fetch carried this one
+
+
 def test_a_second_proxy_uses_the_same_relays(
     testnet: tuple[int, Path, subprocess.Popen[str]], www: tuple[int, Path], tmp_path: Path
 ) -> None:
