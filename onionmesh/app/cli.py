@@ -57,6 +57,23 @@ def bootstrap_contacts(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
     return tuple(contacts)
 
 
+def resolve_overrides(items: list[str]) -> dict[str, list[str]]:
+    """NAME=IP pairs (repeatable; several IPs per name allowed) into a name -> addresses map."""
+    import ipaddress
+
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, ip = item.partition("=")
+        try:
+            address = str(ipaddress.ip_address(ip.strip().strip("[]")))
+        except ValueError:
+            raise SystemExit(f"onionmesh relay: --resolve wants NAME=IP, got {item!r}") from None
+        if not sep or not name.strip():
+            raise SystemExit(f"onionmesh relay: --resolve wants NAME=IP, got {item!r}")
+        out.setdefault(name.strip().lower().rstrip("."), []).append(address)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onionmesh", description="An onion-routed anonymity overlay.")
     parser.add_argument("--version", action="version", version=f"onionmesh {__version__}")
@@ -80,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="HOST:PORT",
         help="UDP address of this relay's DHT node (default: the listen host, port 0)",
+    )
+    relay.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="NAME=IP",
+        help="a name this exit answers itself, before DNS (repeatable)",
     )
     _add_bootstrap(relay, "none: this relay starts a new network")
     _add_logging(relay)
@@ -152,6 +176,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         advertise=args.advertise,
         dht=args.dht,
         bootstrap=bootstrap_contacts(args),
+        resolve_overrides=resolve_overrides(args.resolve),
     )
     try:
         node = RelayNode(config)

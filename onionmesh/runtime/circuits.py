@@ -102,6 +102,8 @@ class CircuitMgr:
         self._numbers = itertools.count(1)
         self._building: list[tuple[object, int | None, asyncio.Task[CircuitHandle]]] = []
         self.listeners: list[Callable[[str, CircuitHandle], None]] = []
+        self.stream_listeners: list[Callable[[str, CircuitHandle, int], None]] = []
+        self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
 
     # --- links ---------------------------------------------------------------------------------
     async def _link_to(self, desc: RelayDescriptor) -> Link:
@@ -133,6 +135,17 @@ class CircuitMgr:
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 listener(what, handle)
+
+    def _emit_stream(self, what: str, handle: CircuitHandle, stream_id: int) -> None:
+        for listener in self.stream_listeners:
+            with contextlib.suppress(Exception):
+                listener(what, handle, stream_id)
+
+    def totals(self) -> tuple[int, int]:
+        """Bytes carried in and out by all circuits, open and closed."""
+        live_in = sum(h.circ.bytes_in for h in self.circuits.values())
+        live_out = sum(h.circ.bytes_out for h in self.circuits.values())
+        return self.closed_bytes[0] + live_in, self.closed_bytes[1] + live_out
 
     async def build(
         self,
@@ -194,6 +207,7 @@ class CircuitMgr:
                 await handle.extended.wait()
                 handle.extended.clear()
             handle.hop_times.append(time.monotonic() - t0)
+            self._emit("extended", handle)
             if progress is not None:
                 progress(i + 1, handle.hop_times[-1])
 
@@ -276,7 +290,9 @@ class CircuitMgr:
         handle.bridges.clear()
         handle.unattached.clear()
         handle.extended.set()
-        self.circuits.pop(handle.number, None)
+        if self.circuits.pop(handle.number, None) is not None:
+            self.closed_bytes[0] += handle.circ.bytes_in
+            self.closed_bytes[1] += handle.circ.bytes_out
         self._emit("closed", handle)
 
     def close_circuit(self, number: int) -> bool:
@@ -343,8 +359,16 @@ class CircuitMgr:
         writer: asyncio.StreamWriter,
         early: bytes,
     ) -> StreamBridge:
-        bridge = StreamBridge(handle.circ, sid, reader, writer, lambda: self._flush(handle))
+        bridge = StreamBridge(
+            handle.circ,
+            sid,
+            reader,
+            writer,
+            lambda: self._flush(handle),
+            on_close=lambda: self._emit_stream("closed", handle, sid),
+        )
         handle.bridges[sid] = bridge
+        self._emit_stream("attached", handle, sid)
         bridge.start(early)
         for event in handle.unattached.pop(sid, []):
             route_stream_event(handle.bridges, event)

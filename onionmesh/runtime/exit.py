@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.wire.relay_msg import BeginFlags, EndReason
@@ -24,6 +24,9 @@ CONNECT_TIMEOUT = 10.0
 class ExitRules:
     policy: ExitPolicy
     allow_private: bool = False
+    # Names this exit answers itself, before any resolver (an operator's /etc/hosts of sorts;
+    # test meshes use it for names that only the exit can resolve).
+    overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def permits(self, address: str, port: int) -> bool:
         if is_private_address(address) and not self.allow_private:
@@ -56,7 +59,11 @@ def local_name_addresses(host: str) -> list[str] | None:
 
 
 async def resolve(
-    host: str, flags: BeginFlags = BeginFlags.IPV6_OK, *, local_only: bool = False
+    host: str,
+    flags: BeginFlags = BeginFlags.IPV6_OK,
+    *,
+    local_only: bool = False,
+    overrides: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """All addresses for host, in resolver order, without duplicates; IP literals pass through.
 
@@ -66,7 +73,7 @@ async def resolve(
         return [str(ipaddress.ip_address(host))]
     except ValueError:
         pass
-    local = local_name_addresses(host)
+    local = (overrides or {}).get(host.lower().rstrip(".")) or local_name_addresses(host)
     if local is not None:
         return _filter_family(local, flags)
     if local_only:
@@ -113,9 +120,8 @@ async def connect(
     `local_host(address)` names the source address to use (the relay's own, when it has one of
     that family), so that traffic leaves from the address the relay advertises.
     """
-    addresses = [
-        a for a in await resolve(host, flags, local_only=rules.loopback_only) if rules.permits(a, port)
-    ]
+    found = await resolve(host, flags, local_only=rules.loopback_only, overrides=rules.overrides)
+    addresses = [a for a in found if rules.permits(a, port)]
     if not addresses:
         raise ExitRefused(EndReason.EXITPOLICY)
     reason = EndReason.CONNECTREFUSED

@@ -71,6 +71,7 @@ class RelayConfig:
     family: tuple[bytes, ...] = ()
     dht: tuple[str, int] | None = None  # UDP address of our DHT node; default: the listen host, port 0
     bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
+    resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
 
 
 @dataclass(eq=False)
@@ -92,7 +93,13 @@ class RelayNode:
         self.keys = KeyStore(config.data_dir, rng)
         self.policy = ExitPolicy.parse(config.exit_policy) if config.exit_policy.strip() else None
         self.exit_rules = (
-            exit_mod.ExitRules(self.policy, config.allow_private_destinations) if self.policy else None
+            exit_mod.ExitRules(
+                self.policy,
+                config.allow_private_destinations,
+                {k.lower().rstrip("."): v for k, v in config.resolve_overrides.items()},
+            )
+            if self.policy
+            else None
         )
         self.allow_private_links = is_private_address(config.listen_host)
         self.links: set[Link] = set()
@@ -406,7 +413,9 @@ class RelayNode:
             try:
                 ip = ipaddress.ip_address(event.host)
             except ValueError:
-                addrs = await exit_mod.resolve(event.host, local_only=self.exit_rules.loopback_only)
+                addrs = await exit_mod.resolve(
+                    event.host, local_only=self.exit_rules.loopback_only, overrides=self.exit_rules.overrides
+                )
                 answers = tuple(
                     (ResolvedType.IPV4 if ipaddress.ip_address(a).version == 4 else ResolvedType.IPV6, a, 60)
                     for a in addrs[:16]

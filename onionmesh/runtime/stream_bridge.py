@@ -27,7 +27,9 @@ class StreamBridge:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         flush: Callable[[], None],
+        on_close: Callable[[], None] | None = None,
     ) -> None:
+        self.on_close = on_close
         self.endpoint = endpoint
         self.stream_id = stream_id
         self.reader = reader
@@ -115,11 +117,17 @@ class StreamBridge:
         if not self.closed:
             self._ack()
 
+    def _closed_once(self) -> None:
+        if self.on_close is not None:
+            callback, self.on_close = self.on_close, None
+            callback()
+
     def remote_closed(self) -> None:
         """The far end ended the stream (or the circuit died): finish writing, then close."""
         if self.closed:
             return
         self.closed = True
+        self._closed_once()
         self.window_open.set()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
@@ -134,6 +142,7 @@ class StreamBridge:
 
     def close(self) -> None:
         self.closed = True
+        self._closed_once()
         self.window_open.set()
         self._close_writer()
         if self._task is not None and self._task is not asyncio.current_task():

@@ -141,3 +141,14 @@ async def test_logs_carry_no_destination_even_at_debug(mesh: Mesh) -> None:
     assert "[scrubbed]" in text  # the destination was there to log, and was scrubbed
     assert "onionmesh-secret-destination" not in text
     assert "unsafe-marker" in text  # --unsafe-logging really shows it (so the check above can fail)
+
+
+async def test_a_name_only_the_exit_resolves_is_fetched_through_the_mesh(mesh: Mesh) -> None:
+    name = "only-the-exit.onionmesh-test.internal"
+    with pytest.raises(OSError):
+        socket.getaddrinfo(name, 80)  # the client's own resolver does not know it (no query leaves: .internal)
+    for relay in mesh.relays:
+        if relay.exit_rules is not None:
+            relay.exit_rules.overrides[name] = ["127.0.0.1"]
+    body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, name, mesh.origin.port, "/blob/777")
+    assert body == mesh.origin.blob(777)

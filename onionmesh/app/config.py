@@ -1,0 +1,443 @@
+"""Settings for `onionmesh relay`, `proxy` and `testnet`: a declared schema, TOML config files and
+their precedence.
+
+Every setting has one name, used everywhere: the long flag (``--data-dir``), the environment variable
+(``ONIONMESH_DATA_DIR``) and the TOML key (``data_dir``).  Precedence, strongest first: command-line
+flags, environment variables, the config file (``--config FILE`` or ``ONIONMESH_CONFIG``), defaults.
+
+A config file holds top-level keys, or one table per command (``[relay]``, ``[proxy]``, ``[testnet]``),
+or both: a table's values win over the top-level ones.  Top-level keys must be settings of the command
+that reads the file; a file shared by several commands puts the rest in tables.  Paths expand ``~``;
+relative paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_FILE_BYTES = 1 << 20
+HostPort = tuple[str, int]
+
+
+class ConfigError(ValueError):
+    """The settings are unusable; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its type (``kind``), default, one-line doc and constraints."""
+
+    name: str
+    kind: str  # "str" | "int" | "float" | "bool" | "hostport" | "hostports" | "path"
+    default: object
+    doc: str
+    required: bool = False
+    optional: bool = False  # may be unset (None); an empty string in the environment unsets it
+    choices: tuple[str, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    check: Callable[[str], str | None] | None = None  # extra check of a str: returns a problem or None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "ONIONMESH_" + self.name.upper()
+
+    def describe(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.kind in ("int", "float"):
+            what = "an integer" if self.kind == "int" else "a number"
+            lo = "" if self.lo is None else f"{self.lo:g}"
+            if self.hi is not None:
+                return f"{what} {lo}..{self.hi:g}"
+            return f"{what} >= {lo}" if lo else what
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        return {
+            "bool": "true or false",
+            "hostport": "HOST:PORT",
+            "hostports": "a list of HOST:PORT",
+            "path": "a path",
+        }.get(self.kind, "a string")
+
+
+def _check_nickname(text: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9]{1,19}", text) else "1..19 letters and digits"
+
+
+def _check_exit_policy(text: str) -> str | None:
+    from onionmesh.directory.exit_policy import ExitPolicy
+    from onionmesh.errors import PolicyError
+
+    try:
+        if text.strip():
+            ExitPolicy.parse(text)
+    except PolicyError as exc:
+        return f"a valid exit policy ({exc})"
+    return None
+
+
+_LOG = (
+    Key("log_level", "str", "info", "log verbosity", choices=("debug", "info", "warning", "error")),
+    Key(
+        "log_format",
+        "str",
+        "console",
+        "log lines for people (console) or machines (json)",
+        choices=("console", "json"),
+    ),  # fmt: skip
+    Key("unsafe_logging", "bool", False, "log destinations and addresses (debugging only)"),
+)
+_BOOTSTRAP = (
+    Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
+    Key("bootstrap_file", "path", None, "a file of DHT contacts, one HOST:PORT per line", optional=True),
+)
+_HOPS = Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8)
+_SOCKS = Key("socks", "hostport", ("127.0.0.1", 9050), "the SOCKS5 proxy address (keep it on loopback)")
+
+SCHEMAS: dict[str, dict[str, Key]] = {
+    name: {k.name: k for k in keys}
+    for name, keys in {
+        "relay": (
+            Key("listen", "hostport", None, "the TCP address relays and clients connect to", required=True),
+            Key("data_dir", "path", None, "keys and state of this relay", required=True),
+            Key(
+                "nickname",
+                "str",
+                "Unnamed",
+                "1..19 letters and digits, shown to users",
+                check=_check_nickname,
+            ),  # fmt: skip
+            Key(
+                "exit_policy",
+                "str",
+                "",
+                'Tor syntax, e.g. "accept *:80,443; reject *:*"; empty = middle relay',
+                check=_check_exit_policy,
+            ),  # fmt: skip
+            Key("allow_private_destinations", "bool", False, "let this exit reach private addresses (tests)"),
+            Key("bandwidth", "int", 10_000_000, "advertised bytes per second", lo=1),
+            Key("advertise", "hostport", None, "the address published in the descriptor", optional=True),
+            Key(
+                "dht",
+                "hostport",
+                None,
+                "UDP address of the DHT node (default: listen host, port 0)",
+                optional=True,
+            ),  # fmt: skip
+            *_BOOTSTRAP,
+            Key(
+                "metrics",
+                "hostport",
+                None,
+                "serve Prometheus metrics here (opt-in; keep it on loopback)",
+                optional=True,
+            ),  # fmt: skip
+            *_LOG,
+        ),
+        "proxy": (
+            _SOCKS,
+            Key("control", "hostport", ("127.0.0.1", 9051), "the JSON control API (keep it on loopback)"),
+            Key("data_dir", "path", Path.home() / ".onionmesh" / "client", "client state and control cookie"),
+            *_BOOTSTRAP,
+            Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
+            _HOPS,
+            *_LOG,
+        ),
+        "testnet": (
+            Key("relays", "int", 5, "how many relays to run", lo=1, hi=64),
+            _SOCKS,
+            Key(
+                "control", "hostport", ("127.0.0.1", 0), "the control API of the testnet proxy (0: any port)"
+            ),
+            Key("state_dir", "path", Path("onionmesh-testnet"), "where the testnet keeps its state"),
+            _HOPS,
+            *_LOG,
+        ),
+    }.items()
+}
+ALL_KEYS: dict[str, Key] = {name: key for schema in SCHEMAS.values() for name, key in schema.items()}
+
+
+# --- values --------------------------------------------------------------------------------------
+def _show(value: object) -> str:
+    """A value as a message shows it: TOML-like, bounded."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = "a table"
+    else:
+        text = json.dumps(value, default=str) if isinstance(value, str | list | tuple) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_host_port(text: str) -> HostPort:
+    """Parse HOST:PORT or [IPv6]:PORT (an empty host means 127.0.0.1); raise ValueError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ValueError("port must be 0..65535")
+    if host.startswith("[") and host.endswith("]") and ":" in host:
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("put an IPv6 address in brackets: [::1]:9050")
+    if host and not re.fullmatch(r"[A-Za-z0-9._:%-]+", host):
+        raise ValueError("bad host")
+    return host or "127.0.0.1", int(port)
+
+
+def _hostport(value: object) -> HostPort:
+    if isinstance(value, str):
+        return parse_host_port(value)
+    if isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], str):
+        return parse_host_port(f"[{value[0]}]:{value[1]}" if ":" in value[0] else f"{value[0]}:{value[1]}")
+    raise ValueError("not a string")
+
+
+def _from_text(key: Key, text: str) -> object:
+    """A string from the environment or a flag as the value TOML would hold."""
+    if key.kind == "int" and re.fullmatch(r"[+-]?[0-9_]+", text.strip()):
+        return int(text)
+    if key.kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if key.kind == "bool" and text.strip().lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    if key.kind == "hostports":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def coerce(key: Key, value: object, *, text: bool = False) -> object:
+    """Check ``value`` against ``key`` and return the typed value; raise ValueError with a message.
+
+    ``text=True``: a string may stand for any type (environment variables, flags), lists are
+    comma-separated and bools are 1/0/true/false/yes/no.  Otherwise types must match (TOML)."""
+    if text and isinstance(value, str):
+        if key.optional and not value.strip():
+            return None
+        value = _from_text(key, value)
+    bad = ValueError(f'"{key.name}" must be {key.describe()}, got {_show(value)}')
+    if value is None and key.optional:
+        return None
+    if key.kind in ("int", "float"):
+        ok_types = int if key.kind == "int" else int | float
+        if isinstance(value, bool) or not isinstance(value, ok_types) or not math.isfinite(value):
+            raise bad
+        if (key.lo is not None and value < key.lo) or (key.hi is not None and value > key.hi):
+            raise bad
+        return value if key.kind == "int" else float(value)
+    if key.kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if key.kind == "path":
+        if not isinstance(value, str | os.PathLike) or not str(value).strip() or "\0" in str(value):
+            raise bad
+        return Path(value).expanduser()
+    if key.kind == "hostport":
+        try:
+            return _hostport(value)
+        except ValueError as exc:
+            raise ValueError(f"{bad} ({exc})") from None
+    if key.kind == "hostports":
+        if not isinstance(value, list | tuple):
+            raise bad
+        out = []
+        for i, item in enumerate(value, 1):
+            try:
+                out.append(_hostport(item))
+            except ValueError as exc:
+                raise ValueError(
+                    f'"{key.name}" item {i} must be HOST:PORT, got {_show(item)} ({exc})'
+                ) from None
+        return tuple(out)
+    if not isinstance(value, str) or (key.choices and value not in key.choices):
+        raise bad
+    problem = key.check(value) if key.check else None
+    if problem:
+        raise ValueError(f'"{key.name}" must be {problem}, got {_show(value)}')
+    return value
+
+
+# --- files ---------------------------------------------------------------------------------------
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]")
+_KEYLINE = re.compile(
+    r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*="""
+)
+
+
+def _dotted(text: str) -> str:
+    return ".".join(
+        part.strip().strip("\"'") for part in re.split(r"\.(?=(?:[^\"']|[\"'][^\"']*[\"'])*$)", text)
+    )
+
+
+def _line_of(text: str, name: str) -> int:
+    """The line of dotted key or table ``name`` (e.g. "relay.hops"), found by scanning; 1 if not found."""
+    section = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER.match(line):
+            section = _dotted(m.group(1))
+            if section == name:
+                return number
+        elif m := _KEYLINE.match(line):
+            key = _dotted(m.group(1))
+            if (f"{section}.{key}" if section else key) == name:
+                return number
+    return 1
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    near = difflib.get_close_matches(name, known, n=1)
+    return f"unknown {what} {_show(name)}" + (f" (did you mean {_show(near[0])}?)" if near else "")
+
+
+def _check_data(
+    data: dict[str, object], text: str, command: str | None
+) -> tuple[list[tuple[str, str]], dict]:
+    """Problems as (dotted name, message), and the typed values ``command`` takes from the file."""
+    problems: list[tuple[str, str]] = []
+    top: dict[str, object] = {}
+    table: dict[str, object] = {}
+    allowed = SCHEMAS[command] if command else ALL_KEYS
+    for name, value in data.items():
+        if name in SCHEMAS:
+            if not isinstance(value, dict):
+                problems.append((name, f"{_show(name)} must be a table [{name}], got {_show(value)}"))
+                continue
+            for key_name, item in value.items():
+                if key_name not in SCHEMAS[name]:
+                    msg = _unknown("key", key_name, list(SCHEMAS[name]))
+                    problems.append((f"{name}.{key_name}", f"{msg} in [{name}]"))
+                    continue
+                try:
+                    typed = coerce(SCHEMAS[name][key_name], item)
+                except ValueError as exc:
+                    problems.append((f"{name}.{key_name}", str(exc)))
+                    continue
+                if name == command:
+                    table[key_name] = typed
+        elif isinstance(value, dict):
+            problems.append((name, _unknown("table", name, list(SCHEMAS)).replace('"', "")))
+        elif name in allowed:
+            try:
+                top[name] = coerce(allowed[name], value)
+            except ValueError as exc:
+                problems.append((name, str(exc)))
+        elif name in ALL_KEYS:
+            users = [c for c, s in SCHEMAS.items() if name in s]
+            where = " or ".join(f"[{u}]" for u in users)
+            problems.append(
+                (name, f'"{name}" is not a setting of "onionmesh {command}" (move it to {where})')
+            )
+        else:
+            problems.append((name, _unknown("key", name, list(allowed))))
+    return problems, {**top, **table}
+
+
+def _load(path: Path, command: str | None) -> tuple[list[str], dict[str, object]]:
+    """Read and check a config file: (problems, the typed values for ``command``)."""
+    label = str(path)
+    try:
+        size = path.stat().st_size
+        if size <= MAX_FILE_BYTES:
+            with path.open("rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)
+            size = len(raw)
+    except OSError as exc:
+        return [f"{label}: cannot read: {exc.strerror or exc}"], {}
+    if size > MAX_FILE_BYTES:
+        return [f"{label}: too large ({size} bytes); a config file is at most 1 MiB"], {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [f"{label}:{raw.count(b'\n', 0, exc.start) + 1}: not UTF-8 text"], {}
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else text.count("\n") + 1
+        msg = msg.replace(m.group(0), f" (column {m.group(2)})") if m else msg
+        return [f"{label}:{line}: invalid TOML: {msg}"], {}
+    found, values = _check_data(data, text, command)
+    lines = sorted(((_line_of(text, name), msg) for name, msg in found), key=lambda p: p[0])
+    return [f"{label}:{line}: {msg}" for line, msg in lines], values
+
+
+def check_file(path: Path | str, command: str | None = None) -> list[str]:
+    """Every problem of config file ``path`` ("FILE:LINE: message"), for ``command`` (the top-level keys
+    must be its settings) or, if None, for any command.  An empty list means the file is fine."""
+    if command is not None and command not in SCHEMAS:
+        raise ValueError(f"unknown command {command!r}")
+    return _load(Path(path), command)[0]
+
+
+def main_check(path: Path | str, command: str | None = None) -> int:
+    """`onionmesh config check FILE`: print ``FILE: OK`` or each problem; return 0 or 1."""
+    problems = check_file(path, command)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{path}: OK")
+    return 1 if problems else 0
+
+
+def resolve(
+    command: str, flags: Mapping[str, object], environ: Mapping[str, str], config_path: Path | None = None
+) -> dict[str, object]:
+    """Every setting of ``command`` with its final typed value.
+
+    ``flags`` holds only the flags given on the command line (name with underscores; None values are
+    ignored); ``environ`` is searched for ``ONIONMESH_<KEY>``; without ``config_path``,
+    ``ONIONMESH_CONFIG`` names the config file, if set.  Raise ConfigError listing every problem."""
+    if command not in SCHEMAS:
+        raise ConfigError([f"unknown command {command!r}; one of {', '.join(SCHEMAS)}"])
+    schema = SCHEMAS[command]
+    values = {name: key.default for name, key in schema.items()}
+    problems: list[str] = []
+    if config_path is None and environ.get("ONIONMESH_CONFIG", "").strip():
+        config_path = Path(environ["ONIONMESH_CONFIG"]).expanduser()
+    if config_path is not None:
+        file_problems, file_values = _load(Path(config_path), command)
+        problems += file_problems
+        values.update(file_values)
+    for key in schema.values():
+        if key.env in environ:
+            try:
+                values[key.name] = coerce(key, environ[key.env], text=True)
+            except ValueError as exc:
+                problems.append(f"{key.env}: {exc}")
+    for name, value in flags.items():
+        key = schema.get(name.replace("-", "_"))
+        if key is None:
+            problems.append(f"onionmesh {command} has no setting {name!r}")
+        elif value is not None:
+            try:
+                values[key.name] = coerce(key, value, text=True)
+            except ValueError as exc:
+                problems.append(f"{key.flag}: {exc}")
+    for key in schema.values():
+        if key.required and values[key.name] is None:
+            problems.append(f'"{key.name}" is required: give {key.flag}, set {key.env} or put it in --config')
+    if problems:
+        raise ConfigError(problems)
+    return values

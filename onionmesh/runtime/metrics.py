@@ -1,0 +1,324 @@
+"""Prometheus metrics, pull model: a /metrics endpoint like Tor's MetricsPort (anchors §1.10).
+
+Nothing is counted on the hot path for this module: the collectors read the node's existing
+counters and sizes when a scrape arrives.  Like Tor's MetricsPort, the output holds counters
+and gauges only: no destinations, no peer addresses, no fingerprints; every label value comes
+from a fixed vocabulary.
+
+* `Metric` and `render()`: the Prometheus text exposition format 0.0.4, no dependency.
+* `relay_metrics(node)`, `client_metrics(node)`: collectors; a missing field reads as 0.
+* `MetricsServer`: HTTP GET /metrics on loopback (aiohttp).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import math
+import os
+import re
+import resource
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+from onionmesh.directory.dht_records import StoreResult
+from onionmesh.runtime.dht_protocol import RPCS
+from onionmesh.runtime.safelog import get_logger
+
+log = get_logger("onionmesh.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+DHT_DROPPED = (
+    "garbage",
+    "malformed",
+    "rate_limited",
+    "spoofed_response",
+    "unexpected_response",
+    "refused_amplification",
+    "bad_hello",
+)
+STORE_REFUSED = tuple(r.value for r in StoreResult if r not in (StoreResult.STORED, StoreResult.ALREADY_HELD))
+
+Labels = dict[str, str]
+
+
+@dataclass
+class Metric:
+    """One metric family; a counter's name ends in `_total`."""
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+
+# --- exposition -------------------------------------------------------------------------------
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(metrics: Iterable[Metric]) -> str:
+    """The text exposition format 0.0.4: HELP and TYPE once per family, families merged by name.
+
+    Raises ValueError on a bad name or label name, a counter not named `*_total`, or one name
+    given two kinds.
+    """
+    families: dict[str, Metric] = {}
+    for m in metrics:
+        if not _NAME.match(m.name) or m.kind not in ("counter", "gauge"):
+            raise ValueError(f"bad metric {m.name!r} of kind {m.kind!r}")
+        if m.kind == "counter" and not m.name.endswith("_total"):
+            raise ValueError(f"counter {m.name!r} must end in _total")
+        known = families.get(m.name)
+        if known is None:
+            families[m.name] = Metric(m.name, m.kind, m.help, list(m.samples))
+        elif known.kind != m.kind:
+            raise ValueError(f"{m.name!r} declared as both {known.kind} and {m.kind}")
+        else:
+            known.samples.extend(m.samples)
+    lines: list[str] = []
+    for m in families.values():
+        lines.append(f"# HELP {m.name} {_escape_help(m.help)}")
+        lines.append(f"# TYPE {m.name} {m.kind}")
+        for labels, value in m.samples:
+            for key in labels:
+                if not _LABEL.match(key) or key.startswith("__"):
+                    raise ValueError(f"bad label name {key!r} in {m.name}")
+            text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in sorted(labels.items()))
+            lines.append(
+                f"{m.name}{{{text}}} {_format_value(value)}" if text else f"{m.name} {_format_value(value)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# --- collectors -------------------------------------------------------------------------------
+def _num(mapping: Any, key: Any) -> float:
+    try:
+        return float(mapping.get(key, 0) or 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0.0
+
+
+def _kind(name: str) -> Literal["counter", "gauge"]:
+    return "counter" if name.endswith("_total") else "gauge"
+
+
+def _one(name: str, help: str, value: float) -> Metric:
+    """A family of one unlabelled sample; `*_total` is a counter, anything else a gauge."""
+    return Metric(name, _kind(name), help, [({}, float(value))])
+
+
+def _by(name: str, label: str, help: str, values: Mapping[str, float]) -> Metric:
+    return Metric(name, _kind(name), help, [({label: k}, float(v)) for k, v in values.items()])
+
+
+def _safe_len(obj: Any) -> int:
+    try:
+        return len(obj)
+    except TypeError:
+        return 0
+
+
+def process_metrics() -> list[Metric]:
+    """Resident memory and CPU time of this process, and `onionmesh_up 1`."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, KiB on Linux
+    cpu = os.times()
+    return [
+        _one("onionmesh_process_resident_memory_bytes", "Resident memory size in bytes.", rss),
+        _one("onionmesh_process_cpu_seconds_total", "User and system CPU time in seconds.", cpu[0] + cpu[1]),
+        _one("onionmesh_up", "1 while the node answers scrapes.", 1),
+    ]
+
+
+def dht_metrics(dht: Any) -> list[Metric]:
+    """A DhtNode's RPC, drop and storage counters and its routing table size."""
+    protocol = getattr(dht, "protocol", None)
+    stats = getattr(protocol, "stats", None) or {}
+    storage = getattr(dht, "storage", None)
+    refused = {getattr(k, "value", k): v for k, v in (getattr(storage, "refused", None) or {}).items()}
+    buckets = getattr(getattr(protocol, "router", None), "buckets", None) or []
+    rpcs = {r: _num(stats, f"rpc_{r}") for r in sorted(RPCS)}
+    return [
+        _by("onionmesh_dht_rpcs_total", "rpc", "DHT requests answered, by RPC.", rpcs),
+        _by("onionmesh_dht_dropped_total", "why", "DHT datagrams dropped, by reason.",
+            {w: _num(stats, w) for w in DHT_DROPPED}),
+        _one("onionmesh_dht_stored_descriptors", "Descriptors held for the DHT.", _safe_len(storage)),
+        _by("onionmesh_dht_store_refused_total", "why", "STORE requests refused, by reason.",
+            {w: _num(refused, w) for w in STORE_REFUSED}),
+        _one("onionmesh_dht_routing_contacts", "Contacts in the routing table.",
+             sum(_safe_len(getattr(b, "nodes", ())) for b in buckets)),
+        _one("onionmesh_dht_timeouts_total", "DHT requests that timed out.", _num(stats, "timeouts")),
+        _one("onionmesh_dht_internal_errors_total", "DHT datagrams that hit a bug.",
+             _num(stats, "internal_error")),
+    ]  # fmt: skip
+
+
+def relay_metrics(node: Any) -> list[Metric]:
+    """Read a RelayNode's state.  Link bytes are the live links' plus `stats["closed_link_bytes_in"]`
+    and `stats["closed_link_bytes_out"]` (what closed links carried, if the node keeps them)."""
+    stats = getattr(node, "stats", None) or {}
+    links = list(getattr(node, "links", None) or ())
+    entries: set[int] = set()  # a circuit is in the circuits of up to two links: count it once
+    bytes_in, bytes_out = _num(stats, "closed_link_bytes_in"), _num(stats, "closed_link_bytes_out")
+    queued = 0
+    for link in links:
+        for record in list((getattr(link, "circuits", None) or {}).values()):
+            entries.add(id(record[0] if isinstance(record, tuple) else record))
+        proto = getattr(link, "proto", None)
+        bytes_in += getattr(proto, "bytes_received", 0) or 0
+        bytes_out += getattr(proto, "bytes_sent", 0) or 0
+        with contextlib.suppress(AttributeError, RuntimeError, TypeError, ValueError):
+            queued += int(getattr(link, "write_buffer_size", 0) or 0)
+    destroyed = {"protocol": 0.0} | {
+        k.removeprefix("destroyed_"): _num(stats, k)
+        for k in stats
+        if isinstance(k, str) and k.startswith("destroyed_") and _LABEL.match(k)
+    }
+
+    def count(key: str) -> float:
+        return _num(stats, key)
+
+    return [
+        _one("onionmesh_relay_circuits", "Circuits open through this relay.", len(entries)),
+        _one("onionmesh_relay_circuits_created_total", "Circuits created (CREATE answered).",
+             count("circuits")),
+        _by("onionmesh_relay_circuits_destroyed_total", "reason", "Circuits destroyed, by reason.",
+            destroyed),
+        _one("onionmesh_relay_links", "Open links to clients and relays.", len(links)),
+        _by("onionmesh_relay_link_bytes_total", "direction", "Bytes read from and written to links.",
+            {"in": bytes_in, "out": bytes_out}),
+        _by("onionmesh_relay_handshakes_total", "result", "Circuit handshakes, by result.",
+            {"ok": count("handshakes_ok"), "failed": count("handshakes_failed")}),
+        _one("onionmesh_relay_cells_dropped_total", "Cells dropped.", count("cells_dropped")),
+        _one("onionmesh_relay_streams_total", "Exit streams opened.", count("streams_opened")),
+        _by("onionmesh_relay_exit_bytes_total", "direction", "Bytes to and from exit destinations.",
+            {"in": count("bytes_exit_in"), "out": count("bytes_exit_out")}),
+        _one("onionmesh_relay_queued_bytes", "Bytes waiting in links' write buffers.", queued),
+        *dht_metrics(getattr(node, "dht", None)),
+        *process_metrics(),
+    ]  # fmt: skip
+
+
+def client_metrics(node: Any) -> list[Metric]:
+    """Read a ClientNode's state.  Bytes are the live circuits' plus `stats["closed_bytes_in"]` and
+    `stats["closed_bytes_out"]` (what closed circuits carried, if the node keeps them)."""
+    stats = getattr(node, "stats", None) or {}
+    handles = list((getattr(getattr(node, "circuits", None), "circuits", None) or {}).values())
+    states: dict[str, float] = {"new": 0, "building": 0, "open": 0, "closed": 0}
+    streams = 0
+    bytes_in, bytes_out = _num(stats, "closed_bytes_in"), _num(stats, "closed_bytes_out")
+    for handle in handles:
+        circ = getattr(handle, "circ", None)
+        state = str(getattr(getattr(circ, "state", None), "value", "unknown"))
+        state = state if state in states else "unknown"
+        states[state] = states.get(state, 0) + 1
+        streams += _safe_len(getattr(circ, "streams", ()))
+        bytes_in += getattr(circ, "bytes_in", 0) or 0
+        bytes_out += getattr(circ, "bytes_out", 0) or 0
+    directory = getattr(node, "directory", None)
+    return [
+        _by("onionmesh_client_circuits", "state", "Client circuits, by state.", states),
+        _one("onionmesh_client_streams", "Streams open on client circuits.", streams),
+        _by("onionmesh_client_bytes_total", "direction", "Stream payload bytes on client circuits.",
+            {"in": bytes_in, "out": bytes_out}),
+        _one("onionmesh_client_relays_known", "Relays in the client's view.",
+             _safe_len(getattr(directory, "view", ()))),
+        *dht_metrics(getattr(directory, "dht", None)),
+        *process_metrics(),
+    ]  # fmt: skip
+
+
+# --- the endpoint -----------------------------------------------------------------------------
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsServer:
+    """HTTP GET /metrics in Prometheus format; every other request gets 404.
+
+    WARNING, as Tor's manual says of MetricsPort: exposing metrics publicly is dangerous to the
+    network's users.  Counters over time help an observer correlate traffic, and the endpoint is
+    plain HTTP with no authentication.  Hence the server binds only to a loopback address unless
+    `allow_public=True`; even then, keep it behind a firewall or a TLS tunnel (stunnel), and
+    `allow_from` (networks) limits who may scrape (loopback only by default, like Tor's
+    reject-all MetricsPortPolicy); others get 403.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        collect: Callable[[], list[Metric]],
+        *,
+        allow_public: bool = False,
+        allow_from: Iterable[str] = ("127.0.0.0/8", "::1/128"),
+    ) -> None:
+        if not allow_public and not is_loopback_host(host):
+            raise ValueError(f"metrics: refusing to listen on non-loopback {host!r} without allow_public")
+        self.host, self.port, self.collect = host, port, collect
+        self.allow_from = [ipaddress.ip_network(n, strict=False) for n in allow_from]
+        self._runner: web.AppRunner | None = None
+
+    def _allowed(self, remote: str | None) -> bool:
+        try:
+            addr = ipaddress.ip_address((remote or "").split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.allow_from)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD") or request.path != "/metrics":
+            return web.Response(status=404, text="not found\n")
+        if not self._allowed(request.remote):
+            return web.Response(status=403, text="forbidden\n")
+        try:
+            body = render(self.collect()).encode()
+        except Exception as exc:  # a collector bug must cost one scrape, never the node
+            log.error("metrics collection failed", error=type(exc).__name__)
+            return web.Response(status=500, text="collection failed\n")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)  # no peer addresses in logs
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("metrics listening", port=self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
