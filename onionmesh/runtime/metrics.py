@@ -223,10 +223,11 @@ def relay_metrics(node: Any) -> list[Metric]:
 
 
 def client_metrics(node: Any) -> list[Metric]:
-    """Read a ClientNode's state.  Bytes are the live circuits' plus `stats["closed_bytes_in"]` and
-    `stats["closed_bytes_out"]` (what closed circuits carried, if the node keeps them)."""
-    stats = getattr(node, "stats", None) or {}
-    handles = list((getattr(getattr(node, "circuits", None), "circuits", None) or {}).values())
+    """Read a ClientNode's state.  Bytes are the live circuits' plus `node.circuits.stats["closed_bytes_in"]`
+    and `["closed_bytes_out"]` (what closed circuits carried, if the CircuitMgr keeps them)."""
+    mgr = getattr(node, "circuits", None)
+    stats = getattr(mgr, "stats", None) or {}
+    handles = list((getattr(mgr, "circuits", None) or {}).values())
     states: dict[str, float] = {"new": 0, "building": 0, "open": 0, "closed": 0}
     streams = 0
     bytes_in, bytes_out = _num(stats, "closed_bytes_in"), _num(stats, "closed_bytes_out")
