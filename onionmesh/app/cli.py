@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from onionmesh import __version__
 from onionmesh.errors import PolicyError
@@ -28,9 +24,17 @@ def host_port(text: str) -> tuple[str, int]:
 
 def _add_logging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
     p.add_argument(
         "--unsafe-logging", action="store_true", help="log destinations and addresses (debugging only)"
     )
+
+
+def _add_control_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--testnet", type=Path, default=None, metavar="STATE_DIR", help="the testnet in STATE_DIR")
+    p.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client", help="where the cookie is")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
@@ -99,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="UDP address of this relay's DHT node (default: the listen host, port 0)",
     )
     relay.add_argument(
+        "--metrics",
+        type=host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics here (loopback only; off by default)",
+    )
+    relay.add_argument(
         "--resolve",
         action="append",
         default=[],
@@ -127,17 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
     _add_logging(testnet)
 
-    circuit = sub.add_parser("circuit", help="build, list and close circuits of a running proxy")
-    circuit.add_argument(
-        "--testnet",
-        type=Path,
-        default=None,
-        metavar="STATE_DIR",
-        help="talk to the proxy of the testnet in STATE_DIR",
-    )
-    circuit.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
-    circuit.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
-    circuit.add_argument("--json", action="store_true", help="machine-readable output")
+    circuit = sub.add_parser("circuit", help="build, list, show, test and close circuits of a running proxy")
+    _add_control_target(circuit)
     csub = circuit.add_subparsers(dest="action", required=True)
     csub.add_parser("list", help="list circuits")
     build = csub.add_parser("build", help="build a new circuit")
@@ -146,7 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--via", default=None, metavar="FP,FP")
     close = csub.add_parser("close", help="close a circuit")
     close.add_argument("id", type=int)
+    show = csub.add_parser("show", help="one circuit, each hop with its measured round-trip time")
+    show.add_argument("id", type=int)
+    test = csub.add_parser("test", help="build a circuit and measure RTT (and throughput, with --url)")
+    test.add_argument("--hops", type=int, default=None)
+    test.add_argument("--url", default=None, help="an http:// URL to fetch through a fresh circuit")
     csub.add_parser("new", help="new identity: current circuits take no new streams")
+
+    page = sub.add_parser("status-page", help="print a one-time link to the proxy's status page")
+    _add_control_target(page)
 
     dht = sub.add_parser("dht", help="look into the relay directory (the DHT)")
     dsub = dht.add_subparsers(dest="action", required=True)
@@ -177,6 +187,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         dht=args.dht,
         bootstrap=bootstrap_contacts(args),
         resolve_overrides=resolve_overrides(args.resolve),
+        metrics=args.metrics,
     )
     try:
         node = RelayNode(config)
@@ -231,90 +242,11 @@ def cmd_testnet(args: argparse.Namespace) -> int:
     return 0
 
 
-class ControlClient:
-    def __init__(self, address: str, cookie_path: Path) -> None:
-        self.base = f"http://{address}"
-        try:
-            self.cookie = cookie_path.read_bytes()
-        except OSError as exc:
-            raise SystemExit(
-                f"onionmesh circuit: cannot read the control cookie {cookie_path}: {exc.strerror}"
-            ) from None
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Authorization", "Cookie " + self.cookie.hex())
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                message = exc.reason
-            raise SystemExit(f"onionmesh circuit: {message}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise SystemExit(f"onionmesh circuit: the proxy is not running at {self.base} ({exc})") from None
-
-
-def _format_circuit(c: dict[str, Any]) -> str:
-    hops = " -> ".join(f"{h['nickname']}({h['address']})" for h in c["hops"])
-    return (
-        f"{c['id']:>4}  {c['state']:<8} {c['age_s']:>7.1f}s {c['streams']:>3} streams  "
-        f"{c['bytes_in']:>10} B in  {hops}"
-    )
-
-
-def cmd_circuit(args: argparse.Namespace) -> int:
-    if args.testnet is not None:
-        try:
-            info = json.loads((args.testnet / "testnet.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"onionmesh circuit: no running testnet in {args.testnet}: {exc}") from None
-        client = ControlClient(info["control"], Path(info["cookie"]))
-    else:
-        client = ControlClient(f"{args.control[0]}:{args.control[1]}", args.data_dir / "control_auth_cookie")
-    if args.action == "list":
-        result = client.call("GET", "/circuits")
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print("  ID  STATE        AGE STREAMS        BYTES IN  PATH")
-            for c in result:
-                print(_format_circuit(c))
-    elif args.action == "build":
-        body: dict[str, Any] = {}
-        if args.hops is not None:
-            body["hops"] = args.hops
-        if args.exit:
-            body["exit"] = args.exit
-        if args.via:
-            body["via"] = [v.strip() for v in args.via.split(",") if v.strip()]
-        result = client.call("POST", "/circuits", body)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            for i, hop in enumerate(result["hops"], 1):
-                print(
-                    f"hop {i}: {hop['nickname']} {hop['address']} {hop['fingerprint'][:16]}  "
-                    f"{hop['build_ms']} ms"
-                )
-            print(f"circuit {result['id']} built")
-    elif args.action == "close":
-        result = client.call("DELETE", f"/circuits/{args.id}")
-        print(json.dumps(result) if args.json else f"circuit {args.id} closed")
-    elif args.action == "new":
-        result = client.call("POST", "/newnym")
-        print(json.dumps(result) if args.json else "new identity: new streams will use new circuits")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "log_level"):
-        safelog.configure(args.log_level, safe=not args.unsafe_logging)
+        safelog.configure(args.log_level, safe=not args.unsafe_logging, json_format=args.log_format == "json")
+    from onionmesh.app.control_cli import cmd_circuit, cmd_status_page
     from onionmesh.app.dht_cli import cmd_dht
 
     handlers = {
@@ -322,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "proxy": cmd_proxy,
         "testnet": cmd_testnet,
         "circuit": cmd_circuit,
+        "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
     try:

@@ -18,10 +18,9 @@ import json
 import math
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MAX_FILE_BYTES = 1 << 20
@@ -88,89 +87,54 @@ def _check_exit_policy(text: str) -> str | None:
     try:
         if text.strip():
             ExitPolicy.parse(text)
-    except PolicyError as exc:
+    except (PolicyError, ValueError) as exc:
         return f"a valid exit policy ({exc})"
     return None
 
 
-_LOG = (
-    Key("log_level", "str", "info", "log verbosity", choices=("debug", "info", "warning", "error")),
-    Key(
-        "log_format",
-        "str",
-        "console",
-        "log lines for people (console) or machines (json)",
-        choices=("console", "json"),
-    ),  # fmt: skip
-    Key("unsafe_logging", "bool", False, "log destinations and addresses (debugging only)"),
-)
-_BOOTSTRAP = (
-    Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
-    Key("bootstrap_file", "path", None, "a file of DHT contacts, one HOST:PORT per line", optional=True),
-)
-_HOPS = Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8)
-_SOCKS = Key("socks", "hostport", ("127.0.0.1", 9050), "the SOCKS5 proxy address (keep it on loopback)")
-
+_KEYS = {
+    k.name: k
+    for k in (
+        Key("listen", "hostport", None, "TCP address relays and clients connect to", required=True),
+        Key("data_dir", "path", None, "keys and state of this relay", required=True),
+        Key("nickname", "str", "Unnamed", "1..19 letters and digits, shown to users", check=_check_nickname),
+        Key("exit_policy", "str", "", "Tor syntax; empty = middle relay", check=_check_exit_policy),
+        Key("allow_private_destinations", "bool", False, "let this exit reach private addresses (tests)"),
+        Key("bandwidth", "int", 10_000_000, "advertised bytes per second", lo=1),
+        Key("advertise", "hostport", None, "address published in the descriptor", optional=True),
+        Key("dht", "hostport", None, "UDP address of the DHT node (none: listen host)", optional=True),
+        Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
+        Key("bootstrap_file", "path", None, "a file of DHT contacts, one HOST:PORT a line", optional=True),
+        Key("metrics", "hostport", None, "serve Prometheus metrics here (opt-in)", optional=True),
+        Key("socks", "hostport", ("127.0.0.1", 9050), "SOCKS5 proxy address (keep it on loopback)"),
+        Key("control", "hostport", ("127.0.0.1", 9051), "JSON control API (keep it on loopback)"),
+        Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
+        Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8),
+        Key("relays", "int", 5, "how many relays the testnet runs", lo=1, hi=64),
+        Key("state_dir", "path", Path("onionmesh-testnet"), "where the testnet keeps its state"),
+        Key("log_level", "str", "info", "log verbosity", choices=("debug", "info", "warning", "error")),
+        Key("log_format", "str", "console", "logs for people or machines", choices=("console", "json")),
+        Key("unsafe_logging", "bool", False, "log destinations and addresses (debugging only)"),
+    )
+}
+_LOG = ("log_level", "log_format", "unsafe_logging")
+_CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
-    name: {k.name: k for k in keys}
-    for name, keys in {
-        "relay": (
-            Key("listen", "hostport", None, "the TCP address relays and clients connect to", required=True),
-            Key("data_dir", "path", None, "keys and state of this relay", required=True),
-            Key(
-                "nickname",
-                "str",
-                "Unnamed",
-                "1..19 letters and digits, shown to users",
-                check=_check_nickname,
-            ),  # fmt: skip
-            Key(
-                "exit_policy",
-                "str",
-                "",
-                'Tor syntax, e.g. "accept *:80,443; reject *:*"; empty = middle relay',
-                check=_check_exit_policy,
-            ),  # fmt: skip
-            Key("allow_private_destinations", "bool", False, "let this exit reach private addresses (tests)"),
-            Key("bandwidth", "int", 10_000_000, "advertised bytes per second", lo=1),
-            Key("advertise", "hostport", None, "the address published in the descriptor", optional=True),
-            Key(
-                "dht",
-                "hostport",
-                None,
-                "UDP address of the DHT node (default: listen host, port 0)",
-                optional=True,
-            ),  # fmt: skip
-            *_BOOTSTRAP,
-            Key(
-                "metrics",
-                "hostport",
-                None,
-                "serve Prometheus metrics here (opt-in; keep it on loopback)",
-                optional=True,
-            ),  # fmt: skip
-            *_LOG,
-        ),
-        "proxy": (
-            _SOCKS,
-            Key("control", "hostport", ("127.0.0.1", 9051), "the JSON control API (keep it on loopback)"),
-            Key("data_dir", "path", Path.home() / ".onionmesh" / "client", "client state and control cookie"),
-            *_BOOTSTRAP,
-            Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
-            _HOPS,
-            *_LOG,
-        ),
-        "testnet": (
-            Key("relays", "int", 5, "how many relays to run", lo=1, hi=64),
-            _SOCKS,
-            Key(
-                "control", "hostport", ("127.0.0.1", 0), "the control API of the testnet proxy (0: any port)"
-            ),
-            Key("state_dir", "path", Path("onionmesh-testnet"), "where the testnet keeps its state"),
-            _HOPS,
-            *_LOG,
-        ),
-    }.items()
+    "relay": {name: _KEYS[name] for name in (*list(_KEYS)[:11], *_LOG)},
+    "proxy": {
+        "socks": _KEYS["socks"],
+        "control": _KEYS["control"],
+        "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
+        "bootstrap": _KEYS["bootstrap"],
+        "bootstrap_file": _KEYS["bootstrap_file"],
+        **{name: _KEYS[name] for name in ("dht_refresh", "hops", *_LOG)},
+    },
+    "testnet": {
+        "relays": _KEYS["relays"],
+        "socks": _KEYS["socks"],
+        "control": replace(_KEYS["control"], default=("127.0.0.1", 0), doc="control API (0: any port)"),
+        **{name: _KEYS[name] for name in ("state_dir", "hops", *_LOG)},
+    },
 }
 ALL_KEYS: dict[str, Key] = {name: key for schema in SCHEMAS.values() for name, key in schema.items()}
 
@@ -205,17 +169,16 @@ def _hostport(value: object) -> HostPort:
     if isinstance(value, str):
         return parse_host_port(value)
     if isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], str):
-        return parse_host_port(f"[{value[0]}]:{value[1]}" if ":" in value[0] else f"{value[0]}:{value[1]}")
+        host = f"[{value[0]}]" if ":" in value[0] else value[0]
+        return parse_host_port(f"{host}:{value[1]}")
     raise ValueError("not a string")
 
 
 def _from_text(key: Key, text: str) -> object:
     """A string from the environment or a flag as the value TOML would hold."""
-    if key.kind == "int" and re.fullmatch(r"[+-]?[0-9_]+", text.strip()):
-        return int(text)
-    if key.kind == "float":
+    if key.kind in ("int", "float"):
         try:
-            return float(text)
+            return int(text) if key.kind == "int" else float(text)
         except ValueError:
             return text
     if key.kind == "bool" and text.strip().lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -228,18 +191,19 @@ def _from_text(key: Key, text: str) -> object:
 def coerce(key: Key, value: object, *, text: bool = False) -> object:
     """Check ``value`` against ``key`` and return the typed value; raise ValueError with a message.
 
-    ``text=True``: a string may stand for any type (environment variables, flags), lists are
-    comma-separated and bools are 1/0/true/false/yes/no.  Otherwise types must match (TOML)."""
+    ``text=True``: a string may stand for any type (environment variables, flags): lists are
+    comma-separated, bools 1/0/true/false/yes/no.  Otherwise the types must match (TOML)."""
     if text and isinstance(value, str):
         if key.optional and not value.strip():
             return None
         value = _from_text(key, value)
-    bad = ValueError(f'"{key.name}" must be {key.describe()}, got {_show(value)}')
     if value is None and key.optional:
         return None
+    bad = ValueError(f'"{key.name}" must be {key.describe()}, got {_show(value)}')
     if key.kind in ("int", "float"):
-        ok_types = int if key.kind == "int" else int | float
-        if isinstance(value, bool) or not isinstance(value, ok_types) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int if key.kind == "int" else int | float):
+            raise bad
+        if isinstance(value, float) and not math.isfinite(value):
             raise bad
         if (key.lo is not None and value < key.lo) or (key.hi is not None and value > key.hi):
             raise bad
@@ -278,55 +242,51 @@ def coerce(key: Key, value: object, *, text: bool = False) -> object:
 
 
 # --- files ---------------------------------------------------------------------------------------
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]")
-_KEYLINE = re.compile(
-    r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*="""
-)
+_HEADER = re.compile(r"^\s*\[\[?([^\]]+)\]")
+_KEYLINE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[\w.\s-])+?)\s*=""")
 
 
 def _dotted(text: str) -> str:
-    return ".".join(
-        part.strip().strip("\"'") for part in re.split(r"\.(?=(?:[^\"']|[\"'][^\"']*[\"'])*$)", text)
-    )
+    """A TOML dotted key as one string: ' relay . "hops" ' -> 'relay.hops'."""
+    return ".".join(part.strip("\"'") for part in re.findall(r""""[^"]*"|'[^']*'|[^.\s]+""", text))
 
 
 def _line_of(text: str, name: str) -> int:
-    """The line of dotted key or table ``name`` (e.g. "relay.hops"), found by scanning; 1 if not found."""
+    """The line of dotted key or table ``name`` (e.g. "relay.hops"), found by scanning the text; else
+    the line of its nearest parent (an inline table), else 1."""
     section = ""
+    seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if m := _HEADER.match(line):
             section = _dotted(m.group(1))
-            if section == name:
-                return number
+            seen.setdefault(section, number)
         elif m := _KEYLINE.match(line):
             key = _dotted(m.group(1))
-            if (f"{section}.{key}" if section else key) == name:
-                return number
-    return 1
+            seen.setdefault(f"{section}.{key}" if section else key, number)
+    while name not in seen and "." in name:
+        name = name.rpartition(".")[0]
+    return seen.get(name, 1)
 
 
-def _unknown(what: str, name: str, known: list[str]) -> str:
+def _unknown(name: str, known: list[str], table: str = "") -> str:
     near = difflib.get_close_matches(name, known, n=1)
-    return f"unknown {what} {_show(name)}" + (f" (did you mean {_show(near[0])}?)" if near else "")
+    where = f" in [{table}]" if table else ""
+    return f"unknown key {_show(name)}{where}" + (f" (did you mean {_show(near[0])}?)" if near else "")
 
 
 def _check_data(
-    data: dict[str, object], text: str, command: str | None
-) -> tuple[list[tuple[str, str]], dict]:
+    data: dict[str, object], command: str | None
+) -> tuple[list[tuple[str, str]], dict[str, object]]:
     """Problems as (dotted name, message), and the typed values ``command`` takes from the file."""
     problems: list[tuple[str, str]] = []
     top: dict[str, object] = {}
     table: dict[str, object] = {}
     allowed = SCHEMAS[command] if command else ALL_KEYS
     for name, value in data.items():
-        if name in SCHEMAS:
-            if not isinstance(value, dict):
-                problems.append((name, f"{_show(name)} must be a table [{name}], got {_show(value)}"))
-                continue
+        if name in SCHEMAS and isinstance(value, dict):
             for key_name, item in value.items():
                 if key_name not in SCHEMAS[name]:
-                    msg = _unknown("key", key_name, list(SCHEMAS[name]))
-                    problems.append((f"{name}.{key_name}", f"{msg} in [{name}]"))
+                    problems.append((f"{name}.{key_name}", _unknown(key_name, list(SCHEMAS[name]), name)))
                     continue
                 try:
                     typed = coerce(SCHEMAS[name][key_name], item)
@@ -335,21 +295,24 @@ def _check_data(
                     continue
                 if name == command:
                     table[key_name] = typed
+        elif name in SCHEMAS:
+            problems.append((name, f"{_show(name)} must be a table [{name}], got {_show(value)}"))
         elif isinstance(value, dict):
-            problems.append((name, _unknown("table", name, list(SCHEMAS)).replace('"', "")))
+            near = difflib.get_close_matches(name, list(SCHEMAS), n=1)
+            hint = f" (did you mean [{near[0]}]?)" if near else " (tables: [relay] [proxy] [testnet])"
+            problems.append((name, f"unknown table [{_show(name)[1:-1]}]{hint}"))
         elif name in allowed:
             try:
                 top[name] = coerce(allowed[name], value)
             except ValueError as exc:
                 problems.append((name, str(exc)))
         elif name in ALL_KEYS:
-            users = [c for c, s in SCHEMAS.items() if name in s]
-            where = " or ".join(f"[{u}]" for u in users)
+            where = " or ".join(f"[{c}]" for c, schema in SCHEMAS.items() if name in schema)
             problems.append(
                 (name, f'"{name}" is not a setting of "onionmesh {command}" (move it to {where})')
             )
         else:
-            problems.append((name, _unknown("key", name, list(allowed))))
+            problems.append((name, _unknown(name, list(allowed))))
     return problems, {**top, **table}
 
 
@@ -369,7 +332,8 @@ def _load(path: Path, command: str | None) -> tuple[list[str], dict[str, object]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [f"{label}:{raw.count(b'\n', 0, exc.start) + 1}: not UTF-8 text"], {}
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return [f"{label}:{line}: not UTF-8 text"], {}
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -378,14 +342,14 @@ def _load(path: Path, command: str | None) -> tuple[list[str], dict[str, object]
         line = int(m.group(1)) if m else text.count("\n") + 1
         msg = msg.replace(m.group(0), f" (column {m.group(2)})") if m else msg
         return [f"{label}:{line}: invalid TOML: {msg}"], {}
-    found, values = _check_data(data, text, command)
-    lines = sorted(((_line_of(text, name), msg) for name, msg in found), key=lambda p: p[0])
-    return [f"{label}:{line}: {msg}" for line, msg in lines], values
+    found, values = _check_data(data, command)
+    located = sorted(((_line_of(text, name), msg) for name, msg in found), key=lambda p: p[0])
+    return [f"{label}:{line}: {msg}" for line, msg in located], values
 
 
 def check_file(path: Path | str, command: str | None = None) -> list[str]:
-    """Every problem of config file ``path`` ("FILE:LINE: message"), for ``command`` (the top-level keys
-    must be its settings) or, if None, for any command.  An empty list means the file is fine."""
+    """Every problem of config file ``path`` as "FILE:LINE: message"; empty means the file is fine.
+    With ``command``, top-level keys must be its settings; with None, settings of any command."""
     if command is not None and command not in SCHEMAS:
         raise ValueError(f"unknown command {command!r}")
     return _load(Path(path), command)[0]
@@ -395,7 +359,7 @@ def main_check(path: Path | str, command: str | None = None) -> int:
     """`onionmesh config check FILE`: print ``FILE: OK`` or each problem; return 0 or 1."""
     problems = check_file(path, command)
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(problem)
     if not problems:
         print(f"{path}: OK")
     return 1 if problems else 0
@@ -404,11 +368,11 @@ def main_check(path: Path | str, command: str | None = None) -> int:
 def resolve(
     command: str, flags: Mapping[str, object], environ: Mapping[str, str], config_path: Path | None = None
 ) -> dict[str, object]:
-    """Every setting of ``command`` with its final typed value.
+    """Every setting of ``command`` with its final typed value: flags > environment > file > defaults.
 
-    ``flags`` holds only the flags given on the command line (name with underscores; None values are
-    ignored); ``environ`` is searched for ``ONIONMESH_<KEY>``; without ``config_path``,
-    ``ONIONMESH_CONFIG`` names the config file, if set.  Raise ConfigError listing every problem."""
+    ``flags`` holds only the flags given on the command line (None values are ignored); ``environ`` is
+    searched for ``ONIONMESH_<KEY>``; without ``config_path``, ``ONIONMESH_CONFIG`` names the config file.
+    Raise ConfigError listing every problem (in the file, the environment and the flags)."""
     if command not in SCHEMAS:
         raise ConfigError([f"unknown command {command!r}; one of {', '.join(SCHEMAS)}"])
     schema = SCHEMAS[command]

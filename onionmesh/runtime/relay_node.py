@@ -32,6 +32,7 @@ from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
+from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import (
@@ -72,6 +73,7 @@ class RelayConfig:
     dht: tuple[str, int] | None = None  # UDP address of our DHT node; default: the listen host, port 0
     bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
     resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
+    metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
 
 
 @dataclass(eq=False)
@@ -109,6 +111,7 @@ class RelayNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
         self.dht = DhtNode(self.keys.identity)
+        self.metrics_server: MetricsServer | None = None
         self.stats = {"circuits": 0, "destroyed_protocol": 0}
 
     @property
@@ -130,6 +133,9 @@ class RelayNode:
             await self.dht.bootstrap(list(self.config.bootstrap))
         self._spawn(self._publish_to_dht(), "relay-publish")
         self._spawn(self._maintenance(), "relay-maintenance")
+        if self.config.metrics is not None:
+            self.metrics_server = MetricsServer(*self.config.metrics, lambda: relay_metrics(self))
+            await self.metrics_server.start()
         log.info(
             "relay listening",
             fingerprint=self.fingerprint,
@@ -141,6 +147,8 @@ class RelayNode:
         if self._server is not None:
             self._server.close()
         self.dht.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         for link in list(self.links):
             link.close()
         for task in list(self._tasks):
@@ -148,6 +156,9 @@ class RelayNode:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
 
     def _spawn(self, coro: object, name: str) -> None:
         task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -249,6 +260,12 @@ class RelayNode:
 
     def link_closed(self, link: Link) -> None:
         self.links.discard(link)
+        self.stats["closed_link_bytes_in"] = (
+            self.stats.get("closed_link_bytes_in", 0) + link.proto.bytes_received
+        )
+        self.stats["closed_link_bytes_out"] = (
+            self.stats.get("closed_link_bytes_out", 0) + link.proto.bytes_sent
+        )
         if link.peer_identity is not None and self._out_links.get(link.peer_identity) is link:
             del self._out_links[link.peer_identity]
         for entry, _side in list(link.circuits.values()):  # type: ignore[misc]
@@ -262,6 +279,7 @@ class RelayNode:
             return
         record = link.circuits.get(cell.circ_id)
         if record is None:
+            self._count("cells_dropped")
             return  # a cell for a circuit that is gone; dropped, as Tor does
         entry, side = record  # type: ignore[misc]
         try:
@@ -301,12 +319,14 @@ class RelayNode:
                 raise OnionmeshError("onionskin for an onion key we do not hold")
             reply, keys = ntor.server_respond(skin, self.keys.identity.public, secret, self.rng)
         except OnionmeshError as exc:
+            self._count("handshakes_failed")
             log.info("CREATE refused", detail=str(exc))
             link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.PROTOCOL)))
             return
         entry = CircuitEntry(RelayCircuit(keys, self.rng), prev=link, prev_id=cid)
         link.circuits[cid] = (entry, Side.FROM_PREV)
         self.stats["circuits"] += 1
+        self._count("handshakes_ok")
         link.send_cell(Cell(cid, CellCommand.CREATED, created_payload(reply)))
 
     def _flush(self, entry: CircuitEntry) -> None:
@@ -399,6 +419,7 @@ class RelayNode:
             return
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._count("streams_opened")
         bridge = StreamBridge(entry.circ, sid, reader, writer, lambda: self._flush(entry))
         entry.bridges[sid] = bridge
         entry.circ.connected(sid, address)

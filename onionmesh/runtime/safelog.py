@@ -37,8 +37,11 @@ def scrub(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure(level: str = "info", *, safe: bool = True, stream: Any = None) -> None:
-    """Set up structlog once per process: key=value lines on stderr, scrubbed unless `safe` is off."""
+def configure(
+    level: str = "info", *, safe: bool = True, stream: Any = None, json_format: bool = False
+) -> None:
+    """Set up structlog once per process: readable lines (or JSON objects) on stderr, scrubbed unless
+    `safe` is off."""
     global _SAFE
     _SAFE = safe
     structlog.configure(
@@ -47,7 +50,9 @@ def configure(level: str = "info", *, safe: bool = True, stream: Any = None) -> 
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
             scrub,
-            structlog.dev.ConsoleRenderer(colors=False),
+            structlog.processors.JSONRenderer()
+            if json_format
+            else structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),

@@ -1,0 +1,221 @@
+"""`onionmesh circuit ...` and `onionmesh status-page`: a client of the running proxy's control API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def fail(message: str) -> SystemExit:
+    return SystemExit(f"onionmesh: {message}")
+
+
+class ControlClient:
+    """Talks to the control API with the cookie from the proxy's data directory."""
+
+    def __init__(self, address: str, cookie_path: Path, socks: str | None = None) -> None:
+        self.address = address
+        self.base = f"http://{address}"
+        self.socks = socks
+        try:
+            self.cookie = cookie_path.read_bytes()
+        except OSError as exc:
+            raise fail(
+                f"cannot read the control cookie {cookie_path} ({exc.strerror}); is the proxy running "
+                "with that --data-dir, and may you read its files?"
+            ) from None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ControlClient:
+        if args.testnet is not None:
+            try:
+                info = json.loads((args.testnet / "testnet.json").read_text())
+            except (OSError, ValueError) as exc:
+                raise fail(f"no running testnet in {args.testnet}: {exc}") from None
+            return cls(info["control"], Path(info["cookie"]), info.get("socks"))
+        return cls(f"{args.control[0]}:{args.control[1]}", args.data_dir / "control_auth_cookie")
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", "Cookie " + self.cookie.hex())
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                message = exc.reason
+            raise fail(str(message)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise fail(f"the proxy is not running at {self.base} ({exc})") from None
+
+
+def _hops(c: dict[str, Any]) -> str:
+    return " -> ".join(f"{h['nickname']}({h['address']})" for h in c["hops"])
+
+
+def format_circuit(c: dict[str, Any]) -> str:
+    label = f" [{c['isolation']}]" if c.get("isolation") else ""
+    return (
+        f"{c['id']:>4}  {c['state']:<8} {c['age_s']:>7.1f}s {c['streams']:>3} streams  "
+        f"{c['bytes_in']:>10} B in  {_hops(c)}{label}"
+    )
+
+
+def format_hop_table(c: dict[str, Any]) -> str:
+    lines = [
+        f"circuit {c['id']}: {c['state']}, {c['streams']} streams, "
+        f"{c['bytes_in']} B in, {c['bytes_out']} B out"
+    ]
+    for i, hop in enumerate(c["hops"], 1):
+        role = "guard" if i == 1 and len(c["hops"]) > 1 else ("exit" if i == len(c["hops"]) else "middle")
+        rtt = f"{hop['rtt_ms']:.2f} ms" if hop["rtt_ms"] is not None else "-"
+        lines.append(
+            f"  hop {i} {role:<6} {hop['nickname']:<19} {hop['address']:<22} {hop['fingerprint'][:16]}  {rtt}"
+        )
+    return "\n".join(lines)
+
+
+async def _build_with_progress(client: ControlClient, body: dict[str, Any], show: bool) -> dict[str, Any]:
+    """POST /circuits while watching /events, printing each hop as it is added."""
+    import aiohttp
+
+    headers = {"Authorization": "Cookie " + client.cookie.hex()}
+    url = client.base + "/events"
+    async with aiohttp.ClientSession(headers=headers) as session, session.ws_connect(url) as ws:
+        post = asyncio.create_task(session.post(client.base + "/circuits", json=body))
+        mine: int | None = None
+        printed = 0
+        while not post.done():
+            try:
+                msg = await asyncio.wait_for(ws.receive(), 0.25)
+            except TimeoutError:
+                continue
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = json.loads(msg.data)
+            circuit = event.get("circuit", {})
+            if event.get("type") == "circuit" and circuit.get("isolation") == "control":
+                if event["what"] == "launched" and mine is None:
+                    mine = circuit["id"]
+                if circuit["id"] == mine and event["what"] == "extended" and show:
+                    for i, hop in enumerate(circuit["hops"][printed:], printed + 1):
+                        if hop["rtt_ms"] is None:
+                            break
+                        print(
+                            f"hop {i}: {hop['nickname']} {hop['address']} {hop['rtt_ms']:.2f} ms",
+                            flush=True,
+                        )
+                        printed = i
+        resp = await post
+        result = await resp.json()
+        if resp.status != 200:
+            raise fail(result.get("error", f"HTTP {resp.status}"))
+        if show:
+            for i, hop in enumerate(result["hops"][printed:], printed + 1):
+                print(f"hop {i}: {hop['nickname']} {hop['address']} {hop['rtt_ms']:.2f} ms")
+        return result
+
+
+def _fetch_through(socks: str, url: str, username: str) -> tuple[int, float, float]:
+    """GET url through the SOCKS port under a fresh isolation name; (bytes, ttfb s, total s)."""
+    import socks as pysocks
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise fail("--url must be an http:// URL")
+    host, port = socks.rsplit(":", 1)
+    s = pysocks.socksocket()
+    s.set_proxy(pysocks.SOCKS5, host, int(port), rdns=True, username=username, password="x")
+    s.settimeout(60)
+    start = time.monotonic()
+    s.connect((parts.hostname, parts.port or 80))
+    s.sendall(f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n".encode())
+    got, first = 0, None
+    while chunk := s.recv(1 << 16):
+        first = first or time.monotonic()
+        got += len(chunk)
+    s.close()
+    return got, (first or time.monotonic()) - start, time.monotonic() - start
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    client = ControlClient.from_args(args)
+    if args.action == "list":
+        result = client.call("GET", "/circuits")
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print("  ID  STATE        AGE STREAMS        BYTES IN  PATH")
+            for c in result:
+                print(format_circuit(c))
+    elif args.action == "build":
+        body: dict[str, Any] = {}
+        if args.hops is not None:
+            body["hops"] = args.hops
+        if args.exit:
+            body["exit"] = args.exit
+        if args.via:
+            body["via"] = [v.strip() for v in args.via.split(",") if v.strip()]
+        result = asyncio.run(_build_with_progress(client, body, show=not args.json))
+        print(json.dumps(result, indent=2) if args.json else f"circuit {result['id']} built")
+    elif args.action == "show":
+        result = client.call("GET", f"/circuits/{args.id}")
+        print(json.dumps(result, indent=2) if args.json else format_hop_table(result))
+    elif args.action == "close":
+        result = client.call("DELETE", f"/circuits/{args.id}")
+        print(json.dumps(result) if args.json else f"circuit {args.id} closed")
+    elif args.action == "new":
+        result = client.call("POST", "/newnym")
+        print(json.dumps(result) if args.json else "new identity: new streams will use new circuits")
+    elif args.action == "test":
+        return _test(client, args)
+    return 0
+
+
+def _test(client: ControlClient, args: argparse.Namespace) -> int:
+    """Build a circuit and measure it: per-hop RTT, and throughput when a URL is given."""
+    report: dict[str, Any] = {}
+    if args.url:
+        socks = client.socks or client.call("GET", "/status")["socks"]
+        name = "circuit-test-" + secrets.token_hex(6)
+        try:
+            got, ttfb, total = _fetch_through(socks, args.url, name)
+        except (TimeoutError, OSError) as exc:
+            raise fail(f"the test fetch failed: {exc}") from None
+        circuit = next((c for c in client.call("GET", "/circuits") if c.get("isolation") == name), None)
+        report = {"circuit": circuit, "bytes": got, "ttfb_ms": round(ttfb * 1000, 2),
+                  "throughput_MBps": round(got / max(total, 1e-9) / 1e6, 2)}  # fmt: skip
+    else:
+        body = {"hops": args.hops} if args.hops else {}
+        report = {"circuit": asyncio.run(_build_with_progress(client, body, show=False))}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if report["circuit"] is not None:
+        print(format_hop_table(report["circuit"]))
+    if args.url:
+        print(
+            f"fetched {report['bytes']} B: first byte after {report['ttfb_ms']} ms, "
+            f"{report['throughput_MBps']} MB/s"
+        )
+    else:
+        print("throughput: give --url http://HOST:PORT/PATH to measure it through a fresh circuit")
+    return 0
+
+
+def cmd_status_page(args: argparse.Namespace) -> int:
+    link = ControlClient.from_args(args).call("POST", "/login-link")["link"]
+    print(f"status page (one-time link, valid 10 minutes): {link}")
+    return 0
