@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
     _add_bootstrap(proxy, "the client discovers relays through the DHT these lead to")
     proxy.add_argument(
+        "--metrics", type=host_port, default=None, metavar="HOST:PORT", help="serve Prometheus /metrics here"
+    )
+    proxy.add_argument(
         "--dht-refresh", type=float, default=600.0, metavar="SECONDS", help="how often to re-crawl the DHT"
     )
     proxy.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
@@ -212,9 +215,20 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             bootstrap=bootstrap_contacts(args),
             dht_refresh=args.dht_refresh,
             hops=args.hops,
+            metrics=args.metrics,
         )
     )
-    asyncio.run(run_until_signalled(node.start, node.stop))
+
+    async def start() -> None:
+        await node.start()
+        assert node.control is not None
+        print(
+            f"onionmesh proxy: SOCKS5 at {node.config.socks_host}:{node.socks.port}; "
+            f"status page (one-time link): {node.control.login_link()}",
+            flush=True,
+        )
+
+    asyncio.run(run_until_signalled(start, node.stop))
     return 0
 
 
@@ -233,6 +247,8 @@ def cmd_testnet(args: argparse.Namespace) -> int:
             f"{exits_for(args.relays)} exits, {net.hops} hops); state in {args.state_dir / 'testnet.json'}",
             flush=True,
         )
+        if net.client is not None and net.client.control is not None:
+            print(f"status page (one-time link): {net.client.control.login_link()}", flush=True)
 
     try:
         asyncio.run(run_until_signalled(start, net.stop))

@@ -48,7 +48,7 @@ class Key:
     choices: tuple[str, ...] = ()
     lo: float | None = None
     hi: float | None = None
-    check: Callable[[str], str | None] | None = None  # extra check of a str: returns a problem or None
+    check: Callable[[str], str | None] | None = None  # more checks of a str: the problem, or None
 
     @property
     def flag(self) -> str:
@@ -60,24 +60,21 @@ class Key:
 
     def describe(self) -> str:
         """What a valid value looks like, for error messages."""
-        if self.kind in ("int", "float"):
-            what = "an integer" if self.kind == "int" else "a number"
-            lo = "" if self.lo is None else f"{self.lo:g}"
-            if self.hi is not None:
-                return f"{what} {lo}..{self.hi:g}"
-            return f"{what} >= {lo}" if lo else what
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        return {
-            "bool": "true or false",
-            "hostport": "HOST:PORT",
-            "hostports": "a list of HOST:PORT",
-            "path": "a path",
-        }.get(self.kind, "a string")
+        what = {"int": "an integer", "float": "a number", "bool": "true or false", "path": "a path"}
+        what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT"}
+        if self.hi is not None:
+            return f"{what[self.kind]} {self.lo:g}..{self.hi:g}"
+        if self.lo is not None:
+            return f"{what[self.kind]} >= {self.lo:g}"
+        return "one of " + ", ".join(self.choices) if self.choices else what.get(self.kind, "a string")
 
 
 def _check_nickname(text: str) -> str | None:
-    return None if re.fullmatch(r"[A-Za-z0-9]{1,19}", text) else "1..19 letters and digits"
+    return (
+        None
+        if re.fullmatch(r"[A-Za-z0-9]{1,19}", text)
+        else f"must be 1..19 letters and digits, got {_show(text)}"
+    )
 
 
 def _check_exit_policy(text: str) -> str | None:
@@ -88,7 +85,7 @@ def _check_exit_policy(text: str) -> str | None:
         if text.strip():
             ExitPolicy.parse(text)
     except (PolicyError, ValueError) as exc:
-        return f"a valid exit policy ({exc})"
+        return f"is not a valid exit policy: {exc}"
     return None
 
 
@@ -118,9 +115,11 @@ _KEYS = {
     )
 }
 _LOG = ("log_level", "log_format", "unsafe_logging")
+_RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
+_RELAY += " bootstrap_file metrics"
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
-    "relay": {name: _KEYS[name] for name in (*list(_KEYS)[:11], *_LOG)},
+    "relay": {name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},
     "proxy": {
         "socks": _KEYS["socks"],
         "control": _KEYS["control"],
@@ -146,15 +145,22 @@ def _show(value: object) -> str:
         text = "true" if value else "false"
     elif isinstance(value, dict):
         text = "a table"
+    elif isinstance(value, str | list | tuple):
+        try:
+            text = json.dumps(value, default=str)
+        except (ValueError, RecursionError):
+            text = "a nested list"
     else:
-        text = json.dumps(value, default=str) if isinstance(value, str | list | tuple) else str(value)
+        text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_host_port(text: str) -> HostPort:
     """Parse HOST:PORT or [IPv6]:PORT (an empty host means 127.0.0.1); raise ValueError."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+    if not sep:
+        raise ValueError("no :PORT")
+    if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
         raise ValueError("port must be 0..65535")
     if host.startswith("[") and host.endswith("]") and ":" in host:
         host = host[1:-1]
@@ -237,13 +243,15 @@ def coerce(key: Key, value: object, *, text: bool = False) -> object:
         raise bad
     problem = key.check(value) if key.check else None
     if problem:
-        raise ValueError(f'"{key.name}" must be {problem}, got {_show(value)}')
+        raise ValueError(f'"{key.name}" {problem}')
     return value
 
 
 # --- files ---------------------------------------------------------------------------------------
+MAX_PROBLEMS = 200
+_PART = r"""(?:"[^"]*"|'[^']*'|[\w-]+)"""
 _HEADER = re.compile(r"^\s*\[\[?([^\]]+)\]")
-_KEYLINE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[\w.\s-])+?)\s*=""")
+_KEYLINE = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 def _dotted(text: str) -> str:
@@ -251,18 +259,23 @@ def _dotted(text: str) -> str:
     return ".".join(part.strip("\"'") for part in re.findall(r""""[^"]*"|'[^']*'|[^.\s]+""", text))
 
 
-def _line_of(text: str, name: str) -> int:
-    """The line of dotted key or table ``name`` (e.g. "relay.hops"), found by scanning the text; else
-    the line of its nearest parent (an inline table), else 1."""
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of every table and dotted key ("relay", "relay.hops"), found by scanning the text."""
     section = ""
     seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
+        line = line[:200]  # keys this long are not ours; bounds the regex work
         if m := _HEADER.match(line):
             section = _dotted(m.group(1))
             seen.setdefault(section, number)
         elif m := _KEYLINE.match(line):
             key = _dotted(m.group(1))
             seen.setdefault(f"{section}.{key}" if section else key, number)
+    return seen
+
+
+def _line_of(seen: dict[str, int], name: str) -> int:
+    """The line of ``name``, else of its nearest parent (an inline table), else 1."""
     while name not in seen and "." in name:
         name = name.rpartition(".")[0]
     return seen.get(name, 1)
@@ -336,6 +349,8 @@ def _load(path: Path, command: str | None) -> tuple[list[str], dict[str, object]
         return [f"{label}:{line}: not UTF-8 text"], {}
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        return [f"{label}:1: invalid TOML: nested too deeply"], {}
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
@@ -343,8 +358,12 @@ def _load(path: Path, command: str | None) -> tuple[list[str], dict[str, object]
         msg = msg.replace(m.group(0), f" (column {m.group(2)})") if m else msg
         return [f"{label}:{line}: invalid TOML: {msg}"], {}
     found, values = _check_data(data, command)
-    located = sorted(((_line_of(text, name), msg) for name, msg in found), key=lambda p: p[0])
-    return [f"{label}:{line}: {msg}" for line, msg in located], values
+    seen = _key_lines(text)
+    located = sorted(((_line_of(seen, name), msg) for name, msg in found), key=lambda p: p[0])
+    problems = [f"{label}:{line}: {msg}" for line, msg in located[:MAX_PROBLEMS]]
+    if len(located) > MAX_PROBLEMS:
+        problems.append(f"{label}: ... and {len(located) - MAX_PROBLEMS} more problems")
+    return problems, values
 
 
 def check_file(path: Path | str, command: str | None = None) -> list[str]:

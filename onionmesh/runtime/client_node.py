@@ -11,10 +11,12 @@ from typing import Any
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import DEFAULT_RNG, Rng
+from onionmesh.runtime import status_page
 from onionmesh.runtime.circuits import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
+from onionmesh.runtime.metrics import MetricsServer, client_metrics
 from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.socks_server import SocksListener
@@ -37,6 +39,7 @@ class ClientConfig:
     dht_refresh: float = DEFAULT_REFRESH
     hops: int = 3
     prebuilt_circuits: int = PREBUILT_CIRCUITS
+    metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
 
 
 class ClientNode:
@@ -51,6 +54,7 @@ class ClientNode:
         self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops, policy=self.policy)
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
         self.control: ControlServer | None = None
+        self.metrics_server: MetricsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
@@ -63,7 +67,11 @@ class ClientNode:
         await self.socks.start()
         cookie = load_or_create_cookie(Path(self.config.data_dir), self.rng.random_bytes(32))
         self.control = ControlServer(self, self.config.control_host, self.config.control_port, cookie)
+        self.control.extra_routes += status_page.routes(self.control)
         await self.control.start()
+        if self.config.metrics is not None:
+            self.metrics_server = MetricsServer(*self.config.metrics, lambda: client_metrics(self))
+            await self.metrics_server.start()
         self._tasks.append(asyncio.create_task(self._prebuild(), name="circuit-prebuild"))
         log.info(
             "proxy ready", socks_port=self.socks.port, control_port=self.control.port, relays=len(self.relays)
@@ -115,6 +123,8 @@ class ClientNode:
             task.cancel()
         await self.socks.stop()
         await self.directory.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.control is not None:
             await self.control.stop()
         self.circuits.close_all()

@@ -148,7 +148,7 @@ class ControlServer:
         self._sessions.add(session)
         response = web.HTTPFound("/status-page")
         response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict", path="/")
-        return response
+        raise response
 
     # --- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:

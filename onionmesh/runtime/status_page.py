@@ -59,30 +59,33 @@ header h1 .onion { display: inline-block; width: 18px; height: 18px; border-radi
 #live { margin-left: auto; font-size: 13px; display: flex; align-items: center; gap: 6px; }
 #live .dot { width: 10px; height: 10px; border-radius: 50%; background: var(--amber); }
 #live.on .dot { background: #5be38f; box-shadow: 0 0 6px #5be38f; }
-main { padding: 18px 24px 30px; max-width: 1400px; margin: 0 auto; }
+main { padding: 14px 24px 24px; max-width: 1400px; margin: 0 auto; }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
-  padding: 14px 18px; margin-bottom: 16px; }
+  padding: 12px 18px; margin-bottom: 14px; }
 section h2 { font-size: 15px; margin: 0 0 10px; color: var(--purple); font-weight: 600; }
 section h2 small { color: var(--muted); font-weight: 400; margin-left: 8px; }
 #error { display: none; background: #fdecea; color: var(--red); border: 1px solid #f5c6c0;
   border-radius: 8px; padding: 10px 14px; margin-bottom: 14px; }
 #error.show { display: block; }
 .empty { color: var(--muted); font-style: italic; padding: 6px 0; }
-.circuit { border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px 12px;
-  margin-bottom: 10px; background: #fcfbfd; }
+.circuit { border: 1px solid var(--line); border-radius: 8px; padding: 8px 12px;
+  margin-bottom: 8px; background: #fcfbfd; display: flex; gap: 14px; align-items: center; }
 .circuit.building { border-style: dashed; }
-.circ-head { display: flex; gap: 14px; flex-wrap: wrap; align-items: baseline;
-  font-size: 13px; color: var(--muted); margin-bottom: 10px; }
+.circ-head { flex: 0 0 190px; display: flex; flex-direction: column; gap: 3px;
+  font-size: 12px; color: var(--muted); }
+.circ-head .title { display: flex; gap: 6px; align-items: baseline; flex-wrap: wrap; }
 .circ-head .cid { color: var(--ink); font-weight: 600; font-size: 14px; }
+.circ-head .iso b { color: var(--ink); font-weight: 600; }
 .badge { display: inline-block; border-radius: 10px; padding: 1px 8px; font-size: 12px;
   font-weight: 600; background: #eee; color: var(--ink); }
 .badge.open { background: #e3f4ea; color: var(--green); }
 .badge.building, .badge.new { background: #fff4de; color: var(--amber); }
 .badge.closed { background: #fdecea; color: var(--red); }
 .badge.dirty { background: var(--purple-soft); color: var(--purple); }
-.chain { display: flex; align-items: stretch; gap: 0; overflow-x: auto; padding: 2px 0 4px; }
-.node { flex: 0 0 auto; min-width: 150px; max-width: 230px; border-radius: 8px;
-  padding: 8px 10px; border: 1px solid var(--line); background: #fff; }
+.chain { flex: 1 1 auto; display: flex; align-items: stretch; gap: 0; overflow-x: auto;
+  padding: 2px 0; }
+.node { flex: 0 0 auto; min-width: 140px; max-width: 220px; border-radius: 8px;
+  padding: 6px 10px; border: 1px solid var(--line); background: #fff; }
 .node .role { font-size: 11px; text-transform: uppercase; letter-spacing: .6px;
   color: var(--muted); font-weight: 600; }
 .node .nick { font-size: 15px; font-weight: 600; margin: 2px 0; overflow-wrap: anywhere; }
@@ -93,7 +96,7 @@ section h2 small { color: var(--muted); font-weight: 400; margin-left: 8px; }
 .node .rtt .bar i { display: block; height: 100%; background: var(--green); }
 .node .rtt.slow .bar i { background: var(--amber); }
 .node .rtt.veryslow .bar i { background: var(--red); }
-.node.endpoint { background: var(--teal-soft); border-color: #b9e0e3; min-width: 130px; }
+.node.endpoint { background: var(--teal-soft); border-color: #b9e0e3; min-width: 120px; }
 .node.endpoint .nick { color: var(--teal); }
 .node.guard { border-left: 4px solid var(--purple); }
 .node.middle { border-left: 4px solid #a98bbb; }
@@ -102,7 +105,7 @@ section h2 small { color: var(--muted); font-weight: 400; margin-left: 8px; }
 .node.pending { opacity: .55; border-style: dashed; }
 .exit-tag { display: inline-block; background: var(--purple); color: #fff; border-radius: 4px;
   font-size: 10px; padding: 0 5px; margin-left: 6px; vertical-align: 2px; letter-spacing: .5px; }
-.arrow { flex: 0 0 38px; position: relative; align-self: center; height: 14px; }
+.arrow { flex: 0 0 34px; position: relative; align-self: center; height: 14px; }
 .arrow::before { content: ""; position: absolute; left: 4px; right: 10px; top: 6px; height: 2px;
   background: var(--purple); }
 .arrow::after { content: ""; position: absolute; right: 3px; top: 1px; border-style: solid;
@@ -113,16 +116,17 @@ table { width: 100%; border-collapse: collapse; font-size: 13px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); }
 th { color: var(--muted); font-weight: 600; font-size: 12px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.cols { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 16px; }
-.cols > section { margin-bottom: 0; }
+.cols { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 14px;
+  align-items: start; }
+.cols section:last-child { margin-bottom: 0; }
 @media (max-width: 900px) { .cols { grid-template-columns: 1fr; } }
-#graph { width: 100%; height: 190px; display: block; }
+#graph { width: 100%; height: 150px; display: block; }
 .legend { display: flex; gap: 18px; font-size: 13px; margin-top: 6px; flex-wrap: wrap; }
 .legend .sw { display: inline-block; width: 12px; height: 3px; vertical-align: middle;
   margin-right: 6px; }
 .legend .in .sw { background: var(--purple); }
 .legend .out .sw { background: var(--teal); }
-#events { list-style: none; margin: 0; padding: 0; font-size: 12px; max-height: 190px;
+#events { list-style: none; margin: 0; padding: 0; font-size: 12px; max-height: 120px;
   overflow-y: auto; }
 #events li { padding: 3px 0; border-bottom: 1px dotted var(--line); color: var(--muted); }
 #events li b { color: var(--ink); font-weight: 600; }
@@ -143,23 +147,25 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
   </section>
   <div class="cols">
     <section>
-      <h2>Traffic <small>last 60 s</small></h2>
-      <canvas id="graph" width="600" height="190"></canvas>
+      <h2>Traffic <small>last 60 s, live</small></h2>
+      <canvas id="graph" width="600" height="150"></canvas>
       <div class="legend">
         <span class="in"><span class="sw"></span>received <b id="rate-in">0 B/s</b></span>
         <span class="out"><span class="sw"></span>sent <b id="rate-out">0 B/s</b></span>
         <span>total <b id="tot-in">0 B</b> in · <b id="tot-out">0 B</b> out</span>
       </div>
     </section>
-    <section>
-      <h2>Recent events</h2>
-      <ul id="events"><li class="empty">none yet</li></ul>
-    </section>
+    <div>
+      <section>
+        <h2>Streams <small id="stream-count"></small></h2>
+        <div id="streams"><div class="empty">loading…</div></div>
+      </section>
+      <section>
+        <h2>Recent events</h2>
+        <ul id="events"><li class="empty">none yet</li></ul>
+      </section>
+    </div>
   </div>
-  <section>
-    <h2>Streams <small id="stream-count"></small></h2>
-    <div id="streams"><div class="empty">loading…</div></div>
-  </section>
 </main>
 <footer id="updated"></footer>
 <script nonce="__NONCE__">
@@ -264,15 +270,18 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
     var state = str(c.state) || "unknown";
     var row = el("div", "circuit " + (state === "open" ? "open" : "building"));
     var head = el("div", "circ-head");
-    head.appendChild(el("span", "cid", "Circuit " + str(c.id)));
-    head.appendChild(el("span", "badge " + state.replace(/[^a-z]/g, ""), state));
-    if (c.dirty) { head.appendChild(el("span", "badge dirty", "in use")); }
-    head.appendChild(el("span", null, "isolation: " + (c.isolation === null || c.isolation === undefined
-                                                           ? "default" : str(c.isolation))));
-    head.appendChild(el("span", null, "age " + fmtAge(c.age_s)));
+    var title = el("div", "title");
+    title.appendChild(el("span", "cid", "Circuit " + str(c.id)));
+    title.appendChild(el("span", "badge " + state.replace(/[^a-z]/g, ""), state));
+    if (c.dirty) { title.appendChild(el("span", "badge dirty", "in use")); }
+    head.appendChild(title);
+    var iso = el("div", "iso", "isolation: ");
+    iso.appendChild(el("b", null, c.isolation === null || c.isolation === undefined ? "default"
+                                                                                   : str(c.isolation)));
+    head.appendChild(iso);
     var ns = num(c.streams);
-    head.appendChild(el("span", null, ns + (ns === 1 ? " stream" : " streams")));
-    head.appendChild(el("span", null, "↓ " + fmtBytes(c.bytes_in) + "  ↑ " + fmtBytes(c.bytes_out)));
+    head.appendChild(el("div", null, "age " + fmtAge(c.age_s) + " · " + ns + (ns === 1 ? " stream" : " streams")));
+    head.appendChild(el("div", null, "↓ " + fmtBytes(c.bytes_in) + "   ↑ " + fmtBytes(c.bytes_out)));
     row.appendChild(head);
 
     var chain = el("div", "chain");
@@ -463,7 +472,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
     var canvas = $("graph");
     var dpr = window.devicePixelRatio || 1;
     var w = canvas.clientWidth || 600;
-    var h = canvas.clientHeight || 190;
+    var h = canvas.clientHeight || 150;
     if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
       canvas.width = Math.round(w * dpr);
       canvas.height = Math.round(h * dpr);
