@@ -36,6 +36,7 @@ log = get_logger("onionmesh.circuits")
 
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
+DIRECTORY_WAIT = 30.0
 MAX_IDLE = 3600.0  # an unused clean circuit is closed after an hour (Tor's CircuitIdleTimeout)
 NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
 
@@ -95,6 +96,7 @@ class CircuitMgr:
         self.hops = hops
         self.policy = policy or PathPolicy(None, rng)
         self.ports_seen: dict[int, float] = {}  # destination port -> last request (for pre-building)
+        self.directory_ready: asyncio.Event | None = None  # set once the first directory crawl is done
         self._newnym_exits: set[str] = set()
         self.circuits: dict[int, CircuitHandle] = {}
         self._links: dict[bytes, Link] = {}
@@ -163,6 +165,10 @@ class CircuitMgr:
         The path comes from the policy (guards, bandwidth weights, relays to avoid); the build is
         abandoned after the learned build timeout, and the relay where it stalled is blamed.
         """
+        if not self.relays() and self.directory_ready is not None:
+            # A request that arrives before the first crawl waits for it (bounded), rather than failing.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.directory_ready.wait(), DIRECTORY_WAIT)
         avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
         path = self.policy.choose(
             self.relays(), hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid

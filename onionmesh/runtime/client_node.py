@@ -52,6 +52,7 @@ class ClientNode:
         )
         self.policy = PathPolicy(Path(config.data_dir), rng)
         self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops, policy=self.policy)
+        self.circuits.directory_ready = self.directory.crawled
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None

@@ -280,7 +280,8 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
                                                                                    : str(c.isolation)));
     head.appendChild(iso);
     var ns = num(c.streams);
-    head.appendChild(el("div", null, "age " + fmtAge(c.age_s) + " · " + ns + (ns === 1 ? " stream" : " streams")));
+    var nstreams = ns + (ns === 1 ? " stream" : " streams");
+    head.appendChild(el("div", null, "age " + fmtAge(c.age_s) + " · " + nstreams));
     head.appendChild(el("div", null, "↓ " + fmtBytes(c.bytes_in) + "   ↑ " + fmtBytes(c.bytes_out)));
     row.appendChild(head);
 
@@ -391,7 +392,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
   var scheduled = null;
   function scheduleRefresh() {
     if (scheduled !== null) { return; }
-    scheduled = setTimeout(function () { scheduled = null; refresh(); }, 150);
+    scheduled = setTimeout(function () { scheduled = null; refresh(); refreshStatus(); }, 150);
   }
 
   // --- events ------------------------------------------------------------------------------------
@@ -423,9 +424,17 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
       drawGraph();
     } else if (msg.type === "circuit") {
       var c = msg.circuit || {};
-      var path = Array.isArray(c.hops) ? c.hops.map(function (h) { return str(h && h.nickname); })
-                                                .join(" → ") : "";
-      logEvent("circuit " + str(c.id) + " " + str(msg.what), path);
+      var hops = Array.isArray(c.hops) ? c.hops : [];
+      var detail = hops.map(function (h) { return str(h && h.nickname); }).join(" → ");
+      if (msg.what === "extended") {
+        var done = hops.filter(function (h) { return h && h.rtt_ms !== null && h.rtt_ms !== undefined; });
+        var last = done[done.length - 1] || {};
+        detail = "to " + str(last.nickname) + " (hop " + done.length + " of " + hops.length + ", RTT "
+                 + num(last.rtt_ms).toFixed(1) + " ms)";
+      } else if ((msg.what === "failed" || msg.what === "closed") && c.closed_reason) {
+        detail += " (" + str(c.closed_reason) + ")";
+      }
+      logEvent("circuit " + str(c.id) + " " + str(msg.what), detail);
       scheduleRefresh();
     } else if (msg.type === "stream") {
       var s = msg.stream || {};
@@ -445,7 +454,8 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
   function connect() {
     var ws;
     try {
-      ws = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + "/events");
+      var scheme = location.protocol === "https:" ? "wss:" : "ws:";
+      ws = new WebSocket(scheme + "//" + location.host + "/events");
     } catch (e) {
       setLive(false, "polling (no live events)");
       setTimeout(connect, retry);
@@ -494,7 +504,10 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding-botto
     g.textBaseline = "middle";
     for (var i = 0; i <= 4; i++) {
       var y = top + ph - (ph * i) / 4;
-      g.beginPath(); g.moveTo(left, Math.round(y) + 0.5); g.lineTo(left + pw, Math.round(y) + 0.5); g.stroke();
+      g.beginPath();
+      g.moveTo(left, Math.round(y) + 0.5);
+      g.lineTo(left + pw, Math.round(y) + 0.5);
+      g.stroke();
       g.fillText(fmtRate((ymax * i) / 4), left - 6, y);
     }
     g.textAlign = "center";
