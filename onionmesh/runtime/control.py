@@ -43,7 +43,7 @@ def load_or_create_cookie(data_dir: Path, random_bytes: bytes) -> bytes:
 
 def circuit_json(handle: CircuitHandle) -> dict[str, Any]:
     now = time.monotonic()
-    username = handle.isolation[0] if isinstance(handle.isolation, tuple) else None
+    username = handle.isolation[0] if isinstance(handle.isolation, tuple) and handle.isolation else None
     return {
         "id": handle.number,
         "state": "closed" if handle.closed_reason else handle.circ.state.value,
@@ -59,7 +59,7 @@ def circuit_json(handle: CircuitHandle) -> dict[str, Any]:
         ],
         "age_s": round(now - handle.created_at, 1),
         "dirty": handle.dirty_since is not None,
-        "isolation": username.decode("utf-8", "replace") if isinstance(username, bytes) else None,
+        "isolation": username.decode("utf-8", "replace") if isinstance(username, bytes) else username,
         "streams": len(handle.circ.streams),
         "bytes_in": handle.circ.bytes_in,
         "bytes_out": handle.circ.bytes_out,
@@ -261,6 +261,16 @@ class ControlServer:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
         await ws.prepare(request)
         self._sockets.add(ws)
+        bytes_in, bytes_out = self.node.circuits.totals()  # a new listener gets the totals at once
+        await ws.send_json(
+            {
+                "type": "traffic",
+                "bytes_in_per_s": 0.0,
+                "bytes_out_per_s": 0.0,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+            }
+        )
         try:
             async for msg in ws:  # clients only listen; anything they send is ignored
                 if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
