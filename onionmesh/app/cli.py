@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,30 @@ def resolve_overrides(items: list[str]) -> dict[str, list[str]]:
             raise SystemExit(f"onionmesh relay: --resolve wants NAME=IP, got {item!r}")
         out.setdefault(name.strip().lower().rstrip("."), []).append(address)
     return out
+
+
+def _defer_to_config(command: str, parser: argparse.ArgumentParser) -> None:
+    """Settings come from flags, then ONIONMESH_* variables, then the config file, then defaults
+    (onionmesh.app.config): argparse must only report the flags actually given."""
+    from onionmesh.app.config import SCHEMAS
+
+    for action in parser._actions:
+        if action.dest in SCHEMAS[command]:
+            action.default = None
+            action.required = False
+
+
+def settings(command: str, args: argparse.Namespace) -> argparse.Namespace:
+    """Merge flags, environment, config file and defaults; exit with every problem listed."""
+    from onionmesh.app.config import SCHEMAS, ConfigError, resolve
+
+    given = {k: v for k, v in vars(args).items() if k in SCHEMAS[command] and v is not None}
+    try:
+        resolved = resolve(command, given, os.environ, args.config)
+    except ConfigError as exc:
+        problems = "\n  ".join(exc.problems)
+        raise SystemExit(f"onionmesh {command}: the configuration has problems:\n  {problems}") from None
+    return argparse.Namespace(**{**vars(args), **resolved})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     page = sub.add_parser("status-page", help="print a one-time link to the proxy's status page")
     _add_control_target(page)
+
+    config = sub.add_parser("config", help="check a configuration file")
+    csub_config = config.add_subparsers(dest="action", required=True)
+    check = csub_config.add_parser("check", help="explain every problem in FILE, with its line")
+    check.add_argument("file", type=Path)
+    check.add_argument(
+        "--for",
+        dest="for_command",
+        choices=["relay", "proxy", "testnet"],
+        default=None,
+        help="check as this command",
+    )
+
+    for name, p in (("relay", relay), ("proxy", proxy), ("testnet", testnet)):
+        p.add_argument("--config", type=Path, default=None, help="a TOML file (see relay/relay.example.toml)")
+        _defer_to_config(name, p)
 
     dht = sub.add_parser("dht", help="look into the relay directory (the DHT)")
     dsub = dht.add_subparsers(dest="action", required=True)
@@ -260,7 +301,12 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "log_level"):
+    if args.command == "config":
+        from onionmesh.app.config import main_check
+
+        return main_check(args.file, args.for_command)
+    if args.command in ("relay", "proxy", "testnet"):
+        args = settings(args.command, args)
         safelog.configure(args.log_level, safe=not args.unsafe_logging, json_format=args.log_format == "json")
     from onionmesh.app.control_cli import cmd_circuit, cmd_status_page
     from onionmesh.app.dht_cli import cmd_dht

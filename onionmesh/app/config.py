@@ -14,6 +14,7 @@ relative paths are relative to the working directory.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 MAX_FILE_BYTES = 1 << 20
 HostPort = tuple[str, int]
@@ -40,7 +42,7 @@ class Key:
     """One setting: its type (``kind``), default, one-line doc and constraints."""
 
     name: str
-    kind: str  # "str" | "int" | "float" | "bool" | "hostport" | "hostports" | "path"
+    kind: str  # "str" | "int" | "float" | "bool" | "path" | "hostport" | "hostports" | "names" (NAME=IP)
     default: object
     doc: str
     required: bool = False
@@ -48,7 +50,7 @@ class Key:
     choices: tuple[str, ...] = ()
     lo: float | None = None
     hi: float | None = None
-    check: Callable[[str], str | None] | None = None  # more checks of a str: the problem, or None
+    check: Callable[[Any], str | None] | None = None  # more checks of the typed value: a problem or None
 
     @property
     def flag(self) -> str:
@@ -61,7 +63,7 @@ class Key:
     def describe(self) -> str:
         """What a valid value looks like, for error messages."""
         what = {"int": "an integer", "float": "a number", "bool": "true or false", "path": "a path"}
-        what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT"}
+        what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT", "names": "a list of NAME=IP"}
         if self.hi is not None:
             return f"{what[self.kind]} {self.lo:g}..{self.hi:g}"
         if self.lo is not None:
@@ -75,6 +77,15 @@ def _check_nickname(text: str) -> str | None:
         if re.fullmatch(r"[A-Za-z0-9]{1,19}", text)
         else f"must be 1..19 letters and digits, got {_show(text)}"
     )
+
+
+def _check_loopback(address: HostPort) -> str | None:
+    try:
+        if address[0] == "localhost" or ipaddress.ip_address(address[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return f"must be on loopback (127.0.0.1, [::1] or localhost), got {_show(address[0])}"
 
 
 def _check_exit_policy(text: str) -> str | None:
@@ -102,12 +113,15 @@ _KEYS = {
         Key("dht", "hostport", None, "UDP address of the DHT node (none: listen host)", optional=True),
         Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
         Key("bootstrap_file", "path", None, "a file of DHT contacts, one HOST:PORT a line", optional=True),
-        Key("metrics", "hostport", None, "serve Prometheus metrics here (opt-in)", optional=True),
+        Key("resolve", "names", (), "names this exit answers itself, before DNS: NAME=IP"),
+        Key(
+            "metrics", "hostport", None, "Prometheus /metrics (opt-in)", optional=True, check=_check_loopback
+        ),
         Key("socks", "hostport", ("127.0.0.1", 9050), "SOCKS5 proxy address (keep it on loopback)"),
         Key("control", "hostport", ("127.0.0.1", 9051), "JSON control API (keep it on loopback)"),
         Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
         Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8),
-        Key("relays", "int", 5, "how many relays the testnet runs", lo=1, hi=64),
+        Key("relays", "int", 5, "how many relays the testnet runs", lo=1),
         Key("state_dir", "path", Path("onionmesh-testnet"), "where the testnet keeps its state"),
         Key("log_level", "str", "info", "log verbosity", choices=("debug", "info", "warning", "error")),
         Key("log_format", "str", "console", "logs for people or machines", choices=("console", "json")),
@@ -116,7 +130,7 @@ _KEYS = {
 }
 _LOG = ("log_level", "log_format", "unsafe_logging")
 _RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
-_RELAY += " bootstrap_file metrics"
+_RELAY += " bootstrap_file resolve metrics"
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
     "relay": {name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},
@@ -125,8 +139,7 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "control": _KEYS["control"],
         "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
         "bootstrap": _KEYS["bootstrap"],
-        "bootstrap_file": _KEYS["bootstrap_file"],
-        **{name: _KEYS[name] for name in ("dht_refresh", "hops", *_LOG)},
+        **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
     },
     "testnet": {
         "relays": _KEYS["relays"],
@@ -150,6 +163,8 @@ def _show(value: object) -> str:
             text = json.dumps(value, default=str)
         except (ValueError, RecursionError):
             text = "a nested list"
+    elif isinstance(value, int) and value.bit_length() > 64:
+        text = "a huge number"
     else:
         text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -174,10 +189,30 @@ def parse_host_port(text: str) -> HostPort:
 def _hostport(value: object) -> HostPort:
     if isinstance(value, str):
         return parse_host_port(value)
-    if isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], str):
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):  # from argparse
         host = f"[{value[0]}]" if ":" in value[0] else value[0]
         return parse_host_port(f"{host}:{value[1]}")
     raise ValueError("not a string")
+
+
+def _name_ip(value: object) -> str:
+    """Check NAME=IP (an exit's own answer for NAME); return it stripped."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    name, sep, ip = value.partition("=")
+    if not sep or not name.strip():
+        raise ValueError("no NAME=")
+    try:
+        ipaddress.ip_address(ip.strip().strip("[]"))
+    except ValueError:
+        raise ValueError("not an IP address") from None
+    return value.strip()
+
+
+_ITEMS: dict[str, tuple[Callable[[object], object], str]] = {
+    "hostports": (_hostport, "HOST:PORT"),
+    "names": (_name_ip, "NAME=IP"),
+}
 
 
 def _from_text(key: Key, text: str) -> object:
@@ -189,9 +224,12 @@ def _from_text(key: Key, text: str) -> object:
             return text
     if key.kind == "bool" and text.strip().lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
         return text.strip().lower() in ("1", "true", "yes", "on")
-    if key.kind == "hostports":
+    if key.kind in _ITEMS:
         return [part.strip() for part in text.split(",") if part.strip()]
     return text
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
 
 
 def coerce(key: Key, value: object, *, text: bool = False) -> object:
@@ -206,45 +244,44 @@ def coerce(key: Key, value: object, *, text: bool = False) -> object:
     if value is None and key.optional:
         return None
     bad = ValueError(f'"{key.name}" must be {key.describe()}, got {_show(value)}')
-    if key.kind in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, int if key.kind == "int" else int | float):
+    typed: object = value
+    if key.kind in ("int", "float", "bool"):
+        if isinstance(value, bool) != (key.kind == "bool") or not isinstance(value, _TYPES[key.kind]):
             raise bad
         if isinstance(value, float) and not math.isfinite(value):
             raise bad
         if (key.lo is not None and value < key.lo) or (key.hi is not None and value > key.hi):
             raise bad
-        return value if key.kind == "int" else float(value)
-    if key.kind == "bool":
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if key.kind == "path":
+        typed = float(value) if key.kind == "float" else value
+    elif key.kind == "path":
         if not isinstance(value, str | os.PathLike) or not str(value).strip() or "\0" in str(value):
             raise bad
-        return Path(value).expanduser()
-    if key.kind == "hostport":
         try:
-            return _hostport(value)
+            typed = Path(value).expanduser()
+        except RuntimeError:  # "~user" of an unknown user
+            raise ValueError(f"{bad} (unknown user)") from None
+    elif key.kind == "hostport":
+        try:
+            typed = _hostport(value)
         except ValueError as exc:
             raise ValueError(f"{bad} ({exc})") from None
-    if key.kind == "hostports":
+    elif key.kind in _ITEMS:
+        parse, what = _ITEMS[key.kind]
         if not isinstance(value, list | tuple):
             raise bad
-        out = []
+        items = []
         for i, item in enumerate(value, 1):
             try:
-                out.append(_hostport(item))
+                items.append(parse(item))
             except ValueError as exc:
-                raise ValueError(
-                    f'"{key.name}" item {i} must be HOST:PORT, got {_show(item)} ({exc})'
-                ) from None
-        return tuple(out)
-    if not isinstance(value, str) or (key.choices and value not in key.choices):
+                raise ValueError(f'"{key.name}" item {i} must be {what}, got {_show(item)} ({exc})') from None
+        typed = tuple(items)
+    elif not isinstance(value, str) or (key.choices and value not in key.choices):
         raise bad
-    problem = key.check(value) if key.check else None
+    problem = key.check(typed) if key.check else None
     if problem:
         raise ValueError(f'"{key.name}" {problem}')
-    return value
+    return typed
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -281,12 +318,6 @@ def _line_of(seen: dict[str, int], name: str) -> int:
     return seen.get(name, 1)
 
 
-def _unknown(name: str, known: list[str], table: str = "") -> str:
-    near = difflib.get_close_matches(name, known, n=1)
-    where = f" in [{table}]" if table else ""
-    return f"unknown key {_show(name)}{where}" + (f" (did you mean {_show(near[0])}?)" if near else "")
-
-
 def _check_data(
     data: dict[str, object], command: str | None
 ) -> tuple[list[tuple[str, str]], dict[str, object]]:
@@ -295,37 +326,39 @@ def _check_data(
     top: dict[str, object] = {}
     table: dict[str, object] = {}
     allowed = SCHEMAS[command] if command else ALL_KEYS
+
+    def check(
+        schema: dict[str, Key], name: str, value: object, section: str, into: dict[str, object]
+    ) -> None:
+        dotted = f"{section}.{name}" if section else name
+        if name not in schema:
+            near = difflib.get_close_matches(name, list(schema), n=1)
+            where = f" in [{section}]" if section else ""
+            hint = f" (did you mean {_show(near[0])}?)" if near else ""
+            problems.append((dotted, f"unknown key {_show(name)}{where}{hint}"))
+            return
+        try:
+            into[name] = coerce(schema[name], value)
+        except ValueError as exc:
+            problems.append((dotted, str(exc)))
+
     for name, value in data.items():
         if name in SCHEMAS and isinstance(value, dict):
             for key_name, item in value.items():
-                if key_name not in SCHEMAS[name]:
-                    problems.append((f"{name}.{key_name}", _unknown(key_name, list(SCHEMAS[name]), name)))
-                    continue
-                try:
-                    typed = coerce(SCHEMAS[name][key_name], item)
-                except ValueError as exc:
-                    problems.append((f"{name}.{key_name}", str(exc)))
-                    continue
-                if name == command:
-                    table[key_name] = typed
+                check(SCHEMAS[name], key_name, item, name, table if name == command else {})
         elif name in SCHEMAS:
             problems.append((name, f"{_show(name)} must be a table [{name}], got {_show(value)}"))
         elif isinstance(value, dict):
             near = difflib.get_close_matches(name, list(SCHEMAS), n=1)
             hint = f" (did you mean [{near[0]}]?)" if near else " (tables: [relay] [proxy] [testnet])"
             problems.append((name, f"unknown table [{_show(name)[1:-1]}]{hint}"))
-        elif name in allowed:
-            try:
-                top[name] = coerce(allowed[name], value)
-            except ValueError as exc:
-                problems.append((name, str(exc)))
-        elif name in ALL_KEYS:
+        elif name in ALL_KEYS and name not in allowed:
             where = " or ".join(f"[{c}]" for c, schema in SCHEMAS.items() if name in schema)
             problems.append(
                 (name, f'"{name}" is not a setting of "onionmesh {command}" (move it to {where})')
             )
         else:
-            problems.append((name, _unknown(name, list(allowed))))
+            check(allowed, name, value, "", top)
     return problems, {**top, **table}
 
 
@@ -347,14 +380,18 @@ def _load(path: Path, command: str | None) -> tuple[list[str], dict[str, object]
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         return [f"{label}:{line}: not UTF-8 text"], {}
+    for number, line in enumerate(text.splitlines(), 1):  # tomllib is quadratic in a key's depth
+        if (line if line.lstrip().startswith("[") else line.partition("=")[0]).count(".") > 64:
+            return [f"{label}:{number}: a key with more than 64 dots"], {}
     try:
         data = tomllib.loads(text)
     except RecursionError:
         return [f"{label}:1: invalid TOML: nested too deeply"], {}
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of over 4300 digits
         msg = str(exc)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
-        line = int(m.group(1)) if m else text.count("\n") + 1
+        at = re.search(r"[0-9a-fA-F_]{4000}", text) if not isinstance(exc, tomllib.TOMLDecodeError) else None
+        line = int(m.group(1)) if m else text.count("\n", 0, at.start() if at else len(text)) + 1
         msg = msg.replace(m.group(0), f" (column {m.group(2)})") if m else msg
         return [f"{label}:{line}: invalid TOML: {msg}"], {}
     found, values = _check_data(data, command)

@@ -206,8 +206,8 @@ def test_relay_with_a_bad_exit_policy_says_so(tmp_path: Path) -> None:
          "--exit-policy", "accept *:99999"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert result.returncode == 2
-    assert "bad --exit-policy" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode != 0
+    assert "--exit-policy" in result.stderr and "99999" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_sigterm_leaves_no_process_behind(testnet: tuple[int, Path, subprocess.Popen[str]]) -> None:
