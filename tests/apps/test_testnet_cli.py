@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -258,3 +259,77 @@ def test_a_twenty_relay_testnet_finds_its_relays_only_in_the_dht(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_circuit_show_and_test(
+    testnet: tuple[int, Path, subprocess.Popen[str]], www: tuple[int, Path]
+) -> None:
+    _, state, _ = testnet
+    wport, _root = www
+    base = [*ONIONMESH, "circuit", "--testnet", str(state)]
+    built = json.loads(
+        subprocess.run(
+            [*base, "--json", "build", "--hops", "3"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    shown = subprocess.run(
+        [*base, "show", str(built["id"])], capture_output=True, text=True, check=True
+    ).stdout
+    assert "hop 1 guard" in shown and "hop 3 exit" in shown and " ms" in shown
+    shown_json = json.loads(
+        subprocess.run(
+            [*base, "--json", "show", str(built["id"])], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert [h["fingerprint"] for h in shown_json["hops"]] == [h["fingerprint"] for h in built["hops"]]
+    tested = subprocess.run(
+        [*base, "--json", "test", "--url", f"http://localhost:{wport}/m1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(tested.stdout)
+    assert report["bytes"] > 1024 * 1024 and report["throughput_MBps"] > 0 and report["circuit"]["hops"]
+    table = subprocess.run([*base, "test"], capture_output=True, text=True, check=True).stdout
+    assert "hop 1" in table and "give --url" in table
+    missing = subprocess.run([*base, "show", "99999"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no such circuit" in missing.stderr
+
+
+def test_relay_metrics_endpoint_parses_and_moves(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port, metrics = free_port(), free_port()
+    relay = subprocess.Popen(
+        [*ONIONMESH, "relay", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "r"),
+         "--metrics", f"127.0.0.1:{metrics}", "--log-level", "warning"],
+    )  # fmt: skip
+    try:
+
+        def scrape() -> dict[str, float]:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+                        text = r.read().decode()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "no metrics endpoint"
+                    time.sleep(0.1)
+            return {s.name + str(sorted(s.labels.items())): s.value
+                    for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
+
+        before = scrape()
+        assert before["onionmesh_up[]"] == 1
+        with socket.create_connection(("127.0.0.1", port)) as s:  # garbage on the link port
+            s.sendall(b"not a link handshake" * 10)
+            s.recv(10)
+        after = scrape()
+        assert (
+            after["onionmesh_process_cpu_seconds_total[]"] >= before["onionmesh_process_cpu_seconds_total[]"]
+        )
+        key = "onionmesh_relay_link_bytes_total[('direction', 'in')]"
+        assert after[key] >= before[key] + 64  # the junk link's bytes were counted, and stay counted
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(20)
