@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics here (loopback only; off by default)",
     )
     relay.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        metavar="IDENTITY",
+        help="the identity key (64 hex) of another relay you run; repeatable; both must list each other",
+    )
+    relay.add_argument(
         "--resolve",
         action="append",
         default=[],
@@ -232,6 +239,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         bootstrap=bootstrap_contacts(args),
         resolve_overrides=resolve_overrides(args.resolve),
         metrics=args.metrics,
+        family=tuple(bytes.fromhex(k) for k in args.family),
     )
     try:
         node = RelayNode(config)

@@ -64,6 +64,7 @@ class Key:
         """What a valid value looks like, for error messages."""
         what = {"int": "an integer", "float": "a number", "bool": "true or false", "path": "a path"}
         what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT", "names": "a list of NAME=IP"}
+        what |= {"keys": "a list of identity keys (64 hex digits)"}
         if self.hi is not None:
             return f"{what[self.kind]} {self.lo:g}..{self.hi:g}"
         if self.lo is not None:
@@ -114,6 +115,7 @@ _KEYS = {
         Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
         Key("bootstrap_file", "path", None, "a file of DHT contacts, one HOST:PORT a line", optional=True),
         Key("resolve", "names", (), "names this exit answers itself, before DNS: NAME=IP"),
+        Key("family", "keys", (), "identity keys of your other relays (each must list this one too)"),
         Key(
             "metrics", "hostport", None, "Prometheus /metrics (opt-in)", optional=True, check=_check_loopback
         ),
@@ -209,9 +211,17 @@ def _name_ip(value: object) -> str:
     return value.strip()
 
 
+def _identity_key(value: object) -> str:
+    """A relay's Ed25519 identity key as 64 hex digits (as `onionmesh dht lookup` shows it)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f]{64}", value.strip()):
+        raise ValueError("not 64 hex digits")
+    return value.strip().lower()
+
+
 _ITEMS: dict[str, tuple[Callable[[object], object], str]] = {
     "hostports": (_hostport, "HOST:PORT"),
     "names": (_name_ip, "NAME=IP"),
+    "keys": (_identity_key, "an identity key (64 hex digits)"),
 }
 
 

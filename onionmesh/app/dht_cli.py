@@ -18,6 +18,8 @@ def descriptor_json(d: RelayDescriptor, now: float) -> dict[str, Any]:
     flags = ["Exit"] if d.is_exit else []
     return {
         "fingerprint": d.fingerprint,
+        "identity": d.identity_pk.hex(),
+        "family": [k.hex() for k in d.family],
         "nickname": d.nickname,
         "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
         "dht": f"{d.dht_contact[0]}:{d.dht_contact[1]}" if d.dht_contact else None,

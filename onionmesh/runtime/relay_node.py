@@ -138,6 +138,7 @@ class RelayNode:
             await self.metrics_server.start()
         log.info(
             "relay listening",
+            identity=self.keys.identity.public.hex(),
             fingerprint=self.fingerprint,
             port=self.config.listen_port,
             dht_port=self.dht.address[1],
