@@ -327,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
+    from onionmesh.runtime.keystore import InsecurePermissions
+
     try:
         return handlers[args.command](args)
+    except InsecurePermissions as exc:
+        print(f"onionmesh {args.command}: refusing to start: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -43,6 +43,7 @@ from onionmesh.directory.dht_records import (
     verify_hello,
 )
 from onionmesh.errors import OnionmeshError
+from onionmesh.runtime.ratelimit import TokenBuckets
 
 WAIT_TIMEOUT = 0.5
 MAX_DATAGRAM = 4096
@@ -56,23 +57,6 @@ PAD_SMALL = 96
 PAD_NODES = 1024
 PAD_VALUE = 2400
 RPCS = frozenset({"ping", "store", "find_node", "find_value", "descriptor"})
-
-
-class TokenBuckets:
-    """Per-source request budgets, bounded in how many sources they remember."""
-
-    def __init__(self, rate: float, burst: float, max_sources: int) -> None:
-        self.rate, self.burst, self.max_sources = rate, burst, max_sources
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, source: str, now: float) -> bool:
-        tokens, last = self._buckets.pop(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self._buckets) > self.max_sources:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 def _is_id(value: object) -> bool:

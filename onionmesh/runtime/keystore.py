@@ -20,11 +20,31 @@ ONION_ROTATION = 7 * 24 * 3600
 ONION_GRACE = 7 * 24 * 3600
 
 
+class InsecurePermissions(OSError):
+    """A data directory or key file that others may read: refuse to run, as Tor does."""
+
+
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make it 0700."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create `path` (and parents) with mode 0700; refuse an existing one that others may use."""
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise InsecurePermissions(
+                f"{path} has mode {mode:04o}; others may read it. Fix it with: chmod 700 {path}"
+            )
+        return path
+    path.mkdir(parents=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+def check_secret(path: Path) -> None:
+    """Refuse a key file that group or others may read or write."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise InsecurePermissions(
+            f"{path} has mode {mode:04o}; it must be 0600. Fix it with: chmod 600 {path}"
+        )
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -49,8 +69,8 @@ class KeyStore:
     def __init__(
         self, data_dir: Path, rng: Rng, *, rotation: int = ONION_ROTATION, grace: int = ONION_GRACE
     ) -> None:
-        self.dir = private_dir(Path(data_dir) / "keys")
         private_dir(Path(data_dir))
+        self.dir = private_dir(Path(data_dir) / "keys")
         self.rng = rng
         self.rotation = rotation
         self.grace = grace
@@ -60,6 +80,7 @@ class KeyStore:
     def _load_identity(self) -> IdentityKey:
         path = self.dir / "identity_ed25519"
         if path.exists():
+            check_secret(path)
             return IdentityKey(path.read_bytes())
         key = IdentityKey.generate(self.rng)
         write_secret(path, key.seed)
@@ -68,6 +89,7 @@ class KeyStore:
     def _read_onion(self, path: Path) -> OnionKeyEntry | None:
         if not path.exists():
             return None
+        check_secret(path)
         raw = path.read_bytes()
         if len(raw) != 40:
             return None

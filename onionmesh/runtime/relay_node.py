@@ -33,6 +33,7 @@ from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
+from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import (
@@ -50,6 +51,9 @@ from onionmesh.wire.relay_msg import EndReason, Extend, ResolvedType
 log = get_logger("onionmesh.relay")
 
 MAX_CIRCUITS_PER_LINK = 4096
+MAX_LINKS_PER_IP = 64  # inbound links from one address; more are closed at once
+CREATE_RATE = 50.0  # circuit handshakes per second per link (each costs two X25519 operations) ...
+CREATE_BURST = 100.0  # ... with this burst; the excess gets DESTROY(RESOURCELIMIT) before any crypto
 DESCRIPTOR_LIFETIME = 3 * 3600
 REPUBLISH_INTERVAL = 1800  # well before expiry; at once on any change
 
@@ -113,6 +117,9 @@ class RelayNode:
         self.dht = DhtNode(self.keys.identity)
         self.metrics_server: MetricsServer | None = None
         self.stats = {"circuits": 0, "destroyed_protocol": 0}
+        self._inbound_per_ip: dict[str, int] = {}
+        self._inbound_ip: dict[Link, str] = {}
+        self._create_budget = TokenBuckets(CREATE_RATE, CREATE_BURST, 65536)
 
     @property
     def fingerprint(self) -> str:
@@ -220,7 +227,16 @@ class RelayNode:
     async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.links.add(accept_link(reader, writer, self.keys.identity, self, self.rng))
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else "?"
+        if self._inbound_per_ip.get(ip, 0) >= MAX_LINKS_PER_IP:
+            self._count("links_refused")
+            writer.close()
+            return
+        link = accept_link(reader, writer, self.keys.identity, self, self.rng)
+        self._inbound_per_ip[ip] = self._inbound_per_ip.get(ip, 0) + 1
+        self._inbound_ip[link] = ip
+        self.links.add(link)
 
     async def _link_to(self, addresses: tuple[tuple[str, int], ...], identity_pk: bytes) -> Link:
         link = self._out_links.get(identity_pk)
@@ -261,6 +277,13 @@ class RelayNode:
 
     def link_closed(self, link: Link) -> None:
         self.links.discard(link)
+        ip = self._inbound_ip.pop(link, None)
+        if ip is not None:
+            left = self._inbound_per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._inbound_per_ip[ip] = left
+            else:
+                self._inbound_per_ip.pop(ip, None)
         self.stats["closed_link_bytes_in"] = (
             self.stats.get("closed_link_bytes_in", 0) + link.proto.bytes_received
         )
@@ -306,6 +329,10 @@ class RelayNode:
 
     def _on_create(self, link: Link, cell: Cell) -> None:
         cid = cell.circ_id
+        if not self._create_budget.allow(str(id(link)), time.monotonic()):
+            self._count("creates_refused")
+            link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.RESOURCELIMIT)))
+            return
         if not link.peer_may_use(cid) or cid in link.circuits or len(link.circuits) >= MAX_CIRCUITS_PER_LINK:
             if cid not in link.circuits:
                 link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.RESOURCELIMIT)))

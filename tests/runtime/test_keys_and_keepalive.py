@@ -6,6 +6,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from onionmesh.rng import SystemRng
 from onionmesh.runtime import link as link_mod
 from onionmesh.runtime.keystore import KeyStore
@@ -91,3 +93,29 @@ async def test_idle_links_send_keepalives_and_silent_peers_are_dropped(mesh: Mes
     assert theirs[0].closed
     assert theirs[0] not in relay.links
     link.close()
+
+
+def test_refuses_to_start_with_loose_modes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from onionmesh.runtime.keystore import InsecurePermissions
+
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    with pytest.raises(InsecurePermissions, match="chmod 700"):
+        KeyStore(loose, SystemRng())
+    good = tmp_path / "good"
+    store = KeyStore(good, SystemRng())
+    (good / "keys" / "identity_ed25519").chmod(0o644)
+    with pytest.raises(InsecurePermissions, match="chmod 600"):
+        KeyStore(good, SystemRng())
+    assert store.identity.public  # (the first start was fine)
+    result = subprocess.run(
+        [sys.executable, "-m", "onionmesh", "relay", "--listen", "127.0.0.1:0", "--data-dir", str(loose)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert (
+        result.returncode == 2 and "refusing to start" in result.stderr and "Traceback" not in result.stderr
+    )
