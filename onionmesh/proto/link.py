@@ -116,8 +116,10 @@ class LinkProtocol:
         self._expected = expected_identity
         self._in = bytearray()
         self._out = bytearray()
-        self._e_secret = rng.random_bytes(32)
-        self._e_public = crypto_scalarmult_base(self._e_secret)
+        # The ephemeral key is made when it is needed: a responder pays for it only once a peer sent
+        # a well-formed first message (junk connections cost no public-key operation).
+        self._e_secret = b""
+        self._e_public = b""
         self._msg1 = b""
         self._send: _Direction | None = None
         self._recv: _Direction | None = None
@@ -131,11 +133,16 @@ class LinkProtocol:
     def initiate(self) -> None:
         if self.state is not LinkState.START:
             raise LocalProtocolError("initiate() twice")
+        self._make_ephemeral()
         self._msg1 = (
             LINK_MAGIC + LINK_VERSION.to_bytes(2, "big") + bytes(2) + self._e_public + bytes(MSG1_LEN - 40)
         )
         self._out += self._msg1
         self.state = LinkState.AWAIT_MSG2
+
+    def _make_ephemeral(self) -> None:
+        self._e_secret = self._rng.random_bytes(32)
+        self._e_public = crypto_scalarmult_base(self._e_secret)
 
     def _derive(self, shared: bytes, h: bytes) -> tuple[bytes, _Direction, _Direction]:
         material = kdf.expand(kdf.extract(shared, salt=h), KEYS_INFO, 160)
@@ -162,6 +169,7 @@ class LinkProtocol:
         if int.from_bytes(msg1[4:6], "big") != LINK_VERSION:
             raise RemoteProtocolError("unsupported link version")
         e_i = msg1[8:40]
+        self._make_ephemeral()
         h = _transcript_hash(msg1, self._e_public)
         k_hs, i2r, r2i = self._derive(self._dh(e_i), h)
         assert self._identity is not None

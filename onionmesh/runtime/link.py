@@ -67,6 +67,9 @@ class Link:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._read_loop(), name="link-read"))
+
+    def _start_keepalive(self) -> None:
+        """Only links that finished their handshake get a keep-alive task (junk costs one task)."""
         self._tasks.append(asyncio.create_task(self._keepalive_loop(), name="link-keepalive"))
 
     # --- sending -----------------------------------------------------------------------------
@@ -134,6 +137,7 @@ class Link:
                         self.peer_identity = event.peer_identity
                         self._write(self.proto.data_to_send())
                         self.established.set()
+                        self._start_keepalive()
                     if self.closed:
                         break
         except (OnionmeshError, RemoteProtocolError) as exc:
@@ -214,11 +218,9 @@ def accept_link(
     link = Link(reader, writer, proto, owner, rng)
     link.start()
 
-    async def handshake_deadline() -> None:
-        try:
-            await asyncio.wait_for(link.established.wait(), HANDSHAKE_TIMEOUT)
-        except TimeoutError:
+    def handshake_deadline() -> None:
+        if not link.established.is_set():
             link.close()
 
-    link._tasks.append(asyncio.create_task(handshake_deadline(), name="link-handshake-deadline"))
+    asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, handshake_deadline)
     return link

@@ -52,6 +52,8 @@ log = get_logger("onionmesh.relay")
 
 MAX_CIRCUITS_PER_LINK = 4096
 MAX_LINKS_PER_IP = 64  # inbound links from one address; more are closed at once
+ACCEPT_RATE = 200.0  # new inbound connections per second per address ...
+ACCEPT_BURST = 400.0  # ... with this burst: a connection flood costs an accept and a close, nothing more
 CREATE_RATE = 50.0  # circuit handshakes per second per link (each costs two X25519 operations) ...
 CREATE_BURST = 100.0  # ... with this burst; the excess gets DESTROY(RESOURCELIMIT) before any crypto
 DESCRIPTOR_LIFETIME = 3 * 3600
@@ -120,6 +122,7 @@ class RelayNode:
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[Link, str] = {}
         self._create_budget = TokenBuckets(CREATE_RATE, CREATE_BURST, 65536)
+        self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
 
     @property
     def fingerprint(self) -> str:
@@ -224,15 +227,17 @@ class RelayNode:
                 last = now
 
     # --- links ---------------------------------------------------------------------------------
-    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A plain callback, not a coroutine: asyncio then spends no task on a connection it refuses."""
         peer = writer.get_extra_info("peername")
         ip = peer[0] if peer else "?"
-        if self._inbound_per_ip.get(ip, 0) >= MAX_LINKS_PER_IP:
+        over_rate = not self._accept_budget.allow(ip, time.monotonic())
+        if over_rate or self._inbound_per_ip.get(ip, 0) >= MAX_LINKS_PER_IP:
             self._count("links_refused")
             writer.close()
             return
+        with contextlib.suppress(OSError):
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = accept_link(reader, writer, self.keys.identity, self, self.rng)
         self._inbound_per_ip[ip] = self._inbound_per_ip.get(ip, 0) + 1
         self._inbound_ip[link] = ip

@@ -26,9 +26,9 @@ class RecordingRelay(RelayNode):
         self.recognized: list[tuple[str, int, bytes]] = []
         self.destinations: list[str] = []
 
-    async def _on_accept(self, reader, writer) -> None:
+    def _on_accept(self, reader, writer) -> None:
         self.link_peers.append(writer.get_extra_info("peername")[0])
-        await super()._on_accept(reader, writer)
+        super()._on_accept(reader, writer)
 
     def _on_create(self, link, cell) -> None:
         super()._on_create(link, cell)

@@ -1,0 +1,104 @@
+"""A hostile client, run as its own process: junk connections and CREATE cells against one relay.
+
+    python -m tests.runtime.flooder HOST PORT IDENTITY_HEX ONION_HEX SECONDS JUNK CREATES_PER_S
+
+Prints one JSON line of what it did. Bounded in time and count; loopback targets only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import sys
+import time
+
+from onionmesh.crypto import ntor
+from onionmesh.rng import SystemRng
+from onionmesh.runtime.link import open_link
+from onionmesh.wire.cell import Cell, CellCommand, create_payload
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.destroys = 0
+        self.created = 0
+
+    def cell_received(self, link: object, cell: Cell) -> None:
+        if cell.command is CellCommand.DESTROY:
+            self.destroys += 1
+        elif cell.command is CellCommand.CREATED:
+            self.created += 1
+
+    def link_closed(self, link: object) -> None:
+        pass
+
+
+async def junk(host: str, port: int, total: int, deadline: float, stats: dict[str, int]) -> None:
+    """`total` junk connections, spread evenly over the flood (each: connect, 64 random bytes, close)."""
+    start = time.monotonic()
+    rate = total / max(deadline - start - 1.0, 0.5)  # all of them, with a second to spare
+    tasks = []
+
+    async def one() -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+            writer.write(os.urandom(64))
+            await writer.drain()
+            await asyncio.wait_for(reader.read(1), 2)
+            writer.close()
+            stats["junk_connected"] += 1
+        except (OSError, TimeoutError):
+            stats["junk_failed"] += 1
+
+    for i in range(total):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+
+
+async def creates(links: list, identity: bytes, onion: bytes, rate: int, deadline: float,
+                  stats: dict[str, int]) -> None:  # fmt: skip
+    rng = SystemRng()
+    skins = [ntor.client_start(identity, onion, rng)[1] for _ in range(256)]
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        due = int((time.monotonic() - start) * rate)
+        while sent < due:
+            link = links[sent % len(links)]
+            link.send_cell(
+                Cell(link.allocate_circ_id(), CellCommand.CREATE, create_payload(1, skins[sent % 256]))
+            )
+            sent += 1
+        await asyncio.sleep(0.005)
+    stats["creates_sent"] = sent
+    await asyncio.sleep(0.2)
+    for link in links:
+        link.close()
+
+
+async def main() -> None:
+    host, port, identity, onion, seconds, total, rate = sys.argv[1:8]
+    if not ipaddress.ip_address(host).is_loopback:
+        raise SystemExit("the flooder only targets loopback")
+    deadline = time.monotonic() + float(seconds)
+    stats = {"junk_connected": 0, "junk_failed": 0, "creates_sent": 0}
+    owner = Owner()
+    ident, onion_pk = bytes.fromhex(identity), bytes.fromhex(onion)
+    # The CREATE links first: once junk fills the relay's per-address link cap, new links are refused.
+    links = [await open_link(host, int(port), ident, owner, SystemRng()) for _ in range(4)]
+    await asyncio.gather(
+        junk(host, int(port), int(total), deadline, stats),
+        creates(links, ident, onion_pk, int(rate), deadline, stats),
+    )
+    stats["created"] = owner.created
+    stats["destroyed"] = owner.destroys
+    print(json.dumps(stats), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,109 @@
+"""A relay under a flood keeps serving honest circuits.
+
+The victim is a relay process of its own (as relays run), the guard of an honest circuit whose
+other hops, client and destination run in the test process. Another process (tests/runtime/
+flooder.py) opens 10,000 junk connections and sends 1,000 CREATE cells per second at it, for a
+bounded time. The honest circuit keeps at least half of its normal throughput, the relay's limits
+engage, and its memory stays under a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import socks
+
+from onionmesh.directory.descriptor import RelayDescriptor
+from tests.runtime.conftest import start_mesh, stop_mesh
+
+SIZE = 6_000_000
+FLOOD_SECONDS = 8.0
+RSS_CAP_MB = 150
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fetch(port: int, dport: int, path: str) -> float:
+    """MB/s of one download through the circuit owned by SOCKS user "honest"."""
+    s = socks.socksocket()
+    s.set_proxy(socks.SOCKS5, "127.0.0.1", port, rdns=True, username="honest", password="pw")
+    s.settimeout(60)
+    start = time.monotonic()
+    s.connect(("localhost", dport))
+    s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    got = 0
+    while chunk := s.recv(1 << 16):
+        got += len(chunk)
+    s.close()
+    assert got > SIZE
+    return got / (time.monotonic() - start) / 1e6
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def test_honest_circuits_survive_a_flood(tmp_path: Path) -> None:
+    m, extras = await start_mesh(tmp_path, relays=2, exits=1)
+    victim = flooder = None
+    try:
+        exit_relay, middle = m.relays
+        data = tmp_path / "victim"
+        victim = subprocess.Popen(
+            [sys.executable, "-m", "onionmesh", "relay", "--listen", "127.9.0.1:0", "--dht", "127.9.0.1:0",
+             "--data-dir", str(data), "--nickname", "victim", "--log-level", "warning",
+             "--bootstrap", "{}:{}".format(*exit_relay.dht.address)],
+            cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not (data / "descriptor").exists():
+            assert time.monotonic() < deadline and victim.poll() is None, "the victim relay did not start"
+            await asyncio.sleep(0.05)
+        guard = RelayDescriptor.decode(base64.b64decode((data / "descriptor").read_text()))
+        assert await m.client.directory.wait_for(3, 20) == 3
+        path = [guard.fingerprint, middle.fingerprint]
+        await m.client.circuits.build(via=path, exit_fp=exit_relay.fingerprint, isolation=(b"honest", b"pw"))
+        m.origin.blob(SIZE)
+        runs = [
+            await asyncio.to_thread(fetch, m.socks_port, m.origin.port, f"/blob/{SIZE}") for _ in range(2)
+        ]
+        normal = max(runs)
+        rss_before = rss_mb(victim.pid)
+        host, port = guard.link_addresses[0]
+        flooder = subprocess.Popen(
+            [sys.executable, "-m", "tests.runtime.flooder", host, str(port), guard.identity_pk.hex(),
+             guard.onion_pk.hex(), str(FLOOD_SECONDS), "10000", "1000"],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        await asyncio.sleep(1.0)  # the flood is under way
+        during, rss_peak = [], rss_before
+        while flooder.poll() is None and len(during) < 3:
+            during.append(await asyncio.to_thread(fetch, m.socks_port, m.origin.port, f"/blob/{SIZE}"))
+            rss_peak = max(rss_peak, rss_mb(victim.pid))
+        out, _ = await asyncio.to_thread(flooder.communicate, None, 60)
+        report = json.loads(out.strip().splitlines()[-1])
+        assert victim.poll() is None  # the relay is still up
+        print(
+            f"\nflood against a relay process: {report}; honest throughput normal {normal:.1f} MB/s, "
+            f"during the flood {', '.join(f'{d:.1f}' for d in during)} MB/s; "
+            f"relay RSS {rss_before:.0f} -> peak {rss_peak:.0f} MB"
+        )
+        assert report["junk_connected"] + report["junk_failed"] == 10_000
+        assert report["creates_sent"] >= 0.8 * 1000 * FLOOD_SECONDS
+        assert report["destroyed"] > 0  # the CREATE budget engaged: the excess got DESTROY(RESOURCELIMIT)
+        assert during and min(during) >= 0.5 * normal
+        assert rss_peak < RSS_CAP_MB
+    finally:
+        for proc in (flooder, victim):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        await stop_mesh(m, extras)
