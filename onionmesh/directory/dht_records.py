@@ -16,14 +16,13 @@ Not in this module: UDP, the kademlia package, crawling (runtime.dht).
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
-import ipaddress
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from onionmesh.crypto.keys import IdentityKey, verify_signature
 from onionmesh.directory.descriptor import MAX_DESCRIPTOR_LEN, RelayDescriptor, decode_and_verify
+from onionmesh.directory.subnets import subnet
 from onionmesh.errors import CryptoError, OnionmeshError
 
 NODE_ID_LEN = 20
@@ -47,14 +46,9 @@ def verify_hello(descriptor: RelayDescriptor, node_id: bytes, nonce: bytes, sign
     verify_signature(descriptor.identity_pk, HELLO_CONTEXT, nonce + node_id, signature)
 
 
-@functools.lru_cache(maxsize=65536)
 def subnet_of(ip: str) -> str:
     """The network a Sybil most cheaply fills: the /24 of an IPv4 address, the /48 of an IPv6 one."""
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+    return subnet(ip, 24, 48)
 
 
 class StoreResult(enum.Enum):

@@ -19,13 +19,13 @@ and consensus flags (onionmesh has no bandwidth authorities), building circuits 
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.exit_policy import ExitPolicy
+from onionmesh.directory.subnets import subnet
 from onionmesh.errors import DirectoryError, PolicyError
 from onionmesh.rng import Rng
 
@@ -45,14 +45,9 @@ def same_family(a: RelayDescriptor, b: RelayDescriptor) -> bool:
     return a.identity_pk in b.family and b.identity_pk in a.family
 
 
-@functools.lru_cache(maxsize=16384)
 def subnet16(ip: str) -> str:
     """The network two relays must not share: IPv4 /16, IPv6 /32 (IPv4-mapped judged as IPv4)."""
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = 16 if addr.version == 4 else 32
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+    return subnet(ip, 16, 32)
 
 
 def relay_subnets(desc: RelayDescriptor) -> frozenset[str]:
