@@ -30,15 +30,12 @@ import pytest
 from aiohttp import web
 
 from onionmesh.runtime import status_page
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
 from onionmesh.runtime.control import ControlServer
-from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from onionmesh.runtime.relay_node import RelayConfig
 from tests.runtime.conftest import (
-    LOOPBACK_EXIT_POLICY,
     Mesh,
     http_get_via_socks,
     start_mesh,
-    start_origin,
     stop_mesh,
 )
 
@@ -374,37 +371,8 @@ async def test_status_page_live_in_chromium_follows_events(
 async def start_mesh_with_overrides(
     tmp_path: Path, overrides: dict[str, list[str]], *, relays: int = 5, exits: int = 3
 ) -> tuple[Mesh, list[object]]:
-    """tests/runtime/conftest.py's start_mesh, with the exits resolving `overrides` themselves."""
-    origin, runner = await start_origin()
-    nodes: list[RelayNode] = []
-    for i in range(relays):
-        node = RelayNode(
-            RelayConfig(
-                listen_host=f"127.{i + 1}.0.1",
-                listen_port=0,
-                data_dir=tmp_path / f"relay{i}",
-                nickname=f"relay{i}",
-                exit_policy=LOOPBACK_EXIT_POLICY if i < exits else "",
-                allow_private_destinations=True,
-                bootstrap=(nodes[0].dht.address,) if nodes else (),
-                **({"resolve_overrides": overrides} if i < exits else {}),  # type: ignore[arg-type]
-            )
-        )
-        await node.start()
-        nodes.append(node)
-    client = ClientNode(
-        ClientConfig(
-            data_dir=tmp_path / "client",
-            socks_port=0,
-            control_port=0,
-            bootstrap=(nodes[0].dht.address,),
-            prebuilt_circuits=1,
-            dht_refresh=600.0,
-        )
-    )
-    await client.start()
-    assert await client.directory.wait_for(relays, 30) == relays, "the client did not find every relay"
-    return Mesh(nodes, client, origin), [runner]
+    """A mesh whose exits resolve `overrides` themselves (and one pre-built circuit)."""
+    return await start_mesh(tmp_path, relays=relays, exits=exits, prebuilt=1, resolve_overrides=overrides)
 
 
 @needs_chromium

@@ -92,6 +92,7 @@ async def start_mesh(
     prebuilt: int = 0,
     hops: int = 3,
     dht_refresh: float = 600.0,
+    resolve_overrides: dict[str, list[str]] | None = None,
 ) -> tuple[Mesh, list[object]]:
     origin, runner = await start_origin()
     nodes: list[RelayNode] = []
@@ -106,6 +107,7 @@ async def start_mesh(
                 exit_policy=exit_policy if i < exits else "",
                 allow_private_destinations=allow_private,
                 bootstrap=(nodes[0].dht.address,) if nodes else (),  # the first relay starts the DHT
+                resolve_overrides=dict(resolve_overrides or {}) if i < exits else {},
             )
         )
         await node.start()
