@@ -128,6 +128,15 @@ async def _build_with_progress(client: ControlClient, body: dict[str, Any], show
         return result
 
 
+def _run_build(client: ControlClient, body: dict[str, Any], show: bool) -> dict[str, Any]:
+    import aiohttp
+
+    try:
+        return asyncio.run(_build_with_progress(client, body, show))
+    except (aiohttp.ClientError, OSError) as exc:
+        raise fail(f"the proxy is not running at {client.base} ({exc})") from None
+
+
 def _fetch_through(socks: str, url: str, username: str) -> tuple[int, float, float]:
     """GET url through the SOCKS port under a fresh isolation name; (bytes, ttfb s, total s)."""
     import socks as pysocks
@@ -168,7 +177,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
             body["exit"] = args.exit
         if args.via:
             body["via"] = [v.strip() for v in args.via.split(",") if v.strip()]
-        result = asyncio.run(_build_with_progress(client, body, show=not args.json))
+        result = _run_build(client, body, show=not args.json)
         print(json.dumps(result, indent=2) if args.json else f"circuit {result['id']} built")
     elif args.action == "show":
         result = client.call("GET", f"/circuits/{args.id}")
@@ -199,7 +208,7 @@ def _test(client: ControlClient, args: argparse.Namespace) -> int:
                   "throughput_MBps": round(got / max(total, 1e-9) / 1e6, 2)}  # fmt: skip
     else:
         body = {"hops": args.hops} if args.hops else {}
-        report = {"circuit": asyncio.run(_build_with_progress(client, body, show=False))}
+        report = {"circuit": _run_build(client, body, show=False)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -179,16 +179,6 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     assert str(err.value) == "\n".join(problems)
 
 
-def test_relay_env_sample_resolves() -> None:
-    environ = {}
-    for line in (ROOT / "relay" / "onionmesh-relay.env").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            environ[name.strip()] = value.strip().strip('"')
-    values = resolve("relay", {}, environ, None)
-    assert values["listen"] == ("0.0.0.0", 9001) and values["exit_policy"] == ""
-
-
 # --- layouts -------------------------------------------------------------------------------------
 def test_top_level_and_tables(tmp_path: Path) -> None:
     text = 'hops = 2\nlog_level = "debug"\n\n[proxy]\nhops = 4\n\n[testnet]\nhops = 6\nrelays = 8\n'

@@ -211,16 +211,6 @@ def test_relay_with_a_bad_exit_policy_says_so(tmp_path: Path) -> None:
     assert "--exit-policy" in result.stderr and "99999" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_sigterm_leaves_no_process_behind(testnet: tuple[int, Path, subprocess.Popen[str]]) -> None:
-    _, state, proc = testnet
-    pids = [r["pid"] for r in json.loads((state / "testnet.json").read_text())["relays"]]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-
 def test_a_twenty_relay_testnet_finds_its_relays_only_in_the_dht(
     tmp_path: Path, www: tuple[int, Path]
 ) -> None:
@@ -267,11 +257,9 @@ def test_circuit_show_and_test(
     _, state, _ = testnet
     wport, _root = www
     base = [*ONIONMESH, "circuit", "--testnet", str(state)]
-    built = json.loads(
-        subprocess.run(
-            [*base, "--json", "build", "--hops", "3"], capture_output=True, text=True, check=True
-        ).stdout
-    )
+    result = subprocess.run([*base, "--json", "build", "--hops", "3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    built = json.loads(result.stdout)
     shown = subprocess.run(
         [*base, "show", str(built["id"])], capture_output=True, text=True, check=True
     ).stdout
@@ -333,3 +321,13 @@ def test_relay_metrics_endpoint_parses_and_moves(tmp_path: Path) -> None:
     finally:
         relay.send_signal(signal.SIGTERM)
         relay.wait(20)
+
+
+def test_sigterm_leaves_no_process_behind(testnet: tuple[int, Path, subprocess.Popen[str]]) -> None:
+    _, state, proc = testnet
+    pids = [r["pid"] for r in json.loads((state / "testnet.json").read_text())["relays"]]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
