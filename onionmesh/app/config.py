@@ -90,12 +90,18 @@ def _check_loopback(address: HostPort) -> str | None:
 
 
 def _check_exit_policy(text: str) -> str | None:
+    from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN
     from onionmesh.directory.exit_policy import ExitPolicy
     from onionmesh.errors import PolicyError
 
     try:
         if text.strip():
-            ExitPolicy.parse(text)
+            canonical = str(ExitPolicy.parse(text))
+            if len(canonical.encode("utf-8")) > MAX_EXIT_POLICY_LEN:
+                return (
+                    f"is too long to publish: {len(canonical)} characters once written out, "
+                    f"at most {MAX_EXIT_POLICY_LEN} fit a descriptor (use port ranges, fewer rules)"
+                )
     except (PolicyError, ValueError) as exc:
         return f"is not a valid exit policy: {exc}"
     return None

@@ -125,8 +125,8 @@ class ControlServer:
                 return hmac.compare_digest(bytes.fromhex(value.strip()), self.cookie)
             except ValueError:
                 return False
-        session = request.cookies.get(SESSION_COOKIE, "")
-        return any(hmac.compare_digest(session, s) for s in self._sessions)
+        session = request.cookies.get(SESSION_COOKIE, "").encode("utf-8", "surrogateescape")
+        return any(hmac.compare_digest(session, s.encode()) for s in self._sessions)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -210,7 +210,7 @@ class ControlServer:
     async def _build(self, request: web.Request) -> web.Response:
         try:
             body = await request.json() if request.can_read_body else {}
-        except ValueError:
+        except (ValueError, LookupError, RecursionError):  # not JSON, an unknown charset, absurd nesting
             return _bad("body is not JSON")
         if not isinstance(body, dict) or set(body) - {"hops", "exit", "via"}:
             return _bad('body must be an object with optional "hops", "exit", "via"')

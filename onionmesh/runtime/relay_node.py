@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onionmesh.crypto import ntor
-from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN, RelayDescriptor
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
-from onionmesh.errors import OnionmeshError
+from onionmesh.errors import OnionmeshError, PolicyError
 from onionmesh.proto.events import (
     BeginRequested,
     ExtendRequested,
@@ -100,6 +100,8 @@ class RelayNode:
         self.rng = rng
         self.keys = KeyStore(config.data_dir, rng)
         self.policy = ExitPolicy.parse(config.exit_policy) if config.exit_policy.strip() else None
+        if self.policy is not None and len(str(self.policy).encode()) > MAX_EXIT_POLICY_LEN:
+            raise PolicyError(f"the exit policy is too long to publish (at most {MAX_EXIT_POLICY_LEN} bytes)")
         self.exit_rules = (
             exit_mod.ExitRules(
                 self.policy,
