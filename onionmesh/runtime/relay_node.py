@@ -30,11 +30,12 @@ from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.ratelimit import TokenBuckets
-from onionmesh.runtime.safelog import Sensitive, get_logger
+from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import (
     Cell,
@@ -46,7 +47,7 @@ from onionmesh.wire.cell import (
     parse_create,
     parse_created,
 )
-from onionmesh.wire.relay_msg import EndReason, Extend, ResolvedType
+from onionmesh.wire.relay_msg import Extend
 
 log = get_logger("onionmesh.relay")
 
@@ -119,6 +120,7 @@ class RelayNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
         self.dht = DhtNode(self.keys.identity)
+        self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count)
         self.metrics_server: MetricsServer | None = None
         self.stats = {"circuits": 0, "destroyed_protocol": 0}
         self._inbound_per_ip: dict[str, int] = {}
@@ -383,9 +385,9 @@ class RelayNode:
             if isinstance(event, ExtendRequested):
                 self._spawn(self._extend(entry, event.extend), "relay-extend")
             elif isinstance(event, BeginRequested):
-                self._spawn(self._begin(entry, event), "exit-begin")
+                self._spawn(self.exit_service.begin(entry, event), "exit-begin")
             elif isinstance(event, ResolveRequested):
-                self._spawn(self._resolve(entry, event), "exit-resolve")
+                self._spawn(self.exit_service.resolve(entry, event), "exit-resolve")
         self._flush(entry)
 
     def _destroy(self, entry: CircuitEntry, reason: DestroyReason, came_from: Link | None = None) -> None:
@@ -433,58 +435,4 @@ class RelayNode:
             return
         if not entry.dead:
             entry.circ.extended(reply)
-            self._flush(entry)
-
-    async def _begin(self, entry: CircuitEntry, event: BeginRequested) -> None:
-        sid, begin = event.stream_id, event.begin
-        log.debug("stream requested", host=Sensitive(begin.host), port=begin.port)
-        try:
-            if self.exit_rules is None:
-                raise exit_mod.ExitRefused(EndReason.EXITPOLICY)
-            reader, writer, address = await exit_mod.connect(
-                self.exit_rules, begin.host, begin.port, begin.flags, self._local_host_for
-            )
-        except exit_mod.ExitRefused as refused:
-            if not entry.dead:
-                entry.circ.end_stream(sid, refused.reason)
-                self._flush(entry)
-            return
-        if entry.dead or sid not in entry.circ.streams:
-            writer.close()
-            return
-        with contextlib.suppress(OSError):
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._count("streams_opened")
-        bridge = StreamBridge(entry.circ, sid, reader, writer, lambda: self._flush(entry))
-        entry.bridges[sid] = bridge
-        entry.circ.connected(sid, address)
-        self._flush(entry)
-        bridge.start()
-
-    async def _resolve(self, entry: CircuitEntry, event: ResolveRequested) -> None:
-        answers: tuple[tuple[ResolvedType, str, int], ...]
-        try:
-            if self.exit_rules is None:
-                raise exit_mod.ExitRefused(EndReason.EXITPOLICY)
-            try:
-                ip = ipaddress.ip_address(event.host)
-            except ValueError:
-                addrs = await exit_mod.resolve(
-                    event.host, local_only=self.exit_rules.loopback_only, overrides=self.exit_rules.overrides
-                )
-                answers = tuple(
-                    (ResolvedType.IPV4 if ipaddress.ip_address(a).version == 4 else ResolvedType.IPV6, a, 60)
-                    for a in addrs[:16]
-                )
-            else:
-                if self.exit_rules.loopback_only and not ip.is_loopback:
-                    raise exit_mod.ExitRefused(EndReason.RESOLVEFAILED)
-                if is_private_address(ip) and not self.config.allow_private_destinations:
-                    raise exit_mod.ExitRefused(EndReason.EXITPOLICY)  # no names of our own network
-                name, _ = await asyncio.get_running_loop().getnameinfo((str(ip), 0), socket.NI_NAMEREQD)
-                answers = ((ResolvedType.HOSTNAME, name[:255], 60),)
-        except (exit_mod.ExitRefused, OSError):
-            answers = ((ResolvedType.ERROR_NONTRANSIENT, "", 0),)
-        if not entry.dead:
-            entry.circ.resolved(event.stream_id, answers)
             self._flush(entry)

@@ -25,6 +25,13 @@ class RecordingRelay(RelayNode):
         self.link_peers: list[str] = []
         self.recognized: list[tuple[str, int, bytes]] = []
         self.destinations: list[str] = []
+        begin = self.exit_service.begin
+
+        async def recording_begin(entry, event) -> None:
+            self.destinations.append(event.begin.host)
+            await begin(entry, event)
+
+        self.exit_service.begin = recording_begin  # type: ignore[method-assign]
 
     def _on_accept(self, reader, writer) -> None:
         self.link_peers.append(writer.get_extra_info("peername")[0])
@@ -43,10 +50,6 @@ class RecordingRelay(RelayNode):
             return original(msg, digest, command)
 
         circ._dispatch = dispatch  # type: ignore[method-assign]
-
-    async def _begin(self, entry, event) -> None:
-        self.destinations.append(event.begin.host)
-        await super()._begin(entry, event)
 
 
 async def test_no_hop_sees_both_ends(tmp_path: Path) -> None:
