@@ -14,19 +14,19 @@ relative paths are relative to the working directory.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import json
-import math
-import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-MAX_FILE_BYTES = 1 << 20
-HostPort = tuple[str, int]
+from onionmesh.app.settings_schema import (
+    ALL_KEYS,
+    MAX_FILE_BYTES,
+    SCHEMAS,
+    Key,
+    shown,
+    coerce,
+)
 
 
 class ConfigError(ValueError):
@@ -35,269 +35,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
-
-
-@dataclass(frozen=True)
-class Key:
-    """One setting: its type (``kind``), default, one-line doc and constraints."""
-
-    name: str
-    kind: str  # "str" | "int" | "float" | "bool" | "path" | "hostport" | "hostports" | "names" (NAME=IP)
-    default: object
-    doc: str
-    required: bool = False
-    optional: bool = False  # may be unset (None); an empty string in the environment unsets it
-    choices: tuple[str, ...] = ()
-    lo: float | None = None
-    hi: float | None = None
-    check: Callable[[Any], str | None] | None = None  # more checks of the typed value: a problem or None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return "ONIONMESH_" + self.name.upper()
-
-    def describe(self) -> str:
-        """What a valid value looks like, for error messages."""
-        what = {"int": "an integer", "float": "a number", "bool": "true or false", "path": "a path"}
-        what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT", "names": "a list of NAME=IP"}
-        what |= {"keys": "a list of identity keys (64 hex digits)"}
-        if self.hi is not None:
-            return f"{what[self.kind]} {self.lo:g}..{self.hi:g}"
-        if self.lo is not None:
-            return f"{what[self.kind]} >= {self.lo:g}"
-        return "one of " + ", ".join(self.choices) if self.choices else what.get(self.kind, "a string")
-
-
-def _check_nickname(text: str) -> str | None:
-    return (
-        None
-        if re.fullmatch(r"[A-Za-z0-9]{1,19}", text)
-        else f"must be 1..19 letters and digits, got {_show(text)}"
-    )
-
-
-def _check_loopback(address: HostPort) -> str | None:
-    try:
-        if address[0] == "localhost" or ipaddress.ip_address(address[0]).is_loopback:
-            return None
-    except ValueError:
-        pass
-    return f"must be on loopback (127.0.0.1, [::1] or localhost), got {_show(address[0])}"
-
-
-def _check_exit_policy(text: str) -> str | None:
-    from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN
-    from onionmesh.directory.exit_policy import ExitPolicy
-    from onionmesh.errors import PolicyError
-
-    try:
-        if text.strip():
-            canonical = str(ExitPolicy.parse(text))
-            if len(canonical.encode("utf-8")) > MAX_EXIT_POLICY_LEN:
-                return (
-                    f"is too long to publish: {len(canonical)} characters once written out, "
-                    f"at most {MAX_EXIT_POLICY_LEN} fit a descriptor (use port ranges, fewer rules)"
-                )
-    except (PolicyError, ValueError) as exc:
-        return f"is not a valid exit policy: {exc}"
-    return None
-
-
-_KEYS = {
-    k.name: k
-    for k in (
-        Key("listen", "hostport", None, "TCP address relays and clients connect to", required=True),
-        Key("data_dir", "path", None, "keys and state of this relay", required=True),
-        Key("nickname", "str", "Unnamed", "1..19 letters and digits, shown to users", check=_check_nickname),
-        Key("exit_policy", "str", "", "Tor syntax; empty = middle relay", check=_check_exit_policy),
-        Key("allow_private_destinations", "bool", False, "let this exit reach private addresses (tests)"),
-        Key("bandwidth", "int", 10_000_000, "advertised bytes per second", lo=1),
-        Key("advertise", "hostport", None, "address published in the descriptor", optional=True),
-        Key("dht", "hostport", None, "UDP address of the DHT node (none: listen host)", optional=True),
-        Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
-        Key("bootstrap_file", "path", None, "a file of DHT contacts, one HOST:PORT a line", optional=True),
-        Key("resolve", "names", (), "names this exit answers itself, before DNS: NAME=IP"),
-        Key("family", "keys", (), "identity keys of your other relays (each must list this one too)"),
-        Key(
-            "metrics", "hostport", None, "Prometheus /metrics (opt-in)", optional=True, check=_check_loopback
-        ),
-        Key("socks", "hostport", ("127.0.0.1", 9050), "SOCKS5 proxy address (keep it on loopback)"),
-        Key("control", "hostport", ("127.0.0.1", 9051), "JSON control API (keep it on loopback)"),
-        Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
-        Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8),
-        Key("relays", "int", 5, "how many relays the testnet runs", lo=1),
-        Key("state_dir", "path", Path("onionmesh-testnet"), "where the testnet keeps its state"),
-        Key("log_level", "str", "info", "log verbosity", choices=("debug", "info", "warning", "error")),
-        Key("log_format", "str", "console", "logs for people or machines", choices=("console", "json")),
-        Key("unsafe_logging", "bool", False, "log destinations and addresses (debugging only)"),
-    )
-}
-_LOG = ("log_level", "log_format", "unsafe_logging")
-_RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
-_RELAY += " bootstrap_file resolve metrics"
-_CLIENT_DIR = Path.home() / ".onionmesh" / "client"
-SCHEMAS: dict[str, dict[str, Key]] = {
-    "relay": {name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},
-    "proxy": {
-        "socks": _KEYS["socks"],
-        "control": _KEYS["control"],
-        "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
-        "bootstrap": _KEYS["bootstrap"],
-        **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
-    },
-    "testnet": {
-        "relays": _KEYS["relays"],
-        "socks": _KEYS["socks"],
-        "control": replace(_KEYS["control"], default=("127.0.0.1", 0), doc="control API (0: any port)"),
-        **{name: _KEYS[name] for name in ("state_dir", "hops", *_LOG)},
-    },
-}
-ALL_KEYS: dict[str, Key] = {name: key for schema in SCHEMAS.values() for name, key in schema.items()}
-
-
-# --- values --------------------------------------------------------------------------------------
-def _show(value: object) -> str:
-    """A value as a message shows it: TOML-like, bounded."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, dict):
-        text = "a table"
-    elif isinstance(value, str | list | tuple):
-        try:
-            text = json.dumps(value, default=str)
-        except (ValueError, RecursionError):
-            text = "a nested list"
-    elif isinstance(value, int) and value.bit_length() > 64:
-        text = "a huge number"
-    else:
-        text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def parse_host_port(text: str) -> HostPort:
-    """Parse HOST:PORT or [IPv6]:PORT (an empty host means 127.0.0.1); raise ValueError."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        raise ValueError("no :PORT")
-    if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
-        raise ValueError("port must be 0..65535")
-    if host.startswith("[") and host.endswith("]") and ":" in host:
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError("put an IPv6 address in brackets: [::1]:9050")
-    if host and not re.fullmatch(r"[A-Za-z0-9._:%-]+", host):
-        raise ValueError("bad host")
-    return host or "127.0.0.1", int(port)
-
-
-def _hostport(value: object) -> HostPort:
-    if isinstance(value, str):
-        return parse_host_port(value)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):  # from argparse
-        host = f"[{value[0]}]" if ":" in value[0] else value[0]
-        return parse_host_port(f"{host}:{value[1]}")
-    raise ValueError("not a string")
-
-
-def _name_ip(value: object) -> str:
-    """Check NAME=IP (an exit's own answer for NAME); return it stripped."""
-    if not isinstance(value, str):
-        raise ValueError("not a string")
-    name, sep, ip = value.partition("=")
-    if not sep or not name.strip():
-        raise ValueError("no NAME=")
-    try:
-        ipaddress.ip_address(ip.strip().strip("[]"))
-    except ValueError:
-        raise ValueError("not an IP address") from None
-    return value.strip()
-
-
-def _identity_key(value: object) -> str:
-    """A relay's Ed25519 identity key as 64 hex digits (as `onionmesh dht lookup` shows it)."""
-    if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f]{64}", value.strip()):
-        raise ValueError("not 64 hex digits")
-    return value.strip().lower()
-
-
-_ITEMS: dict[str, tuple[Callable[[object], object], str]] = {
-    "hostports": (_hostport, "HOST:PORT"),
-    "names": (_name_ip, "NAME=IP"),
-    "keys": (_identity_key, "an identity key (64 hex digits)"),
-}
-
-
-def _from_text(key: Key, text: str) -> object:
-    """A string from the environment or a flag as the value TOML would hold."""
-    if key.kind in ("int", "float"):
-        try:
-            return int(text) if key.kind == "int" else float(text)
-        except ValueError:
-            return text
-    if key.kind == "bool" and text.strip().lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        return text.strip().lower() in ("1", "true", "yes", "on")
-    if key.kind in _ITEMS:
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return text
-
-
-_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
-
-
-def coerce(key: Key, value: object, *, text: bool = False) -> object:
-    """Check ``value`` against ``key`` and return the typed value; raise ValueError with a message.
-
-    ``text=True``: a string may stand for any type (environment variables, flags): lists are
-    comma-separated, bools 1/0/true/false/yes/no.  Otherwise the types must match (TOML)."""
-    if text and isinstance(value, str):
-        if key.optional and not value.strip():
-            return None
-        value = _from_text(key, value)
-    if value is None and key.optional:
-        return None
-    bad = ValueError(f'"{key.name}" must be {key.describe()}, got {_show(value)}')
-    typed: object = value
-    if key.kind in ("int", "float", "bool"):
-        if isinstance(value, bool) != (key.kind == "bool") or not isinstance(value, _TYPES[key.kind]):
-            raise bad
-        if isinstance(value, float) and not math.isfinite(value):
-            raise bad
-        if (key.lo is not None and value < key.lo) or (key.hi is not None and value > key.hi):
-            raise bad
-        typed = float(value) if key.kind == "float" else value
-    elif key.kind == "path":
-        if not isinstance(value, str | os.PathLike) or not str(value).strip() or "\0" in str(value):
-            raise bad
-        try:
-            typed = Path(value).expanduser()
-        except RuntimeError:  # "~user" of an unknown user
-            raise ValueError(f"{bad} (unknown user)") from None
-    elif key.kind == "hostport":
-        try:
-            typed = _hostport(value)
-        except ValueError as exc:
-            raise ValueError(f"{bad} ({exc})") from None
-    elif key.kind in _ITEMS:
-        parse, what = _ITEMS[key.kind]
-        if not isinstance(value, list | tuple):
-            raise bad
-        items = []
-        for i, item in enumerate(value, 1):
-            try:
-                items.append(parse(item))
-            except ValueError as exc:
-                raise ValueError(f'"{key.name}" item {i} must be {what}, got {_show(item)} ({exc})') from None
-        typed = tuple(items)
-    elif not isinstance(value, str) or (key.choices and value not in key.choices):
-        raise bad
-    problem = key.check(typed) if key.check else None
-    if problem:
-        raise ValueError(f'"{key.name}" {problem}')
-    return typed
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -350,8 +87,8 @@ def _check_data(
         if name not in schema:
             near = difflib.get_close_matches(name, list(schema), n=1)
             where = f" in [{section}]" if section else ""
-            hint = f" (did you mean {_show(near[0])}?)" if near else ""
-            problems.append((dotted, f"unknown key {_show(name)}{where}{hint}"))
+            hint = f" (did you mean {shown(near[0])}?)" if near else ""
+            problems.append((dotted, f"unknown key {shown(name)}{where}{hint}"))
             return
         try:
             into[name] = coerce(schema[name], value)
@@ -363,11 +100,11 @@ def _check_data(
             for key_name, item in value.items():
                 check(SCHEMAS[name], key_name, item, name, table if name == command else {})
         elif name in SCHEMAS:
-            problems.append((name, f"{_show(name)} must be a table [{name}], got {_show(value)}"))
+            problems.append((name, f"{shown(name)} must be a table [{name}], got {shown(value)}"))
         elif isinstance(value, dict):
             near = difflib.get_close_matches(name, list(SCHEMAS), n=1)
             hint = f" (did you mean [{near[0]}]?)" if near else " (tables: [relay] [proxy] [testnet])"
-            problems.append((name, f"unknown table [{_show(name)[1:-1]}]{hint}"))
+            problems.append((name, f"unknown table [{shown(name)[1:-1]}]{hint}"))
         elif name in ALL_KEYS and name not in allowed:
             where = " or ".join(f"[{c}]" for c, schema in SCHEMAS.items() if name in schema)
             problems.append(
