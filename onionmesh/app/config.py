@@ -24,8 +24,8 @@ from onionmesh.app.settings_schema import (
     MAX_FILE_BYTES,
     SCHEMAS,
     Key,
-    shown,
     coerce,
+    shown,
 )
 
 
