@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 
-from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt as _xchacha_aead
+from onionmesh.crypto.sodium import xchacha20_xor
 
 TAG_LEN = 16
 ZERO_TAG = bytes(TAG_LEN)
@@ -32,12 +32,6 @@ _blake2b = hashlib.blake2b
 def _xor(a: bytes, b: bytes) -> bytes:
     n = len(a)
     return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(n, "little")
-
-
-def _keystream(key: bytes, nonce24: bytes, n: int) -> bytes:
-    # XChaCha20-Poly1305's ciphertext without its tag is plaintext ⊕ XChaCha20 keystream (block
-    # counter 1); over zeros it is the keystream itself.  PyNaCl exposes no raw stream cipher.
-    return _xchacha_aead(bytes(n), None, nonce24, key)[:-16]
 
 
 class OnionLayer:
@@ -62,7 +56,7 @@ class OnionLayer:
         t_in, c_in = payload[:TAG_LEN], payload[TAG_LEN:]
         kf = self._kf
         t1 = _xor(t_in, _blake2b(c_in, key=kf, digest_size=16, person=b"om-F1").digest())
-        c_out = _xor(c_in, _keystream(self._ks, t1 + _NONCE_PAD, len(c_in)))
+        c_out = xchacha20_xor(c_in, t1 + _NONCE_PAD, self._ks)
         t_out = _xor(t1, _blake2b(c_out, key=kf, digest_size=16, person=b"om-F2").digest())
         self._ratchet(t1)
         return t_out + c_out, t1
@@ -72,7 +66,7 @@ class OnionLayer:
         t_out, c_out = payload[:TAG_LEN], payload[TAG_LEN:]
         kf = self._kf
         t1 = _xor(t_out, _blake2b(c_out, key=kf, digest_size=16, person=b"om-F2").digest())
-        c_in = _xor(c_out, _keystream(self._ks, t1 + _NONCE_PAD, len(c_out)))
+        c_in = xchacha20_xor(c_out, t1 + _NONCE_PAD, self._ks)
         t_in = _xor(t1, _blake2b(c_in, key=kf, digest_size=16, person=b"om-F1").digest())
         self._ratchet(t1)
         return t_in + c_in, t1

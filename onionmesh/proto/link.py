@@ -26,17 +26,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from nacl.bindings import (
-    crypto_aead_chacha20poly1305_ietf_decrypt,
-    crypto_aead_chacha20poly1305_ietf_encrypt,
-    crypto_scalarmult,
-    crypto_scalarmult_base,
-)
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 from nacl.exceptions import CryptoError as NaclCryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
 from onionmesh.crypto import kdf
 from onionmesh.crypto.keys import IdentityKey, verify_signature
+from onionmesh.crypto.sodium import chacha20poly1305_decrypt, chacha20poly1305_encrypt
 from onionmesh.errors import CryptoError, LocalProtocolError, RemoteProtocolError
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import CELL_LEN, Cell
@@ -175,7 +171,7 @@ class LinkProtocol:
         assert self._identity is not None
         sig = self._identity.sign(SIG_CONTEXT, h)
         plain = self._identity.public + sig + LINK_VERSION.to_bytes(2, "big") + bytes(2)
-        self._out += self._e_public + crypto_aead_chacha20poly1305_ietf_encrypt(plain, h, bytes(12), k_hs)
+        self._out += self._e_public + chacha20poly1305_encrypt(plain, h, bytes(12), k_hs)
         self._send, self._recv = r2i, i2r
         self.state = LinkState.OPEN
         return [LinkEstablished(None)]
@@ -189,8 +185,8 @@ class LinkProtocol:
         h = _transcript_hash(self._msg1, e_r)
         k_hs, i2r, r2i = self._derive(self._dh(e_r), h)
         try:
-            plain = crypto_aead_chacha20poly1305_ietf_decrypt(msg2[32:], h, bytes(12), k_hs)
-        except (NaclCryptoError, ValueError) as exc:
+            plain = chacha20poly1305_decrypt(msg2[32:], h, bytes(12), k_hs)
+        except CryptoError as exc:
             raise CryptoError("link handshake did not authenticate") from exc
         identity, sig = plain[:32], plain[32:96]
         if int.from_bytes(plain[96:98], "big") != LINK_VERSION:
@@ -216,7 +212,7 @@ class LinkProtocol:
             chunk = cells[i : i + MAX_CELLS_PER_RECORD]
             header = (len(chunk) ^ d.mask()).to_bytes(2, "big")
             body = b"".join(chunk)
-            self._out += header + crypto_aead_chacha20poly1305_ietf_encrypt(body, header, d.nonce(), d.key)
+            self._out += header + chacha20poly1305_encrypt(body, header, d.nonce(), d.key)
             d.seq += 1
 
     def receive_data(self, data: bytes) -> list[object]:
@@ -255,12 +251,11 @@ class LinkProtocol:
             if len(buf) - pos < need:
                 break
             header = bytes(buf[pos : pos + 2])
-            try:
-                body = crypto_aead_chacha20poly1305_ietf_decrypt(
-                    bytes(buf[pos + 2 : pos + need]), header, d.nonce(), d.key
-                )
-            except (NaclCryptoError, ValueError) as exc:
-                raise CryptoError("link record does not authenticate") from exc
+            with memoryview(buf) as view:
+                try:
+                    body = chacha20poly1305_decrypt(view[pos + 2 : pos + need], header, d.nonce(), d.key)
+                except CryptoError as exc:
+                    raise CryptoError("link record does not authenticate") from exc
             d.seq += 1
             self._pending_count = None
             pos += need

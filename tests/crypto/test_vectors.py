@@ -25,6 +25,7 @@ import pytest
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt,
     crypto_aead_chacha20poly1305_ietf_encrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
     crypto_scalarmult,
     crypto_scalarmult_base,
 )
@@ -219,7 +220,7 @@ def build_onion_layer() -> dict[str, Any]:
                 "input": h(plain),
                 "f1": h(hashlib.blake2b(plain[16:], key=cur_kf, digest_size=16, person=b"om-F1").digest()),
                 "t1": h(t1),
-                "keystream_first_64": h(onion_layer._keystream(cur_ks, t1 + bytes(8), 64)),
+                "keystream_first_64": h(crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(64), None, t1 + bytes(8), cur_ks)[:-16]),
                 "f2": h(hashlib.blake2b(out[16:], key=cur_kf, digest_size=16, person=b"om-F2").digest()),
                 "output": h(out),
                 "next_key_stream": h(layer._ks),
