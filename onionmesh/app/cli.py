@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -223,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_relay(args: argparse.Namespace) -> int:
-    from onionmesh.app.run import run_until_signalled
+    from onionmesh.app.run import run, run_until_signalled
     from onionmesh.runtime.relay_node import RelayConfig, RelayNode
 
     config = RelayConfig(
@@ -246,12 +245,12 @@ def cmd_relay(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"onionmesh relay: bad --exit-policy: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_until_signalled(node.start, node.stop))
+    run(run_until_signalled(node.start, node.stop))
     return 0
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from onionmesh.app.run import run_until_signalled
+    from onionmesh.app.run import run, run_until_signalled
     from onionmesh.runtime.client_node import ClientConfig, ClientNode
 
     node = ClientNode(
@@ -277,12 +276,12 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    asyncio.run(run_until_signalled(start, node.stop))
+    run(run_until_signalled(start, node.stop))
     return 0
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
-    from onionmesh.app.run import run_until_signalled
+    from onionmesh.app.run import run, run_until_signalled
     from onionmesh.app.testnet import Testnet, exits_for
 
     net = Testnet(
@@ -300,7 +299,7 @@ def cmd_testnet(args: argparse.Namespace) -> int:
             print(f"status page (one-time link): {net.client.control.login_link()}", flush=True)
 
     try:
-        asyncio.run(run_until_signalled(start, net.stop))
+        run(run_until_signalled(start, net.stop))
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"onionmesh testnet: {exc}", file=sys.stderr)
         return 1

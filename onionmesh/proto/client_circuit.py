@@ -13,12 +13,13 @@ Not in this module: choosing relays, links, sockets, timers.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from onionmesh.crypto import ntor
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
-from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState
+from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
 from onionmesh.proto.events import CircuitExtended, StreamConnected, StreamEnded, StreamResolved
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import (
@@ -59,8 +60,8 @@ class Hop:
 
 
 class ClientCircuit(CircuitEndpoint):
-    def __init__(self, circ_id: int, rng: Rng) -> None:
-        super().__init__(rng)
+    def __init__(self, circ_id: int, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
+        super().__init__(rng, clock)
         self.circ_id = circ_id
         self.hops: list[Hop] = []
         self.state = CircuitState.NEW

@@ -10,6 +10,7 @@ Not in this module: layers and hops (client_circuit / relay_circuit), sockets.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
 from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded
@@ -26,6 +27,10 @@ from onionmesh.wire.relay_msg import (
 )
 
 MAX_STREAMS_PER_CIRCUIT = 512
+
+
+def no_clock() -> float:
+    return 0.0
 
 
 class StreamState(enum.Enum):
@@ -46,8 +51,9 @@ class Stream:
 
 
 class CircuitEndpoint:
-    def __init__(self, rng: Rng) -> None:
+    def __init__(self, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
         self.rng = rng
+        self.clock = clock  # seconds, for congestion control's RTTs; the runtime supplies a real one
         self.streams: dict[int, Stream] = {}
         self.flow = CircuitFlow()
         self.events: list[object] = []
@@ -85,7 +91,7 @@ class CircuitEndpoint:
             nonce = self.rng.random_bytes(SENDME_NONCE_LEN)
             data = data[: RELAY_BODY_MAX - SENDME_NONCE_LEN]
         digest = self._seal(RelayMessage(RelayCommand.DATA, stream_id, data), nonce)
-        self.flow.on_data_sent(digest)
+        self.flow.on_data_sent(digest, self.clock())
         stream.flow.package -= 1
         stream.bytes_out += len(data)
         self.bytes_out += len(data)
@@ -121,7 +127,7 @@ class CircuitEndpoint:
 
     def _on_sendme(self, msg: RelayMessage) -> None:
         if msg.stream_id == 0:
-            self.flow.on_sendme(Sendme.decode(msg.body).digest)
+            self.flow.on_sendme(Sendme.decode(msg.body).digest, self.clock())
             self.events.append(SendWindowOpened(0))
             return
         stream = self.streams.get(msg.stream_id)

@@ -13,10 +13,12 @@ Not in this module: the CREATE handshake's key lookup (runtime), sockets, exit p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from onionmesh.crypto.ntor import HopKeys
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import RemoteProtocolError
-from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState
+from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
 from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import MAX_RELAY_EARLY, CellCommand
@@ -37,8 +39,8 @@ from onionmesh.wire.relay_msg import (
 
 
 class RelayCircuit(CircuitEndpoint):
-    def __init__(self, keys: HopKeys, rng: Rng) -> None:
-        super().__init__(rng)
+    def __init__(self, keys: HopKeys, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
+        super().__init__(rng, clock)
         self._forward = OnionLayer(keys.forward_stream, keys.forward_hash)
         self._backward = OnionLayer(keys.backward_stream, keys.backward_hash)
         self.has_next = False

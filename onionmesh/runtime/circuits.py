@@ -180,7 +180,8 @@ class CircuitMgr:
             self.policy.build_failed(path, 0, timed_out=False)
             raise
         cid = link.allocate_circ_id()
-        handle = CircuitHandle(next(self._numbers), ClientCircuit(cid, self.rng), link, path, isolation)
+        circ = ClientCircuit(cid, self.rng, time.monotonic)
+        handle = CircuitHandle(next(self._numbers), circ, link, path, isolation)
         link.circuits[cid] = handle
         self.circuits[handle.number] = handle
         self._emit("launched", handle)

@@ -360,7 +360,7 @@ class RelayNode:
             log.info("CREATE refused", detail=str(exc))
             link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.PROTOCOL)))
             return
-        entry = CircuitEntry(RelayCircuit(keys, self.rng), prev=link, prev_id=cid)
+        entry = CircuitEntry(RelayCircuit(keys, self.rng, time.monotonic), prev=link, prev_id=cid)
         link.circuits[cid] = (entry, Side.FROM_PREV)
         self.stats["circuits"] += 1
         self._count("handshakes_ok")

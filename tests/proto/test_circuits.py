@@ -23,7 +23,7 @@ from onionmesh.proto.events import (
     StreamEnded,
     StreamResolved,
 )
-from onionmesh.proto.flow import CIRC_INCREMENT, CIRC_WINDOW, STREAM_INCREMENT, STREAM_WINDOW
+from onionmesh.proto.flow import CWND_INIT, SENDME_INC, STREAM_INCREMENT, STREAM_WINDOW
 from onionmesh.rng import SeededRng
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN, MAX_RELAY_EARLY, Cell, CellCommand, created_payload
 from onionmesh.wire.relay_msg import (
@@ -378,33 +378,34 @@ def test_client_stream_limit_is_a_local_error() -> None:
 # --------------------------------------------------------------------------- flow control
 
 
-def test_circuit_window_closes_after_exactly_1000_cells() -> None:
+def test_circuit_window_closes_after_exactly_cwnd_cells() -> None:
+    """With no clock (no RTTs) congestion control keeps the window at CWND_INIT."""
     chain = built_chain(3)
     a, b, c = open_stream(chain), open_stream(chain), open_stream(chain)
     chain.take_exit_events()
-    plan = [(a, 400), (b, 400), (c, CIRC_WINDOW - 800)]
+    plan = [(a, 20), (b, 20), (c, CWND_INIT - 40)]
     sent = 0
     for sid, count in plan:
         for _ in range(count):
             assert chain.client.can_send(sid)
             chain.client.send_data(sid, b"%d" % sent)
             sent += 1
-    assert sent == CIRC_WINDOW == 1000
+    assert sent == CWND_INIT == 64
     assert chain.client.flow.package == 0
-    assert chain.client.streams[c].flow.package == STREAM_WINDOW - 200  # the stream could go on ...
+    assert chain.client.streams[c].flow.package == STREAM_WINDOW - (CWND_INIT - 40)  # the stream could go on ...
     assert not any(chain.client.can_send(s) for s in (a, b, c))  # ... the circuit cannot
     with pytest.raises(LocalProtocolError):
         chain.client.send_data(c, b"one more")
-    assert len(chain.client._out) == CIRC_WINDOW
+    assert len(chain.client._out) == CWND_INIT
 
-    chain.pump()  # deliver; the exit answers with one authenticated SENDME per 100 cells
+    chain.pump()  # deliver; the exit answers with one authenticated SENDME per SENDME_INC cells
     exit_events = chain.take_exit_events()
-    assert len(data_events(exit_events)) == 1000
+    assert len(data_events(exit_events)) == CWND_INIT
     client_events = chain.take_client_events()
-    assert client_events == [SendWindowOpened(0)] * (CIRC_WINDOW // CIRC_INCREMENT)
-    assert chain.client.flow.package == CIRC_WINDOW
+    assert client_events == [SendWindowOpened(0)] * (CWND_INIT // SENDME_INC)
+    assert chain.client.flow.package == CWND_INIT
     assert chain.client.can_send(c)
-    assert [m.command for m in chain.exit_observed.messages].count(RelayCommand.DATA) == 1000
+    assert [m.command for m in chain.exit_observed.messages].count(RelayCommand.DATA) == CWND_INIT
 
 
 def test_exit_circuit_window_and_client_sendmes() -> None:
@@ -412,15 +413,15 @@ def test_exit_circuit_window_and_client_sendmes() -> None:
     sids = [open_stream(chain) for _ in range(3)]
     n = 0
     for sid in sids:
-        while chain.exit.can_send(sid) and n < CIRC_WINDOW:
+        while chain.exit.can_send(sid) and n < CWND_INIT:
             chain.exit.send_data(sid, b"d")
             n += 1
-    assert n == CIRC_WINDOW
+    assert n == CWND_INIT
     assert not any(chain.exit.can_send(s) for s in sids)
     chain.pump()
-    assert len(data_events(chain.take_client_events())) == CIRC_WINDOW
-    assert chain.exit.flow.package == CIRC_WINDOW
-    assert chain.take_exit_events().count(SendWindowOpened(0)) == 10
+    assert len(data_events(chain.take_client_events())) == CWND_INIT
+    assert chain.exit.flow.package == CWND_INIT
+    assert chain.take_exit_events().count(SendWindowOpened(0)) == CWND_INIT // SENDME_INC
 
 
 def test_long_transfer_with_prompt_acknowledgements() -> None:
@@ -430,22 +431,22 @@ def test_long_transfer_with_prompt_acknowledgements() -> None:
     total = 0
     for round_ in range(30):
         for sid in sids:
-            for _ in range(50):
+            for _ in range(25):
                 chain.client.send_data(sid, b"%d-%d" % (sid, round_))
                 total += 1
         chain.pump()
         for sid in sids:
-            chain.exit.data_consumed(sid, 50)
+            chain.exit.data_consumed(sid, 25)
         chain.pump()
-    assert total == 3000 > CIRC_WINDOW
-    assert len(data_events(chain.take_exit_events())) == 3000
+    assert total == 1500 > CWND_INIT
+    assert len(data_events(chain.take_exit_events())) == 1500
     assert all(chain.client.can_send(s) for s in sids)
 
 
 def test_forged_circuit_sendme_digest() -> None:
     chain = built_chain(3)
     sid = open_stream(chain)
-    for _ in range(CIRC_INCREMENT):
+    for _ in range(SENDME_INC):
         chain.client.send_data(sid, b"x")
     # before the data arrives, the exit (or anyone who can make the client accept a cell from it)
     # claims to have received the 100th cell
@@ -479,14 +480,14 @@ def test_replayed_circuit_sendme(outstanding: bool) -> None:
     chain = built_chain(2)
     sid = open_stream(chain)
     sealed = _spy_on_exit_seal(chain)
-    for _ in range(CIRC_INCREMENT):
+    for _ in range(SENDME_INC):
         chain.client.send_data(sid, b"x")
     chain.pump()
     (genuine,) = [m for m in sealed if m.command is RelayCommand.SENDME]
     assert len(Sendme.decode(genuine.body).digest) == 16
     assert chain.take_client_events() == [SendWindowOpened(0)]
     if outstanding:  # the client waits for the SENDME of cell 200: the old digest is not it
-        for _ in range(CIRC_INCREMENT):
+        for _ in range(SENDME_INC):
             chain.client.send_data(sid, b"y")
     chain.exit._seal(genuine)  # the same SENDME once more, injected before any new data arrives
     expected = "does not authenticate" if outstanding else "unexpected circuit SENDME"
@@ -506,7 +507,7 @@ def test_stream_window_closes_independently() -> None:
     assert chain.client.streams[a].flow.package == 0
     assert not chain.client.can_send(a)
     assert chain.client.can_send(b)
-    assert chain.client.flow.package == CIRC_WINDOW
+    assert chain.client.flow.can_send()
     with pytest.raises(LocalProtocolError):
         chain.client.send_data(a, b"over")
     chain.client.send_data(b, b"b still flows")
@@ -532,8 +533,10 @@ def test_stream_window_closes_independently() -> None:
 def test_client_consumption_sends_stream_sendmes_to_the_exit() -> None:
     chain = built_chain(2)
     sid = open_stream(chain)
-    for _ in range(STREAM_WINDOW):
+    for i in range(STREAM_WINDOW):
         chain.exit.send_data(sid, b"z")
+        if i % 32 == 31:
+            chain.pump()  # circuit SENDMEs keep the circuit window open
     assert not chain.exit.can_send(sid)
     chain.pump()
     assert len(data_events(chain.take_client_events(), sid)) == STREAM_WINDOW
@@ -559,7 +562,7 @@ def test_peer_exceeding_the_stream_window() -> None:
     chain.client.streams[sid].flow.package += 1  # a client that ignores its window
     for i in range(STREAM_WINDOW + 1):
         chain.client.send_data(sid, b"x")
-        if i % 100 == 99:
+        if i % 32 == 31:
             chain.pump()
     with pytest.raises(RemoteProtocolError, match="exceeded the stream window"):
         chain.pump()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -10,10 +11,16 @@ from hypothesis import strategies as st
 
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.proto.flow import (
-    CIRC_INCREMENT,
-    CIRC_WINDOW,
+    CWND_INIT,
+    CWND_MAX,
+    CWND_MIN,
+    SENDME_INC,
     STREAM_INCREMENT,
     STREAM_WINDOW,
+    VEGAS_ALPHA,
+    VEGAS_BETA,
+    VEGAS_DELTA,
+    VEGAS_GAMMA,
     CircuitFlow,
     StreamFlow,
 )
@@ -25,96 +32,156 @@ def digest(i: int) -> bytes:
 
 
 def test_constants() -> None:
-    assert (CIRC_WINDOW, CIRC_INCREMENT, STREAM_WINDOW, STREAM_INCREMENT) == (1000, 100, 500, 50)
-    assert CIRC_WINDOW % CIRC_INCREMENT == 0
+    assert (STREAM_WINDOW, STREAM_INCREMENT) == (500, 50)
     assert STREAM_WINDOW % STREAM_INCREMENT == 0
+    assert CWND_INIT % SENDME_INC == 0 and CWND_MIN % SENDME_INC == 0
+    assert SENDME_INC <= CWND_MIN <= CWND_INIT <= CWND_MAX
+    assert VEGAS_ALPHA < VEGAS_GAMMA < VEGAS_BETA < VEGAS_DELTA
+
+
+def fill(flow: CircuitFlow, n: int, start: int = 1, now: float = 0.0) -> None:
+    for i in range(start, start + n):
+        assert flow.can_send()
+        flow.on_data_sent(digest(i), now)
 
 
 # --------------------------------------------------------------------------- CircuitFlow: sending
 
 
-def test_circuit_package_window() -> None:
+def test_circuit_window_without_a_clock_stays_at_cwnd_init() -> None:
     flow = CircuitFlow()
-    assert (flow.package, flow.deliver) == (CIRC_WINDOW, CIRC_WINDOW)
-    for i in range(1, CIRC_WINDOW + 1):
-        assert flow.can_send()
-        flow.on_data_sent(digest(i))
+    assert (flow.package, flow.inflight) == (CWND_INIT, 0)
+    fill(flow, CWND_INIT)
     assert flow.package == 0
     assert not flow.can_send()
-    # digests of cells 100, 200, ... are expected back, in order
-    for k in range(1, CIRC_WINDOW // CIRC_INCREMENT + 1):
-        flow.on_sendme(digest(k * CIRC_INCREMENT))
-        assert flow.package == k * CIRC_INCREMENT
+    # digests of cells SENDME_INC, 2 SENDME_INC, ... are expected back, in order
+    for k in range(1, CWND_INIT // SENDME_INC + 1):
+        flow.on_sendme(digest(k * SENDME_INC))
+        assert flow.package == k * SENDME_INC
         assert flow.can_send()
-    assert flow.package == CIRC_WINDOW
+    assert flow.package == CWND_INIT == flow.cwnd  # RTTs of zero change nothing
 
 
 def test_circuit_sendme_needs_the_right_digest() -> None:
     flow = CircuitFlow()
-    for i in range(1, 2 * CIRC_INCREMENT + 1):
-        flow.on_data_sent(digest(i))
+    fill(flow, 2 * SENDME_INC)
     with pytest.raises(RemoteProtocolError, match="does not authenticate"):
-        flow.on_sendme(digest(CIRC_INCREMENT + 1))
-    assert flow.package == CIRC_WINDOW - 2 * CIRC_INCREMENT  # no credit for a forgery
+        flow.on_sendme(digest(SENDME_INC + 1))
+    assert flow.package == CWND_INIT - 2 * SENDME_INC  # no credit for a forgery
 
 
 def test_circuit_sendmes_are_checked_in_order() -> None:
     flow = CircuitFlow()
-    for i in range(1, 2 * CIRC_INCREMENT + 1):
-        flow.on_data_sent(digest(i))
+    fill(flow, 2 * SENDME_INC)
     with pytest.raises(RemoteProtocolError):
-        flow.on_sendme(digest(2 * CIRC_INCREMENT))  # the second one first
+        flow.on_sendme(digest(2 * SENDME_INC))  # the second one first
 
 
-def test_circuit_sendme_before_100_cells_is_unexpected() -> None:
+def test_circuit_sendme_before_its_cell_is_unexpected() -> None:
     flow = CircuitFlow()
     with pytest.raises(RemoteProtocolError, match="unexpected circuit SENDME"):
         flow.on_sendme(b"")
-    for i in range(1, CIRC_INCREMENT):
-        flow.on_data_sent(digest(i))
+    fill(flow, SENDME_INC - 1)
     with pytest.raises(RemoteProtocolError, match="unexpected"):
-        flow.on_sendme(digest(CIRC_INCREMENT - 1))
+        flow.on_sendme(digest(SENDME_INC - 1))
 
 
 def test_circuit_sendme_cannot_be_replayed() -> None:
     flow = CircuitFlow()
-    for i in range(1, CIRC_INCREMENT + 1):
-        flow.on_data_sent(digest(i))
-    flow.on_sendme(digest(CIRC_INCREMENT))
+    fill(flow, SENDME_INC)
+    flow.on_sendme(digest(SENDME_INC))
     with pytest.raises(RemoteProtocolError):
-        flow.on_sendme(digest(CIRC_INCREMENT))
-    assert flow.package == CIRC_WINDOW
+        flow.on_sendme(digest(SENDME_INC))
+    assert flow.package == CWND_INIT
 
 
 @pytest.mark.parametrize("bad", [b"", b"\x00" * 15, b"\x00" * 17, b"\x00" * 32])
 def test_circuit_sendme_digest_of_the_wrong_length(bad: bytes) -> None:
     flow = CircuitFlow()
-    for i in range(1, CIRC_INCREMENT + 1):
-        flow.on_data_sent(bytes(16) if i == CIRC_INCREMENT else digest(i))
+    for i in range(1, SENDME_INC + 1):
+        flow.on_data_sent(bytes(16) if i == SENDME_INC else digest(i))
     with pytest.raises(RemoteProtocolError):
         flow.on_sendme(bad)
+
+
+# --------------------------------------------------------------------------- CircuitFlow: Vegas
+
+
+def run_rtts(flow: CircuitFlow, rtt_of: Callable[[CircuitFlow], float], sendmes: int) -> list[int]:
+    """Keep the window full; each SENDME comes back rtt_of(flow) seconds after its cell left."""
+    now, n, windows = max([100.0] + [t for _, t in flow._expected]), flow._sent, []
+    for _ in range(sendmes):
+        while flow.can_send():
+            n += 1
+            flow.on_data_sent(digest(n), now)
+        sent_at = flow._expected[0][1]
+        first = n - flow.inflight + SENDME_INC  # the oldest tracked cell
+        now = max(now, sent_at + rtt_of(flow))
+        flow.on_sendme(digest(first), now)
+        windows.append(flow.cwnd)
+    return windows
+
+
+def test_slow_start_doubles_while_the_rtt_stays_at_its_minimum() -> None:
+    flow = CircuitFlow()
+    windows = run_rtts(flow, lambda f: 0.010, 40)
+    assert flow.in_slow_start
+    assert windows[:4] == [CWND_INIT + SENDME_INC * k for k in range(1, 5)]
+    assert flow.cwnd > 10 * CWND_INIT
+
+
+def test_a_queue_ends_slow_start_and_holds_the_window_near_the_bdp() -> None:
+    """A bottleneck at 10,000 cells/s (20 MB/s) behind a 10 ms path: BDP = 100 cells; the
+    window settles at the BDP plus a queue between alpha and beta, not at the cap."""
+
+    def rtt(flow: CircuitFlow) -> float:
+        return 0.010 + max(0, flow.inflight - 100) / 10_000
+
+    flow = CircuitFlow()
+    windows = run_rtts(flow, rtt, 3000)
+    assert not flow.in_slow_start
+    settled = windows[-300:]
+    low, high = 100 + VEGAS_ALPHA - SENDME_INC, 100 + VEGAS_BETA + SENDME_INC
+    assert all(low <= w <= high for w in settled), settled
+    assert abs(flow.min_rtt - 0.010) < 0.002
+
+
+def test_a_longer_path_gets_a_larger_window() -> None:
+    """Same bottleneck, 100 ms: the BDP is 1000 cells and the window follows it (no fixed cap)."""
+
+    def rtt(flow: CircuitFlow) -> float:
+        return 0.100 + max(0, flow.inflight - 1000) / 10_000
+
+    flow = CircuitFlow()
+    windows = run_rtts(flow, rtt, 3000)
+    assert min(windows[-300:]) >= 1000 + VEGAS_ALPHA - SENDME_INC
+
+
+def test_window_shrinks_when_the_queue_grows() -> None:
+    flow = CircuitFlow()
+    run_rtts(flow, lambda f: 0.010, 40)
+    big = flow.cwnd
+    run_rtts(flow, lambda f: 0.010 + f.inflight / 500, 200)  # every cell now queues: RTT grows
+    assert flow.cwnd < big / 2
+
+
+@settings(max_examples=200)
+@given(st.lists(st.floats(0.0001, 5.0), min_size=1, max_size=300))
+def test_window_stays_within_bounds_whatever_the_rtts(rtts: list[float]) -> None:
+    flow = CircuitFlow()
+    it = iter(rtts * 3)
+    run_rtts(flow, lambda f: next(it, 0.01), len(rtts) * 3)
+    assert CWND_MIN <= flow.cwnd <= CWND_MAX
+    assert 0 <= flow.inflight
 
 
 # --------------------------------------------------------------------------- CircuitFlow: receiving
 
 
-def test_circuit_deliver_window_asks_for_a_sendme_every_100_cells() -> None:
+def test_circuit_receiver_asks_for_a_sendme_every_sendme_inc_cells() -> None:
     flow = CircuitFlow()
-    due = []
-    for i in range(1, 1001):
-        out = flow.on_data_received(digest(i))
-        if out is not None:
-            due.append((i, out))
-        assert CIRC_WINDOW - CIRC_INCREMENT < flow.deliver <= CIRC_WINDOW
-    assert due == [(k, digest(k)) for k in range(100, 1001, 100)]
-    assert flow.deliver == CIRC_WINDOW
-
-
-def test_circuit_deliver_window_overflow() -> None:
-    flow = CircuitFlow()
-    flow.deliver = 0  # a window already used up (the state a stricter receiver could reach)
-    with pytest.raises(RemoteProtocolError, match="exceeded the circuit window"):
-        flow.on_data_received(digest(1))
+    due = [(i, out) for i in range(1, 1001) if (out := flow.on_data_received(digest(i))) is not None]
+    assert due == [(k, digest(k)) for k in range(SENDME_INC, 1001, SENDME_INC)]
 
 
 # --------------------------------------------------------------------------- StreamFlow
@@ -195,11 +262,12 @@ def test_stream_consumption_never_goes_negative() -> None:
 @settings(max_examples=200)
 @given(st.lists(st.sampled_from(["send", "deliver", "sendme"]), max_size=3000), st.integers(0, 2**32))
 def test_circuit_flow_between_two_ends(ops: list[str], salt: int) -> None:
-    """A sender that respects its window never overruns an honest receiver, and every SENDME verifies."""
+    """Every SENDME an honest receiver sends verifies, and the sender's count of cells in flight
+    is exactly what is on the way, received but not yet acknowledged, or acknowledged in transit."""
     sender, receiver = CircuitFlow(), CircuitFlow()
     data: deque[bytes] = deque()
     sendmes: deque[bytes] = deque()
-    n = 0
+    n = received = 0
     for op in ops:
         if op == "send" and sender.can_send():
             n += 1
@@ -207,14 +275,14 @@ def test_circuit_flow_between_two_ends(ops: list[str], salt: int) -> None:
             sender.on_data_sent(d)
             data.append(d)
         elif op == "deliver" and data:
+            received += 1
             back = receiver.on_data_received(data.popleft())
             if back is not None:
                 sendmes.append(back)
         elif op == "sendme" and sendmes:
             sender.on_sendme(sendmes.popleft())
-        assert sender.package >= 0
-        # conservation: credit held + cells in flight + credit in flight == the receiver's window
-        assert sender.package + len(data) + CIRC_INCREMENT * len(sendmes) == receiver.deliver
+        assert 0 <= sender.inflight <= sender.cwnd
+        assert sender.inflight == len(data) + received % SENDME_INC + SENDME_INC * len(sendmes)
 
 
 @settings(max_examples=200)
@@ -247,7 +315,7 @@ def test_stream_flow_between_two_ends(ops: list[str]) -> None:
         assert sender.package + in_flight + STREAM_INCREMENT * sendmes == receiver.deliver
 
 
-def test_every_hundredth_data_cell_carries_an_unpredictable_nonce() -> None:
+def test_every_sendme_inc_th_data_cell_carries_an_unpredictable_nonce() -> None:
     """The DATA cells whose digest a SENDME echoes carry 16 random bytes the receiver cannot guess."""
     from tests.proto.circuit_harness import built_chain
 
@@ -256,8 +324,8 @@ def test_every_hundredth_data_cell_carries_an_unpredictable_nonce() -> None:
     chain.pump()
     chain.take_client_events()
     sizes = []
-    for _ in range(CIRC_INCREMENT):
+    for _ in range(SENDME_INC):
         sizes.append(chain.client.send_data(sid, b"x" * RELAY_BODY_MAX))
         chain.pump()
-    assert sizes[:-1] == [RELAY_BODY_MAX] * (CIRC_INCREMENT - 1)
+    assert sizes[:-1] == [RELAY_BODY_MAX] * (SENDME_INC - 1)
     assert sizes[-1] == RELAY_BODY_MAX - SENDME_NONCE_LEN
