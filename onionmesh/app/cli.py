@@ -118,6 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="let this exit reach private/loopback addresses (test meshes only)",
     )
     relay.add_argument("--bandwidth", type=int, default=10_000_000, help="advertised bytes per second")
+    relay.add_argument(
+        "--bandwidth-rate",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="limit what this relay reads and writes to BYTES per second each way (the advertised "
+        "bandwidth follows it)",
+    )
+    relay.add_argument(
+        "--bandwidth-burst",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="token bucket size (default: the rate)",
+    )
+    relay.add_argument(
+        "--max-mem-in-queues",
+        type=int,
+        default=128 << 20,
+        metavar="BYTES",
+        help="queued bytes above which the circuits with the oldest data are destroyed (default 128 MiB)",
+    )
     relay.add_argument("--advertise", type=host_port, default=None, metavar="HOST:PORT")
     relay.add_argument(
         "--dht",
@@ -239,11 +261,17 @@ def cmd_relay(args: argparse.Namespace) -> int:
         resolve_overrides=resolve_overrides(args.resolve),
         metrics=args.metrics,
         family=tuple(bytes.fromhex(k) for k in args.family),
+        bandwidth_rate=args.bandwidth_rate,
+        bandwidth_burst=args.bandwidth_burst,
+        max_mem_in_queues=args.max_mem_in_queues,
     )
     try:
         node = RelayNode(config)
     except PolicyError as exc:
         print(f"onionmesh relay: bad --exit-policy: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"onionmesh relay: {exc}", file=sys.stderr)
         return 2
     run(run_until_signalled(node.start, node.stop))
     return 0

@@ -99,6 +99,20 @@ _KEYS = {
         Key("exit_policy", "str", "", "Tor syntax; empty = middle relay", check=_check_exit_policy),
         Key("allow_private_destinations", "bool", False, "let this exit reach private addresses (tests)"),
         Key("bandwidth", "int", 10_000_000, "advertised bytes per second", lo=1),
+        Key(
+            "bandwidth_rate",
+            "int",
+            None,
+            "bytes/s this relay carries each way (none: no limit)",
+            optional=True,
+            lo=1,
+        ),
+        Key(
+            "bandwidth_burst", "int", None, "token bucket size in bytes (none: the rate)", optional=True, lo=1
+        ),
+        Key(
+            "max_mem_in_queues", "int", 128 << 20, "queued bytes before the stalest circuits die", lo=1 << 20
+        ),
         Key("advertise", "hostport", None, "address published in the descriptor", optional=True),
         Key("dht", "hostport", None, "UDP address of the DHT node (none: listen host)", optional=True),
         Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
@@ -121,7 +135,7 @@ _KEYS = {
 }
 _LOG = ("log_level", "log_format", "unsafe_logging")
 _RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
-_RELAY += " bootstrap_file resolve metrics"
+_RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_mem_in_queues"
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
     "relay": {name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},

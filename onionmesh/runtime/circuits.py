@@ -24,8 +24,10 @@ from onionmesh.proto.events import (
     StreamEnded,
     StreamResolved,
 )
+from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime.link import Link, open_link
+from onionmesh.runtime import oom
+from onionmesh.runtime.link import Link, LinkLimits, open_link
 from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
@@ -106,6 +108,7 @@ class CircuitMgr:
         self.listeners: list[Callable[[str, CircuitHandle], None]] = []
         self.stream_listeners: list[Callable[[str, CircuitHandle, int], None]] = []
         self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
+        self.limits = LinkLimits(QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES))
 
     # --- links ---------------------------------------------------------------------------------
     async def _link_to(self, desc: RelayDescriptor) -> Link:
@@ -119,7 +122,7 @@ class CircuitMgr:
             error: Exception = OSError("relay has no address")
             for host, port in desc.link_addresses:
                 try:
-                    link = await open_link(host, port, desc.identity_pk, self, self.rng)
+                    link = await open_link(host, port, desc.identity_pk, self, self.rng, limits=self.limits)
                 except (OSError, OnionmeshError) as exc:
                     error = exc
                     continue
@@ -238,8 +241,20 @@ class CircuitMgr:
 
     # --- cells ---------------------------------------------------------------------------------
     def _flush(self, handle: CircuitHandle) -> None:
+        fits = True
         for cell in handle.circ.cells_to_send():
-            handle.link.send_cell(cell)
+            fits &= handle.link.send_cell(cell)
+        if not fits:
+            self._close(handle, "circuit queue full")
+        elif self.limits.budget is not None and self.limits.budget.over():
+            killed = oom.reclaim(
+                self._links.values(),
+                [],
+                lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
+                lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
+                self.limits.budget.limit,
+            )
+            log.warning("out of memory for queues: closed the stalest circuits", circuits=killed)
 
     def cell_received(self, link: Link, cell: Cell) -> None:
         handle = link.circuits.get(cell.circ_id)
@@ -285,7 +300,7 @@ class CircuitMgr:
         cid = handle.circ.circ_id
         if send_destroy and not handle.link.closed and cid in handle.link.circuits:
             handle.link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.REQUESTED)))
-        handle.link.circuits.pop(cid, None)
+        handle.link.forget_circuit(cid)
         handle.circ.mark_closed()
         handle.circ.take_events()
         for waiter in handle.pending.values():

@@ -1,9 +1,13 @@
 """A link over TCP: drives `proto.link.LinkProtocol` from an asyncio stream pair.
 
 One reader task per link feeds bytes to the sans-I/O protocol and hands each cell to the
-owner (`LinkOwner.cell_received`).  Outgoing cells are collected and written once per event
-loop turn, so a burst of cells becomes one record.  Keep-alive PADDING cells go out when the
-link is quiet; a link that hears nothing for `idle_timeout` is closed.
+owner (`LinkOwner.cell_received`).  Outgoing relay cells wait in their circuit's queue in a
+`LinkScheduler`; once per event loop turn the link takes cells, EWMA-fairly and a record at a
+time, for as long as the socket's buffer is under WRITE_HIGH_WATER, then waits for it to drain.
+So cells queue only where they can be counted, capped and dropped with their circuit, and a
+slow peer slows its senders instead of growing a buffer.  A relay's bandwidth limits, if any,
+gate reads and writes.  Keep-alive PADDING cells go out when the link is quiet; a link that
+hears nothing for `idle_timeout` is closed.
 
 Not in this module: what cells mean (relay_node, client_node).
 """
@@ -13,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from dataclasses import dataclass
 from typing import Protocol
 
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.errors import OnionmeshError, RemoteProtocolError
-from onionmesh.proto.link import LinkEstablished, LinkProtocol, LinkRole
+from onionmesh.proto.link import MAX_CELLS_PER_RECORD, LinkEstablished, LinkProtocol, LinkRole
+from onionmesh.proto.scheduler import LinkScheduler, QueueBudget
 from onionmesh.rng import Rng
+from onionmesh.runtime.ratelimit import ByteBucket
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.wire.cell import INITIATOR_CIRC_BIT, Cell, CellCommand
+from onionmesh.wire.cell import CELL_LEN, INITIATOR_CIRC_BIT, Cell, CellCommand
 
 log = get_logger("onionmesh.link")
 
@@ -28,12 +35,23 @@ HANDSHAKE_TIMEOUT = 15.0
 KEEPALIVE_INTERVAL = 30.0
 IDLE_TIMEOUT = 120.0
 READ_CHUNK = 256 * 1024
+WRITE_HIGH_WATER = 256 * 1024  # bytes in the socket's user-space buffer before cells wait in queues
 PADDING_CELL = Cell(0, CellCommand.PADDING).encode()
+CIRCUIT_COMMANDS = frozenset({CellCommand.RELAY, CellCommand.RELAY_EARLY})
 
 
 class LinkOwner(Protocol):
     def cell_received(self, link: Link, cell: Cell) -> None: ...
     def link_closed(self, link: Link) -> None: ...
+
+
+@dataclass
+class LinkLimits:
+    """What a node shares among its links: the queue budget and its bandwidth buckets."""
+
+    budget: QueueBudget | None = None
+    read: ByteBucket | None = None
+    write: ByteBucket | None = None
 
 
 class Link:
@@ -44,6 +62,7 @@ class Link:
         proto: LinkProtocol,
         owner: LinkOwner,
         rng: Rng,
+        limits: LinkLimits | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -52,8 +71,14 @@ class Link:
         self.rng = rng
         self.circuits: dict[int, object] = {}
         self.closed = False
-        self._pending: list[bytes] = []
+        self.limits = limits or LinkLimits()
+        self.scheduler = LinkScheduler(self.limits.budget)
         self._flush_scheduled = False
+        self._draining = False
+        transport = writer.transport
+        if transport is not None:  # drain() then waits only for the socket to fall to a quarter
+            with contextlib.suppress(Exception):
+                transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_HIGH_WATER // 4)
         self._loop = asyncio.get_running_loop()
         self._last_heard = self._loop.time()
         self._last_sent = self._loop.time()
@@ -73,24 +98,64 @@ class Link:
         self._tasks.append(asyncio.create_task(self._keepalive_loop(), name="link-keepalive"))
 
     # --- sending -----------------------------------------------------------------------------
-    def send_cell(self, cell: Cell) -> None:
-        self.send_raw(cell.encode())
+    def send_cell(self, cell: Cell) -> bool:
+        """Queue a cell; False when it is a relay cell whose circuit's queue is full (the caller
+        must then destroy that circuit: its peer ignores flow control)."""
+        if self.closed:
+            return True
+        if cell.command in CIRCUIT_COMMANDS:
+            if not self.scheduler.push(cell.circ_id, cell.encode(), self._loop.time()):
+                return False
+        else:
+            self.scheduler.push_control(cell.encode())
+        self._schedule_flush()
+        return True
 
     def send_raw(self, encoded: bytes) -> None:
-        if self.closed:
-            return
-        self._pending.append(encoded)
-        if not self._flush_scheduled:
+        """A link-level cell already encoded (keep-alive PADDING)."""
+        if not self.closed:
+            self.scheduler.push_control(encoded)
+            self._schedule_flush()
+
+    def forget_circuit(self, circ_id: int) -> None:
+        """The circuit is gone: drop what it still had queued here and its id."""
+        self.circuits.pop(circ_id, None)
+        self.scheduler.drop(circ_id)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._draining:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Move cells from the queues to the socket while its buffer has room (and tokens allow)."""
         self._flush_scheduled = False
-        if self.closed or not self._pending:
-            return
-        cells, self._pending = self._pending, []
-        self.proto.send_cells(cells)
-        self._write(self.proto.data_to_send())
+        while self.scheduler and not self.closed:
+            room = WRITE_HIGH_WATER - self.write_buffer_size
+            if room <= 0:
+                self._draining = True
+                self._tasks.append(asyncio.create_task(self._drain_then_flush(), name="link-drain"))
+                return
+            n = min(MAX_CELLS_PER_RECORD, max(1, room // CELL_LEN), len(self.scheduler))
+            bucket = self.limits.write
+            if bucket is not None:
+                now = self._loop.time()
+                granted = bucket.take(n * CELL_LEN, now)
+                n = granted // CELL_LEN
+                bucket.tokens += granted - n * CELL_LEN
+                if n == 0:
+                    self._flush_scheduled = True
+                    self._loop.call_later(bucket.wait_for(CELL_LEN, now), self._flush)
+                    return
+            self.proto.send_cells(self.scheduler.pop(n, self._loop.time()))
+            self._write(self.proto.data_to_send())
+
+    async def _drain_then_flush(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.writer.drain()
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._draining = False
+        self._schedule_flush()
 
     def _write(self, data: bytes) -> None:
         try:
@@ -104,9 +169,10 @@ class Link:
         transport = self.writer.transport
         return 0 if transport is None or transport.is_closing() else transport.get_write_buffer_size()
 
-    async def drain(self) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.writer.drain()
+    @property
+    def queued_bytes(self) -> int:
+        """Cells waiting in this link's queues plus bytes in its socket buffer."""
+        return len(self.scheduler) * CELL_LEN + self.write_buffer_size
 
     def allocate_circ_id(self) -> int:
         """A fresh circuit id on this link; the initiator's have the high bit set, so ends never collide."""
@@ -125,9 +191,12 @@ class Link:
     async def _read_loop(self) -> None:
         try:
             while not self.closed:
-                data = await self.reader.read(READ_CHUNK)
+                want = await self._read_allowance()
+                data = await self.reader.read(want)
                 if not data:
                     break
+                if self.limits.read is not None and len(data) < want:
+                    self.limits.read.tokens += want - len(data)
                 self._last_heard = self._loop.time()
                 for event in self.proto.receive_data(data):
                     if isinstance(event, Cell):
@@ -148,6 +217,18 @@ class Link:
             log.error("link closed: internal error", error=type(exc).__name__)
         finally:
             self.close()
+
+    async def _read_allowance(self) -> int:
+        """How much to read now: READ_CHUNK, or what the relay's read bucket grants (waiting for it)."""
+        bucket = self.limits.read
+        if bucket is None:
+            return READ_CHUNK
+        while True:
+            now = self._loop.time()
+            granted = bucket.take(READ_CHUNK, now)
+            if granted:
+                return granted
+            await asyncio.sleep(bucket.wait_for(CELL_LEN, now))
 
     async def _keepalive_loop(self) -> None:
         while not self.closed:
@@ -183,6 +264,7 @@ async def open_link(
     rng: Rng,
     timeout: float = HANDSHAKE_TIMEOUT,
     local_host: str | None = None,
+    limits: LinkLimits | None = None,
 ) -> Link:
     """Connect to a relay and finish the handshake, pinning its identity; raises OSError on failure.
 
@@ -193,7 +275,7 @@ async def open_link(
     with contextlib.suppress(OSError):
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     proto = LinkProtocol(LinkRole.INITIATOR, rng, expected_identity=identity_pk)
-    link = Link(reader, writer, proto, owner, rng)
+    link = Link(reader, writer, proto, owner, rng, limits)
     proto.initiate()
     writer.write(proto.data_to_send())
     link.start()
@@ -213,9 +295,10 @@ def accept_link(
     identity: IdentityKey,
     owner: LinkOwner,
     rng: Rng,
+    limits: LinkLimits | None = None,
 ) -> Link:
     proto = LinkProtocol(LinkRole.RESPONDER, rng, identity=identity)
-    link = Link(reader, writer, proto, owner, rng)
+    link = Link(reader, writer, proto, owner, rng, limits)
     link.start()
 
     def handshake_deadline() -> None:

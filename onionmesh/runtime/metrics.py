@@ -191,7 +191,7 @@ def relay_metrics(node: Any) -> list[Metric]:
         bytes_in += getattr(proto, "bytes_received", 0) or 0
         bytes_out += getattr(proto, "bytes_sent", 0) or 0
         with contextlib.suppress(AttributeError, RuntimeError, TypeError, ValueError):
-            queued += int(getattr(link, "write_buffer_size", 0) or 0)
+            queued += int(getattr(link, "queued_bytes", 0) or 0)
     destroyed = {"protocol": 0.0} | {
         k.removeprefix("destroyed_"): _num(stats, k)
         for k in stats
@@ -216,7 +216,7 @@ def relay_metrics(node: Any) -> list[Metric]:
         _one("onionmesh_relay_streams_total", "Exit streams opened.", count("streams_opened")),
         _by("onionmesh_relay_exit_bytes_total", "direction", "Bytes to and from exit destinations.",
             {"in": count("bytes_exit_in"), "out": count("bytes_exit_out")}),
-        _one("onionmesh_relay_queued_bytes", "Bytes waiting in links' write buffers.", queued),
+        _one("onionmesh_relay_queued_bytes", "Bytes in circuit queues and link write buffers.", queued),
         *dht_metrics(getattr(node, "dht", None)),
         *process_metrics(),
     ]  # fmt: skip

@@ -27,14 +27,17 @@ from onionmesh.proto.events import (
     ResolveRequested,
 )
 from onionmesh.proto.relay_circuit import RelayCircuit
+from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import exit as exit_mod
+from onionmesh.runtime import oom
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
-from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
+from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
-from onionmesh.runtime.ratelimit import TokenBuckets
+from onionmesh.runtime.oom import DEFAULT_MAX_MEM_IN_QUEUES
+from onionmesh.runtime.ratelimit import ByteBucket, TokenBuckets
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.wire.cell import (
@@ -81,6 +84,16 @@ class RelayConfig:
     bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
     resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
+    bandwidth_rate: int | None = None  # bytes/s in each direction (Tor's BandwidthRate); None: no limit
+    bandwidth_burst: int | None = None  # bucket size in bytes (Tor's BandwidthBurst); default: the rate
+    max_mem_in_queues: int = DEFAULT_MAX_MEM_IN_QUEUES  # queued bytes before the OOM policy acts
+
+    @property
+    def advertised_bandwidth(self) -> int:
+        """What the descriptor says we can carry: never more than the rate limit lets through."""
+        if self.bandwidth_rate is None:
+            return self.bandwidth
+        return min(self.bandwidth, self.bandwidth_rate)
 
 
 @dataclass(eq=False)
@@ -127,6 +140,12 @@ class RelayNode:
         self._inbound_ip: dict[Link, str] = {}
         self._create_budget = TokenBuckets(CREATE_RATE, CREATE_BURST, 65536)
         self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
+        self.limits = LinkLimits(QueueBudget(config.max_mem_in_queues))
+        if config.bandwidth_rate is not None:
+            rate = config.bandwidth_rate
+            burst = config.bandwidth_burst or rate
+            self.limits.read = ByteBucket(rate, burst, now=0.0)
+            self.limits.write = ByteBucket(rate, burst, now=0.0)
 
     @property
     def fingerprint(self) -> str:
@@ -147,6 +166,7 @@ class RelayNode:
             await self.dht.bootstrap(list(self.config.bootstrap))
         self._spawn(self._publish_to_dht(), "relay-publish")
         self._spawn(self._maintenance(), "relay-maintenance")
+        self._spawn(self._memory_watch(), "relay-memory")
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(*self.config.metrics, lambda: relay_metrics(self))
             await self.metrics_server.start()
@@ -197,7 +217,7 @@ class RelayNode:
             link_addresses=((host, port),),
             dht_contact=(dht_host, dht_port),
             exit_policy=str(self.policy) if self.policy else "",
-            bandwidth=self.config.bandwidth,
+            bandwidth=self.config.advertised_bandwidth,
             family=self.config.family,
             published=int(time.time()),
             lifetime=DESCRIPTOR_LIFETIME,
@@ -242,7 +262,7 @@ class RelayNode:
             return
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        link = accept_link(reader, writer, self.keys.identity, self, self.rng)
+        link = accept_link(reader, writer, self.keys.identity, self, self.rng, self.limits)
         self._inbound_per_ip[ip] = self._inbound_per_ip.get(ip, 0) + 1
         self._inbound_ip[link] = ip
         self.links.add(link)
@@ -262,7 +282,13 @@ class RelayNode:
                     continue
                 try:
                     link = await open_link(
-                        host, port, identity_pk, self, self.rng, local_host=self._local_host_for(host)
+                        host,
+                        port,
+                        identity_pk,
+                        self,
+                        self.rng,
+                        local_host=self._local_host_for(host),
+                        limits=self.limits,
                     )
                 except (OSError, TimeoutError, OnionmeshError) as exc:
                     last_error = exc
@@ -372,11 +398,17 @@ class RelayNode:
             circ.take_forward()
             circ.take_backward()
             return
+        fits = True
         if entry.next is not None:
             for command, payload in circ.take_forward():
-                entry.next.send_cell(Cell(entry.next_id, command, payload))
+                fits &= entry.next.send_cell(Cell(entry.next_id, command, payload))
         for payload in circ.take_backward():
-            entry.prev.send_cell(Cell(entry.prev_id, CellCommand.RELAY, payload))
+            fits &= entry.prev.send_cell(Cell(entry.prev_id, CellCommand.RELAY, payload))
+        if not fits:  # a circuit queue at its cap: an end is ignoring flow control
+            self._count("destroyed_queue_full")
+            self._destroy(entry, DestroyReason.RESOURCELIMIT)
+        elif self.limits.budget is not None and self.limits.budget.over():
+            self.reclaim_memory()
 
     def _after(self, entry: CircuitEntry) -> None:
         for event in entry.circ.take_events():
@@ -397,7 +429,7 @@ class RelayNode:
         for link, cid in ((entry.prev, entry.prev_id), (entry.next, entry.next_id)):
             if link is None:
                 continue
-            link.circuits.pop(cid, None)
+            link.forget_circuit(cid)
             if link is not came_from and not link.closed:
                 link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(reason)))
         for bridge in entry.bridges.values():
@@ -405,6 +437,44 @@ class RelayNode:
         entry.bridges.clear()
         if entry.created_waiter is not None and not entry.created_waiter.done():
             entry.created_waiter.cancel()
+
+    # --- memory ---------------------------------------------------------------------------------
+    def _stream_buffers(self) -> list[tuple[float, int, CircuitEntry]]:
+        held = []
+        for link in list(self.links):
+            for entry, side in list(link.circuits.values()):  # type: ignore[misc]
+                if side is Side.FROM_PREV:
+                    held += [
+                        (b.buffered_since, n, entry)
+                        for b in entry.bridges.values()
+                        if (n := b.buffered_bytes)
+                    ]
+        return held
+
+    def queued_bytes(self) -> int:
+        """Circuit queues plus exit streams' socket buffers: what MaxMemInQueues limits."""
+        assert self.limits.budget is not None
+        return self.limits.budget.used + sum(n for _, n, _ in self._stream_buffers())
+
+    def reclaim_memory(self) -> None:
+        """The OOM policy: destroy the circuits with the oldest queued data until back under 90%."""
+        killed = oom.reclaim(
+            self.links,
+            self._stream_buffers(),
+            lambda link, cid: (link.circuits.get(cid) or (None,))[0],  # type: ignore[index]
+            lambda entry: self._destroy(entry, DestroyReason.RESOURCELIMIT),  # type: ignore[arg-type]
+            self.config.max_mem_in_queues,
+        )
+        if killed:
+            self._count("destroyed_oom", killed)
+            log.warning("out of memory for queues: destroyed the stalest circuits", circuits=killed)
+
+    async def _memory_watch(self) -> None:
+        """Stream buffers grow without passing through a circuit queue: look at the total each second."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.queued_bytes() > self.config.max_mem_in_queues:
+                self.reclaim_memory()
 
     # --- what circuits ask of the world --------------------------------------------------------
     async def _extend(self, entry: CircuitEntry, extend: Extend) -> None:

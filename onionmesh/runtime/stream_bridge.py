@@ -38,6 +38,7 @@ class StreamBridge:
         self.window_open = asyncio.Event()
         self.closed = False
         self._unacked = 0
+        self.buffered_since = 0.0  # when the socket buffer last went from empty to holding data
         self._draining = False
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -87,18 +88,27 @@ class StreamBridge:
         """Circuit → socket; acknowledge once the socket buffer has room."""
         if self.closed:
             return
+        if self.buffered_bytes == 0:
+            self.buffered_since = asyncio.get_running_loop().time()
         try:
             self.writer.write(data)
         except (ConnectionError, RuntimeError):
             self.remote_closed()
             return
         self._unacked += 1
-        transport = self.writer.transport
-        if transport is not None and transport.get_write_buffer_size() < WRITE_HIGH_WATER:
+        if self.buffered_bytes < WRITE_HIGH_WATER:
             self._ack()
         elif not self._draining:
             self._draining = True
             self._drain_task = asyncio.create_task(self._drain_then_ack(), name="stream-drain")
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes from the circuit not yet taken by the socket (they count toward the OOM limit)."""
+        transport = self.writer.transport
+        if transport is None or transport.is_closing():
+            return 0
+        return transport.get_write_buffer_size()
 
     def _ack(self) -> None:
         n, self._unacked = self._unacked, 0

@@ -1,0 +1,55 @@
+"""When queued bytes pass a process's limit, destroy the circuits holding the oldest data.
+
+Tor's MaxMemInQueues (tor-spec §8.1): a circuit's staleness is the age of the oldest byte it
+has waiting anywhere, in a link's circuit queue or a stream's socket buffer, and circuits go
+oldest first until the total is back under RECOVER_TO of the limit.  Age, not size, is the
+criterion because a circuit whose data does not move is the one whose peer stopped reading
+(or never meant to), while a fast circuit with a big window keeps its queue young.
+
+Not in this module: how a circuit is destroyed (the node's own teardown), what the limit is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+
+from onionmesh.runtime.link import Link
+
+RECOVER_TO = 0.9
+DEFAULT_MAX_MEM_IN_QUEUES = 128 * 1024 * 1024
+
+
+def reclaim(
+    links: Iterable[Link],
+    streams: Iterable[tuple[float, int, Hashable]],
+    circuit_of: Callable[[Link, int], Hashable | None],
+    destroy: Callable[[Hashable], None],
+    limit: float,
+) -> int:
+    """Destroy circuits, stalest first, until queued bytes are at most RECOVER_TO × limit.
+
+    `streams` lists (since, bytes, circuit) for stream buffers holding data; `circuit_of` maps a
+    link's circuit id to the circuit object `destroy` takes.  Returns how many were destroyed.
+    """
+    links = list(links)
+    oldest: dict[Hashable, float] = {}
+    size: dict[Hashable, int] = {}
+    for link in links:
+        for since, circ_id in link.scheduler.oldest():
+            circuit = circuit_of(link, circ_id)
+            if circuit is None:
+                continue
+            oldest[circuit] = min(since, oldest.get(circuit, since))
+            size[circuit] = size.get(circuit, 0) + link.scheduler.queued_bytes(circ_id)
+    for since, n, circuit in streams:
+        oldest[circuit] = min(since, oldest.get(circuit, since))
+        size[circuit] = size.get(circuit, 0) + n
+    total = sum(size.values())
+    destroyed = 0
+    for circuit in sorted(oldest, key=oldest.__getitem__):
+        if total <= RECOVER_TO * limit:
+            break
+        destroy(circuit)
+        total -= size[circuit]
+        destroyed += 1
+    return destroyed
