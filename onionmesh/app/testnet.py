@@ -49,6 +49,7 @@ class Testnet:
         control: tuple[str, int],
         hops: int = 3,
         log_level: str = "warning",
+        relay_args: tuple[str, ...] = (),
     ) -> None:
         if not 1 <= relays <= 250:
             raise ValueError("a testnet has 1 to 250 relays")
@@ -58,6 +59,7 @@ class Testnet:
         self.control = control
         self.hops = min(hops, relays)
         self.log_level = log_level
+        self.relay_args = relay_args  # more `onionmesh relay` options for every relay (benchmarks, tests)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.client: ClientNode | None = None
 
@@ -75,7 +77,7 @@ class Testnet:
             args += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         if i < exits_for(self.n):
             args += ["--exit-policy", TESTNET_EXIT_POLICY, "--allow-private-destinations"]
-        return args
+        return args + list(self.relay_args)
 
     async def _wait_descriptors(self, indices: range) -> list[RelayDescriptor]:
         """Wait until the relays have started (each leaves its descriptor in its data directory)."""

@@ -88,6 +88,12 @@ class StreamBridge:
         """Circuit → socket; acknowledge once the socket buffer has room."""
         if self.closed:
             return
+        transport = self.writer.transport
+        if transport is None or transport.is_closing():  # our side hung up: tell the far end now
+            self.endpoint.end_stream(self.stream_id, EndReason.CONNRESET)
+            self.flush()
+            self.close()
+            return
         if self.buffered_bytes == 0:
             self.buffered_since = asyncio.get_running_loop().time()
         try:

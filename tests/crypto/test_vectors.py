@@ -31,7 +31,7 @@ from nacl.bindings import (
 )
 from nacl.signing import SigningKey, VerifyKey
 
-from onionmesh.crypto import kdf, ntor, onion_layer
+from onionmesh.crypto import kdf, ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import CryptoError
@@ -220,7 +220,9 @@ def build_onion_layer() -> dict[str, Any]:
                 "input": h(plain),
                 "f1": h(hashlib.blake2b(plain[16:], key=cur_kf, digest_size=16, person=b"om-F1").digest()),
                 "t1": h(t1),
-                "keystream_first_64": h(crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(64), None, t1 + bytes(8), cur_ks)[:-16]),
+                "keystream_first_64": h(
+                    crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(64), None, t1 + bytes(8), cur_ks)[:-16]
+                ),
                 "f2": h(hashlib.blake2b(out[16:], key=cur_kf, digest_size=16, person=b"om-F2").digest()),
                 "output": h(out),
                 "next_key_stream": h(layer._ks),

@@ -392,7 +392,9 @@ def test_circuit_window_closes_after_exactly_cwnd_cells() -> None:
             sent += 1
     assert sent == CWND_INIT == 64
     assert chain.client.flow.package == 0
-    assert chain.client.streams[c].flow.package == STREAM_WINDOW - (CWND_INIT - 40)  # the stream could go on ...
+    assert chain.client.streams[c].flow.package == STREAM_WINDOW - (
+        CWND_INIT - 40
+    )  # the stream could go on ...
     assert not any(chain.client.can_send(s) for s in (a, b, c))  # ... the circuit cannot
     with pytest.raises(LocalProtocolError):
         chain.client.send_data(c, b"one more")
