@@ -26,6 +26,7 @@ REQUEST_DEADLINE = 60.0
 STREAM_TIMEOUT = 20.0
 HANDSHAKE_TIMEOUT = 30.0
 MAX_ATTEMPTS = 3
+LISTEN_BACKLOG = 1024  # a browser opens dozens of connections at once; asyncio's default is 100
 
 END_TO_SOCKS = {
     EndReason.EXITPOLICY: SocksReply.NOT_ALLOWED,
@@ -56,7 +57,9 @@ class SocksListener:
         self._conns: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

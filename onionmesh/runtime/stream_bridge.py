@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable
 
 from onionmesh.proto.endpoint import CircuitEndpoint
@@ -77,6 +78,9 @@ class StreamBridge:
                     break
                 if not await self._send(data):
                     return
+                # read() returns buffered data without yielding: without this, one stream with a
+                # fast source would fill the whole circuit window before its siblings read once.
+                await asyncio.sleep(0)
         except (ConnectionError, OSError):
             reason = EndReason.CONNRESET
         if not self.closed:
@@ -172,7 +176,15 @@ def route_stream_event(bridges: dict[int, StreamBridge], event: object) -> bool:
         if bridge is not None:
             bridge.deliver(event.data)
     elif isinstance(event, SendWindowOpened):
-        targets = list(bridges.values()) if event.stream_id == 0 else [bridges.get(event.stream_id)]
+        if event.stream_id == 0:
+            # The circuit window opened for every stream; the first woken takes the first credit,
+            # so start at a random stream each time (as Tor does) or the first would starve the rest.
+            targets: list[StreamBridge | None] = list(bridges.values())
+            if len(targets) > 1:
+                start = random.randrange(len(targets))
+                targets = targets[start:] + targets[:start]
+        else:
+            targets = [bridges.get(event.stream_id)]
         for target in targets:
             if target is not None:
                 target.window_open.set()

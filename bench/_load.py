@@ -1,0 +1,90 @@
+"""Load generator for the benchmarks: many SOCKS5 streams at once, in a process of its own.
+
+    python bench/_load.py fetch --socks PORT --port P --path /f --streams 200
+        N concurrent HTTP/1.0 GETs through the proxy; prints one JSON line:
+        {"wall_s": ..., "streams": [[bytes, seconds, seconds until connected], ...], "failed": n}
+    python bench/_load.py hold --socks PORT --port P --streams 1000
+        opens N streams (SOCKS CONNECT done, nothing sent), prints "open N", and holds them
+        until stdin closes.
+
+A process of its own so that its work does not land on the client's event loop (the proxy
+runs inside the benchmark process, as `onionmesh testnet` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+Pair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def socks_connect(socks: int, host: str, port: int) -> Pair:
+    reader, writer = await asyncio.open_connection("127.0.0.1", socks)
+    writer.write(b"\x05\x01\x00")
+    if await reader.readexactly(2) != b"\x05\x00":
+        raise OSError("SOCKS greeting refused")
+    name = host.encode()
+    writer.write(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + port.to_bytes(2, "big"))
+    reply = await reader.readexactly(4)
+    if reply[1] != 0:
+        raise OSError(f"SOCKS reply {reply[1]}")
+    await reader.readexactly({1: 4, 4: 16}.get(reply[3], 0) + 2)
+    return reader, writer
+
+
+async def fetch_one(socks: int, host: str, port: int, path: str) -> tuple[int, float, float]:
+    """(bytes, seconds from start to the end, seconds until the stream was connected)."""
+    t0 = time.monotonic()
+    reader, writer = await socks_connect(socks, host, port)
+    connected = time.monotonic() - t0
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    got = 0
+    while chunk := await reader.read(1 << 18):
+        got += len(chunk)
+    writer.close()
+    return got, time.monotonic() - t0, connected
+
+
+async def fetch(args: argparse.Namespace) -> None:
+    t0 = time.monotonic()
+    results = await asyncio.gather(
+        *(fetch_one(args.socks, args.host, args.port, args.path) for _ in range(args.streams)),
+        return_exceptions=True,
+    )
+    ok = [r for r in results if isinstance(r, tuple)]
+    out = {"wall_s": time.monotonic() - t0, "streams": ok, "failed": len(results) - len(ok)}
+    print(json.dumps(out), flush=True)
+
+
+async def hold(args: argparse.Namespace) -> None:
+    opened = []
+    for i in range(0, args.streams, 50):  # in batches, as a browser opens its connections
+        batch = await asyncio.gather(
+            *(socks_connect(args.socks, args.host, args.port) for _ in range(min(50, args.streams - i))),
+            return_exceptions=True,
+        )
+        opened += [b for b in batch if isinstance(b, tuple)]
+    print(f"open {len(opened)}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for _, writer in opened:
+        writer.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["fetch", "hold"])
+    ap.add_argument("--socks", type=int, required=True)
+    ap.add_argument("--host", default="localhost")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--path", default="/")
+    ap.add_argument("--streams", type=int, default=200)
+    args = ap.parse_args()
+    asyncio.run(fetch(args) if args.mode == "fetch" else hold(args))
+
+
+if __name__ == "__main__":
+    main()
