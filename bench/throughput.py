@@ -135,6 +135,8 @@ async def measure(args: argparse.Namespace, emit=print) -> dict[str, float]:  # 
             emit(f"onionmesh.bulk_MBps_runs {','.join(f'{s:.1f}' for s in speeds)} MB/s")
             out("bulk_cpu_s_per_MB", cpu / megabytes, "CPU-s/MB", ".4f")
             out("bulk_cpu_util_cores", cpu / sum(args.mib * 1.048576 / s for s in speeds), "cores")
+            if getattr(args, "bulk_only", False):
+                return figures
 
             await curl(socks, f"{base}/small")  # warm: circuit and links exist
             small = [await curl(socks, f"{base}/small") for _ in range(args.small)]
