@@ -49,9 +49,9 @@ class Key:
         what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT", "names": "a list of NAME=IP"}
         what |= {"keys": "a list of identity keys (64 hex digits)"}
         if self.hi is not None:
-            return f"{what[self.kind]} {self.lo:g}..{self.hi:g}"
+            return f"{what[self.kind]} {_num(self.lo)}..{_num(self.hi)}"
         if self.lo is not None:
-            return f"{what[self.kind]} >= {self.lo:g}"
+            return f"{what[self.kind]} >= {_num(self.lo)}"
         return "one of " + ", ".join(self.choices) if self.choices else what.get(self.kind, "a string")
 
 
@@ -61,6 +61,11 @@ def _check_nickname(text: str) -> str | None:
         if re.fullmatch(r"[A-Za-z0-9]{1,19}", text)
         else f"must be 1..19 letters and digits, got {shown(text)}"
     )
+
+
+def _num(value: float | None) -> str:
+    """A bound as people write it: 1048576, not 1.04858e+06; 0.5 stays 0.5."""
+    return str(int(value)) if value is not None and float(value).is_integer() else f"{value:g}"
 
 
 def _check_loopback(address: HostPort) -> str | None:
