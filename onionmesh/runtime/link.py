@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,10 +36,6 @@ KEEPALIVE_INTERVAL = 30.0
 IDLE_TIMEOUT = 120.0
 READ_CHUNK = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024  # bytes in the socket's user-space buffer before cells wait in queues
-# Kernel buffers per link socket (0: the kernel's autotuning, which lets a loopback socket hold
-# megabytes).  Cells in kernel buffers are beyond the scheduler's reach; capping them keeps the
-# queue where EWMA can put an interactive circuit first (what Tor's KIST does more finely).
-LINK_SOCKET_BUFFER = int(os.environ.get("ONIONMESH_LINK_SOCKET_BUFFER", "0"))
 PADDING_CELL = Cell(0, CellCommand.PADDING).encode()
 CIRCUIT_COMMANDS = frozenset({CellCommand.RELAY, CellCommand.RELAY_EARLY})
 
@@ -80,11 +75,6 @@ class Link:
         self.scheduler = LinkScheduler(self.limits.budget)
         self._flush_scheduled = False
         self._draining = False
-        if LINK_SOCKET_BUFFER:
-            sock = writer.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_SOCKET_BUFFER)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_SOCKET_BUFFER)
         transport = writer.transport
         if transport is not None:  # drain() then waits only for the socket to fall to a quarter
             with contextlib.suppress(Exception):
