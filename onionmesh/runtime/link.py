@@ -246,6 +246,8 @@ class Link:
             return
         self.closed = True
         self.proto.close()
+        for circ_id in list(self.scheduler.queues):  # what never left counts against no budget
+            self.scheduler.drop(circ_id)
         with contextlib.suppress(Exception):
             self.writer.close()
         current = asyncio.current_task()
