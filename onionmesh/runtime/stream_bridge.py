@@ -39,6 +39,7 @@ class StreamBridge:
         self.window_open = asyncio.Event()
         self.closed = False
         self._unacked = 0
+        self._pending: list[bytes] = []  # delivered this loop turn, not yet written
         self.buffered_since = 0.0  # when the socket buffer last went from empty to holding data
         self._draining = False
         self._task: asyncio.Task[None] | None = None
@@ -89,7 +90,8 @@ class StreamBridge:
             self.close()
 
     def deliver(self, data: bytes) -> None:
-        """Circuit → socket; acknowledge once the socket buffer has room."""
+        """Circuit → socket.  Cells that arrive in one event loop turn go out in one write (a link
+        read brings up to 128 of them), and credit goes back once the socket buffer has room."""
         if self.closed:
             return
         transport = self.writer.transport
@@ -98,6 +100,16 @@ class StreamBridge:
             self.flush()
             self.close()
             return
+        self._pending.append(data)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        if self.closed or not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        cells = len(self._pending)
+        self._pending.clear()
         if self.buffered_bytes == 0:
             self.buffered_since = asyncio.get_running_loop().time()
         try:
@@ -105,7 +117,7 @@ class StreamBridge:
         except (ConnectionError, RuntimeError):
             self.remote_closed()
             return
-        self._unacked += 1
+        self._unacked += cells
         if self.buffered_bytes < WRITE_HIGH_WATER:
             self._ack()
         elif not self._draining:
@@ -152,6 +164,9 @@ class StreamBridge:
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
         with contextlib.suppress(Exception):
+            if self._pending:  # what arrived before the END still goes out, then EOF
+                self.writer.write(b"".join(self._pending))
+                self._pending.clear()
             if self.writer.can_write_eof():
                 self.writer.write_eof()
         asyncio.get_running_loop().call_later(0, self._close_writer)
