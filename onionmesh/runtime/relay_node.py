@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onionmesh.crypto import ntor
+from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN, RelayDescriptor
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.errors import OnionmeshError, PolicyError
+from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import (
     BeginRequested,
     ExtendRequested,
@@ -28,8 +30,10 @@ from onionmesh.proto.events import (
 )
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import DEFAULT_RNG, Rng
+from onionmesh.runtime import bridge_relay
 from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht_relay import DhtRpcService
 from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, accept_link, open_link
@@ -37,6 +41,7 @@ from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
+from onionmesh.runtime.ws_front import WsFront
 from onionmesh.wire.cell import (
     Cell,
     CellCommand,
@@ -81,6 +86,12 @@ class RelayConfig:
     bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
     resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
+    # Bridges (runtime.bridge_relay, docs/censorship.md)
+    bridge: bool = False  # keep the descriptor out of the DHT; print a bridge line
+    ws_listen: tuple[str, int] | None = None  # links over WebSocket behind a decoy web site
+    ws_public_url: str | None = None  # wss://HOST[:PORT] of a TLS front, for the bridge line
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(eq=False)
@@ -119,7 +130,10 @@ class RelayNode:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
-        self.dht = DhtNode(self.keys.identity)
+        self.dht = DhtNode(None if config.bridge else self.keys.identity)  # a bridge's DHT node is a client
+        self.dht_rpc = DhtRpcService(self.dht, lambda: self.config.bootstrap)
+        self.front: WsFront | None = None
+        self.bridge_line: BridgeLine | None = None
         self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count)
         self.metrics_server: MetricsServer | None = None
         self.stats = {"circuits": 0, "destroyed_protocol": 0}
@@ -145,7 +159,10 @@ class RelayNode:
         self.publish_descriptor()
         if self.config.bootstrap:
             await self.dht.bootstrap(list(self.config.bootstrap))
-        self._spawn(self._publish_to_dht(), "relay-publish")
+        if not self.config.bridge:
+            self._spawn(self._publish_to_dht(), "relay-publish")
+        if self.config.ws_listen is not None:
+            self.front, self.bridge_line = await bridge_relay.start_front(self)
         self._spawn(self._maintenance(), "relay-maintenance")
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(*self.config.metrics, lambda: relay_metrics(self))
@@ -166,6 +183,9 @@ class RelayNode:
             await self.metrics_server.stop()
         for link in list(self.links):
             link.close()
+        if self.front is not None:
+            with contextlib.suppress(Exception):
+                await self.front.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -207,7 +227,8 @@ class RelayNode:
         """Sign a fresh descriptor: our DHT node serves it, and a copy goes to DATA_DIR/descriptor."""
         self.descriptor = self.make_descriptor()
         raw = self.descriptor.encode()
-        self.dht.descriptor_raw = raw
+        if not self.config.bridge:  # a bridge's DHT node serves no descriptor and proves no ID
+            self.dht.descriptor_raw = raw
         path = Path(self.config.data_dir) / "descriptor"
         write_secret(path, base64.b64encode(raw).decode().encode() + b"\n")
         path.chmod(0o644)
@@ -227,7 +248,8 @@ class RelayNode:
             now = time.time()
             if self.keys.maybe_rotate(now) or now - last > REPUBLISH_INTERVAL:
                 self.publish_descriptor()
-                self._spawn(self._publish_to_dht(), "relay-publish")
+                if not self.config.bridge:
+                    self._spawn(self._publish_to_dht(), "relay-publish")
                 last = now
 
     # --- links ---------------------------------------------------------------------------------
@@ -310,6 +332,9 @@ class RelayNode:
         if cell.command is CellCommand.CREATE:
             self._on_create(link, cell)
             return
+        if cell.command is CellCommand.DESCRIPTOR_GET and cell.circ_id == 0:
+            bridge_relay.send_descriptor(link, self.descriptor.encode() if self.descriptor else None)
+            return
         record = link.circuits.get(cell.circ_id)
         if record is None:
             self._count("cells_dropped")
@@ -388,6 +413,8 @@ class RelayNode:
                 self._spawn(self.exit_service.begin(entry, event), "exit-begin")
             elif isinstance(event, ResolveRequested):
                 self._spawn(self.exit_service.resolve(entry, event), "exit-resolve")
+            elif isinstance(event, DhtRpcRequested):
+                self._spawn(self._dht_rpc(entry, event), "dht-rpc")
         self._flush(entry)
 
     def _destroy(self, entry: CircuitEntry, reason: DestroyReason, came_from: Link | None = None) -> None:
@@ -407,6 +434,12 @@ class RelayNode:
             entry.created_waiter.cancel()
 
     # --- what circuits ask of the world --------------------------------------------------------
+    async def _dht_rpc(self, entry: CircuitEntry, event: DhtRpcRequested) -> None:
+        bodies = await self.dht_rpc.answer(entry, event)
+        if not entry.dead:
+            entry.circ.dht_answer(event.request_id, bodies)
+            self._flush(entry)
+
     async def _extend(self, entry: CircuitEntry, extend: Extend) -> None:
         try:
             if extend.identity_pk == self.keys.identity.public:
