@@ -102,7 +102,9 @@ async def test_malformed_websocket_input_gets_a_clean_close(tmp_path: Path) -> N
         await stop_mesh(mesh, extras)
 
 
-async def test_bridged_client_fetches_without_any_udp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bridged_client_fetches_without_any_udp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mesh, extras = await start_mesh(tmp_path, relays=4, exits=2, exit_policy=LOOPBACK_EXIT_POLICY)
     bridge = await start_bridge(tmp_path, mesh.relays[0].dht.address)
     datagram_endpoints: list[object] = []
@@ -123,7 +125,11 @@ async def test_bridged_client_fetches_without_any_udp(tmp_path: Path, monkeypatc
     line = parse_bridge_line((tmp_path / "bridge" / "bridge-line").read_text())
     client = ClientNode(
         ClientConfig(
-            data_dir=tmp_path / "bridged-client", socks_port=0, control_port=0, prebuilt_circuits=0, bridges=(line,)
+            data_dir=tmp_path / "bridged-client",
+            socks_port=0,
+            control_port=0,
+            prebuilt_circuits=0,
+            bridges=(line,),
         )
     )
     monkeypatch.setattr(loop, "create_datagram_endpoint", counting)
