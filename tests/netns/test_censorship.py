@@ -213,6 +213,14 @@ def start_public_side(net: Net, tmp_path: Path) -> str:
     bridge = ["relay", "--bridge", "--listen", f"{BRIDGE}:9001", "--dht", f"{BRIDGE}:0"]
     bridge += ["--ws-listen", f"{BRIDGE}:{BRIDGE_WS_PORT}", "--data-dir", str(tmp_path / "bridge")]
     bridge += ["--nickname", "bridge", "--bootstrap", first]
+    if shutil.which("openssl"):  # wss:// with a self-signed certificate, as a bridge without a front
+        cert, key = tmp_path / "bridge-cert.pem", tmp_path / "bridge-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             "/CN=allotment", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        bridge += ["--tls-cert", str(cert), "--tls-key", str(key)]
     net.spawn("pub", "bridge", *onionmesh(*bridge))
     for i in range(len(RELAYS)):
         wait_for(tmp_path / f"relay{i}" / "descriptor", f"relay {i}", net)
@@ -252,7 +260,9 @@ def captured_packets(net: Net, pcap: Path) -> list[str]:
 def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path: Path) -> None:
     started = time.monotonic()
     line = start_public_side(net, tmp_path)
-    assert line.startswith(f"webtunnel ws://{BRIDGE}:{BRIDGE_WS_PORT}/")
+    tls = shutil.which("openssl") is not None
+    assert line.startswith(f"webtunnel {'wss' if tls else 'ws'}://{BRIDGE}:{BRIDGE_WS_PORT}/")
+    secret = line.split()[1].rpartition("/")[2]
     blocked, ports = censor(net)
     assert set(RELAYS) <= blocked and BRIDGE not in blocked, "the crawl lists the relays, never the bridge"
     assert ports == {DHT_PORT}
@@ -303,13 +313,15 @@ def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path:
     assert not strays, "traffic past the censor other than TCP to the bridge's WebSocket port:\n" + "\n".join(
         strays[:20]
     )
+    if tls:  # with TLS the censor never sees the secret path, the upgrade or any onionmesh bytes
+        raw = pcap.read_bytes()
+        assert secret.encode() not in raw and b"websocket" not in raw.lower() and b"Upgrade" not in raw
     non_ip = [p for p in packets if " IP " not in p and " ARP" not in p]
     assert not non_ip, "unexpected non-IP frames: " + "\n".join(non_ip[:10])
     (tmp_path / "capture-summary.txt").write_text(
         f"{len(ip_packets)} IP packets, all {CLIENT} <-> {bridge_end}\n"
     )
     print(counters)
-    print("\n".join(ip_packets[:6] + ["..."] + ip_packets[-3:]))
-    print(
-        f"capture: {len(ip_packets)} IP packets, all TCP {CLIENT} <-> {bridge_end}; took {time.monotonic() - started:.1f}s"
-    )
+    print("\n".join([*ip_packets[:6], "...", *ip_packets[-3:]]))
+    took = time.monotonic() - started
+    print(f"capture: {len(ip_packets)} IP packets, all TCP {CLIENT} <-> {bridge_end}; took {took:.1f}s")
