@@ -74,6 +74,8 @@ STREAM_COMMANDS = frozenset(
         RelayCommand.CONNECTED,
         RelayCommand.RESOLVE,
         RelayCommand.RESOLVED,
+        RelayCommand.DHT_RPC,  # the stream id is the request id (no stream is opened)
+        RelayCommand.DHT_ANSWER,
     }
 )
 CIRCUIT_COMMANDS = frozenset(
