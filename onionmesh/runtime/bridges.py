@@ -89,7 +89,7 @@ class BridgeSet:
                 raise OSError("the bridge sent a descriptor of another relay")
         except (OSError, TimeoutError, OnionmeshError) as exc:
             self._failed[identity_pk] = time.monotonic()
-            log.info("bridge unreachable", fingerprint=line.fingerprint, error=type(exc).__name__)
+            log.info("bridge unreachable", error=type(exc).__name__)  # which one: not at default level
             raise OSError(f"cannot use bridge: {type(exc).__name__}") from None
         self.descriptors[identity_pk] = desc
         self._failed.pop(identity_pk, None)
