@@ -5,8 +5,8 @@ circuit to send each RPC for it (wire.dht_rpc).  This is not a UDP proxy:
 
 * only the RPCs a client needs (`ping`, `find_node`, `find_value`, `descriptor`; never
   `store`), with at most `MAX_ARGS` arguments of at most 64 bytes each, re-padded here;
-* only to DHT contacts this relay knows: its routing table, nodes that proved their IDs to it,
-  its bootstrap contacts, and contacts that DHT nodes named in answers relayed on the same
+* only to DHT contacts this relay knows: itself, its routing table, nodes that proved their IDs
+  to it, its bootstrap contacts, and contacts that DHT nodes named in answers relayed on the same
   circuit (which a crawl needs); anything else is refused;
 * at most `RATE` RPCs a second per circuit (burst `BURST`) and `MAX_IN_FLIGHT` at once.
 
@@ -48,9 +48,15 @@ def _norm(host: str, port: int) -> tuple[str, int]:
 
 
 class DhtRpcService:
-    def __init__(self, dht: DhtNode, bootstrap: Callable[[], tuple[tuple[str, int], ...]]) -> None:
+    def __init__(
+        self,
+        dht: DhtNode,
+        bootstrap: Callable[[], tuple[tuple[str, int], ...]],
+        own_contact: Callable[[], tuple[str, int] | None] = lambda: None,
+    ) -> None:
         self.dht = dht
         self.bootstrap = bootstrap
+        self.own_contact = own_contact  # the DHT contact in our published descriptor, if any
         self._budget = TokenBuckets(RATE, BURST, 65536)
         self._in_flight = 0
         self._learned: weakref.WeakKeyDictionary[object, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
@@ -60,6 +66,9 @@ class DhtRpcService:
         protocol = self.dht.protocol
         known = {_norm(*a) for a in self.bootstrap()}
         if protocol is not None:
+            own = self.own_contact()
+            if own is not None:
+                known.add(_norm(*own))  # a crawl asks every node, this one included
             known |= {_norm(n.ip, n.port) for n in protocol.router.find_neighbors(self.dht.node, k=10_000)}
             known |= {addr for addr, _desc in protocol.verified.values()}
         return known | self._learned.get(circuit, set())

@@ -131,7 +131,7 @@ class RelayNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
         self.dht = DhtNode(None if config.bridge else self.keys.identity)  # a bridge's DHT node is a client
-        self.dht_rpc = DhtRpcService(self.dht, lambda: self.config.bootstrap)
+        self.dht_rpc = DhtRpcService(self.dht, lambda: self.config.bootstrap, self._own_dht_contact)
         self.front: WsFront | None = None
         self.bridge_line: BridgeLine | None = None
         self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count)
@@ -222,6 +222,9 @@ class RelayNode:
             published=int(time.time()),
             lifetime=DESCRIPTOR_LIFETIME,
         )
+
+    def _own_dht_contact(self) -> tuple[str, int] | None:
+        return None if self.config.bridge or self.descriptor is None else self.descriptor.dht_contact
 
     def publish_descriptor(self) -> None:
         """Sign a fresh descriptor: our DHT node serves it, and a copy goes to DATA_DIR/descriptor."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -152,4 +153,40 @@ async def test_bridged_client_fetches_without_any_udp(
     finally:
         await client.stop()
         await bridge.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_dht_over_circuits_without_bridges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--dht-over-circuits`: a client that starts from its cached relays crawls through circuits."""
+    mesh, extras = await start_mesh(tmp_path, relays=4, exits=2)
+    data = tmp_path / "doc-client"
+    data.mkdir(mode=0o700)
+    shutil.copy2(tmp_path / "client" / "cached-descriptors.json", data / "cached-descriptors.json")
+    endpoints: list[object] = []
+    loop = asyncio.get_running_loop()
+    real = loop.create_datagram_endpoint
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        endpoints.append(args)
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "create_datagram_endpoint", counting)
+    config = ClientConfig(
+        data_dir=data, socks_port=0, control_port=0, prebuilt_circuits=0, dht_over_circuits=True
+    )
+    client = ClientNode(config)
+    try:
+        await client.start()
+        before = sum(r.dht_rpc.stats["dht_rpc_ok"] for r in mesh.relays)
+        assert await client.directory.refresh() == 4
+        assert sum(r.dht_rpc.stats["dht_rpc_ok"] for r in mesh.relays) > before
+        body = await asyncio.to_thread(
+            http_get_via_socks, client.socks.port, "127.0.0.1", mesh.origin.port, "/blob/3000"
+        )
+        assert body == mesh.origin.blob(3000)
+        assert endpoints == [] and client.directory.dht.transport is None
+        dht_circuits = [h for h in client.circuits.circuits.values() if repr(h.isolation) == "DHT"]
+        assert dht_circuits and all(len(h.path) == 3 for h in dht_circuits)
+    finally:
+        await client.stop()
         await stop_mesh(mesh, extras)
