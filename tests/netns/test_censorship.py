@@ -263,7 +263,22 @@ def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path:
     tls = shutil.which("openssl") is not None
     assert line.startswith(f"webtunnel {'wss' if tls else 'ws'}://{BRIDGE}:{BRIDGE_WS_PORT}/")
     secret = line.split()[1].rpartition("/")[2]
+    assert line in (tmp_path / "bridge.log").read_text(), "the bridge prints its line on start"
     blocked, ports = censor(net)
+    # The censor probes the bridge's port actively: a web site, never an onionmesh handshake.
+    scheme = "https" if tls else "http"
+    for path, status in (("/", "200"), ("/" + uuid.uuid4().hex, "404"), ("/" + secret, "404")):
+        probe = net.run(
+            "cen",
+            "curl",
+            "-sk",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            f"{scheme}://{BRIDGE}:{BRIDGE_WS_PORT}{path}",
+        )
+        assert probe.stdout.endswith(status) and "html" in probe.stdout.lower(), (path, probe.stdout[-200:])
     assert set(RELAYS) <= blocked and BRIDGE not in blocked, "the crawl lists the relays, never the bridge"
     assert ports == {DHT_PORT}
 
