@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from typing import Any
 
 import umsgpack
@@ -31,6 +32,7 @@ log = get_logger("onionmesh.dht_circuit")
 
 RPC_TIMEOUT = 5.0
 FULL_PATH_HOPS = 3
+FULL_PATH_RETRY = 60.0  # after a full-length DHT circuit failed, use the bridge alone this long
 CONTACTS_RPC = "contacts"
 
 
@@ -54,11 +56,14 @@ class CircuitDhtChannel:
         self._waiters: dict[tuple[int, int], asyncio.Future[tuple[DhtStatus, bytes]]] = {}
         self._assemblers: dict[int, AnswerAssembler] = {}
         self.stats = {"rpcs": 0, "timeouts": 0, "circuits": 0}
+        self._full_failed_at = -FULL_PATH_RETRY
 
     def _usable(self, handle: CircuitHandle | None) -> bool:
         return handle is not None and handle.closed_reason is None and handle.built_at is not None
 
     def _full_path_possible(self) -> bool:
+        if time.monotonic() - self._full_failed_at < FULL_PATH_RETRY:
+            return False
         bridges = self.mgr.first_hops
         others = [r for r in self.mgr.relays() if bridges is None or not bridges.owns(r.identity_pk)]
         return len(others) >= FULL_PATH_HOPS - (1 if bridges is not None else 0)
@@ -71,12 +76,18 @@ class CircuitDhtChannel:
             old = self._handle
             if self._usable(old) and (len(old.path) > 1 or not self._full_path_possible()):  # type: ignore[union-attr]
                 return old  # type: ignore[return-value]
+            new = None
             if self._full_path_possible():
                 hops = max(FULL_PATH_HOPS, min(self.mgr.hops, 8))
-                new = await self.mgr.build(hops=hops, isolation=DHT_ISOLATION, wait_directory=False)
-            elif self.mgr.first_hops is not None:
+                try:
+                    new = await self.mgr.build(hops=hops, isolation=DHT_ISOLATION, wait_directory=False)
+                except (OSError, TimeoutError, OnionmeshError):
+                    self._full_failed_at = time.monotonic()
+                    if self.mgr.first_hops is None:
+                        raise
+            if new is None and self.mgr.first_hops is not None:  # the bridge itself, as last hop
                 new = await self.mgr.build(hops=1, isolation=DHT_ISOLATION, wait_directory=False)
-            else:
+            if new is None:
                 raise OSError("DHT over circuits needs a bridge or a cached directory of relays")
             self._handle = new
             self.stats["circuits"] += 1
