@@ -148,11 +148,14 @@ class RelayNode:
 
     # --- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_accept, self.config.listen_host, self.config.listen_port, reuse_address=True
-        )
-        sock = self._server.sockets[0]
-        self.config.listen_port = sock.getsockname()[1]
+        if self.config.bridge:  # links over WebSocket only: no onionmesh port for a censor to scan for
+            self.front, self.bridge_line = await bridge_relay.start_front(self)
+            self.config.listen_port = self.front.port
+        else:
+            self._server = await asyncio.start_server(
+                self._on_accept, self.config.listen_host, self.config.listen_port, reuse_address=True
+            )
+            self.config.listen_port = self._server.sockets[0].getsockname()[1]
         dht_host, dht_port = self.config.dht or (self.config.listen_host, 0)
         await self.dht.listen(dht_port, dht_host)
         self.keys.maybe_rotate(time.time())  # after a long sleep, never publish an expired onion key
@@ -161,7 +164,7 @@ class RelayNode:
             await self.dht.bootstrap(list(self.config.bootstrap))
         if not self.config.bridge:
             self._spawn(self._publish_to_dht(), "relay-publish")
-        if self.config.ws_listen is not None:
+        if self.config.ws_listen is not None and self.front is None:
             self.front, self.bridge_line = await bridge_relay.start_front(self)
         self._spawn(self._maintenance(), "relay-maintenance")
         if self.config.metrics is not None:

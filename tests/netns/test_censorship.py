@@ -265,7 +265,11 @@ def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path:
     secret = line.split()[1].rpartition("/")[2]
     assert line in (tmp_path / "bridge.log").read_text(), "the bridge prints its line on start"
     blocked, ports = censor(net)
-    # The censor probes the bridge's port actively: a web site, never an onionmesh handshake.
+    # The censor probes the bridge actively: no onionmesh port, and a web site, never a handshake.
+    scan = f"import socket; socket.create_connection(('{BRIDGE}', 9001), 3)"
+    assert net.run("cen", sys.executable, "-c", scan, check=False).returncode != 0, (
+        "a bridge has no TCP link port"
+    )
     scheme = "https" if tls else "http"
     for path, status in (("/", "200"), ("/" + uuid.uuid4().hex, "404"), ("/" + secret, "404")):
         probe = net.run(
