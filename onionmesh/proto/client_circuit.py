@@ -189,9 +189,9 @@ class ClientCircuit(CircuitEndpoint):
         self.events.append(StreamResolved(msg.stream_id, Resolved.decode(msg.body).answers))
 
     def _on_dht_answer(self, msg: RelayMessage) -> None:
-        if msg.stream_id not in self.dht_pending:
-            raise RemoteProtocolError("DHT_ANSWER for no pending request")
         answer = DhtAnswer.decode(msg.body)
+        if msg.stream_id not in self.dht_pending:
+            return  # the answer to a request that timed out here: dropped, as late as it is
         if not answer.more:
             self.dht_pending.discard(msg.stream_id)
         self.events.append(DhtAnswerReceived(msg.stream_id, answer))
