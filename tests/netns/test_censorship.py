@@ -53,7 +53,16 @@ def _missing() -> str | None:
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"cannot create network namespaces here: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    try:
+        nft = subprocess.run(
+            ["ip", "netns", "exec", probe, "nft", "add", "table", "inet", "probe"],
+            capture_output=True,
+            text=True,
+        )
+        if nft.returncode != 0:
+            return f"nftables does not work here: {nft.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
 
 
