@@ -170,6 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="a name this exit answers itself, before DNS (repeatable)",
     )
     _add_bootstrap(relay, "none: this relay starts a new network")
+    relay.add_argument(
+        "--bridge",
+        action="store_true",
+        help="run as a bridge: stay out of the DHT, print a bridge line (needs --ws-listen)",
+    )
+    relay.add_argument(
+        "--ws-listen",
+        type=host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="also accept links over WebSocket at a secret path of a decoy web site here",
+    )
+    relay.add_argument(
+        "--ws-public-url", default=None, metavar="wss://HOST[:PORT]", help="the URL of a TLS front, if any"
+    )
+    relay.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: serve wss:// directly")
+    relay.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
     _add_logging(relay)
 
     proxy = sub.add_parser("proxy", help="run the client: a local SOCKS5 proxy")
@@ -184,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--dht-refresh", type=float, default=600.0, metavar="SECONDS", help="how often to re-crawl the DHT"
     )
     proxy.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    proxy.add_argument(
+        "--bridge",
+        "--bridges",
+        dest="bridges",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help='a bridge line "webtunnel wss://HOST:PORT/SECRET IDENTITY" (repeatable): first hops',
+    )
+    proxy.add_argument(
+        "--dht-over-circuits",
+        action="store_true",
+        default=None,
+        help="send DHT lookups through circuits, never UDP (always so with --bridge)",
+    )
     _add_logging(proxy)
 
     testnet = sub.add_parser("testnet", help="run a whole mesh on loopback")
@@ -264,7 +296,18 @@ def cmd_relay(args: argparse.Namespace) -> int:
         bandwidth_rate=args.bandwidth_rate,
         bandwidth_burst=args.bandwidth_burst,
         max_mem_in_queues=args.max_mem_in_queues,
+        bridge=args.bridge,
+        ws_listen=args.ws_listen,
+        ws_public_url=args.ws_public_url,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
+    if config.bridge and config.ws_listen is None:
+        print("onionmesh relay: --bridge needs --ws-listen HOST:PORT", file=sys.stderr)
+        return 2
+    if (config.tls_cert is None) != (config.tls_key is None):
+        print("onionmesh relay: give both --tls-cert and --tls-key, or neither", file=sys.stderr)
+        return 2
     try:
         node = RelayNode(config)
     except PolicyError as exc:
@@ -273,12 +316,23 @@ def cmd_relay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"onionmesh relay: {exc}", file=sys.stderr)
         return 2
-    run(run_until_signalled(node.start, node.stop))
+
+    async def start() -> None:
+        await node.start()
+        if node.bridge_line is not None and config.bridge:
+            print(
+                "onionmesh bridge line (share it out of band; also in "
+                f"{Path(config.data_dir) / 'bridge-line'}):\n  {node.bridge_line}",
+                flush=True,
+            )
+
+    run(run_until_signalled(start, node.stop))
     return 0
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
     from onionmesh.app.run import run, run_until_signalled
+    from onionmesh.directory.bridge_line import parse_bridge_line
     from onionmesh.runtime.client_node import ClientConfig, ClientNode
 
     node = ClientNode(
@@ -292,6 +346,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             dht_refresh=args.dht_refresh,
             hops=args.hops,
             metrics=args.metrics,
+            bridges=tuple(parse_bridge_line(line) for line in args.bridges),
+            dht_over_circuits=bool(args.dht_over_circuits),
         )
     )
 

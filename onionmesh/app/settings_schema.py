@@ -25,7 +25,7 @@ class Key:
     """One setting: its type (``kind``), default, one-line doc and constraints."""
 
     name: str
-    kind: str  # "str" | "int" | "float" | "bool" | "path" | "hostport" | "hostports" | "names" (NAME=IP)
+    kind: str  # "str" | "int" | "float" | "bool" | "path" | "hostport" | "hostports" | "names" | "bridges"
     default: object
     doc: str
     required: bool = False
@@ -47,7 +47,7 @@ class Key:
         """What a valid value looks like, for error messages."""
         what = {"int": "an integer", "float": "a number", "bool": "true or false", "path": "a path"}
         what |= {"hostport": "HOST:PORT", "hostports": "a list of HOST:PORT", "names": "a list of NAME=IP"}
-        what |= {"keys": "a list of identity keys (64 hex digits)"}
+        what |= {"keys": "a list of identity keys (64 hex digits)", "bridges": "a list of bridge lines"}
         if self.hi is not None:
             return f"{what[self.kind]} {_num(self.lo)}..{_num(self.hi)}"
         if self.lo is not None:
@@ -75,6 +75,12 @@ def _check_loopback(address: HostPort) -> str | None:
     except ValueError:
         pass
     return f"must be on loopback (127.0.0.1, [::1] or localhost), got {shown(address[0])}"
+
+
+def _check_ws_url(text: str) -> str | None:
+    if re.fullmatch(r"wss?://[^/\s]+/?", text):
+        return None
+    return f"must be wss://HOST[:PORT] (or ws://), got {shown(text)}"
 
 
 def _check_exit_policy(text: str) -> str | None:
@@ -127,6 +133,20 @@ _KEYS = {
         Key(
             "metrics", "hostport", None, "Prometheus /metrics (opt-in)", optional=True, check=_check_loopback
         ),
+        Key("bridge", "bool", False, "a bridge: not in the DHT; prints a bridge line (needs ws_listen)"),
+        Key("ws_listen", "hostport", None, "links over WebSocket behind a decoy web site", optional=True),
+        Key(
+            "ws_public_url",
+            "str",
+            None,
+            "wss://HOST[:PORT] of a TLS front, for the bridge line",
+            optional=True,
+            check=_check_ws_url,
+        ),
+        Key("tls_cert", "path", None, "TLS certificate (PEM) for wss:// on ws_listen", optional=True),
+        Key("tls_key", "path", None, "TLS private key (PEM) for wss:// on ws_listen", optional=True),
+        Key("bridges", "bridges", (), "bridge lines: webtunnel wss://HOST:PORT/SECRET IDENTITY"),
+        Key("dht_over_circuits", "bool", False, "send DHT RPCs through circuits, no UDP (bridges: always)"),
         Key("socks", "hostport", ("127.0.0.1", 9050), "SOCKS5 proxy address (keep it on loopback)"),
         Key("control", "hostport", ("127.0.0.1", 9051), "JSON control API (keep it on loopback)"),
         Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
@@ -141,6 +161,7 @@ _KEYS = {
 _LOG = ("log_level", "log_format", "unsafe_logging")
 _RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
 _RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_mem_in_queues"
+_RELAY += " bridge ws_listen ws_public_url tls_cert tls_key"
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
     "relay": {name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},
@@ -150,6 +171,7 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
         "bootstrap": _KEYS["bootstrap"],
         **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
+        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits")},
     },
     "testnet": {
         "relays": _KEYS["relays"],
@@ -226,7 +248,17 @@ def _identity_key(value: object) -> str:
     return value.strip().lower()
 
 
+def _bridge_line(value: object) -> str:
+    """A bridge line as `onionmesh relay --bridge` prints it (directory.bridge_line)."""
+    from onionmesh.directory.bridge_line import parse_bridge_line
+
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return str(parse_bridge_line(value))
+
+
 _ITEMS: dict[str, tuple[Callable[[object], object], str]] = {
+    "bridges": (_bridge_line, "a bridge line"),
     "hostports": (_hostport, "HOST:PORT"),
     "names": (_name_ip, "NAME=IP"),
     "keys": (_identity_key, "an identity key (64 hex digits)"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from onionmesh.crypto import ntor
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
+from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
 from onionmesh.proto.events import CircuitExtended, StreamConnected, StreamEnded, StreamResolved
 from onionmesh.rng import Rng
@@ -29,6 +30,7 @@ from onionmesh.wire.cell import (
     create_payload,
     parse_created,
 )
+from onionmesh.wire.dht_rpc import DhtAnswer, DhtRpc
 from onionmesh.wire.relay_msg import (
     Begin,
     BeginFlags,
@@ -70,6 +72,7 @@ class ClientCircuit(CircuitEndpoint):
         self._relay_early_sent = 0
         self._next_stream_id = 1
         self._resolving: set[int] = set()
+        self.dht_pending: set[int] = set()  # DHT_RPC request ids awaiting their DHT_ANSWER
 
     # --- construction ------------------------------------------------------------------------
     def create(self, identity_pk: bytes, onion_pk: bytes) -> None:
@@ -166,6 +169,7 @@ class ClientCircuit(CircuitEndpoint):
         handler = {
             RelayCommand.CONNECTED: self._on_connected,
             RelayCommand.RESOLVED: self._on_resolved,
+            RelayCommand.DHT_ANSWER: self._on_dht_answer,
         }.get(msg.command)
         if handler is None:
             raise RemoteProtocolError(f"unexpected {msg.command.name} at the client")
@@ -184,6 +188,21 @@ class ClientCircuit(CircuitEndpoint):
         self._resolving.discard(msg.stream_id)
         self.streams.pop(msg.stream_id, None)
         self.events.append(StreamResolved(msg.stream_id, Resolved.decode(msg.body).answers))
+
+    def _on_dht_answer(self, msg: RelayMessage) -> None:
+        answer = DhtAnswer.decode(msg.body)
+        if msg.stream_id not in self.dht_pending:
+            return  # the answer to a request that timed out here: dropped, as late as it is
+        if not answer.more:
+            self.dht_pending.discard(msg.stream_id)
+        self.events.append(DhtAnswerReceived(msg.stream_id, answer))
+
+    def dht_rpc(self, request_id: int, rpc: DhtRpc) -> None:
+        """Ask the last hop to send one DHT RPC (bridge mode; wire.dht_rpc). Ids are the caller's."""
+        if self.state is not CircuitState.OPEN or not 0 < request_id <= 0xFFFF:
+            raise LocalProtocolError("circuit is not open or bad request id")
+        self.dht_pending.add(request_id)
+        self._seal(RelayMessage(RelayCommand.DHT_RPC, request_id, rpc.encode()))
 
     def _on_end(self, msg: RelayMessage) -> None:
         if msg.stream_id in self._resolving:  # a RESOLVE the exit refused

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from onionmesh.crypto.ntor import HopKeys
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import RemoteProtocolError
+from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
 from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import MAX_RELAY_EARLY, CellCommand
+from onionmesh.wire.dht_rpc import DhtRpc
 from onionmesh.wire.relay_msg import (
     Begin,
     Connected,
@@ -82,6 +84,8 @@ class RelayCircuit(CircuitEndpoint):
             self._open_stream(msg, BeginRequested(msg.stream_id, Begin.decode(msg.body)))
         elif msg.command is RelayCommand.RESOLVE:
             self._open_stream(msg, ResolveRequested(msg.stream_id, Resolve.decode(msg.body).host))
+        elif msg.command is RelayCommand.DHT_RPC and msg.stream_id:  # bridges: DHT over circuits
+            self.events.append(DhtRpcRequested(msg.stream_id, DhtRpc.decode(msg.body)))
         else:
             raise RemoteProtocolError(f"unexpected {msg.command.name} at a relay")
 
@@ -126,6 +130,11 @@ class RelayCircuit(CircuitEndpoint):
         if self.streams.pop(stream_id, None) is None:
             return
         self._seal(RelayMessage(RelayCommand.RESOLVED, stream_id, Resolved(answers).encode()))
+
+    def dht_answer(self, request_id: int, bodies: list[bytes]) -> None:
+        """Send the DHT_ANSWER messages of one DHT_RPC back to the client."""
+        for body in bodies:
+            self._seal(RelayMessage(RelayCommand.DHT_ANSWER, request_id, body))
 
     def take_forward(self) -> list[tuple[CellCommand, bytes]]:
         out, self.forward_out = self.forward_out, []

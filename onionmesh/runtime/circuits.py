@@ -18,6 +18,7 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import DirectoryError, OnionmeshError
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
+from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.proto.events import (
     CircuitExtended,
     StreamConnected,
@@ -27,6 +28,7 @@ from onionmesh.proto.events import (
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import oom
+from onionmesh.runtime.bridges import BridgeSet
 from onionmesh.runtime.link import Link, LinkLimits, open_link
 from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
@@ -109,9 +111,25 @@ class CircuitMgr:
         self.stream_listeners: list[Callable[[str, CircuitHandle, int], None]] = []
         self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
         self.limits = LinkLimits(QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES))
+        # Bridges (runtime.bridges): hop 1 of every circuit, reached over WebSocket; and where the
+        # answers of DHT RPCs sent over circuits go (runtime.dht_circuit).
+        self.first_hops: BridgeSet | None = None
+        self.dht_answers: Callable[[CircuitHandle, DhtAnswerReceived], None] | None = None
 
     # --- links ---------------------------------------------------------------------------------
+    async def link_to_bridge(self, identity_pk: bytes) -> Link:
+        """A link to one of our bridges, shared like any first hop's link."""
+        assert self.first_hops is not None
+        async with self._link_locks.setdefault(identity_pk, asyncio.Lock()):
+            link = self._links.get(identity_pk)
+            if link is None or link.closed:
+                link = await self.first_hops.open_link(self, identity_pk)
+                self._links[identity_pk] = link
+            return link
+
     async def _link_to(self, desc: RelayDescriptor) -> Link:
+        if self.first_hops is not None and self.first_hops.owns(desc.identity_pk):
+            return await self.link_to_bridge(desc.identity_pk)
         link = self._links.get(desc.identity_pk)
         if link is not None and not link.closed:
             return link
@@ -162,19 +180,25 @@ class CircuitMgr:
         via: list[str] | None = None,
         avoid: set[str] | None = None,
         progress: Callable[[int, float], None] | None = None,
+        wait_directory: bool = True,
     ) -> CircuitHandle:
         """Build a circuit hop by hop; raises OnionmeshError/OSError/TimeoutError when it fails.
 
         The path comes from the policy (guards, bandwidth weights, relays to avoid); the build is
         abandoned after the learned build timeout, and the relay where it stalled is blamed.
         """
-        if not self.relays() and self.directory_ready is not None:
+        if wait_directory and not self.relays() and self.directory_ready is not None:
             # A request that arrives before the first crawl waits for it (bounded), rather than failing.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.directory_ready.wait(), DIRECTORY_WAIT)
         avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
+        relays = self.relays()
+        if self.first_hops is not None:
+            relays, via, exit_fp = await self.first_hops.constrain(
+                self, relays, hops or self.hops, via, exit_fp
+            )
         path = self.policy.choose(
-            self.relays(), hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid
+            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid
         )
         start = time.monotonic()
         try:
@@ -285,6 +309,9 @@ class CircuitMgr:
                         handle.unattached[event.stream_id] = []
             elif getattr(event, "stream_id", None) in handle.unattached:
                 handle.unattached[event.stream_id].append(event)  # type: ignore[attr-defined]
+            elif isinstance(event, DhtAnswerReceived):
+                if self.dht_answers is not None:
+                    self.dht_answers(handle, event)
             elif isinstance(event, StreamEnded) and event.stream_id in handle.pending:
                 waiter = handle.pending.pop(event.stream_id)
                 if not waiter.done():

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import status_page
+from onionmesh.runtime.bridges import BridgeSet
 from onionmesh.runtime.circuits import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.control import ControlServer, load_or_create_cookie
+from onionmesh.runtime.dht_circuit import CircuitDhtChannel
 from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
 from onionmesh.runtime.metrics import MetricsServer, client_metrics
@@ -40,6 +43,8 @@ class ClientConfig:
     hops: int = 3
     prebuilt_circuits: int = PREBUILT_CIRCUITS
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
+    bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
+    dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
 
 
 class ClientNode:
@@ -53,6 +58,10 @@ class ClientNode:
         self.policy = PathPolicy(Path(config.data_dir), rng)
         self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops, policy=self.policy)
         self.circuits.directory_ready = self.directory.crawled
+        if config.bridges:
+            self.circuits.first_hops = BridgeSet(list(config.bridges), rng)
+        if config.bridges or config.dht_over_circuits:
+            self.directory.channel = CircuitDhtChannel(self.circuits)
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None

@@ -19,6 +19,7 @@ from onionmesh.directory.descriptor import RelayDescriptor, decode_descriptor_fi
 from onionmesh.directory.view import NetView
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht_circuit import CircuitDhtChannel, CircuitDhtProtocol
 from onionmesh.runtime.keystore import write_secret
 from onionmesh.runtime.safelog import get_logger
 
@@ -65,6 +66,8 @@ class DhtDirectory:
         self._task: asyncio.Task[None] | None = None
         self.last_crawl: float | None = None
         self.crawled = asyncio.Event()
+        # Set before start(): DHT RPCs go through circuits (runtime.dht_circuit) and no UDP socket opens.
+        self.channel: CircuitDhtChannel | None = None
 
     def relays(self) -> list[RelayDescriptor]:
         return self.view.relays(time.time())
@@ -93,12 +96,20 @@ class DhtDirectory:
     async def start(self) -> None:
         self._load_cache()
         contacts = self._contacts()
-        await self.dht.listen(0, local_bind_for(contacts))
+        if self.channel is not None:
+            dht = self.dht
+            dht.protocol = CircuitDhtProtocol(
+                dht.node, dht.storage, dht.ksize, lambda: None, dht.clock, channel=self.channel
+            )
+        else:
+            await self.dht.listen(0, local_bind_for(contacts))
         self._task = asyncio.create_task(self._refresh_loop(), name="dht-directory-refresh")
 
     async def refresh(self) -> int:
         """Crawl the DHT now; returns how many relays the view holds afterwards."""
         contacts = self._contacts()
+        if not contacts and self.channel is not None:
+            contacts = self.bootstrap = await self.channel.seed_contacts()
         if not self.dht.protocol.router.find_neighbors(self.dht.node):  # type: ignore[union-attr]
             await self.dht.bootstrap(contacts[:16])
         found = await self.dht.crawl(extra=contacts)

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onionmesh.crypto import ntor
+from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN, RelayDescriptor
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.errors import OnionmeshError, PolicyError
+from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import (
     BeginRequested,
     ExtendRequested,
@@ -29,9 +31,10 @@ from onionmesh.proto.events import (
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
+from onionmesh.runtime import bridge_relay, oom
 from onionmesh.runtime import exit as exit_mod
-from onionmesh.runtime import oom
 from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht_relay import DhtRpcService
 from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, accept_link, open_link
@@ -40,6 +43,7 @@ from onionmesh.runtime.oom import DEFAULT_MAX_MEM_IN_QUEUES
 from onionmesh.runtime.ratelimit import ByteBucket, TokenBuckets
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
+from onionmesh.runtime.ws_front import WsFront
 from onionmesh.wire.cell import (
     Cell,
     CellCommand,
@@ -84,6 +88,12 @@ class RelayConfig:
     bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
     resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
+    # Bridges (runtime.bridge_relay, docs/censorship.md)
+    bridge: bool = False  # keep the descriptor out of the DHT; print a bridge line
+    ws_listen: tuple[str, int] | None = None  # links over WebSocket behind a decoy web site
+    ws_public_url: str | None = None  # wss://HOST[:PORT] of a TLS front, for the bridge line
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     bandwidth_rate: int | None = None  # bytes/s in each direction (Tor's BandwidthRate); None: no limit
     bandwidth_burst: int | None = None  # bucket size in bytes (Tor's BandwidthBurst); default: the rate
     max_mem_in_queues: int = DEFAULT_MAX_MEM_IN_QUEUES  # queued bytes before the OOM policy acts
@@ -132,7 +142,10 @@ class RelayNode:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
-        self.dht = DhtNode(self.keys.identity)
+        self.dht = DhtNode(None if config.bridge else self.keys.identity)  # a bridge's DHT node is a client
+        self.dht_rpc = DhtRpcService(self.dht, lambda: self.config.bootstrap, self._own_dht_contact)
+        self.front: WsFront | None = None
+        self.bridge_line: BridgeLine | None = None
         self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count)
         self.metrics_server: MetricsServer | None = None
         self.stats = {"circuits": 0, "destroyed_protocol": 0}
@@ -153,18 +166,24 @@ class RelayNode:
 
     # --- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_accept, self.config.listen_host, self.config.listen_port, reuse_address=True
-        )
-        sock = self._server.sockets[0]
-        self.config.listen_port = sock.getsockname()[1]
+        if self.config.bridge:  # links over WebSocket only: no onionmesh port for a censor to scan for
+            self.front, self.bridge_line = await bridge_relay.start_front(self)
+            self.config.listen_port = self.front.port
+        else:
+            self._server = await asyncio.start_server(
+                self._on_accept, self.config.listen_host, self.config.listen_port, reuse_address=True
+            )
+            self.config.listen_port = self._server.sockets[0].getsockname()[1]
         dht_host, dht_port = self.config.dht or (self.config.listen_host, 0)
         await self.dht.listen(dht_port, dht_host)
         self.keys.maybe_rotate(time.time())  # after a long sleep, never publish an expired onion key
         self.publish_descriptor()
         if self.config.bootstrap:
             await self.dht.bootstrap(list(self.config.bootstrap))
-        self._spawn(self._publish_to_dht(), "relay-publish")
+        if not self.config.bridge:
+            self._spawn(self._publish_to_dht(), "relay-publish")
+        if self.config.ws_listen is not None and self.front is None:
+            self.front, self.bridge_line = await bridge_relay.start_front(self)
         self._spawn(self._maintenance(), "relay-maintenance")
         self._spawn(self._memory_watch(), "relay-memory")
         if self.config.metrics is not None:
@@ -186,6 +205,9 @@ class RelayNode:
             await self.metrics_server.stop()
         for link in list(self.links):
             link.close()
+        if self.front is not None:
+            with contextlib.suppress(Exception):
+                await self.front.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -223,11 +245,15 @@ class RelayNode:
             lifetime=DESCRIPTOR_LIFETIME,
         )
 
+    def _own_dht_contact(self) -> tuple[str, int] | None:
+        return None if self.config.bridge or self.descriptor is None else self.descriptor.dht_contact
+
     def publish_descriptor(self) -> None:
         """Sign a fresh descriptor: our DHT node serves it, and a copy goes to DATA_DIR/descriptor."""
         self.descriptor = self.make_descriptor()
         raw = self.descriptor.encode()
-        self.dht.descriptor_raw = raw
+        if not self.config.bridge:  # a bridge's DHT node serves no descriptor and proves no ID
+            self.dht.descriptor_raw = raw
         path = Path(self.config.data_dir) / "descriptor"
         write_secret(path, base64.b64encode(raw).decode().encode() + b"\n")
         path.chmod(0o644)
@@ -247,7 +273,8 @@ class RelayNode:
             now = time.time()
             if self.keys.maybe_rotate(now) or now - last > REPUBLISH_INTERVAL:
                 self.publish_descriptor()
-                self._spawn(self._publish_to_dht(), "relay-publish")
+                if not self.config.bridge:
+                    self._spawn(self._publish_to_dht(), "relay-publish")
                 last = now
 
     # --- links ---------------------------------------------------------------------------------
@@ -336,6 +363,9 @@ class RelayNode:
         if cell.command is CellCommand.CREATE:
             self._on_create(link, cell)
             return
+        if cell.command is CellCommand.DESCRIPTOR_GET and cell.circ_id == 0:
+            bridge_relay.send_descriptor(link, self.descriptor.encode() if self.descriptor else None)
+            return
         record = link.circuits.get(cell.circ_id)
         if record is None:
             self._count("cells_dropped")
@@ -420,6 +450,8 @@ class RelayNode:
                 self._spawn(self.exit_service.begin(entry, event), "exit-begin")
             elif isinstance(event, ResolveRequested):
                 self._spawn(self.exit_service.resolve(entry, event), "exit-resolve")
+            elif isinstance(event, DhtRpcRequested):
+                self._spawn(self._dht_rpc(entry, event), "dht-rpc")
         self._flush(entry)
 
     def _destroy(self, entry: CircuitEntry, reason: DestroyReason, came_from: Link | None = None) -> None:
@@ -477,6 +509,12 @@ class RelayNode:
                 self.reclaim_memory()
 
     # --- what circuits ask of the world --------------------------------------------------------
+    async def _dht_rpc(self, entry: CircuitEntry, event: DhtRpcRequested) -> None:
+        bodies = await self.dht_rpc.answer(entry, event)
+        if not entry.dead:
+            entry.circ.dht_answer(event.request_id, bodies)
+            self._flush(entry)
+
     async def _extend(self, entry: CircuitEntry, extend: Extend) -> None:
         try:
             if extend.identity_pk == self.keys.identity.public:

@@ -27,6 +27,8 @@ class CellCommand(enum.IntEnum):
     RELAY = 3
     RELAY_EARLY = 4
     DESTROY = 5
+    DESCRIPTOR_GET = 6  # circ_id 0: "send me your signed descriptor" (bridges; docs/protocol.md)
+    DESCRIPTOR = 7  # circ_id 0: one chunk of it (wire.bridge_cells)
 
 
 class DestroyReason(enum.IntEnum):

@@ -38,6 +38,8 @@ class RelayCommand(enum.IntEnum):
     DROP = 10
     RESOLVE = 11
     RESOLVED = 12
+    DHT_RPC = 13  # stream_id = request id: one DHT RPC for the last hop to send (wire.dht_rpc)
+    DHT_ANSWER = 14  # stream_id = request id: one chunk of its answer
 
 
 class EndReason(enum.IntEnum):
@@ -72,6 +74,8 @@ STREAM_COMMANDS = frozenset(
         RelayCommand.CONNECTED,
         RelayCommand.RESOLVE,
         RelayCommand.RESOLVED,
+        RelayCommand.DHT_RPC,  # the stream id is the request id (no stream is opened)
+        RelayCommand.DHT_ANSWER,
     }
 )
 CIRCUIT_COMMANDS = frozenset(

@@ -39,6 +39,7 @@ from onionmesh.proto.link import LinkEstablished, LinkProtocol, LinkRole
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import SeededRng
 from onionmesh.wire import relay_msg as rm
+from onionmesh.wire.bridge_cells import DescriptorAssembler, descriptor_payloads
 from onionmesh.wire.cell import (
     CELL_LEN,
     Cell,
@@ -50,6 +51,7 @@ from onionmesh.wire.cell import (
     parse_create,
     parse_created,
 )
+from onionmesh.wire.dht_rpc import DhtAnswer, DhtRpc, DhtStatus
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "vectors"
 GENERATOR = "tests/crypto/test_vectors.py"
@@ -381,6 +383,9 @@ def _circuit_cells() -> list[tuple[str, Cell]]:
          Cell(cid, CellCommand.RELAY_EARLY, early_payload)),
         ("DESTROY reason REQUESTED", Cell(cid, CellCommand.DESTROY, requested)),
         ("DESTROY reason PROTOCOL, responder-allocated id", Cell(0x2A2A, CellCommand.DESTROY, protocol)),
+        ("DESCRIPTOR_GET (link level, circuit 0)", Cell(0, CellCommand.DESCRIPTOR_GET)),
+        ("DESCRIPTOR, the only chunk (no more follow)",
+         Cell(0, CellCommand.DESCRIPTOR, descriptor_payloads(b"\x00DESCRIPTOR BYTES")[0])),
     ]  # fmt: skip
 
 
@@ -479,6 +484,18 @@ def _relay_messages() -> list[tuple[str, rm.RelayMessage]]:
             rm.RelayMessage(
                 C.RESOLVED, 7, rm.Resolved(((rm.ResolvedType.ERROR_NONTRANSIENT, "", 0),)).encode()
             ),
+        ),
+        (
+            "DHT_RPC find_node to an IPv4 DHT contact (request id 9)",
+            rm.RelayMessage(
+                C.DHT_RPC,
+                9,
+                DhtRpc("192.0.2.44", 4000, b"\x92\xa9find_node\x92\xc4\x02ab\xc4\x02cd").encode(),
+            ),
+        ),
+        (
+            "DHT_ANSWER OK, last chunk",
+            rm.RelayMessage(C.DHT_ANSWER, 9, DhtAnswer(DhtStatus.OK, False, b"\x90").encode()),
         ),
     ]
 
@@ -856,6 +873,10 @@ def test_spec_cells() -> None:
             relay.handle_forward(cell.command, cell.payload)  # recognized by the one hop, in order
         elif cell.command is CellCommand.DESTROY:
             assert DestroyReason.of(cell.payload[0]) in (DestroyReason.REQUESTED, DestroyReason.PROTOCOL)
+        elif cell.command is CellCommand.DESCRIPTOR:
+            assert DescriptorAssembler().feed(cell.payload) == b"\x00DESCRIPTOR BYTES"
+        elif cell.command is CellCommand.DESCRIPTOR_GET:
+            assert cell.circ_id == 0 and cell.payload == bytes(len(cell.payload))
     kinds = [type(e).__name__ for e in relay.take_events()]
     assert kinds == ["BeginRequested", "ExtendRequested"]
 
@@ -869,6 +890,8 @@ _BODY_CODECS = {
     rm.RelayCommand.EXTEND: rm.Extend,
     rm.RelayCommand.EXTENDED: rm.Extended,
     rm.RelayCommand.TRUNCATED: rm.Truncated_,
+    rm.RelayCommand.DHT_RPC: DhtRpc,
+    rm.RelayCommand.DHT_ANSWER: DhtAnswer,
 }
 
 

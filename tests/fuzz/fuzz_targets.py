@@ -1259,3 +1259,13 @@ def mutate_engine(
             progress(stats)
     stats.corpus = len(corpus)
     return stats
+
+
+def _register_bridge_target() -> None:
+    """The bridge parsers have their own module (tests/fuzz/bridge_targets.py)."""
+    from tests.fuzz.bridge_targets import BRIDGE_TARGET
+
+    TARGETS[BRIDGE_TARGET.name] = BRIDGE_TARGET
+
+
+_register_bridge_target()

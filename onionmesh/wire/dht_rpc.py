@@ -1,0 +1,118 @@
+"""DHT RPCs carried inside a circuit: the bodies of DHT_RPC and DHT_ANSWER (docs/protocol.md).
+
+A client that must send no UDP to the DHT (bridge mode, `--dht-over-circuits`) still runs its
+own lookups and crawls; only the transport changes.  Each RPC becomes one DHT_RPC message to the
+circuit's last hop, which sends it from its own DHT node to the named contact and returns the
+answer in DHT_ANSWER messages (the relay message's stream_id is the request id).
+
+    DHT_RPC    = address (push_address: IPv4/IPv6 only) | port u16 | vec16 request
+                 request = msgpack [name, [args...]] without the padding a datagram would carry
+    DHT_ANSWER = status u8 | flags u8 (bit 0: more chunks follow) | vec16 chunk
+                 the chunks of an OK answer concatenate to the msgpack answer (<= MAX_ANSWER)
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from onionmesh.errors import RemoteProtocolError
+from onionmesh.wire.buffer import Buffer
+from onionmesh.wire.relay_msg import RELAY_BODY_MAX, _decoding, pull_address, push_address
+
+MAX_REQUEST = 1024
+MAX_ANSWER = 4096  # a DHT datagram is at most this long
+MORE = 0x01
+CHUNK_MAX = RELAY_BODY_MAX - 4  # status, flags, length u16
+
+
+class DhtStatus(enum.IntEnum):
+    OK = 0
+    TIMEOUT = 1  # the contact did not answer
+    REFUSED = 2  # not a DHT contact this relay knows, or not an RPC a client may send
+    RATE_LIMITED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DhtRpc:
+    host: str
+    port: int
+    request: bytes
+
+    def encode(self) -> bytes:
+        ipaddress.ip_address(self.host)  # IP literals only: a relay never resolves names for this
+        if not 0 < self.port <= 0xFFFF or len(self.request) > MAX_REQUEST:
+            raise ValueError("bad DHT_RPC")
+        buf = Buffer()
+        push_address(buf, self.host)
+        return buf.push_u16(self.port).push_vec16(self.request).getvalue()
+
+    @_decoding("DHT_RPC")
+    def decode(cls, buf: Buffer) -> DhtRpc:
+        host = pull_address(buf)
+        if host is None:
+            raise ValueError("DHT_RPC needs an address")
+        ipaddress.ip_address(host)  # a hostname is refused (ValueError)
+        port = buf.pull_u16()
+        request = buf.pull_vec16()
+        if port == 0 or len(request) > MAX_REQUEST:
+            raise ValueError("bad DHT_RPC")
+        return cls(host, port, request)
+
+
+@dataclass(frozen=True, slots=True)
+class DhtAnswer:
+    status: DhtStatus
+    more: bool = False
+    chunk: bytes = b""
+
+    def encode(self) -> bytes:
+        if len(self.chunk) > CHUNK_MAX:
+            raise ValueError("chunk too long")
+        buf = Buffer().push_u8(self.status).push_u8(MORE if self.more else 0)
+        return buf.push_vec16(self.chunk).getvalue()
+
+    @_decoding("DHT_ANSWER")
+    def decode(cls, buf: Buffer) -> DhtAnswer:
+        status = DhtStatus(buf.pull_u8())
+        flags = buf.pull_u8()
+        if flags & ~MORE:
+            raise ValueError("unknown flags")
+        chunk = buf.pull_vec16()
+        if len(chunk) > CHUNK_MAX or (flags & MORE and status is not DhtStatus.OK):
+            raise ValueError("bad DHT_ANSWER")
+        return cls(status, bool(flags & MORE), chunk)
+
+
+def answer_bodies(status: DhtStatus, answer: bytes = b"") -> list[bytes]:
+    """The DHT_ANSWER bodies for one answer."""
+    if len(answer) > MAX_ANSWER:
+        raise ValueError("answer too long")
+    if status is not DhtStatus.OK or not answer:
+        return [DhtAnswer(status).encode()]
+    chunks = [answer[i : i + CHUNK_MAX] for i in range(0, len(answer), CHUNK_MAX)]
+    return [DhtAnswer(status, i < len(chunks) - 1, c).encode() for i, c in enumerate(chunks)]
+
+
+class AnswerAssembler:
+    """Joins DHT_ANSWER chunks per request id; `feed` returns (status, answer) when one is complete."""
+
+    def __init__(self, max_pending: int = 256) -> None:
+        self._parts: dict[int, bytearray] = {}
+        self.max_pending = max_pending
+
+    def feed(self, request_id: int, answer: DhtAnswer) -> tuple[DhtStatus, bytes] | None:
+        parts = self._parts.pop(request_id, bytearray())
+        parts += answer.chunk
+        if len(parts) > MAX_ANSWER:
+            raise RemoteProtocolError("DHT answer too long")
+        if answer.more:
+            if len(self._parts) >= self.max_pending:
+                raise RemoteProtocolError("too many partial DHT answers")
+            self._parts[request_id] = parts
+            return None
+        return answer.status, bytes(parts)
+
+    def forget(self, request_id: int) -> None:
+        self._parts.pop(request_id, None)
