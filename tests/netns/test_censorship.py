@@ -272,7 +272,7 @@ def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path:
     tls = shutil.which("openssl") is not None
     assert line.startswith(f"webtunnel {'wss' if tls else 'ws'}://{BRIDGE}:{BRIDGE_WS_PORT}/")
     secret = line.split()[1].rpartition("/")[2]
-    assert line in (tmp_path / "bridge.log").read_text(), "the bridge prints its line on start"
+    wait_for_text(tmp_path / "bridge.log", line, net)  # the bridge prints its line once it has started
     blocked, ports = censor(net)
     # The censor probes the bridge actively: no onionmesh port, and a web site, never a handshake.
     scan = f"import socket; socket.create_connection(('{BRIDGE}', 9001), 3)"
