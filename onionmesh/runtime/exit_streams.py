@@ -21,7 +21,7 @@ from onionmesh.runtime.stream_bridge import StreamBridge
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
 
 if TYPE_CHECKING:
-    from onionmesh.runtime.relay_node import CircuitEntry
+    from onionmesh.runtime.relay_switch import CircuitEntry
 
 log = get_logger("onionmesh.exit")
 

@@ -1,8 +1,6 @@
-"""A relay: accepts links, answers CREATE, extends circuits, and serves as exit where its policy allows.
-
-The per-circuit logic is in `proto.relay_circuit.RelayCircuit`; this module owns the sockets:
-which link a circuit continues on, the exit's TCP connections, and teardown.  One bad peer
-can only ever destroy its own circuits or close its own link.
+"""A relay: keys, the listeners (TCP, or a bridge's WebSocket front), links, and its descriptor in
+the DHT.  What it does with cells and circuits (CREATE, forwarding, extending, the exit, teardown,
+the OOM policy) is `runtime.relay_switch.CircuitSwitch`, which `RelayNode` extends.
 """
 
 from __future__ import annotations
@@ -10,67 +8,42 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import enum
 import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onionmesh.crypto import ntor
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN, RelayDescriptor
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.errors import OnionmeshError, PolicyError
-from onionmesh.proto.dht_events import DhtRpcRequested
-from onionmesh.proto.events import (
-    BeginRequested,
-    ExtendRequested,
-    ResolveRequested,
-)
-from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime import bridge_relay, oom
+from onionmesh.runtime import bridge_relay
 from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_relay import DhtRpcService
 from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
-from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, accept_link, open_link
+from onionmesh.runtime.link import Link, LinkLimits, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.oom import DEFAULT_MAX_MEM_IN_QUEUES
 from onionmesh.runtime.ratelimit import ByteBucket, TokenBuckets
+from onionmesh.runtime.relay_switch import CircuitEntry, CircuitSwitch, Side
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
 from onionmesh.runtime.ws_front import WsFront
 from onionmesh.wire.cell import (
-    Cell,
-    CellCommand,
     DestroyReason,
-    create_payload,
-    created_payload,
-    destroy_payload,
-    parse_create,
-    parse_created,
 )
-from onionmesh.wire.relay_msg import Extend
 
 log = get_logger("onionmesh.relay")
 
-MAX_CIRCUITS_PER_LINK = 4096
 MAX_LINKS_PER_IP = 64  # inbound links from one address; more are closed at once
 ACCEPT_RATE = 200.0  # new inbound connections per second per address ...
 ACCEPT_BURST = 400.0  # ... with this burst: a connection flood costs an accept and a close, nothing more
-CREATE_RATE = 50.0  # circuit handshakes per second per link (each costs two X25519 operations) ...
-CREATE_BURST = 100.0  # ... with this burst; the excess gets DESTROY(RESOURCELIMIT) before any crypto
 DESCRIPTOR_LIFETIME = 3 * 3600
 REPUBLISH_INTERVAL = 1800  # well before expiry; at once on any change
-
-
-class Side(enum.Enum):
-    FROM_PREV = "prev"  # cells on this link travel away from the client
-    FROM_NEXT = "next"  # cells on this link travel toward the client
 
 
 @dataclass
@@ -106,19 +79,10 @@ class RelayConfig:
         return min(self.bandwidth, self.bandwidth_rate)
 
 
-@dataclass(eq=False)
-class CircuitEntry:
-    circ: RelayCircuit
-    prev: Link
-    prev_id: int
-    next: Link | None = None
-    next_id: int = 0
-    created_waiter: asyncio.Future[bytes] | None = None
-    bridges: dict[int, StreamBridge] = field(default_factory=dict)
-    dead: bool = False
+class RelayNode(CircuitSwitch):
+    """A relay's life: keys, listeners and links, its descriptor in the DHT; what it does with
+    cells and circuits is `CircuitSwitch`'s."""
 
-
-class RelayNode:
     def __init__(self, config: RelayConfig, rng: Rng = DEFAULT_RNG) -> None:
         self.config = config
         self.rng = rng
@@ -140,7 +104,6 @@ class RelayNode:
         self._out_links: dict[bytes, Link] = {}
         self._link_locks: dict[bytes, asyncio.Lock] = {}
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self.descriptor: RelayDescriptor | None = None
         self.dht = DhtNode(None if config.bridge else self.keys.identity)  # a bridge's DHT node is a client
         self.dht_rpc = DhtRpcService(self.dht, lambda: self.config.bootstrap, self._own_dht_contact)
@@ -148,12 +111,10 @@ class RelayNode:
         self.bridge_line: BridgeLine | None = None
         self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count)
         self.metrics_server: MetricsServer | None = None
-        self.stats = {"circuits": 0, "destroyed_protocol": 0}
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[Link, str] = {}
-        self._create_budget = TokenBuckets(CREATE_RATE, CREATE_BURST, 65536)
         self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
-        self.limits = LinkLimits(QueueBudget(config.max_mem_in_queues))
+        super().__init__(LinkLimits(QueueBudget(config.max_mem_in_queues)))
         if config.bandwidth_rate is not None:
             rate = config.bandwidth_rate
             burst = config.bandwidth_burst or rate
@@ -213,19 +174,6 @@ class RelayNode:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-
-    def _count(self, name: str, n: int = 1) -> None:
-        self.stats[name] = self.stats.get(name, 0) + n
-
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("relay task failed", task=task.get_name(), error=type(task.exception()).__name__)
 
     def make_descriptor(self) -> RelayDescriptor:
         host, port = self.config.advertise or (self.config.listen_host, self.config.listen_port)
@@ -358,189 +306,5 @@ class RelayNode:
             self._destroy(entry, DestroyReason.CHANNEL_CLOSED, came_from=link)
         link.circuits.clear()
 
-    # --- cells ---------------------------------------------------------------------------------
-    def cell_received(self, link: Link, cell: Cell) -> None:
-        if cell.command is CellCommand.CREATE:
-            self._on_create(link, cell)
-            return
-        if cell.command is CellCommand.DESCRIPTOR_GET and cell.circ_id == 0:
-            bridge_relay.send_descriptor(link, self.descriptor.encode() if self.descriptor else None)
-            return
-        record = link.circuits.get(cell.circ_id)
-        if record is None:
-            self._count("cells_dropped")
-            return  # a cell for a circuit that is gone; dropped, as Tor does
-        entry, side = record  # type: ignore[misc]
-        try:
-            if cell.command is CellCommand.DESTROY:
-                self._destroy(entry, DestroyReason.of(cell.payload[0]), came_from=link)
-            elif cell.command is CellCommand.CREATED and side is Side.FROM_NEXT:
-                if entry.created_waiter is not None and not entry.created_waiter.done():
-                    entry.created_waiter.set_result(cell.payload)
-            elif cell.command in (CellCommand.RELAY, CellCommand.RELAY_EARLY):
-                if side is Side.FROM_PREV:
-                    entry.circ.handle_forward(cell.command, cell.payload)
-                elif cell.command is CellCommand.RELAY_EARLY:
-                    raise OnionmeshError("RELAY_EARLY toward the client")
-                else:
-                    entry.circ.handle_backward(cell.payload)
-                self._after(entry)
-            else:
-                raise OnionmeshError(f"unexpected {cell.command.name}")
-        except OnionmeshError as exc:
-            log.info("circuit destroyed: protocol violation", detail=str(exc))
-            self.stats["destroyed_protocol"] += 1
-            self._destroy(entry, DestroyReason.PROTOCOL)
 
-    def _on_create(self, link: Link, cell: Cell) -> None:
-        cid = cell.circ_id
-        if not self._create_budget.allow(str(id(link)), time.monotonic()):
-            self._count("creates_refused")
-            link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.RESOURCELIMIT)))
-            return
-        if not link.peer_may_use(cid) or cid in link.circuits or len(link.circuits) >= MAX_CIRCUITS_PER_LINK:
-            if cid not in link.circuits:
-                link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.RESOURCELIMIT)))
-            return
-        try:
-            htype, hdata = parse_create(cell.payload)
-            if htype != ntor.HANDSHAKE_TYPE_NTOR:
-                raise OnionmeshError("unknown handshake type")
-            skin = ntor.parse_onionskin(hdata)
-            secret = self.keys.onion_secret_for(skin.onion_pk)
-            if secret is None:
-                raise OnionmeshError("onionskin for an onion key we do not hold")
-            reply, keys = ntor.server_respond(skin, self.keys.identity.public, secret, self.rng)
-        except OnionmeshError as exc:
-            self._count("handshakes_failed")
-            log.info("CREATE refused", detail=str(exc))
-            link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.PROTOCOL)))
-            return
-        entry = CircuitEntry(RelayCircuit(keys, self.rng, time.monotonic), prev=link, prev_id=cid)
-        link.circuits[cid] = (entry, Side.FROM_PREV)
-        self.stats["circuits"] += 1
-        self._count("handshakes_ok")
-        link.send_cell(Cell(cid, CellCommand.CREATED, created_payload(reply)))
-
-    def _flush(self, entry: CircuitEntry) -> None:
-        circ = entry.circ
-        if entry.dead:
-            circ.take_forward()
-            circ.take_backward()
-            return
-        fits = True
-        if entry.next is not None:
-            for command, payload in circ.take_forward():
-                fits &= entry.next.send_cell(Cell(entry.next_id, command, payload))
-        for payload in circ.take_backward():
-            fits &= entry.prev.send_cell(Cell(entry.prev_id, CellCommand.RELAY, payload))
-        if not fits:  # a circuit queue at its cap: an end is ignoring flow control
-            self._count("destroyed_queue_full")
-            self._destroy(entry, DestroyReason.RESOURCELIMIT)
-        elif self.limits.budget is not None and self.limits.budget.over():
-            self.reclaim_memory()
-
-    def _after(self, entry: CircuitEntry) -> None:
-        for event in entry.circ.take_events():
-            if route_stream_event(entry.bridges, event):
-                continue
-            if isinstance(event, ExtendRequested):
-                self._spawn(self._extend(entry, event.extend), "relay-extend")
-            elif isinstance(event, BeginRequested):
-                self._spawn(self.exit_service.begin(entry, event), "exit-begin")
-            elif isinstance(event, ResolveRequested):
-                self._spawn(self.exit_service.resolve(entry, event), "exit-resolve")
-            elif isinstance(event, DhtRpcRequested):
-                self._spawn(self._dht_rpc(entry, event), "dht-rpc")
-        self._flush(entry)
-
-    def _destroy(self, entry: CircuitEntry, reason: DestroyReason, came_from: Link | None = None) -> None:
-        if entry.dead:
-            return
-        entry.dead = True
-        for link, cid in ((entry.prev, entry.prev_id), (entry.next, entry.next_id)):
-            if link is None:
-                continue
-            link.forget_circuit(cid)
-            if link is not came_from and not link.closed:
-                link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(reason)))
-        for bridge in entry.bridges.values():
-            bridge.close()
-        entry.bridges.clear()
-        if entry.created_waiter is not None and not entry.created_waiter.done():
-            entry.created_waiter.cancel()
-
-    # --- memory ---------------------------------------------------------------------------------
-    def _stream_buffers(self) -> list[tuple[float, int, CircuitEntry]]:
-        held = []
-        for link in list(self.links):
-            for entry, side in list(link.circuits.values()):  # type: ignore[misc]
-                if side is Side.FROM_PREV:
-                    held += [
-                        (b.buffered_since, n, entry)
-                        for b in entry.bridges.values()
-                        if (n := b.buffered_bytes)
-                    ]
-        return held
-
-    def queued_bytes(self) -> int:
-        """Circuit queues plus exit streams' socket buffers: what MaxMemInQueues limits."""
-        assert self.limits.budget is not None
-        return self.limits.budget.used + sum(n for _, n, _ in self._stream_buffers())
-
-    def reclaim_memory(self) -> None:
-        """The OOM policy: destroy the circuits with the oldest queued data until back under 90%."""
-        killed = oom.reclaim(
-            self.links,
-            self._stream_buffers(),
-            lambda link, cid: (link.circuits.get(cid) or (None,))[0],  # type: ignore[index]
-            lambda entry: self._destroy(entry, DestroyReason.RESOURCELIMIT),  # type: ignore[arg-type]
-            self.config.max_mem_in_queues,
-        )
-        if killed:
-            self._count("destroyed_oom", killed)
-            log.warning("out of memory for queues: destroyed the stalest circuits", circuits=killed)
-
-    async def _memory_watch(self) -> None:
-        """Stream buffers grow without passing through a circuit queue: look at the total each second."""
-        while True:
-            await asyncio.sleep(1.0)
-            if self.queued_bytes() > self.config.max_mem_in_queues:
-                self.reclaim_memory()
-
-    # --- what circuits ask of the world --------------------------------------------------------
-    async def _dht_rpc(self, entry: CircuitEntry, event: DhtRpcRequested) -> None:
-        bodies = await self.dht_rpc.answer(entry, event)
-        if not entry.dead:
-            entry.circ.dht_answer(event.request_id, bodies)
-            self._flush(entry)
-
-    async def _extend(self, entry: CircuitEntry, extend: Extend) -> None:
-        try:
-            if extend.identity_pk == self.keys.identity.public:
-                raise OSError("extend to ourselves")
-            link = await self._link_to(extend.addresses, extend.identity_pk)
-            if entry.dead:
-                return
-            cid = link.allocate_circ_id()
-            entry.next, entry.next_id = link, cid
-            entry.created_waiter = asyncio.get_running_loop().create_future()
-            link.circuits[cid] = (entry, Side.FROM_NEXT)
-            link.send_cell(
-                Cell(cid, CellCommand.CREATE, create_payload(extend.handshake_type, extend.onionskin))
-            )
-            payload = await asyncio.wait_for(entry.created_waiter, HANDSHAKE_TIMEOUT)
-            reply = parse_created(payload)
-        except (OSError, TimeoutError, asyncio.CancelledError, OnionmeshError) as exc:
-            if entry.dead:
-                return
-            log.info("extend failed", error=type(exc).__name__)
-            if entry.next is not None:
-                entry.next.circuits.pop(entry.next_id, None)
-                entry.next = None
-            entry.circ.extend_failed(DestroyReason.CONNECTFAILED)
-            self._flush(entry)
-            return
-        if not entry.dead:
-            entry.circ.extended(reply)
-            self._flush(entry)
+__all__ = ["CircuitEntry", "CircuitSwitch", "RelayConfig", "RelayNode", "Side"]
