@@ -1,0 +1,64 @@
+"""A client circuit as the rest of the client sees it: its path, link, streams and life times.
+
+`CircuitMgr` (runtime/circuits.py) creates and drives these; the SOCKS listener, the control
+API, metrics and the status page read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.path_selection import exit_accepts_port
+from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
+from onionmesh.runtime.link import Link
+from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.wire.relay_msg import EndReason
+
+MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
+MAX_STREAMS_PER_CIRCUIT_SOFT = 256
+NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
+
+
+class StreamFailed(Exception):
+    def __init__(self, reason: EndReason) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class CircuitHandle:
+    number: int
+    circ: ClientCircuit
+    link: Link
+    path: list[RelayDescriptor]
+    isolation: object
+    created_at: float = field(default_factory=time.monotonic)
+    built_at: float | None = None
+    dirty_since: float | None = None
+    closed_reason: str | None = None
+    build_waiter: asyncio.Future[None] | None = None
+    extended: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[int, asyncio.Future[object]] = field(default_factory=dict)
+    bridges: dict[int, StreamBridge] = field(default_factory=dict)
+    # Events for streams that are connected but not yet joined to their socket (the destination
+    # may speak first: DATA and END can arrive in the same batch as CONNECTED).
+    unattached: dict[int, list[object]] = field(default_factory=dict)
+    hop_times: list[float] = field(default_factory=list)
+
+    @property
+    def exit(self) -> RelayDescriptor:
+        return self.path[-1]
+
+    def usable_for(self, port: int | None, isolation: object, now: float) -> bool:
+        return (
+            self.circ.state is CircuitState.OPEN
+            and self.closed_reason is None
+            and len(self.circ.hops) == len(self.path)
+            and self.isolation == isolation
+            and (self.dirty_since is None or now - self.dirty_since < MAX_DIRTINESS)
+            and len(self.circ.streams) < MAX_STREAMS_PER_CIRCUIT_SOFT
+            and exit_accepts_port(self.exit, port)
+        )
