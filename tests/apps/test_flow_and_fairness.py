@@ -131,6 +131,13 @@ async def test_bulk_does_not_starve_an_interactive_circuit(tmp_path: Path) -> No
     socks_port = net.client.socks.port
     curl = None
     try:
+        # Both circuits on one path, so that they share every link (the SOCKS requests below reuse
+        # them: the SOCKS username is the isolation key).
+        guard, middle, exit_relay = (d.fingerprint for d in net.client.relays[:3])
+        for user in (b"bulk", b"interactive"):
+            await net.client.circuits.build(
+                port=port, isolation=(user, b"x"), via=[guard, middle], exit_fp=exit_relay
+            )
         idle = [await asyncio.to_thread(fetch_small, socks_port, port, "interactive") for _ in range(10)]
         curl = subprocess.Popen(
             ["curl", "-s", "-o", "/dev/null", "--proxy-user", "bulk:x", "--socks5-hostname",
@@ -141,6 +148,8 @@ async def test_bulk_does_not_starve_an_interactive_circuit(tmp_path: Path) -> No
         t0 = time.monotonic()
         loaded = [await asyncio.to_thread(fetch_small, socks_port, port, "interactive") for _ in range(20)]
         rate = (net.client.circuits.totals()[0] - before) / (time.monotonic() - t0)
+        users = [h.isolation[0] for h in net.client.circuits.circuits.values() if h.isolation[0]]
+        assert sorted(users) == [b"bulk", b"interactive"]  # the SOCKS requests reused the pinned circuits
         handles = {h.isolation: h for h in net.client.circuits.circuits.values()}
         bulk_h = next(h for iso, h in handles.items() if iso and iso[0] == b"bulk")
         inter_h = next(h for iso, h in handles.items() if iso and iso[0] == b"interactive")
