@@ -126,7 +126,17 @@ class ClientNode:
                     wanted += 1
                     with contextlib.suppress(Exception):
                         await self.circuits.build(port=port)
-            await asyncio.sleep(0.05 if wanted else 1.0)
+            if wanted:
+                await asyncio.sleep(0.05)
+            else:  # nothing to do: wait a second, or less if the first crawl lands meanwhile
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._directory_changed(), 1.0)
+
+    async def _directory_changed(self) -> None:
+        if not self.relays:
+            await self.directory.crawled.wait()
+        else:
+            await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         for task in self._tasks:

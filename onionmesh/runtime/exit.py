@@ -18,6 +18,9 @@ from onionmesh.wire.relay_msg import BeginFlags, EndReason
 
 RESOLVE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
+# What an exit reads ahead from a destination per stream (asyncio pauses reading at twice this):
+# the stream sends 16 KiB per turn, so more only multiplies memory by the number of open streams.
+STREAM_READ_LIMIT = 16 * 1024
 
 
 @dataclass
@@ -129,7 +132,9 @@ async def connect(
         try:
             source = local_host(address)
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port, local_addr=(source, 0) if source else None),
+                asyncio.open_connection(
+                    address, port, local_addr=(source, 0) if source else None, limit=STREAM_READ_LIMIT
+                ),
                 CONNECT_TIMEOUT,
             )
             return reader, writer, address

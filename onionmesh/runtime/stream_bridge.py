@@ -40,7 +40,7 @@ class StreamBridge:
         self.closed = False
         self._unacked = 0
         self._pending: list[bytes] = []  # delivered this loop turn, not yet written
-        self.buffered_since = 0.0  # when the socket buffer last went from empty to holding data
+        self.buffered_since = asyncio.get_running_loop().time()  # when buffered data last began to wait
         self._draining = False
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -110,7 +110,7 @@ class StreamBridge:
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         cells = len(self._pending)
         self._pending.clear()
-        if self.buffered_bytes == 0:
+        if self._write_buffered() == 0:
             self.buffered_since = asyncio.get_running_loop().time()
         try:
             self.writer.write(data)
@@ -118,19 +118,22 @@ class StreamBridge:
             self.remote_closed()
             return
         self._unacked += cells
-        if self.buffered_bytes < WRITE_HIGH_WATER:
+        if self._write_buffered() < WRITE_HIGH_WATER:
             self._ack()
         elif not self._draining:
             self._draining = True
             self._drain_task = asyncio.create_task(self._drain_then_ack(), name="stream-drain")
 
+    def _write_buffered(self) -> int:
+        transport = self.writer.transport
+        return 0 if transport is None or transport.is_closing() else transport.get_write_buffer_size()
+
     @property
     def buffered_bytes(self) -> int:
-        """Bytes from the circuit not yet taken by the socket (they count toward the OOM limit)."""
-        transport = self.writer.transport
-        if transport is None or transport.is_closing():
-            return 0
-        return transport.get_write_buffer_size()
+        """Bytes this stream holds in memory, both ways: from the circuit, not yet taken by the
+        socket, and read from the socket, not yet sent (they count toward the OOM limit)."""
+        read_ahead = len(getattr(self.reader, "_buffer", b""))  # asyncio keeps no public count
+        return self._write_buffered() + read_ahead
 
     def _ack(self) -> None:
         n, self._unacked = self._unacked, 0
