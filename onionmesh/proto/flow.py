@@ -29,11 +29,12 @@ SENDME_INC = 16  # DATA cells per circuit SENDME (32 KiB; Tor: 31 cells of 509 b
 CWND_INIT = 4 * SENDME_INC  # as Tor: 4 SENDMEs' worth
 CWND_MIN = 2 * SENDME_INC
 CWND_MAX = 4096  # 8 MiB in flight per circuit and direction; also the bound relays enforce per queue
-# Vegas thresholds on the estimated queue, in cells: Tor's exit parameters, 2x, 4x, 3x and 6x
-# its outbuf (62 cells: what one TLS write carries).  Our counterpart is one link record of 64
-# cells; smaller multiples starve the batching a Python relay lives on (measured: 13 MB/s with
-# thresholds of 2-6 x 16 cells against 28 MB/s with these, same machine and run).
-OUTBUF_CELLS = 64
+# Vegas thresholds on the estimated queue, in cells: Tor's exit parameters are 2x, 4x, 3x and 6x
+# its outbuf (62 cells: what one TLS write carries).  Our outbuf is two 64-cell link records:
+# measured in one run on the 2-core machine, one record (alpha..beta = 128..256 cells) gave
+# 20.3 MB/s bulk and 44-53 ms for a 1 KiB fetch next to it; two records 23.2 MB/s (as fast as
+# no congestion control at all, 23.0) and 75-86 ms (235-245 ms without congestion control).
+OUTBUF_CELLS = 128
 VEGAS_ALPHA = 2 * OUTBUF_CELLS  # below: grow
 VEGAS_BETA = 4 * OUTBUF_CELLS  # above: shrink
 VEGAS_GAMMA = 3 * OUTBUF_CELLS  # slow start ends when the queue passes this

@@ -159,10 +159,11 @@ def test_a_longer_path_gets_a_larger_window() -> None:
 
 def test_window_shrinks_when_the_queue_grows() -> None:
     flow = CircuitFlow()
-    run_rtts(flow, lambda f: 0.010, 40)
+    run_rtts(flow, lambda f: 0.010, 80)
     big = flow.cwnd
     run_rtts(flow, lambda f: 0.010 + f.inflight / 500, 200)  # every cell now queues: RTT grows
     assert flow.cwnd < big / 2
+    assert flow.cwnd <= VEGAS_BETA + 2 * SENDME_INC  # the path holds ~nothing: the window is the queue
 
 
 @settings(max_examples=200)
