@@ -20,7 +20,7 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import Rng
 
 EXIT_POLICY = "accept *:80,443; reject *:*"
-NON_EXIT_POLICY = "reject *:*"
+NON_EXIT_POLICY = ""  # an empty policy is how a descriptor says "not an exit"
 EPOCH = 1_790_000_000  # virtual time 0 of every study (a date in 2026), seconds since 1970
 _FIRST_OCTETS = [o for o in range(11, 224) if o not in (100, 127, 169, 172, 192, 198, 203)]
 
