@@ -43,13 +43,26 @@ class Population:
 def make_population(n: int, n_adversary: int, seed: int) -> Population:
     pyr, keys, used = random.Random(seed), PyRng(seed), set[str]()
     honest = [
-        make_relay(keys, i, random_ip(pyr, used), capacity=tor_like_bandwidth(pyr),
-                   exit_relay=pyr.random() < HONEST_EXIT_SHARE, dht_port=None)
+        make_relay(
+            keys,
+            i,
+            random_ip(pyr, used),
+            capacity=tor_like_bandwidth(pyr),
+            exit_relay=pyr.random() < HONEST_EXIT_SHARE,
+            dht_port=None,
+        )
         for i in range(n)
     ]
     adversary = [
-        make_relay(keys, i, random_ip(pyr, used), capacity=MAX_ADVERTISED_BANDWIDTH, exit_relay=True,
-                   adversary=True, dht_port=None)
+        make_relay(
+            keys,
+            i,
+            random_ip(pyr, used),
+            capacity=MAX_ADVERTISED_BANDWIDTH,
+            exit_relay=True,
+            adversary=True,
+            dht_port=None,
+        )
         for i in range(n_adversary)
     ]
     return Population(honest, adversary)

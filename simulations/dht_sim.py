@@ -78,7 +78,9 @@ class SybilProtocol(OnionmeshDhtProtocol):
             return {"value": self.coalition.forged}
         return self.rpc_find_node(sender, nodeid, key)
 
-    def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object, value: object, _pad: bytes = b"") -> bool:
+    def rpc_store(
+        self, sender: tuple[str, int], nodeid: object, key: object, value: object, _pad: bytes = b""
+    ) -> bool:
         return True  # accept, then drop
 
 
@@ -159,7 +161,7 @@ def fill_routing_tables(network: DhtNetwork, seed: int, online: set[int] | None 
     order = sorted(range(len(network.nodes)), key=lambda i: network.nodes[i].contact.long_id)
     ids = [network.nodes[i].contact.long_id for i in order]
     ksize = network.nodes[0].dht.ksize
-    for i, node in enumerate(network.nodes):
+    for node in network.nodes:
         own = node.contact.long_id
         for depth, (lo, hi) in enumerate(_prefix_ranges(own)):
             a, b = bisect.bisect_left(ids, lo), bisect.bisect_left(ids, hi)

@@ -41,8 +41,15 @@ def make_directory(n: int, liars: int, seed: int, lie: bool) -> tuple[list[Relay
     small = [i for i in range(n) if caps[i] < 1_000_000]
     liar_idx = set(pyr.sample(small, min(liars, len(small))))
     relays = [
-        make_relay(keys, i, random_ip(pyr, used), capacity=caps[i], exit_relay=exits[i], dht_port=None,
-                   advertised=caps[i] * LIAR_FACTOR if (lie and i in liar_idx) else caps[i])
+        make_relay(
+            keys,
+            i,
+            random_ip(pyr, used),
+            capacity=caps[i],
+            exit_relay=exits[i],
+            dht_port=None,
+            advertised=caps[i] * LIAR_FACTOR if (lie and i in liar_idx) else caps[i],
+        )
         for i in range(n)
     ]
     return relays, {relays[i].fingerprint for i in liar_idx}
@@ -84,25 +91,42 @@ def plot(relays: list[Relay], liars: set[str], util: dict[str, float], path: str
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for kind, sel, color, marker in (
-        ("honest non-exit", [r for r in relays if not r.is_exit and r.fingerprint not in liars], "tab:blue", "."),
+        (
+            "honest non-exit",
+            [r for r in relays if not r.is_exit and r.fingerprint not in liars],
+            "tab:blue",
+            ".",
+        ),
         ("honest exit", [r for r in relays if r.is_exit and r.fingerprint not in liars], "tab:orange", "."),
         ("liar (10x)", [r for r in relays if r.fingerprint in liars], "tab:red", "x"),
     ):
-        ax.scatter([r.capacity / 1e6 for r in sel], [100 * util[r.fingerprint] for r in sel], s=8 if marker == "." else 30,
-                   c=color, marker=marker, label=kind, alpha=0.6)
+        ax.scatter(
+            [r.capacity / 1e6 for r in sel],
+            [100 * util[r.fingerprint] for r in sel],
+            s=8 if marker == "." else 30,
+            c=color,
+            marker=marker,
+            label=kind,
+            alpha=0.6,
+        )
     ax.axhline(100 * load, color="grey", ls=":", label=f"network load {pct(load)}")
     ax.axhline(100, color="k", ls="--", lw=0.8, label="capacity")
     ax.axvline(10, color="grey", ls="-.", lw=0.8, label="10 MB/s weight cap")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=10)
-    ax.set(xlabel="relay capacity (MB/s)", ylabel="utilisation (%)",
-           title="Utilisation vs capacity under bandwidth-weighted selection (sampled paths)")
+    ax.set(
+        xlabel="relay capacity (MB/s)",
+        ylabel="utilisation (%)",
+        title="Utilisation vs capacity under bandwidth-weighted selection (sampled paths)",
+    )
     ax.legend(fontsize=7)
     save(fig, path)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m simulations.load_balance", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m simulations.load_balance", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 relays, fewer paths (CI)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
@@ -120,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         for g in groups(relays, liars):
             members = [util[fp] for fp in g.fps]
             over = sum(u > 1 for u in members) / len(members) if members else 0.0
-            rows.append(["yes" if lie else "no", g.name, len(g.fps), pct(group_util(relays, util, g.fps)), pct(over)])
+            rows.append(
+                ["yes" if lie else "no", g.name, len(g.fps), pct(group_util(relays, util, g.fps)), pct(over)]
+            )
         if lie:
             lying = (relays, liars, util)
-        print(f"# liars {'lying' if lie else 'truthful'}: {drawn} paths, {time.perf_counter() - wall:.0f} s", flush=True)
+        print(
+            f"# liars {'lying' if lie else 'truthful'}: {drawn} paths, {time.perf_counter() - wall:.0f} s",
+            flush=True,
+        )
     print(f"# {n} relays, network load {pct(args.load)} of capacity, wall {time.perf_counter() - wall:.1f} s")
     print(table(["liars lie", "group", "relays", "utilisation", "relays over capacity"], rows))
     path = out_path(args.out, "load_balance.png")

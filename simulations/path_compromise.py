@@ -62,14 +62,30 @@ def compromised(path: list[RelayDescriptor], adversary: set[str]) -> bool:
     return path[0].fingerprint in adversary and path[-1].fingerprint in adversary
 
 
-def run(descs: list[RelayDescriptor], adversary: set[str], guards: bool, view: str, schedules: list[list[float]],
-        pool: int, per_client: int, seed: int, share: float) -> Outcome:
+def run(
+    descs: list[RelayDescriptor],
+    adversary: set[str],
+    guards: bool,
+    view: str,
+    schedules: list[list[float]],
+    pool: int,
+    per_client: int,
+    seed: int,
+    share: float,
+) -> Outcome:
     rng, prng = random.Random(seed), PyRng(seed)
-    out = Outcome(share, guards, view, weight_share(descs, adversary) if adversary else 0.0,
-                  weight_share(descs, adversary, exits_only=True) if adversary else 0.0)
+    out = Outcome(
+        share,
+        guards,
+        view,
+        weight_share(descs, adversary) if adversary else 0.0,
+        weight_share(descs, adversary, exits_only=True) if adversary else 0.0,
+    )
     shared: list[bool] = []
     if not guards:
-        shared = [compromised(select_path(descs, PathRequest(port=443), prng), adversary) for _ in range(pool)]
+        shared = [
+            compromised(select_path(descs, PathRequest(port=443), prng), adversary) for _ in range(pool)
+        ]
         out.real_paths += pool
     for c, circuits in enumerate(schedules):
         flags = shared
@@ -80,8 +96,10 @@ def run(descs: list[RelayDescriptor], adversary: set[str], guards: bool, view: s
                 raise AssertionError("primary guards changed within 30 days without churn")
             flags = [False]
             if any(fp in adversary for fp in primary):
-                paths = [select_path(descs, PathRequest(port=443, guards=tuple(primary)), prng)
-                         for _ in range(per_client)]
+                paths = [
+                    select_path(descs, PathRequest(port=443, guards=tuple(primary)), prng)
+                    for _ in range(per_client)
+                ]
                 out.real_paths += per_client
                 if any(p[0].fingerprint not in primary for p in paths):
                     raise AssertionError("hop 1 outside the primary guards")
@@ -97,15 +115,38 @@ def run(descs: list[RelayDescriptor], adversary: set[str], guards: bool, view: s
     return out
 
 
-HEADERS = ["adv weight", "adv exit wt", "guards", "view", "clients", "circuits", "real paths",
-           "circuits compromised", "clients by day 1", "by day 7", "by day 30", "median days to 1st"]
+HEADERS = [
+    "adv weight",
+    "adv exit wt",
+    "guards",
+    "view",
+    "clients",
+    "circuits",
+    "real paths",
+    "circuits compromised",
+    "clients by day 1",
+    "by day 7",
+    "by day 30",
+    "median days to 1st",
+]
 
 
 def row(o: Outcome) -> list[object]:
     firsts = [f for f in o.first if f is not None]
-    return [pct(o.view_share), pct(o.exit_share), "yes" if o.guards else "no", o.view, len(o.first), o.circuits,
-            o.real_paths, f"{100 * o.bad_circuits / max(1, o.circuits):.3f}%", pct(o.by_day(1)), pct(o.by_day(7)),
-            pct(o.by_day(30)), f"{statistics.median(firsts):.2f}" if firsts else "-"]
+    return [
+        pct(o.view_share),
+        pct(o.exit_share),
+        "yes" if o.guards else "no",
+        o.view,
+        len(o.first),
+        o.circuits,
+        o.real_paths,
+        f"{100 * o.bad_circuits / max(1, o.circuits):.3f}%",
+        pct(o.by_day(1)),
+        pct(o.by_day(7)),
+        pct(o.by_day(30)),
+        f"{statistics.median(firsts):.2f}" if firsts else "-",
+    ]
 
 
 def plot(outcomes: list[Outcome], days: int, path: str) -> None:
@@ -119,25 +160,42 @@ def plot(outcomes: list[Outcome], days: int, path: str) -> None:
         if o.view != "full" or o.share == 0:
             continue
         c = colors[shares.index(o.share) % len(colors)]
-        ax1.plot(grid, [100 * o.by_day(d) for d in grid], "-" if o.guards else "--", color=c,
-                 label=f"{pct(o.share)} adv, {'guards' if o.guards else 'no guards'}")
-    ax1.set(xlabel="days", ylabel="clients compromised at least once (%)",
-            title="Clients with adversary at both ends (full view)")
+        ax1.plot(
+            grid,
+            [100 * o.by_day(d) for d in grid],
+            "-" if o.guards else "--",
+            color=c,
+            label=f"{pct(o.share)} adv, {'guards' if o.guards else 'no guards'}",
+        )
+    ax1.set(
+        xlabel="days",
+        ylabel="clients compromised at least once (%)",
+        title="Clients with adversary at both ends (full view)",
+    )
     ax1.legend(fontsize=7)
     for guards in (True, False):
         for view, style in (("full", "-o"), ("DHT cap", ":^")):
             sel = [o for o in outcomes if o.guards == guards and o.view == view]
             if sel:
-                ax2.plot([100 * o.share for o in sel], [100 * o.bad_circuits / max(1, o.circuits) for o in sel],
-                         style, label=f"{'guards' if guards else 'no guards'}, view: {view}")
-    ax2.set(xlabel="adversary share of selection weight in the network (%)", ylabel="circuits compromised (%)",
-            title="Fraction of circuits compromised")
+                ax2.plot(
+                    [100 * o.share for o in sel],
+                    [100 * o.bad_circuits / max(1, o.circuits) for o in sel],
+                    style,
+                    label=f"{'guards' if guards else 'no guards'}, view: {view}",
+                )
+    ax2.set(
+        xlabel="adversary share of selection weight in the network (%)",
+        ylabel="circuits compromised (%)",
+        title="Fraction of circuits compromised",
+    )
     ax2.legend(fontsize=7)
     save(fig, path)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m simulations.path_compromise", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m simulations.path_compromise", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 relays, few clients (CI)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
@@ -151,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     shares = [0.0, 0.05, 0.3] if args.quick else [0.0, 0.05, 0.1, 0.2, 0.3]
     wall = time.perf_counter()
     population = make_population(n, n // 6, args.seed)
-    schedules = [circuit_times(stream_times(random.Random(args.seed * 100_003 + c), args.days))
-                 for c in range(clients)]
+    schedules = [
+        circuit_times(stream_times(random.Random(args.seed * 100_003 + c), args.days)) for c in range(clients)
+    ]
     outcomes = []
     for share in shares:
         relays, adversary = population.directory(n, share)
@@ -162,12 +221,27 @@ def main(argv: list[str] | None = None) -> int:
             views.append(("DHT cap", capped_view(descs, adversary)))
         for view, directory in views:
             for guards in (False, True):
-                outcomes.append(run(directory, adversary, guards, view, schedules, pool, per_client,
-                                    args.seed + int(share * 1000), share))
-                print(f"# {pct(share)} {view} guards={guards}: {time.perf_counter() - wall:.0f} s", flush=True)
-    print(f"# {n} relays, {clients} clients x {args.days} days, "
-          f"{statistics.mean(len(s) for s in schedules):.0f} circuits per client; "
-          f"wall {time.perf_counter() - wall:.1f} s")
+                outcomes.append(
+                    run(
+                        directory,
+                        adversary,
+                        guards,
+                        view,
+                        schedules,
+                        pool,
+                        per_client,
+                        args.seed + int(share * 1000),
+                        share,
+                    )
+                )
+                print(
+                    f"# {pct(share)} {view} guards={guards}: {time.perf_counter() - wall:.0f} s", flush=True
+                )
+    print(
+        f"# {n} relays, {clients} clients x {args.days} days, "
+        f"{statistics.mean(len(s) for s in schedules):.0f} circuits per client; "
+        f"wall {time.perf_counter() - wall:.1f} s"
+    )
     print(table(HEADERS, [row(o) for o in outcomes]))
     path = out_path(args.out, "path_compromise.png")
     plot(outcomes, args.days, str(path))

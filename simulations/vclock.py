@@ -29,7 +29,9 @@ class _VirtualSelector(selectors.BaseSelector):
         self._map: dict[Any, selectors.SelectorKey] = {}
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        key = selectors.SelectorKey(fileobj, fileobj if isinstance(fileobj, int) else id(fileobj), events, data)
+        key = selectors.SelectorKey(
+            fileobj, fileobj if isinstance(fileobj, int) else id(fileobj), events, data
+        )
         self._map[fileobj] = key
         return key
 
