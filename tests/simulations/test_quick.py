@@ -45,18 +45,18 @@ def test_path_compromise_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert (tmp_path / "path_compromise.png").stat().st_size > 10_000
     rows = _rows(out, "adv")
-    # adv-weight exit-wt guards view clients circuits paths compromised day1 day7 day30 median
+    # share view share-in-view exit-share guards clients circuits paths compromised day1 day7 day30 median
     zero = [r for r in rows if r[0] == "0.0%"]
-    assert zero and all(_pct(r[7]) == 0.0 and _pct(r[10]) == 0.0 for r in zero)
+    assert zero and all(_pct(r[8]) == 0.0 and _pct(r[11]) == 0.0 for r in zero)
     for guards in ("yes", "no"):
         by_share = sorted(
-            (_pct(r[0]), _pct(r[7]), _pct(r[10])) for r in rows if r[2] == guards and r[3] == "full"
+            (_pct(r[0]), _pct(r[8]), _pct(r[11])) for r in rows if r[4] == guards and r[1] == "full"
         )
         circuits = [c for _, c, _ in by_share]
         assert circuits == sorted(circuits) and circuits[-1] > 1.0  # more adversary, more compromise
-    no_guards_30 = next(r for r in rows if r[2] == "no" and _pct(r[0]) > 25)
-    guards_30 = next(r for r in rows if r[2] == "yes" and _pct(r[0]) > 25)
-    assert _pct(guards_30[10]) < _pct(no_guards_30[10])  # guards protect most clients
+    no_guards_30 = next(r for r in rows if r[4] == "no" and _pct(r[0]) > 25)
+    guards_30 = next(r for r in rows if r[4] == "yes" and _pct(r[0]) > 25)
+    assert _pct(guards_30[11]) < _pct(no_guards_30[11])  # guards protect most clients
 
 
 def test_load_balance_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,3 +68,20 @@ def test_load_balance_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     truthful = _pct(rows[("no", "liars (advertise 10x)")][3])
     lying = _pct(rows[("yes", "liars (advertise 10x)")][3])
     assert lying > 4 * truthful  # a 10x lie below the cap buys about 10x the traffic
+
+
+def test_primary_guards_hold_for_the_30_simulated_days() -> None:
+    """path_compromise draws each client's guards once: true only if `primary` is stable for 30
+    days when the directory does not change (guards live 120 days less at most a tenth)."""
+    from onionmesh.directory.guards import GuardSet
+    from simulations.consensus import make_population
+    from simulations.relays import EPOCH, PyRng
+    from simulations.user_model import DAY
+
+    population = make_population(300, 30, seed=3)
+    relays, _adversary = population.directory(300, 0.1)
+    descs = [r.descriptor for r in relays]
+    for seed in range(20):
+        guards = GuardSet(rng=PyRng(seed))
+        first = guards.primary(EPOCH, descs)
+        assert guards.primary(EPOCH + 30 * DAY, descs) == first
