@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=float, default=0.5, help="network-wide load as a fraction of capacity")
     args = ap.parse_args(argv)
     n = args.relays or (1000 if args.quick else 10_000)
-    paths = args.paths or (600 if args.quick else 4000)
+    paths = args.paths or (600 if args.quick else 2500)
     wall = time.perf_counter()
     rows, lying = [], None
     for lie in (False, True):
