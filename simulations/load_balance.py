@@ -15,6 +15,7 @@ The same paths are drawn from the same directory with the liars telling the trut
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import time
 from collections import Counter
@@ -86,38 +87,48 @@ def groups(relays: list[Relay], liars: set[str]) -> list[Group]:
     ]
 
 
-def plot(relays: list[Relay], liars: set[str], util: dict[str, float], path: str, load: float) -> None:
+def binned(relays: list[Relay], util: dict[str, float], bins: list[float]) -> tuple[list[float], list[float]]:
+    """Capacity-bin centres (MB/s) and each bin's utilisation (its traffic over its capacity).
+
+    Per relay, sampled utilisation is lumpy (each sampled path stands for megabytes per second);
+    summed over a bin it is not."""
+    xs, ys = [], []
+    for lo, hi in itertools.pairwise(bins):
+        members = {r.fingerprint for r in relays if lo <= r.capacity < hi}
+        if len(members) >= 20:
+            xs.append((lo * hi) ** 0.5 / 1e6)
+            ys.append(100 * group_util(relays, util, members))
+    return xs, ys
+
+
+def plot(runs: dict[bool, tuple[list[Relay], set[str], dict[str, float]]], path: str, load: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for kind, sel, color, marker in (
-        (
-            "honest non-exit",
-            [r for r in relays if not r.is_exit and r.fingerprint not in liars],
-            "tab:blue",
-            ".",
-        ),
-        ("honest exit", [r for r in relays if r.is_exit and r.fingerprint not in liars], "tab:orange", "."),
-        ("liar (10x)", [r for r in relays if r.fingerprint in liars], "tab:red", "x"),
+    bins = [50_000 * 1.6**i for i in range(20)]
+    relays, liars, util = runs[True]
+    for name, sel, style in (
+        ("honest non-exits", [r for r in relays if not r.is_exit and r.fingerprint not in liars], "-o"),
+        ("honest exits", [r for r in relays if r.is_exit and r.fingerprint not in liars], "-s"),
     ):
-        ax.scatter(
-            [r.capacity / 1e6 for r in sel],
-            [100 * util[r.fingerprint] for r in sel],
-            s=8 if marker == "." else 30,
-            c=color,
-            marker=marker,
-            label=kind,
-            alpha=0.6,
+        ax.plot(*binned(sel, util, bins), style, ms=4, label=name)
+    for lie, style in ((True, "r-x"), (False, "g--+")):
+        relays, liars, util = runs[lie]
+        ax.plot(
+            *binned([r for r in relays if r.fingerprint in liars], util, bins[::2]),
+            style,
+            ms=8,
+            label=f"the 1 % liars, {'advertising 10x' if lie else 'telling the truth'}",
         )
     ax.axhline(100 * load, color="grey", ls=":", label=f"network load {pct(load)}")
     ax.axhline(100, color="k", ls="--", lw=0.8, label="capacity")
     ax.axvline(10, color="grey", ls="-.", lw=0.8, label="10 MB/s weight cap")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=10)
+    ax.set_yscale("log")
     ax.set(
-        xlabel="relay capacity (MB/s)",
-        ylabel="utilisation (%)",
-        title="Utilisation vs capacity under bandwidth-weighted selection (sampled paths)",
+        xlabel="relay capacity (MB/s, bins)",
+        ylabel="utilisation of the bin (%)",
+        title="Utilisation vs capacity, bandwidth-weighted selection (sampled paths)",
     )
     ax.legend(fontsize=7)
     save(fig, path)  # type: ignore[arg-type]
@@ -137,27 +148,34 @@ def main(argv: list[str] | None = None) -> int:
     n = args.relays or (1000 if args.quick else 10_000)
     paths = args.paths or (600 if args.quick else 2500)
     wall = time.perf_counter()
-    rows, lying = [], None
+    rows: list[list[object]] = []
+    runs = {}
     for lie in (False, True):
         relays, liars = make_directory(n, max(5, n // 100), args.seed, lie)
         util, drawn = utilisation(relays, paths, args.load, args.seed + 1)
+        total = sum(r.capacity for r in relays)
         for g in groups(relays, liars):
-            members = [util[fp] for fp in g.fps]
-            over = sum(u > 1 for u in members) / len(members) if members else 0.0
+            capacity = sum(r.capacity for r in relays if r.fingerprint in g.fps)
+            traffic = sum(util[r.fingerprint] * r.capacity for r in relays if r.fingerprint in g.fps)
             rows.append(
-                ["yes" if lie else "no", g.name, len(g.fps), pct(group_util(relays, util, g.fps)), pct(over)]
+                [
+                    "yes" if lie else "no",
+                    g.name,
+                    len(g.fps),
+                    pct(capacity / total),
+                    pct(traffic / (args.load * total)),
+                    pct(traffic / capacity),
+                ]
             )
-        if lie:
-            lying = (relays, liars, util)
+        runs[lie] = (relays, liars, util)
         print(
             f"# liars {'lying' if lie else 'truthful'}: {drawn} paths, {time.perf_counter() - wall:.0f} s",
             flush=True,
         )
     print(f"# {n} relays, network load {pct(args.load)} of capacity, wall {time.perf_counter() - wall:.1f} s")
-    print(table(["liars lie", "group", "relays", "utilisation", "relays over capacity"], rows))
+    print(table(["liars lie", "group", "relays", "capacity share", "traffic share", "utilisation"], rows))
     path = out_path(args.out, "load_balance.png")
-    assert lying is not None
-    plot(*lying, str(path), args.load)
+    plot(runs, str(path), args.load)
     print(f"plot: {path}")
     return 0
 

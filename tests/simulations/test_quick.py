@@ -64,9 +64,11 @@ def test_load_balance_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert (tmp_path / "load_balance.png").stat().st_size > 10_000
     rows = {(r[0], r[1]): r for r in _rows(out, "liars")}
-    assert _pct(rows[("no", "all relays")][3]) == pytest.approx(50.0, abs=0.5)
-    truthful = _pct(rows[("no", "liars (advertise 10x)")][3])
-    lying = _pct(rows[("yes", "liars (advertise 10x)")][3])
+    # liars-lie group relays capacity-share traffic-share utilisation
+    assert _pct(rows[("no", "all relays")][5]) == pytest.approx(50.0, abs=0.5)
+    assert _pct(rows[("no", "all relays")][4]) == pytest.approx(100.0, abs=0.5)
+    truthful = _pct(rows[("no", "liars (advertise 10x)")][5])
+    lying = _pct(rows[("yes", "liars (advertise 10x)")][5])
     assert lying > 4 * truthful  # a 10x lie below the cap buys about 10x the traffic
 
 
