@@ -1,0 +1,74 @@
+"""A synthetic 10,000-relay directory with an adversary holding a given share of selection weight.
+
+Why weight, not relay count: onionmesh draws every position by `bandwidth_weight` (advertised
+bandwidth capped at 10 MB/s), so what an adversary buys is weight.  Its relays are exits
+(`accept *:80,443`) advertising exactly the cap, each at its own random address (so the /16
+rule rarely separates them) and declaring no family (so nothing stops two of them sharing a
+circuit); onionmesh has no Guard flag, so every relay, the adversary's too, can be drawn as a
+guard.  20 % of honest relays are exits.  Honest relays are reused between adversary shares.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.path_selection import MAX_ADVERTISED_BANDWIDTH, bandwidth_weight
+from simulations.relays import PyRng, Relay, make_relay, random_ip, tor_like_bandwidth
+
+HONEST_EXIT_SHARE = 0.2
+
+
+@dataclass
+class Population:
+    honest: list[Relay]
+    adversary: list[Relay]
+
+    def directory(self, n: int, share: float) -> tuple[list[Relay], set[str]]:
+        """n relays of which the adversary's hold `share` of the total weight; its fingerprints."""
+        if share <= 0:
+            return self.honest[:n], set()
+        mean = sum(bandwidth_weight(r.descriptor) for r in self.honest[:n]) / n
+        n_adv = round(share * mean * n / ((1 - share) * MAX_ADVERTISED_BANDWIDTH + share * mean))
+        for _ in range(3):  # settle n_adv against the honest relays it displaces
+            honest_w = sum(bandwidth_weight(r.descriptor) for r in self.honest[: n - n_adv])
+            n_adv = round(share / (1 - share) * honest_w / MAX_ADVERTISED_BANDWIDTH)
+        if n_adv > len(self.adversary):
+            raise ValueError("adversary pool too small")
+        adv = self.adversary[:n_adv]
+        return self.honest[: n - n_adv] + adv, {r.fingerprint for r in adv}
+
+
+def make_population(n: int, n_adversary: int, seed: int) -> Population:
+    pyr, keys, used = random.Random(seed), PyRng(seed), set[str]()
+    honest = [
+        make_relay(
+            keys,
+            i,
+            random_ip(pyr, used),
+            capacity=tor_like_bandwidth(pyr),
+            exit_relay=pyr.random() < HONEST_EXIT_SHARE,
+            dht_port=None,
+        )
+        for i in range(n)
+    ]
+    adversary = [
+        make_relay(
+            keys,
+            i,
+            random_ip(pyr, used),
+            capacity=MAX_ADVERTISED_BANDWIDTH,
+            exit_relay=True,
+            adversary=True,
+            dht_port=None,
+        )
+        for i in range(n_adversary)
+    ]
+    return Population(honest, adversary)
+
+
+def weight_share(descs: list[RelayDescriptor], fps: set[str], exits_only: bool = False) -> float:
+    pool = [d for d in descs if d.is_exit] if exits_only else descs
+    total = sum(bandwidth_weight(d) for d in pool)
+    return sum(bandwidth_weight(d) for d in pool if d.fingerprint in fps) / total
