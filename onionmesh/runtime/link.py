@@ -276,6 +276,19 @@ async def open_link(
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), timeout)
     with contextlib.suppress(OSError):
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return await initiate_link(reader, writer, identity_pk, owner, rng, timeout, limits)
+
+
+async def initiate_link(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    identity_pk: bytes,
+    owner: LinkOwner,
+    rng: Rng,
+    timeout: float = HANDSHAKE_TIMEOUT,
+    limits: LinkLimits | None = None,
+) -> Link:
+    """Run the initiator's handshake over any connected stream pair (TCP, or a WebSocket's)."""
     proto = LinkProtocol(LinkRole.INITIATOR, rng, expected_identity=identity_pk)
     link = Link(reader, writer, proto, owner, rng, limits)
     proto.initiate()

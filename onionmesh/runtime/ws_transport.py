@@ -19,9 +19,8 @@ import aiohttp
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.errors import OnionmeshError
-from onionmesh.proto.link import LinkProtocol, LinkRole
 from onionmesh.rng import Rng
-from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, LinkOwner
+from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, LinkOwner, initiate_link
 from onionmesh.runtime.safelog import get_logger
 
 log = get_logger("onionmesh.ws")
@@ -205,21 +204,9 @@ async def open_ws_link(
     raw = conn.transport if conn is not None else None
     reader = WsReader()
     writer = WsWriter(ws, raw, on_close=session.close)
-    proto = LinkProtocol(LinkRole.INITIATOR, rng, expected_identity=bridge.identity_pk)
-    link = Link(reader, writer, proto, owner, rng, limits)  # type: ignore[arg-type]
     pump_task = asyncio.get_running_loop().create_task(pump(ws, reader, writer), name="ws-pump")
     writer._tasks.add(pump_task)
-    proto.initiate()
-    writer.write(proto.data_to_send())
-    link.start()
-    try:
-        await asyncio.wait_for(link.established.wait(), timeout)
-    except TimeoutError:
-        link.close()
-        raise OSError("link handshake over WebSocket timed out") from None
-    if link.closed:
-        raise OSError("link handshake over WebSocket failed")
-    return link
+    return await initiate_link(reader, writer, bridge.identity_pk, owner, rng, timeout, limits)  # type: ignore[arg-type]
 
 
 __all__ = ["MAX_MSG", "OnionmeshError", "WsReader", "WsWriter", "open_ws_link", "pump"]
