@@ -28,7 +28,7 @@ class _Known:
 
 
 class NetView:
-    def __init__(self, max_relays: int = 5000, max_per_subnet: int = 4) -> None:
+    def __init__(self, max_relays: int = 20_000, max_per_subnet: int = 4) -> None:
         self.max_relays = max_relays
         self.max_per_subnet = max_per_subnet
         self._known: dict[str, _Known] = {}

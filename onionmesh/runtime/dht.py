@@ -45,7 +45,8 @@ KSIZE = 16
 ALPHA = 3
 DISJOINT_PATHS = 4
 CRAWL_TARGETS_PER_NODE = 2
-CRAWL_CONCURRENCY = 16
+CRAWL_CONCURRENCY = 64  # nodes visited at once (each visit: a descriptor RPC, then 3 FIND_NODEs)
+CRAWL_MAX_NODES = 20_000  # addresses a crawl will visit; NetView keeps at most as many relays
 CRAWL_DEADLINE = 60.0
 
 
@@ -214,7 +215,7 @@ class DhtNode(Server):
     # --- discovery -----------------------------------------------------------------------------
     async def crawl(
         self,
-        max_nodes: int = 5000,
+        max_nodes: int = CRAWL_MAX_NODES,
         extra: list[tuple[str, int]] | None = None,
         deadline: float = CRAWL_DEADLINE,
     ) -> list[RelayDescriptor]:
@@ -222,37 +223,55 @@ class DhtNode(Server):
 
         Every descriptor comes from the node itself, proven (signature over our nonce) and
         verified; the result is the same for every client, whatever relays it later picks.
+        A pool of CRAWL_CONCURRENCY workers takes addresses as they are learned (no waves: one
+        slow or dead node holds up one worker, not the crawl).
         """
         assert self.protocol is not None
         protocol = self.protocol
-        known: dict[tuple[str, int], Node | None] = {}
-        for node in protocol.router.find_neighbors(self.node, k=10_000):
-            known[(node.ip, node.port)] = node
-        for addr in extra or []:
-            known.setdefault(addr, None)
+        known: set[tuple[str, int]] = set()
+        queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         descriptors: dict[str, RelayDescriptor] = {}
-        done: set[tuple[str, int]] = set()
-        sem = asyncio.Semaphore(CRAWL_CONCURRENCY)
+
+        def learn(addr: tuple[str, int]) -> None:
+            if addr not in known and len(known) < max_nodes:
+                known.add(addr)
+                queue.put_nowait(addr)
+
+        for node in protocol.router.find_neighbors(self.node, k=10_000):
+            learn((node.ip, node.port))
+        for addr in extra or []:
+            learn(addr)
 
         async def visit(addr: tuple[str, int]) -> None:
-            async with sem:
-                desc = await protocol.fetch_descriptor(addr, None)
-                if desc is None:
-                    return
-                descriptors[desc.fingerprint] = desc
-                me = Node(node_id_for(desc.identity_pk), addr[0], addr[1])
-                targets = [me.id] + [os.urandom(20) for _ in range(CRAWL_TARGETS_PER_NODE)]
-                answers = await asyncio.gather(*(protocol.call_find_node(me, Node(t)) for t in targets))
-                for ok, data in answers:
-                    for n in data if ok and data else []:
-                        if len(known) < max_nodes:
-                            known.setdefault((n[1], n[2]), Node(*n))
+            desc = await protocol.fetch_descriptor(addr, None)
+            if desc is None:
+                return
+            descriptors[desc.fingerprint] = desc
+            me = Node(node_id_for(desc.identity_pk), addr[0], addr[1])
+            targets = [me.id] + [os.urandom(20) for _ in range(CRAWL_TARGETS_PER_NODE)]
+            answers = await asyncio.gather(*(protocol.call_find_node(me, Node(t)) for t in targets))
+            for ok, data in answers:
+                for n in data if ok and data else []:
+                    learn((n[1], n[2]))
+
+        async def worker() -> None:
+            while True:
+                addr = await queue.get()
+                try:
+                    await visit(addr)
+                except Exception as exc:  # one node's oddity must not end the crawl
+                    log.debug("crawl: visit failed", error=type(exc).__name__)
+                finally:
+                    queue.task_done()
 
         async def run() -> None:
-            while len(done) < len(known):
-                batch = [a for a in known if a not in done]
-                done.update(batch)
-                await asyncio.gather(*(visit(a) for a in batch))
+            workers = [asyncio.create_task(worker(), name="dht-crawl") for _ in range(CRAWL_CONCURRENCY)]
+            try:
+                await queue.join()
+            finally:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
 
         # Liars can hand out dead addresses, each costing a timeout: the crawl is bounded in time and
         # keeps what it verified so far.

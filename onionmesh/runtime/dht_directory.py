@@ -55,7 +55,7 @@ class DhtDirectory:
         bootstrap: list[tuple[str, int]],
         *,
         refresh: float = DEFAULT_REFRESH,
-        max_relays: int = 5000,
+        max_relays: int = 20_000,
         max_per_subnet: int = 4,
     ) -> None:
         self.data_dir = Path(data_dir)
