@@ -4,8 +4,9 @@
 
 Real code under test: `directory.path_selection.select_path` draws every path and
 `directory.guards.GuardSet.primary` samples every client's guards; `directory.view.NetView`
-applies the 5,000-relay cap of a crawled view.  A circuit is compromised when the adversary
-holds both its hop 1 and its exit (end-to-end correlation).  Each client's directory and guards
+applies the 5,000-relay cap a crawled view had when this study was run (now 20,000).
+A circuit is compromised when the adversary holds both its hop 1 and its exit (end-to-end
+correlation).  Each client's directory and guards
 stay fixed over the 30 days (no relay churn; guards live 108-120 days), so its circuits are
 independent draws from one distribution: the study draws a pool of real paths (one shared pool
 without guards, a small pool per client whose primary guards include an adversary relay) and
@@ -30,7 +31,7 @@ from simulations.relays import EPOCH, PyRng
 from simulations.report import out_path, pct, save, table
 from simulations.user_model import DAY, circuit_times, stream_times
 
-VIEW_CAP = 5000  # NetView's max_relays and the crawl's max_nodes in onionmesh
+VIEW_CAP = 5000  # NetView's max_relays and the crawl's max_nodes before the crawl fix (now 20,000)
 
 
 @dataclass
