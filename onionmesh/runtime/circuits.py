@@ -34,10 +34,11 @@ from onionmesh.runtime.circuit_handle import (
     CircuitHandle,
     StreamFailed,
 )
+from onionmesh.runtime.circuit_streams import CircuitStreams
 from onionmesh.runtime.link import Link, LinkLimits, open_link
 from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
+from onionmesh.runtime.stream_bridge import route_stream_event
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
 from onionmesh.wire.relay_msg import EndReason
 
@@ -47,7 +48,7 @@ DIRECTORY_WAIT = 30.0
 MAX_IDLE = 3600.0  # an unused clean circuit is closed after an hour (Tor's CircuitIdleTimeout)
 
 
-class CircuitMgr:
+class CircuitMgr(CircuitStreams):
     def __init__(
         self,
         relays: Callable[[], list[RelayDescriptor]],
@@ -231,13 +232,27 @@ class CircuitMgr:
         if not fits:
             self._close(handle, "circuit queue full")
         elif self.limits.budget is not None and self.limits.budget.over():
-            killed = oom.reclaim(
-                self._links.values(),
-                [],
-                lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
-                lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
-                self.limits.budget.limit,
-            )
+            self.reclaim_memory()
+
+    def _stream_buffers(self) -> list[tuple[float, int, object]]:
+        return oom.held_by_streams((h, h.bridges.values()) for h in list(self.circuits.values()))
+
+    def queued_bytes(self) -> int:
+        """Circuit queues plus SOCKS streams' buffers: what the proxy's memory limit counts."""
+        assert self.limits.budget is not None
+        return self.limits.budget.used + sum(n for _, n, _ in self._stream_buffers())
+
+    def reclaim_memory(self) -> None:
+        """The OOM policy (as a relay's): close the circuits with the oldest queued data."""
+        assert self.limits.budget is not None
+        killed = oom.reclaim(
+            self._links.values(),
+            self._stream_buffers(),
+            lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
+            lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
+            self.limits.budget.limit,
+        )
+        if killed:
             log.warning("out of memory for queues: closed the stalest circuits", circuits=killed)
 
     def cell_received(self, link: Link, cell: Cell) -> None:
@@ -325,7 +340,10 @@ class CircuitMgr:
             self._newnym_exits.add(handle.exit.fingerprint)
 
     def maintain(self, now: float) -> None:
-        """Close retired circuits whose streams are done, and clean ones idle for too long."""
+        """Close retired circuits whose streams are done, and clean ones idle for too long; and
+        apply the memory limit to SOCKS buffers, which grow without passing through a queue."""
+        if self.limits.budget is not None and self.queued_bytes() > self.limits.budget.limit:
+            self.reclaim_memory()
         for handle in list(self.circuits.values()):
             if handle.built_at is None or handle.circ.streams or handle.pending:
                 continue
@@ -333,56 +351,6 @@ class CircuitMgr:
             idle = handle.dirty_since is None and now - handle.built_at >= MAX_IDLE
             if expired or idle:
                 self._close(handle, "retired")
-
-    # --- streams -------------------------------------------------------------------------------
-    async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:
-        sid = handle.circ.begin(host, port)
-        if handle.dirty_since is None:
-            handle.dirty_since = time.monotonic()
-        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        handle.pending[sid] = waiter
-        self._flush(handle)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            handle.pending.pop(sid, None)
-            handle.circ.end_stream(sid, EndReason.TIMEOUT)
-            self._flush(handle)
-            raise
-        return sid
-
-    async def resolve(self, handle: CircuitHandle, host: str, timeout: float) -> StreamResolved:
-        sid = handle.circ.resolve(host)
-        waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        handle.pending[sid] = waiter
-        self._flush(handle)
-        result = await asyncio.wait_for(waiter, timeout)
-        assert isinstance(result, StreamResolved)
-        return result
-
-    def attach(
-        self,
-        handle: CircuitHandle,
-        sid: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        early: bytes,
-    ) -> StreamBridge:
-        bridge = StreamBridge(
-            handle.circ,
-            sid,
-            reader,
-            writer,
-            lambda: self._flush(handle),
-            on_close=lambda: self._emit_stream("closed", handle, sid),
-        )
-        handle.bridges[sid] = bridge
-        self._emit_stream("attached", handle, sid)
-        bridge.start(early)
-        for event in handle.unattached.pop(sid, []):
-            route_stream_event(handle.bridges, event)
-        self._flush(handle)
-        return bridge
 
 
 __all__ = [

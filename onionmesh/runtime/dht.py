@@ -242,9 +242,14 @@ class DhtNode(Server):
         for addr in extra or []:
             learn(addr)
 
+        retried: set[tuple[str, int]] = set()
+
         async def visit(addr: tuple[str, int]) -> None:
             desc = await protocol.fetch_descriptor(addr, None)
             if desc is None:
+                if addr not in retried:  # once more, at the back of the queue: a loss or a busy node
+                    retried.add(addr)
+                    queue.put_nowait(addr)
                 return
             descriptors[desc.fingerprint] = desc
             me = Node(node_id_for(desc.identity_pk), addr[0], addr[1])

@@ -14,9 +14,22 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 
 from onionmesh.runtime.link import Link
+from onionmesh.runtime.stream_bridge import StreamBridge
 
 RECOVER_TO = 0.9
 DEFAULT_MAX_MEM_IN_QUEUES = 128 * 1024 * 1024
+
+
+def held_by_streams(
+    owners: Iterable[tuple[Hashable, Iterable[StreamBridge]]],
+) -> list[tuple[float, int, Hashable]]:
+    """(since, bytes, circuit) for every stream bridge holding data, from (circuit, bridges) pairs."""
+    return [
+        (bridge.buffered_since, n, circuit)
+        for circuit, bridges in owners
+        for bridge in bridges
+        if (n := bridge.buffered_bytes)
+    ]
 
 
 def reclaim(

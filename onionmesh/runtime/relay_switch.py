@@ -214,17 +214,14 @@ class CircuitSwitch:
             entry.created_waiter.cancel()
 
     # --- memory ---------------------------------------------------------------------------------
-    def _stream_buffers(self) -> list[tuple[float, int, CircuitEntry]]:
-        held = []
-        for link in list(self.links):
-            for entry, side in list(link.circuits.values()):  # type: ignore[misc]
-                if side is Side.FROM_PREV:
-                    held += [
-                        (b.buffered_since, n, entry)
-                        for b in entry.bridges.values()
-                        if (n := b.buffered_bytes)
-                    ]
-        return held
+    def _stream_buffers(self) -> list[tuple[float, int, object]]:
+        """Exit streams' buffers (an exit's circuit is on its previous link only)."""
+        return oom.held_by_streams(
+            (entry, entry.bridges.values())
+            for link in list(self.links)
+            for entry, side in list(link.circuits.values())  # type: ignore[misc]
+            if side is Side.FROM_PREV
+        )
 
     def queued_bytes(self) -> int:
         """Circuit queues plus exit streams' socket buffers: what MaxMemInQueues limits."""
