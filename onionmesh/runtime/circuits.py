@@ -71,7 +71,15 @@ class CircuitMgr(CircuitStreams):
         self.listeners: list[Callable[[str, CircuitHandle], None]] = []
         self.stream_listeners: list[Callable[[str, CircuitHandle, int], None]] = []
         self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
-        self.limits = LinkLimits(QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES))
+        budget = QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES)
+        self.limits = LinkLimits(budget)
+        self.memory = oom.MemoryGuard(
+            budget,
+            lambda: self._links.values(),
+            lambda: [(h, h.bridges.values()) for h in list(self.circuits.values())],
+            lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
+            lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
+        )
         # Bridges (runtime.bridges): hop 1 of every circuit, reached over WebSocket; and where the
         # answers of DHT RPCs sent over circuits go (runtime.dht_circuit).
         self.first_hops: BridgeSet | None = None
@@ -231,27 +239,14 @@ class CircuitMgr(CircuitStreams):
             fits &= handle.link.send_cell(cell)
         if not fits:
             self._close(handle, "circuit queue full")
-        elif self.limits.budget is not None and self.limits.budget.over():
+        elif self.memory.budget.over():
             self.reclaim_memory()
-
-    def _stream_buffers(self) -> list[tuple[float, int, object]]:
-        return oom.held_by_streams((h, h.bridges.values()) for h in list(self.circuits.values()))
-
-    def queued_bytes(self) -> int:
-        """Circuit queues plus SOCKS streams' buffers: what the proxy's memory limit counts."""
-        assert self.limits.budget is not None
-        return self.limits.budget.used + sum(n for _, n, _ in self._stream_buffers())
 
     def reclaim_memory(self) -> None:
         """The OOM policy (as a relay's): close the circuits with the oldest queued data."""
-        assert self.limits.budget is not None
-        killed = oom.reclaim(
-            self._links.values(),
-            self._stream_buffers(),
-            lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
-            lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
-            self.limits.budget.limit,
-        )
+        self._after_reclaim(self.memory.reclaim())
+
+    def _after_reclaim(self, killed: int) -> None:
         if killed:
             log.warning("out of memory for queues: closed the stalest circuits", circuits=killed)
 
@@ -342,8 +337,7 @@ class CircuitMgr(CircuitStreams):
     def maintain(self, now: float) -> None:
         """Close retired circuits whose streams are done, and clean ones idle for too long; and
         apply the memory limit to SOCKS buffers, which grow without passing through a queue."""
-        if self.limits.budget is not None and self.queued_bytes() > self.limits.budget.limit:
-            self.reclaim_memory()
+        self._after_reclaim(self.memory.check())
         for handle in list(self.circuits.values()):
             if handle.built_at is None or handle.circ.streams or handle.pending:
                 continue

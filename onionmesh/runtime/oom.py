@@ -13,23 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 
+from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.runtime.link import Link
 from onionmesh.runtime.stream_bridge import StreamBridge
 
 RECOVER_TO = 0.9
 DEFAULT_MAX_MEM_IN_QUEUES = 128 * 1024 * 1024
-
-
-def held_by_streams(
-    owners: Iterable[tuple[Hashable, Iterable[StreamBridge]]],
-) -> list[tuple[float, int, Hashable]]:
-    """(since, bytes, circuit) for every stream bridge holding data, from (circuit, bridges) pairs."""
-    return [
-        (bridge.buffered_since, n, circuit)
-        for circuit, bridges in owners
-        for bridge in bridges
-        if (n := bridge.buffered_bytes)
-    ]
 
 
 def reclaim(
@@ -66,3 +55,46 @@ def reclaim(
         total -= size[circuit]
         destroyed += 1
     return destroyed
+
+
+class MemoryGuard:
+    """One process's queued bytes against its budget, and the policy that acts on them.
+
+    Circuit queues count in the budget as cells are queued; stream buffers grow without passing
+    through a queue, so `check` (called every second) adds them up.  `links` and `streams` are
+    read at each call: the node's links, and (circuit, its stream bridges) pairs.
+    """
+
+    def __init__(
+        self,
+        budget: QueueBudget,
+        links: Callable[[], Iterable[Link]],
+        streams: Callable[[], Iterable[tuple[Hashable, Iterable[StreamBridge]]]],
+        circuit_of: Callable[[Link, int], Hashable | None],
+        destroy: Callable[[Hashable], None],
+    ) -> None:
+        self.budget = budget
+        self._links, self._streams = links, streams
+        self._circuit_of, self._destroy = circuit_of, destroy
+
+    def _held_by_streams(self) -> list[tuple[float, int, Hashable]]:
+        return [
+            (bridge.buffered_since, n, circuit)
+            for circuit, bridges in self._streams()
+            for bridge in bridges
+            if (n := bridge.buffered_bytes)
+        ]
+
+    def queued_bytes(self) -> int:
+        """Circuit queues plus stream buffers: what the limit counts."""
+        return self.budget.used + sum(n for _, n, _ in self._held_by_streams())
+
+    def reclaim(self) -> int:
+        """Destroy the stalest circuits until under RECOVER_TO of the limit; how many died."""
+        return reclaim(
+            self._links(), self._held_by_streams(), self._circuit_of, self._destroy, self.budget.limit
+        )
+
+    def check(self) -> int:
+        """The periodic look at the whole total (stream buffers included)."""
+        return self.reclaim() if self.queued_bytes() > self.budget.limit else 0

@@ -26,7 +26,7 @@ from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_relay import DhtRpcService
 from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
-from onionmesh.runtime.link import Link, LinkLimits, accept_link, open_link
+from onionmesh.runtime.link import Link, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.oom import DEFAULT_MAX_MEM_IN_QUEUES
 from onionmesh.runtime.ratelimit import ByteBucket, TokenBuckets
@@ -114,7 +114,7 @@ class RelayNode(CircuitSwitch):
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[Link, str] = {}
         self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
-        super().__init__(LinkLimits(QueueBudget(config.max_mem_in_queues)))
+        super().__init__(QueueBudget(config.max_mem_in_queues))
         if config.bandwidth_rate is not None:
             rate = config.bandwidth_rate
             burst = config.bandwidth_burst or rate

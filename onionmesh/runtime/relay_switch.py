@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from onionmesh.errors import OnionmeshError
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
 from onionmesh.proto.relay_circuit import RelayCircuit
+from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.runtime import bridge_relay, oom
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits
 from onionmesh.runtime.ratelimit import TokenBuckets
@@ -79,8 +81,15 @@ class CircuitSwitch:
     exit_service: ExitService
     dht_rpc: DhtRpcService
 
-    def __init__(self, limits: LinkLimits) -> None:
-        self.limits = limits
+    def __init__(self, budget: QueueBudget) -> None:
+        self.limits = LinkLimits(budget)
+        self.memory = oom.MemoryGuard(
+            budget,
+            lambda: self.links,
+            self._exit_streams,
+            lambda link, cid: (link.circuits.get(cid) or (None,))[0],  # type: ignore[index]
+            lambda entry: self._destroy(entry, DestroyReason.RESOURCELIMIT),  # type: ignore[arg-type]
+        )
         self.stats: dict[str, int] = {"circuits": 0, "destroyed_protocol": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._create_budget = TokenBuckets(CREATE_RATE, CREATE_BURST, 65536)
@@ -180,7 +189,7 @@ class CircuitSwitch:
         if not fits:  # a circuit queue at its cap: an end is ignoring flow control
             self._count("destroyed_queue_full")
             self._destroy(entry, DestroyReason.RESOURCELIMIT)
-        elif self.limits.budget is not None and self.limits.budget.over():
+        elif self.memory.budget.over():
             self.reclaim_memory()
 
     def _after(self, entry: CircuitEntry) -> None:
@@ -214,29 +223,24 @@ class CircuitSwitch:
             entry.created_waiter.cancel()
 
     # --- memory ---------------------------------------------------------------------------------
-    def _stream_buffers(self) -> list[tuple[float, int, object]]:
-        """Exit streams' buffers (an exit's circuit is on its previous link only)."""
-        return oom.held_by_streams(
+    def _exit_streams(self) -> list[tuple[CircuitEntry, Iterable[StreamBridge]]]:
+        """(circuit, its exit streams): an exit's circuit is on its previous link only."""
+        return [
             (entry, entry.bridges.values())
             for link in list(self.links)
             for entry, side in list(link.circuits.values())  # type: ignore[misc]
             if side is Side.FROM_PREV
-        )
+        ]
 
     def queued_bytes(self) -> int:
-        """Circuit queues plus exit streams' socket buffers: what MaxMemInQueues limits."""
-        assert self.limits.budget is not None
-        return self.limits.budget.used + sum(n for _, n, _ in self._stream_buffers())
+        """Circuit queues plus exit streams' buffers: what MaxMemInQueues limits."""
+        return self.memory.queued_bytes()
 
     def reclaim_memory(self) -> None:
         """The OOM policy: destroy the circuits with the oldest queued data until back under 90%."""
-        killed = oom.reclaim(
-            self.links,
-            self._stream_buffers(),
-            lambda link, cid: (link.circuits.get(cid) or (None,))[0],  # type: ignore[index]
-            lambda entry: self._destroy(entry, DestroyReason.RESOURCELIMIT),  # type: ignore[arg-type]
-            self.config.max_mem_in_queues,
-        )
+        self._after_reclaim(self.memory.reclaim())
+
+    def _after_reclaim(self, killed: int) -> None:
         if killed:
             self._count("destroyed_oom", killed)
             log.warning("out of memory for queues: destroyed the stalest circuits", circuits=killed)
@@ -245,8 +249,7 @@ class CircuitSwitch:
         """Stream buffers grow without passing through a circuit queue: look at the total each second."""
         while True:
             await asyncio.sleep(1.0)
-            if self.queued_bytes() > self.config.max_mem_in_queues:
-                self.reclaim_memory()
+            self._after_reclaim(self.memory.check())
 
     # --- what circuits ask of the world --------------------------------------------------------
     async def _dht_rpc(self, entry: CircuitEntry, event: DhtRpcRequested) -> None:
