@@ -29,7 +29,9 @@ T_VERIFY = PROTOID + b":verify"
 T_MAC = PROTOID + b":mac"
 M_EXPAND = PROTOID + b":key_expand"
 
-HANDSHAKE_TYPE_NTOR = 0x0001
+# ntor whose keys feed relay-crypto layer version 2 (docs/protocol.md §6); 0x0001 was layer
+# version 1 (BEAR with BLAKE2b) and is refused, so old and new nodes fail cleanly, not garbled.
+HANDSHAKE_TYPE_NTOR = 0x0002
 CLIENT_HANDSHAKE_LEN = 96  # ID(32) | B(32) | X(32)
 SERVER_HANDSHAKE_LEN = 64  # Y(32) | AUTH(32)
 HOP_KEY_MATERIAL_LEN = 128  # forward (Ks 32, Kf 32), backward (Ks 32, Kf 32)
@@ -51,9 +53,9 @@ class HopKeys:
     """The symmetric keys one circuit hop shares with the client."""
 
     forward_stream: bytes
-    forward_hash: bytes
+    forward_mac: bytes
     backward_stream: bytes
-    backward_hash: bytes
+    backward_mac: bytes
 
     @classmethod
     def from_material(cls, material: bytes) -> HopKeys:

@@ -1,32 +1,32 @@
-"""One hop's layer of relay-cell encryption: a keyed wide-block permutation that changes every cell.
+"""One hop's layer of relay-cell encryption: a two-pass keyed permutation that changes every cell.
 
-Theory of operation (details and rationale: docs/protocol.md, "Relay crypto").  A relay payload
-is split into a 16-byte tag T and a body C.  A relay *applies* its layer R to every relay cell
-it handles, in both directions; the client builds outbound cells and peels inbound ones with
-the inverse R⁻¹.  R is a three-round unbalanced Feistel network:
+Theory of operation (details, security argument and rationale: docs/protocol.md §6).  A relay
+payload is split into a 16-byte tag T and a body C.  A relay *applies* its layer R to every
+relay cell it handles, in both directions; the client builds outbound cells and peels inbound
+ones with the inverse R⁻¹.  R is two rounds of an unbalanced Feistel network:
 
-    T1 = T' ⊕ F(Kf, "F1", C')        C = C' ⊕ XChaCha20(Ks, nonce = T1 ‖ 0⁸)        T = T1 ⊕ F(Kf, "F2", C)
+    T1 = T' ⊕ MAC(Kf, C')            C ‖ N = (C' ‖ 0⁸⁰) ⊕ XChaCha20(Ks, nonce = T1 ‖ 0⁸)
 
-with F = keyed BLAKE2b-128.  Any change to T' or C' turns all of T and C into noise at the
-next honest hop (no controlled bit flip survives a layer: the tagging attack on Tor's tor1 is
-gone).  After every cell both keys are replaced by BLAKE2b(Kf; T1), which chains each cell to
-all earlier ones (a replayed, reordered, dropped or injected cell garbles every later one) and
-erases the old keys (forward secrecy per cell).  A cell is meant for a hop when, after that
-hop's R (or the client's R⁻¹ for inbound cells), T is sixteen zero bytes.
+and outputs T1 ‖ C.  MAC is Poly1305 under a one-time key (ChaCha20-Poly1305's tag of an empty
+message), which is safe because each key state serves exactly one cell: afterwards
+Ks ‖ Kf ‖ M = N, i.e. the next keys are keystream bound to the old key and to T1.  Any change
+to T' or C' changes the nonce T1 unpredictably or by a shift, and every byte of C becomes
+noise at the honest hop; one fault puts the hop out of step for every later cell.  A cell is
+meant for a hop when, after that hop's R (or the client's R⁻¹ for inbound cells), T is
+sixteen zero bytes.  The cell's digest for SENDMEs is MAC(Kf, C') ⊕ M: only the two ends of
+the layer can compute it, and only from the cell itself.
 
 Not in this module: cell layouts, which hop a cell is for, flow control.
 """
 
 from __future__ import annotations
 
-import hashlib
-
-from onionmesh.crypto.sodium import xchacha20_xor
+from onionmesh.crypto.sodium import poly1305_mac, xchacha20_xor_tail
 
 TAG_LEN = 16
 ZERO_TAG = bytes(TAG_LEN)
 _NONCE_PAD = bytes(8)
-_blake2b = hashlib.blake2b
+NEXT_LEN = 80  # keystream after the body: next Ks (32) ‖ next Kf (32) ‖ digest mask M (16)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -37,39 +37,41 @@ def _xor(a: bytes, b: bytes) -> bytes:
 class OnionLayer:
     """One direction of one hop: the keys evolve with every cell, so order matters."""
 
-    __slots__ = ("_kf", "_ks", "cells")
+    __slots__ = ("_kf", "_ks", "_mac", "_mask", "cells")
 
-    def __init__(self, stream_key: bytes, hash_key: bytes) -> None:
-        if len(stream_key) != 32 or len(hash_key) != 32:
+    def __init__(self, stream_key: bytes, mac_key: bytes) -> None:
+        if len(stream_key) != 32 or len(mac_key) != 32:
             raise ValueError("layer keys are 32 bytes")
         self._ks = stream_key
-        self._kf = hash_key
+        self._kf = mac_key
+        self._mac = self._mask = ZERO_TAG
         self.cells = 0
 
-    def _ratchet(self, t1: bytes) -> None:
-        new = _blake2b(t1, key=self._kf, digest_size=64, person=b"om-ratchet").digest()
-        self._ks, self._kf = new[:32], new[32:]
+    def _advance(self, mac: bytes, tail: bytes) -> None:
+        self._ks, self._kf, self._mask = tail[:32], tail[32:64], tail[64:]
+        self._mac = mac
         self.cells += 1
 
-    def apply(self, payload: bytes) -> tuple[bytes, bytes]:
-        """The relay's operation R. Returns (new payload, T1); T1 is the cell's secret digest."""
-        t_in, c_in = payload[:TAG_LEN], payload[TAG_LEN:]
-        kf = self._kf
-        t1 = _xor(t_in, _blake2b(c_in, key=kf, digest_size=16, person=b"om-F1").digest())
-        c_out = xchacha20_xor(c_in, t1 + _NONCE_PAD, self._ks)
-        t_out = _xor(t1, _blake2b(c_out, key=kf, digest_size=16, person=b"om-F2").digest())
-        self._ratchet(t1)
-        return t_out + c_out, t1
+    def apply(self, payload: bytes) -> bytes:
+        """The relay's operation R."""
+        c_in = payload[TAG_LEN:]
+        mac = poly1305_mac(c_in, self._kf)
+        t1 = _xor(payload[:TAG_LEN], mac)
+        c_out, tail = xchacha20_xor_tail(c_in, NEXT_LEN, t1 + _NONCE_PAD, self._ks)
+        self._advance(mac, tail)
+        return t1 + c_out
 
-    def unapply(self, payload: bytes) -> tuple[bytes, bytes]:
+    def unapply(self, payload: bytes) -> bytes:
         """The client's operation R⁻¹ (inverse of `apply` under the same key state)."""
-        t_out, c_out = payload[:TAG_LEN], payload[TAG_LEN:]
-        kf = self._kf
-        t1 = _xor(t_out, _blake2b(c_out, key=kf, digest_size=16, person=b"om-F2").digest())
-        c_in = xchacha20_xor(c_out, t1 + _NONCE_PAD, self._ks)
-        t_in = _xor(t1, _blake2b(c_in, key=kf, digest_size=16, person=b"om-F1").digest())
-        self._ratchet(t1)
-        return t_in + c_in, t1
+        t1 = payload[:TAG_LEN]
+        c_in, tail = xchacha20_xor_tail(payload[TAG_LEN:], NEXT_LEN, t1 + _NONCE_PAD, self._ks)
+        mac = poly1305_mac(c_in, self._kf)
+        self._advance(mac, tail)
+        return _xor(t1, mac) + c_in
+
+    def digest(self) -> bytes:
+        """The last cell's secret digest (what a SENDME echoes): the same on both ends of the layer."""
+        return _xor(self._mac, self._mask)
 
 
 def is_recognized(payload: bytes) -> bool:

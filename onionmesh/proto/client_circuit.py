@@ -100,8 +100,8 @@ class ClientCircuit(CircuitEndpoint):
         self.hops.append(
             Hop(
                 self._pending.identity_pk,
-                OnionLayer(keys.forward_stream, keys.forward_hash),
-                OnionLayer(keys.backward_stream, keys.backward_hash),
+                OnionLayer(keys.forward_stream, keys.forward_mac),
+                OnionLayer(keys.backward_stream, keys.backward_mac),
             )
         )
         self._pending = None
@@ -121,9 +121,11 @@ class ClientCircuit(CircuitEndpoint):
         if not 0 <= target < len(self.hops):
             raise LocalProtocolError("no such hop")
         payload = msg.encode_plain(nonce)
-        payload, digest = self.hops[target].forward.unapply(payload)
+        layer = self.hops[target].forward
+        payload = layer.unapply(payload)
+        digest = layer.digest()
         for i in range(target - 1, -1, -1):
-            payload, _ = self.hops[i].forward.unapply(payload)
+            payload = self.hops[i].forward.unapply(payload)
         command = CellCommand.RELAY
         if early and self._relay_early_sent >= MAX_RELAY_EARLY:
             raise LocalProtocolError("RELAY_EARLY budget spent")
@@ -135,9 +137,9 @@ class ClientCircuit(CircuitEndpoint):
 
     def _peel(self, payload: bytes) -> tuple[int, RelayMessage, bytes]:
         for i, hop in enumerate(self.hops):
-            payload, digest = hop.backward.unapply(payload)
+            payload = hop.backward.unapply(payload)
             if is_recognized(payload):
-                return i, RelayMessage.decode_plain(payload), digest
+                return i, RelayMessage.decode_plain(payload), hop.backward.digest()
         raise RemoteProtocolError("inbound relay cell recognized by no hop")
 
     # --- input -------------------------------------------------------------------------------

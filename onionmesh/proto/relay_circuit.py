@@ -43,8 +43,8 @@ from onionmesh.wire.relay_msg import (
 class RelayCircuit(CircuitEndpoint):
     def __init__(self, keys: HopKeys, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
         super().__init__(rng, clock)
-        self._forward = OnionLayer(keys.forward_stream, keys.forward_hash)
-        self._backward = OnionLayer(keys.backward_stream, keys.backward_hash)
+        self._forward = OnionLayer(keys.forward_stream, keys.forward_mac)
+        self._backward = OnionLayer(keys.backward_stream, keys.backward_mac)
         self.has_next = False
         self.extending = False
         self.relay_early_seen = 0
@@ -58,9 +58,9 @@ class RelayCircuit(CircuitEndpoint):
             self.relay_early_seen += 1
             if self.relay_early_seen > MAX_RELAY_EARLY:
                 raise RemoteProtocolError("too many RELAY_EARLY cells")
-        payload, digest = self._forward.apply(payload)
+        payload = self._forward.apply(payload)
         if is_recognized(payload):
-            self._dispatch(RelayMessage.decode_plain(payload), digest, command)
+            self._dispatch(RelayMessage.decode_plain(payload), self._forward.digest(), command)
         elif self.has_next:
             self.cells_forwarded += 1
             self.forward_out.append((command, payload))
@@ -100,14 +100,13 @@ class RelayCircuit(CircuitEndpoint):
 
     # --- cells from the exit side --------------------------------------------------------------
     def handle_backward(self, payload: bytes) -> None:
-        payload, _ = self._backward.apply(payload)
+        payload = self._backward.apply(payload)
         self.cells_forwarded += 1
         self.backward_out.append(payload)
 
     def _seal(self, msg: RelayMessage, nonce: bytes = b"") -> bytes:
-        payload, digest = self._backward.apply(msg.encode_plain(nonce))
-        self.backward_out.append(payload)
-        return digest
+        self.backward_out.append(self._backward.apply(msg.encode_plain(nonce)))
+        return self._backward.digest()
 
     # --- answers from the runtime --------------------------------------------------------------
     def extended(self, reply: bytes) -> None:

@@ -113,9 +113,9 @@ def test_handshake_agrees(relay: Relay) -> None:
     assert client_keys == server_keys
     parts = [
         client_keys.forward_stream,
-        client_keys.forward_hash,
+        client_keys.forward_mac,
         client_keys.backward_stream,
-        client_keys.backward_hash,
+        client_keys.backward_mac,
     ]
     assert all(len(k) == 32 for k in parts)
     assert len(set(parts)) == 4
@@ -148,9 +148,9 @@ def test_keys_differ_per_handshake(relay: Relay) -> None:
         assert client_keys == server_keys
         for k in (
             client_keys.forward_stream,
-            client_keys.forward_hash,
+            client_keys.forward_mac,
             client_keys.backward_stream,
-            client_keys.backward_hash,
+            client_keys.backward_mac,
         ):
             assert k not in seen
             seen.add(k)
@@ -267,7 +267,7 @@ def test_client_start_checks_key_lengths(relay: Relay) -> None:
 def test_hop_keys_need_128_bytes() -> None:
     keys = ntor.HopKeys.from_material(bytes(range(128)))
     assert keys.forward_stream == bytes(range(32))
-    assert keys.backward_hash == bytes(range(96, 128))
+    assert keys.backward_mac == bytes(range(96, 128))
     with pytest.raises(ValueError):
         ntor.HopKeys.from_material(bytes(127))
 

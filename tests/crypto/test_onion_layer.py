@@ -54,22 +54,22 @@ class Circuit:
     def build(self, payload: bytes, target: int | None = None) -> bytes:
         target = len(self.keys) - 1 if target is None else target
         for i in range(target, -1, -1):
-            payload, _ = self.client_fwd[i].unapply(payload)
+            payload = self.client_fwd[i].unapply(payload)
         return payload
 
     def relay_forward(self, i: int, payload: bytes) -> bytes:
-        return self.relay_fwd[i].apply(payload)[0]
+        return self.relay_fwd[i].apply(payload)
 
     # relay `origin` -> client
     def originate(self, origin: int, payload: bytes) -> bytes:
-        payload, _ = self.relay_back[origin].apply(payload)
+        payload = self.relay_back[origin].apply(payload)
         for i in range(origin - 1, -1, -1):
-            payload, _ = self.relay_back[i].apply(payload)
+            payload = self.relay_back[i].apply(payload)
         return payload
 
     def peel(self, payload: bytes) -> tuple[int, bytes] | None:
         for i, layer in enumerate(self.client_back):
-            payload, _ = layer.unapply(payload)
+            payload = layer.unapply(payload)
             if is_recognized(payload):
                 return i, payload
         return None
@@ -103,25 +103,26 @@ def test_apply_and_unapply_are_inverse(keys: bytes, payloads: list[bytes]) -> No
     a1, a2 = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
     b1, b2 = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
     for p in payloads:
-        out, t_apply = a1.apply(p)
-        back, t_unapply = b1.unapply(out)
+        out = a1.apply(p)
+        back = b1.unapply(out)
         assert back == p
-        assert t_apply == t_unapply  # both sides learn the same per-cell digest
+        assert a1.digest() == b1.digest()  # both sides learn the same per-cell digest
         assert len(out) == len(p)
         # and the other way round: R(R⁻¹(p)) = p
-        out2, t2 = b2.unapply(p)
-        back2, t2b = a2.apply(out2)
+        out2 = b2.unapply(p)
+        back2 = a2.apply(out2)
         assert back2 == p
-        assert t2 == t2b
+        assert b2.digest() == a2.digest()
     assert a1.cells == b1.cells == len(payloads)
 
 
 def test_same_cell_twice_encrypts_differently() -> None:
     layer = OnionLayer(bytes(32), bytes(range(32)))
-    out1, d1 = layer.apply(plain(0))
-    out2, d2 = layer.apply(plain(0))
+    out1 = layer.apply(plain(0))
+    d1 = layer.digest()
+    out2 = layer.apply(plain(0))
     assert out1 != out2
-    assert d1 != d2
+    assert d1 != layer.digest()
     assert popcount(xor(out1, out2)) > PAYLOAD_BITS * 0.45
 
 
@@ -135,7 +136,7 @@ def test_keys_ratchet_after_every_cell() -> None:
 
 
 def test_zero_payload_output_looks_random() -> None:
-    out, _ = OnionLayer(bytes(32), bytes(32)).apply(bytes(CELL_PAYLOAD_LEN))
+    out = OnionLayer(bytes(32), bytes(32)).apply(bytes(CELL_PAYLOAD_LEN))
     assert 0.45 < popcount(out) / PAYLOAD_BITS < 0.55
 
 
@@ -260,17 +261,17 @@ def test_inbound_tagging_after_the_middle(bit: int) -> None:
     """Exit -> client: a bit flipped between the middle and hop 1 garbles the cell for the client."""
     honest, tampered = Circuit(b"in"), Circuit(b"in")
     msg = plain(2)
-    mid_h = honest.relay_back[1].apply(honest.relay_back[2].apply(msg)[0])[0]
-    mid_t = tampered.relay_back[1].apply(tampered.relay_back[2].apply(msg)[0])[0]
+    mid_h = honest.relay_back[1].apply(honest.relay_back[2].apply(msg))
+    mid_t = tampered.relay_back[1].apply(tampered.relay_back[2].apply(msg))
     assert mid_h == mid_t
     injected = flip_bit(mid_t, bit)
-    wire_h = honest.relay_back[0].apply(mid_h)[0]
-    wire_t = tampered.relay_back[0].apply(injected)[0]
+    wire_h = honest.relay_back[0].apply(mid_h)
+    wire_t = tampered.relay_back[0].apply(injected)
     assert honest.peel(wire_h) == (2, msg)
     # peel by hand to look at what the exit layer produces for the client
     p = wire_t
     for layer in tampered.client_back:
-        p, _ = layer.unapply(p)
+        p = layer.unapply(p)
         assert not is_recognized(p)
     assert 0.45 < popcount(xor(p, msg)[TAG_LEN:]) / BODY_BITS < 0.55
 
@@ -342,9 +343,9 @@ def test_injection_desynchronises(k: int) -> None:
 def test_replay_into_a_single_layer() -> None:
     keys = SeededRng(1).random_bytes(64)
     client, relay = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
-    cell, _ = client.unapply(plain(0))
-    first, _ = relay.apply(cell)
-    again, _ = relay.apply(cell)
+    cell = client.unapply(plain(0))
+    first = relay.apply(cell)
+    again = relay.apply(cell)
     assert first == plain(0)
     assert not is_recognized(again)
 
@@ -362,3 +363,45 @@ def test_inbound_replay_and_drop_desynchronise_the_client() -> None:
     assert circ.peel(wire[0]) == (2, plain(0))
     for c in wire[2:]:  # wire[1] dropped
         assert circ.peel(c) is None
+
+
+# --------------------------------------------------------------------------- properties of the two-pass R
+
+
+def test_a_tag_only_change_moves_the_tag_at_one_hop_and_garbles_everything_after() -> None:
+    """R passes a change of T' into T1 as the same XOR (T1 is the nonce), but the body is noise.
+
+    At the next honest hop the shifted tag meets a garbled body, so the whole payload is noise.
+    """
+    honest, tampered = Circuit(21), Circuit(21)
+    msg = plain(3)
+    after_hop1 = honest.relay_forward(0, honest.build(msg))
+    tampered.relay_forward(0, tampered.build(msg))
+    delta = bytes([0x5A] * TAG_LEN)
+    injected = xor(after_hop1[:TAG_LEN], delta) + after_hop1[TAG_LEN:]
+    mid_h, mid_t = honest.relay_forward(1, after_hop1), tampered.relay_forward(1, injected)
+    assert xor(mid_h[:TAG_LEN], mid_t[:TAG_LEN]) == delta
+    assert 0.45 < popcount(xor(mid_h, mid_t)[TAG_LEN:]) / BODY_BITS < 0.55
+    exit_h, exit_t = honest.relay_forward(2, mid_h), tampered.relay_forward(2, mid_t)
+    assert exit_h == msg and not is_recognized(exit_t)
+    assert xor(exit_h, exit_t)[:TAG_LEN] not in (delta, ZERO_TAG)
+    assert 0.45 < popcount(xor(exit_h, exit_t)[TAG_LEN:]) / BODY_BITS < 0.55
+
+
+def test_the_digest_is_bound_to_the_cell_and_never_on_the_wire() -> None:
+    """Same key state, different bodies: different digests; the digest is neither tag seen on a link."""
+    keys = SeededRng(7).random_bytes(64)
+    digests = set()
+    for i in range(4):
+        client, relay = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
+        wire = client.unapply(plain(i))
+        assert relay.apply(wire) == plain(i)  # recognized: T1 = 0 at the target hop
+        assert relay.digest() == client.digest()
+        assert relay.digest() not in (wire[:TAG_LEN], ZERO_TAG)
+        digests.add(relay.digest())
+    assert len(digests) == 4
+    # inbound (the hop originates with R, the client peels with R⁻¹): T1 is on the wire, the digest is not
+    hop, client = OnionLayer(keys[:32], keys[32:]), OnionLayer(keys[:32], keys[32:])
+    wire = hop.apply(plain(9))
+    assert client.unapply(wire) == plain(9) and client.digest() == hop.digest()
+    assert hop.digest() not in (wire[:TAG_LEN], ZERO_TAG)

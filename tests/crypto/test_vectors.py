@@ -187,9 +187,9 @@ def build_ntor() -> dict[str, Any]:
         "key_material": h(material),
         "hop_keys": {
             "forward_stream": h(keys.forward_stream),
-            "forward_hash": h(keys.forward_hash),
+            "forward_mac": h(keys.forward_mac),
             "backward_stream": h(keys.backward_stream),
-            "backward_hash": h(keys.backward_hash),
+            "backward_mac": h(keys.backward_mac),
         },
     }
 
@@ -214,50 +214,52 @@ def build_onion_layer() -> dict[str, Any]:
     for msg in _layer_messages():
         plain = msg.encode_plain()
         cur_ks, cur_kf = layer._ks, layer._kf
-        out, t1 = layer.apply(plain)
+        out = layer.apply(plain)
+        t1 = out[:16]
+        stream = crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(2107), None, t1 + bytes(8), cur_ks)[:-16]
         cells.append(
             {
                 "key_stream": h(cur_ks),
-                "key_hash": h(cur_kf),
+                "key_mac": h(cur_kf),
                 "input": h(plain),
-                "f1": h(hashlib.blake2b(plain[16:], key=cur_kf, digest_size=16, person=b"om-F1").digest()),
+                "mac": h(crypto_aead_chacha20poly1305_ietf_encrypt(b"", plain[16:], bytes(12), cur_kf)),
                 "t1": h(t1),
-                "keystream_first_64": h(
-                    crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(64), None, t1 + bytes(8), cur_ks)[:-16]
-                ),
-                "f2": h(hashlib.blake2b(out[16:], key=cur_kf, digest_size=16, person=b"om-F2").digest()),
+                "keystream_first_64": h(stream[:64]),
                 "output": h(out),
                 "next_key_stream": h(layer._ks),
-                "next_key_hash": h(layer._kf),
+                "next_key_mac": h(layer._kf),
+                "digest_mask": h(stream[2091:2107]),
+                "digest": h(layer.digest()),
             }
         )
     # Two hops: the client layers one outbound cell for hop 2; each relay applies its forward layer.
     k1, k2 = _layer_keys(SEED_LAYER_HOP1), _layer_keys(SEED_LAYER_HOP2)
     msg = rm.RelayMessage(rm.RelayCommand.BEGIN, 7, rm.Begin("example.com", 443).encode())
     plain = msg.encode_plain()
-    inner, t1_hop2 = OnionLayer(*k2).unapply(plain)
-    wire, t1_hop1 = OnionLayer(*k1).unapply(inner)
-    after1, r1 = OnionLayer(*k1).apply(wire)
-    after2, r2 = OnionLayer(*k2).apply(after1)
-    assert after1 == inner and after2 == plain and (r1, r2) == (t1_hop1, t1_hop2)
+    client2, client1 = OnionLayer(*k2), OnionLayer(*k1)
+    inner = client2.unapply(plain)
+    wire = client1.unapply(inner)
+    relay1, relay2 = OnionLayer(*k1), OnionLayer(*k2)
+    after1 = relay1.apply(wire)
+    after2 = relay2.apply(after1)
+    assert after1 == inner and after2 == plain and relay2.digest() == client2.digest()
     assert is_recognized(after2) and not is_recognized(after1)
     return {
         "description": (
             "Relay-cell layer R (OnionLayer.apply) on three successive cells, showing the per-cell "
-            "key ratchet; then a two-hop outbound cell layered by the client with R^-1 "
-            "(docs/protocol.md, Relay crypto)"
+            "key ratchet and digest; then a two-hop outbound cell layered by the client with R^-1 "
+            "(docs/protocol.md, Relay crypto, layer version 2)"
         ),
         "generator": GENERATOR,
         "seeds": {"layer": SEED_LAYER, "hop1": SEED_LAYER_HOP1, "hop2": SEED_LAYER_HOP2},
         "apply": cells,
         "two_hops": {
-            "hop1_forward": {"key_stream": h(k1[0]), "key_hash": h(k1[1])},
-            "hop2_forward": {"key_stream": h(k2[0]), "key_hash": h(k2[1])},
+            "hop1_forward": {"key_stream": h(k1[0]), "key_mac": h(k1[1])},
+            "hop2_forward": {"key_stream": h(k2[0]), "key_mac": h(k2[1])},
             "plain": h(plain),
             "after_client_hop2_layer": h(inner),
-            "t1_hop2": h(t1_hop2),
+            "digest_hop2": h(client2.digest()),
             "wire": h(wire),
-            "t1_hop1": h(t1_hop1),
         },
     }
 
@@ -362,20 +364,23 @@ def _circuit_cells() -> list[tuple[str, Cell]]:
     """A one-hop circuit with the ntor.json keys: CREATE, CREATED, then two layered cells."""
     _state, skin, reply, keys, _ = _ntor_run()
     cid = 0x8000_0001
-    forward = OnionLayer(keys.forward_stream, keys.forward_hash)
+    forward = OnionLayer(keys.forward_stream, keys.forward_mac)
     begin = rm.RelayMessage(rm.RelayCommand.BEGIN, 1, rm.Begin("example.com", 443).encode())
-    relay_payload, _ = forward.unapply(begin.encode_plain())
+    relay_payload = forward.unapply(begin.encode_plain())
     extend = rm.RelayMessage(
         rm.RelayCommand.EXTEND,
         0,
-        rm.Extend((("192.0.2.7", 9001),), rand(SEED_CELL + 1, 32), 1, rand(SEED_CELL + 2, 96)).encode(),
+        rm.Extend(
+            (("192.0.2.7", 9001),), rand(SEED_CELL + 1, 32), ntor.HANDSHAKE_TYPE_NTOR, rand(SEED_CELL + 2, 96)
+        ).encode(),
     )
-    early_payload, _ = forward.unapply(extend.encode_plain())
+    early_payload = forward.unapply(extend.encode_plain())
     requested = destroy_payload(DestroyReason.REQUESTED)
     protocol = destroy_payload(DestroyReason.PROTOCOL)
     return [
         ("PADDING (link keep-alive)", Cell(0, CellCommand.PADDING)),
-        ("CREATE (ntor.json onionskin)", Cell(cid, CellCommand.CREATE, create_payload(1, skin))),
+        ("CREATE (ntor.json onionskin)",
+         Cell(cid, CellCommand.CREATE, create_payload(ntor.HANDSHAKE_TYPE_NTOR, skin))),
         ("CREATED (ntor.json reply)", Cell(cid, CellCommand.CREATED, created_payload(reply))),
         ("RELAY: BEGIN example.com:443 on stream 1, layered with the ntor.json forward keys",
          Cell(cid, CellCommand.RELAY, relay_payload)),
@@ -609,27 +614,39 @@ def _bxor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
-def _F(kf: bytes, person: bytes, data: bytes) -> bytes:
-    return hashlib.blake2b(data, key=kf, digest_size=16, person=person).digest()
+def _poly1305(key32: bytes, msg: bytes) -> bytes:
+    """RFC 8439 §2.5, with Python integers."""
+    r = int.from_bytes(key32[:16], "little") & 0x0FFFFFFC0FFFFFFC0FFFFFFC0FFFFFFF
+    s, p, acc = int.from_bytes(key32[16:], "little"), (1 << 130) - 5, 0
+    for i in range(0, len(msg), 16):
+        block = msg[i : i + 16] + b"\x01"
+        acc = (acc + int.from_bytes(block, "little")) * r % p
+    return ((acc + s) & ((1 << 128) - 1)).to_bytes(16, "little")
+
+
+def _mac_spec(key: bytes, data: bytes) -> bytes:
+    """MAC(K, M): the ChaCha20-Poly1305 (RFC 8439) tag of an empty message with AD = M, nonce 0."""
+    pad = bytes(-len(data) % 16)
+    one_time_key = _chacha20_ietf(key, bytes(12), 0, 32)
+    return _poly1305(one_time_key, data + pad + struct.pack("<QQ", len(data), 0))
 
 
 def _spec_R(ks: bytes, kf: bytes, payload: bytes) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
-    """R as written in the spec; returns (output, T1, next (Ks, Kf))."""
+    """R as written in the spec; returns (output, digest, next (Ks, Kf))."""
     t, c = payload[:16], payload[16:]
-    t1 = _bxor(t, _F(kf, b"om-F1", c))
-    c2 = _bxor(c, _keystream_spec(ks, t1 + bytes(8), len(c)))
-    t2 = _bxor(t1, _F(kf, b"om-F2", c2))
-    new = hashlib.blake2b(t1, key=kf, digest_size=64, person=b"om-ratchet").digest()
-    return t2 + c2, t1, (new[:32], new[32:])
+    mac = _mac_spec(kf, c)
+    t1 = _bxor(t, mac)
+    stream = _keystream_spec(ks, t1 + bytes(8), len(c) + 80)
+    c2, n = _bxor(c, stream[: len(c)]), stream[len(c) :]
+    return t1 + c2, _bxor(mac, n[64:80]), (n[:32], n[32:64])
 
 
 def _spec_R_inv(ks: bytes, kf: bytes, payload: bytes) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
-    t2, c2 = payload[:16], payload[16:]
-    t1 = _bxor(t2, _F(kf, b"om-F2", c2))
-    c = _bxor(c2, _keystream_spec(ks, t1 + bytes(8), len(c2)))
-    t = _bxor(t1, _F(kf, b"om-F1", c))
-    new = hashlib.blake2b(t1, key=kf, digest_size=64, person=b"om-ratchet").digest()
-    return t + c, t1, (new[:32], new[32:])
+    t1, c2 = payload[:16], payload[16:]
+    stream = _keystream_spec(ks, t1 + bytes(8), len(c2) + 80)
+    c, n = _bxor(c2, stream[: len(c2)]), stream[len(c2) :]
+    mac = _mac_spec(kf, c)
+    return _bxor(t1, mac) + c, _bxor(mac, n[64:80]), (n[:32], n[32:64])
 
 
 def _spec_extract(secret: bytes, salt: bytes = b"") -> bytes:
@@ -729,7 +746,7 @@ def test_spec_ntor() -> None:
     # the handshake, both sides, from the formulas
     protoid = b"onionmesh-ntor-x25519-blake2b-1"
     assert unh(v["onionskin"]) == ident + B + X
-    assert unh(v["create_payload"]) == b"\x00\x01" + b"\x00\x60" + ident + B + X
+    assert unh(v["create_payload"]) == b"\x00\x02" + b"\x00\x60" + ident + B + X  # type 2: layer v2
     si_client = crypto_scalarmult(x, Y) + crypto_scalarmult(x, B) + ident + B + X + Y + protoid
     si_relay = crypto_scalarmult(y, X) + crypto_scalarmult(b, X) + ident + B + X + Y + protoid
     assert si_client == si_relay == unh(v["secret_input"])
@@ -743,7 +760,7 @@ def test_spec_ntor() -> None:
     material = _spec_expand(key_seed, protoid + b":key_expand", 128)
     assert material.hex() == v["key_material"]
     keys = v["hop_keys"]
-    assert [keys[k] for k in ("forward_stream", "forward_hash", "backward_stream", "backward_hash")] == [
+    assert [keys[k] for k in ("forward_stream", "forward_mac", "backward_stream", "backward_mac")] == [
         material[i : i + 32].hex() for i in range(0, 128, 32)
     ]
 
@@ -762,34 +779,34 @@ def test_ntor_reply_checks() -> None:
 
 def test_spec_onion_layer() -> None:
     v = load("onion_layer.json")
-    ks, kf = unh(v["apply"][0]["key_stream"]), unh(v["apply"][0]["key_hash"])
+    ks, kf = unh(v["apply"][0]["key_stream"]), unh(v["apply"][0]["key_mac"])
     inverse = OnionLayer(ks, kf)
     for cell in v["apply"]:
-        assert (ks.hex(), kf.hex()) == (cell["key_stream"], cell["key_hash"])
-        out, t1, (ks, kf) = _spec_R(ks, kf, unh(cell["input"]))
-        assert out.hex() == cell["output"] and t1.hex() == cell["t1"]
-        assert (ks.hex(), kf.hex()) == (cell["next_key_stream"], cell["next_key_hash"])
-        f1 = _F(unh(cell["key_hash"]), b"om-F1", unh(cell["input"])[16:])
-        f2 = _F(unh(cell["key_hash"]), b"om-F2", out[16:])
-        assert (f1.hex(), f2.hex()) == (cell["f1"], cell["f2"])
-        assert t1 == _bxor(unh(cell["input"])[:16], f1) and out[:16] == _bxor(t1, f2)
+        assert (ks.hex(), kf.hex()) == (cell["key_stream"], cell["key_mac"])
+        out, digest, (ks, kf) = _spec_R(ks, kf, unh(cell["input"]))
+        assert out.hex() == cell["output"] and out[:16].hex() == cell["t1"] and digest.hex() == cell["digest"]
+        assert (ks.hex(), kf.hex()) == (cell["next_key_stream"], cell["next_key_mac"])
+        mac = _mac_spec(unh(cell["key_mac"]), unh(cell["input"])[16:])
+        assert mac.hex() == cell["mac"] and _bxor(mac, unh(cell["digest_mask"])) == digest
+        assert unh(cell["t1"]) == _bxor(unh(cell["input"])[:16], mac)
         # the AEAD-without-tag keystream is XChaCha20 from block counter 1
-        assert _keystream_spec(unh(cell["key_stream"]), t1 + bytes(8), 64).hex() == cell["keystream_first_64"]
-        back, t1_inv = inverse.unapply(out)  # R^-1 under the same key state inverts R
-        assert back.hex() == cell["input"] and t1_inv == t1
+        stream = _keystream_spec(unh(cell["key_stream"]), unh(cell["t1"]) + bytes(8), 2107)
+        assert stream[:64].hex() == cell["keystream_first_64"]
+        assert stream[2027:2091].hex() == cell["next_key_stream"] + cell["next_key_mac"]
+        assert inverse.unapply(out).hex() == cell["input"]  # R^-1 under the same key state inverts R
+        assert inverse.digest() == digest
     # the same plaintext twice gives unrelated cells: the keys changed in between
     assert v["apply"][0]["input"] == v["apply"][1]["input"]
     assert v["apply"][0]["output"] != v["apply"][1]["output"]
     two = v["two_hops"]
-    k1 = (unh(two["hop1_forward"]["key_stream"]), unh(two["hop1_forward"]["key_hash"]))
-    k2 = (unh(two["hop2_forward"]["key_stream"]), unh(two["hop2_forward"]["key_hash"]))
-    inner, t1_2, _ = _spec_R_inv(*k2, unh(two["plain"]))
-    wire, t1_1, _ = _spec_R_inv(*k1, inner)
-    assert (inner.hex(), wire.hex(), t1_1.hex(), t1_2.hex()) == (
+    k1 = (unh(two["hop1_forward"]["key_stream"]), unh(two["hop1_forward"]["key_mac"]))
+    k2 = (unh(two["hop2_forward"]["key_stream"]), unh(two["hop2_forward"]["key_mac"]))
+    inner, digest2, _ = _spec_R_inv(*k2, unh(two["plain"]))
+    wire, _, _ = _spec_R_inv(*k1, inner)
+    assert (inner.hex(), wire.hex(), digest2.hex()) == (
         two["after_client_hop2_layer"],
         two["wire"],
-        two["t1_hop1"],
-        two["t1_hop2"],
+        two["digest_hop2"],
     )
     assert _spec_R(*k1, wire)[0] == inner and _spec_R(*k2, inner)[0] == unh(two["plain"])
 
@@ -797,26 +814,25 @@ def test_spec_onion_layer() -> None:
 def test_onion_layer_tamper_replay_and_drop() -> None:
     """What the spec promises about faults, on the vector keys."""
     v = load("onion_layer.json")
-    ks, kf = unh(v["apply"][0]["key_stream"]), unh(v["apply"][0]["key_hash"])
+    ks, kf = unh(v["apply"][0]["key_stream"]), unh(v["apply"][0]["key_mac"])
     client = OnionLayer(ks, kf)
     cells = [
-        client.unapply(rm.RelayMessage(rm.RelayCommand.DATA, 1, bytes([i])).encode_plain())[0]
-        for i in range(4)
+        client.unapply(rm.RelayMessage(rm.RelayCommand.DATA, 1, bytes([i])).encode_plain()) for i in range(4)
     ]
     # a one-bit flip anywhere: the honest hop's output is noise, and so is everything after it
     for pos in (0, 15, 16, 500, 2042):
         relay = OnionLayer(ks, kf)
         flipped = bytearray(cells[0])
         flipped[pos] ^= 0x01
-        out0, _ = relay.apply(bytes(flipped))
+        out0 = relay.apply(bytes(flipped))
         plain0 = rm.RelayMessage(rm.RelayCommand.DATA, 1, b"\x00").encode_plain()
         assert not is_recognized(out0)
         assert sum(a != b for a, b in zip(out0, plain0, strict=True)) > 1900  # no controlled flip survives
-        assert not any(is_recognized(relay.apply(c)[0]) for c in cells[1:])
+        assert not any(is_recognized(relay.apply(c)) for c in cells[1:])
     # replay (cell 0 again), drop (skip cell 1) and reorder (2 before 1) all fail from then on
     for order in ([0, 0, 1], [0, 2, 3], [0, 2, 1]):
         relay = OnionLayer(ks, kf)
-        results = [is_recognized(relay.apply(cells[i])[0]) for i in order]
+        results = [is_recognized(relay.apply(cells[i])) for i in order]
         assert results == [True, False, False]
 
 
@@ -866,7 +882,7 @@ def test_spec_cells() -> None:
         cell = Cell.decode(enc)
         assert cell.payload[: len(unh(vec["payload"]))] == unh(vec["payload"])
         if cell.command is CellCommand.CREATE:
-            assert parse_create(cell.payload) == (1, skin)
+            assert parse_create(cell.payload) == (ntor.HANDSHAKE_TYPE_NTOR, skin)
         elif cell.command is CellCommand.CREATED:
             assert parse_created(cell.payload) == reply
         elif cell.command in (CellCommand.RELAY, CellCommand.RELAY_EARLY):
