@@ -29,6 +29,8 @@ try:  # PyNaCl's compiled module; present in every wheel, but not a documented A
     _xchacha_encrypt = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt
     _chacha_encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
     _chacha_decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
+    # libsodium overwrites every output byte, so skip cffi's zero-fill (half the cost of a 2 KB buffer)
+    _new = _ffi.new_allocator(should_clear_after_alloc=False)
     DIRECT = True
 except (ImportError, AttributeError):  # pragma: no cover - exercised only on unusual builds
     DIRECT = False
@@ -46,7 +48,7 @@ def xchacha20_xor_tail(data: bytes, tail_len: int, nonce24: bytes, key: bytes) -
         )
         return sealed[:n], sealed[n : n + tail_len]
     total = n + tail_len
-    out = _ffi.new("unsigned char[]", total + TAG_LEN)
+    out = _new("unsigned char[]", total + TAG_LEN)
     _xchacha_encrypt(out, _ffi.NULL, data + bytes(tail_len), total, _ffi.NULL, 0, _ffi.NULL, nonce24, key)
     buf = _ffi.buffer(out, total)
     return buf[:n], buf[n:total]
@@ -70,7 +72,7 @@ def chacha20poly1305_encrypt(message: bytes, ad: bytes, nonce12: bytes, key: byt
     if not DIRECT:
         return _bindings.crypto_aead_chacha20poly1305_ietf_encrypt(message, ad, nonce12, key)
     n = len(message) + TAG_LEN
-    out = _ffi.new("unsigned char[]", n)
+    out = _new("unsigned char[]", n)
     _chacha_encrypt(out, _ffi.NULL, message, len(message), ad, len(ad), _ffi.NULL, nonce12, key)
     return _ffi.buffer(out, n)[:]
 
@@ -89,7 +91,7 @@ def chacha20poly1305_decrypt(
         except (NaclCryptoError, ValueError) as exc:
             raise CryptoError("does not authenticate") from exc
     n = len(view) - TAG_LEN
-    out = _ffi.new("unsigned char[]", max(n, 1))
+    out = _new("unsigned char[]", max(n, 1))
     src = _ffi.from_buffer(view)
     if _chacha_decrypt(out, _ffi.NULL, _ffi.NULL, src, len(view), ad, len(ad), nonce12, key) != 0:
         raise CryptoError("does not authenticate")
