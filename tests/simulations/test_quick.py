@@ -57,6 +57,29 @@ def test_path_compromise_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str
     no_guards_30 = next(r for r in rows if r[4] == "no" and _pct(r[0]) > 25)
     guards_30 = next(r for r in rows if r[4] == "yes" and _pct(r[0]) > 25)
     assert _pct(guards_30[11]) < _pct(no_guards_30[11])  # guards protect most clients
+    # The Johnson-style rows: 180 days, the adversary's weight split 5:1 between non-exits and exits.
+    (johnson,) = _rows(out, "johnson")
+    # share split exit-share clients circuits paths compromised day1 day7 day30 day90 day180 median
+    # adv-exit-day1 adv-guard-day180
+    assert int(johnson[5]) > 0 and _pct(johnson[6]) > 0.0
+    by_day = [_pct(c) for c in johnson[7:12]]
+    assert by_day == sorted(by_day) and by_day[-1] > 0.0
+    assert by_day[-1] <= _pct(johnson[14])  # only a client with an adversary guard is compromised
+    assert _pct(johnson[13]) > by_day[0]  # adversary exits come far sooner than its guards
+
+
+def test_johnson_split_directory() -> None:
+    """The Johnson-style adversary holds its share of all weight, 5:1 between non-exits and exits."""
+    from simulations.consensus import make_population, weight_share
+
+    population = make_population(1000, 166, seed=2)
+    relays, adversary = population.split_directory(1000, 0.1, 5.0)
+    descs = [r.descriptor for r in relays]
+    assert len(descs) == 1000
+    non_exits = {d.fingerprint for d in descs if d.fingerprint in adversary and not d.is_exit}
+    total, guard_side = weight_share(descs, adversary), weight_share(descs, non_exits)
+    assert total == pytest.approx(0.1, abs=0.01)
+    assert guard_side / (total - guard_side) == pytest.approx(5.0, rel=0.25)
 
 
 def test_load_balance_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
