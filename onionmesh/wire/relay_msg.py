@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from onionmesh.errors import RemoteProtocolError, Truncated
 from onionmesh.wire.buffer import Buffer
@@ -89,8 +91,14 @@ CIRCUIT_COMMANDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RelayMessage:
+_RELAY_COMMANDS = {c.value: c for c in RelayCommand}
+_RELAY_HEADER = struct.Struct(">BHH")  # command, stream_id, length
+_new_tuple = tuple.__new__
+
+
+class RelayMessage(NamedTuple):
+    """A relay message.  A NamedTuple for the same reason as wire.cell.Cell: one per cell carried."""
+
     command: RelayCommand
     stream_id: int
     body: bytes = b""
@@ -119,12 +127,10 @@ class RelayMessage:
         """Parse a recognized payload (its tag already checked)."""
         if len(payload) != CELL_PAYLOAD_LEN:
             raise RemoteProtocolError("relay payload has the wrong length")
-        try:
-            command = RelayCommand(payload[TAG_LEN])
-        except ValueError as exc:
-            raise RemoteProtocolError(f"unknown relay command {payload[TAG_LEN]}") from exc
-        stream_id = int.from_bytes(payload[TAG_LEN + 1 : TAG_LEN + 3], "big")
-        n = int.from_bytes(payload[TAG_LEN + 3 : TAG_LEN + 5], "big")
+        code, stream_id, n = _RELAY_HEADER.unpack_from(payload, TAG_LEN)
+        command = _RELAY_COMMANDS.get(code)
+        if command is None:
+            raise RemoteProtocolError(f"unknown relay command {code}")
         if n > RELAY_BODY_MAX:
             raise RemoteProtocolError("relay length field too large")
         if command in STREAM_COMMANDS and stream_id == 0:
@@ -132,7 +138,7 @@ class RelayMessage:
         if command in CIRCUIT_COMMANDS and stream_id != 0:
             raise RemoteProtocolError(f"{command.name} must not name a stream")
         start = TAG_LEN + RELAY_HEADER_LEN
-        return cls(command, stream_id, payload[start : start + n])
+        return _new_tuple(cls, (command, stream_id, payload[start : start + n]))
 
 
 def _decoding(name: str):
