@@ -1,51 +1,61 @@
 """Study 2: path compromise (as TorPS does for Tor) over 30 simulated days at 10,000 relays.
 
-    python -m simulations.path_compromise [--quick] [--seed N] [--out DIR] [--johnson-days D]
+    python -m simulations.path_compromise [--quick] [--seed N] [--out DIR] [--johnson-days D] [--jobs J]
 
 Real code under test: `directory.path_selection.select_path` draws every path and
 `directory.guards.GuardSet.primary` samples every client's guards; `directory.view.NetView`
 applies the 5,000-relay cap a crawled view had when this study was run (now 20,000).
 A circuit is compromised when the adversary holds both its hop 1 and its exit (end-to-end
-correlation).  Each client's directory and guards
-stay fixed over the 30 days (no relay churn; guards live 108-120 days), so its circuits are
-independent draws from one distribution: the study draws a pool of real paths (one shared pool
-without guards, a small pool per client whose primary guards include an adversary relay) and
-assigns each circuit of the user model one draw of its pool.  A client whose primary guards are
-all honest can never be compromised (hop 1 is always one of them; every drawn path is checked).
+correlation).  With a fixed directory (no relay churn) a client's circuits are independent draws
+from one distribution, so every circuit is one draw of a shared pool of real paths
+(`SharedPaths`: SHARED_PATHS unguarded `select_path` paths per directory):
+
+* without guards, the circuit is that whole path;
+* with guards, the circuit takes that path's exit (`select_path` draws the exit first, the same
+  way with or without guards, except that with guards it never draws an exit that conflicts with
+  every primary guard: such a draw is drawn again) and its hop 1 is the hop 1 of a real
+  `select_path` with the client's primary guards and that exit.  That hop 1 depends on the exit
+  only through which of the guards it conflicts with (the real `relays_conflict`: same relay,
+  family, /16): `select_path` takes the first primary guard that does not conflict with the exit
+  (the middle always has room at these sizes), so one call per client, guard epoch and conflict
+  pattern serves all its circuits (tests/simulations/test_quick.py checks the cache against
+  direct calls).  Only circuits with an adversary exit and a client with an adversary primary
+  guard need it.
+
+Every circuit of every client thus gets its own exit draw, so a client whose hop-1 guard is the
+adversary's is compromised at its first circuit with an adversary exit, as it would be.  Guards
+are the real `GuardSet.primary`, asked again whenever a sampled guard expires (108-120 days; so
+never in the 30-day rows, once per client in the 180-day ones).
 
 The Johnson-style rows (`run_johnson`) compare with Johnson et al., CCS 2013: the adversary's
 weight is split 5:1 between non-exit relays and exits, as theirs was between a guard and an exit,
-over 180 days, so guards expire and are replaced (the real `GuardSet.primary`, called again when
-a sampled guard expires).  Each circuit's exit is one draw of a shared pool of real unguarded
-paths (the exit is drawn first, the same way with or without guards, except that guarded paths
-skip the rare exits that conflict with all three guards); only when that exit is the
-adversary's and so are some of the client's primary guards does the circuit's hop 1 matter, and
-then it is the hop 1 of a real `select_path` with those guards and that exit (cached per guard
-set and exit).  Unlike a small per-client pool of whole paths, this does not round a client's
-rate of compromised circuits to a multiple of 1/pool.
+over 180 days, with guards, on the same `SharedPaths`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import random
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.guards import GuardSet
-from onionmesh.directory.path_selection import PathRequest, select_path
+from onionmesh.directory.path_selection import PathRequest, relays_conflict, select_path
 from onionmesh.directory.view import NetView
-from simulations.consensus import make_population, weight_share
+from simulations.consensus import Population, make_population, weight_share
 from simulations.relays import EPOCH, PyRng
 from simulations.report import out_path, pct, save, table
 from simulations.user_model import DAY, circuit_times, stream_times
 
 JOHNSON_GUARD_RATIO = 5.0  # their relay adversary: 100 MiB/s as 83.3 (guard) + 16.7 (exit)
 JOHNSON_DAYS = 180  # their horizon: six months
+SHARED_PATHS = 1000  # real select_path paths per directory that every circuit draws from
+QUICK_SHARED_PATHS = 200
 VIEW_CAP = 5000  # NetView's max_relays and the crawl's max_nodes before the crawl fix (now 20,000)
 
 
@@ -60,6 +70,7 @@ class Outcome:
     bad_circuits: int = 0
     real_paths: int = 0
     first: list[float | None] = field(default_factory=list)  # days to first compromise, per client
+    adv_first_guard: int = 0  # clients whose first primary guard is the adversary's (with guards)
 
     def by_day(self, day: float) -> float:
         return sum(1 for f in self.first if f is not None and f <= day) / len(self.first)
@@ -74,59 +85,107 @@ def capped_view(descs: list[RelayDescriptor], adversary: set[str]) -> list[Relay
     return view.relays(EPOCH + 2)
 
 
-def compromised(path: list[RelayDescriptor], adversary: set[str]) -> bool:
-    return path[0].fingerprint in adversary and path[-1].fingerprint in adversary
+@dataclass
+class ClientRun:
+    """One client's circuits over its schedule."""
+
+    bad: int = 0  # compromised circuits
+    first: float | None = None  # days to the first compromised circuit
+    first_exit: float | None = None  # days to the first circuit with an adversary exit
+
+
+class SharedPaths:
+    """`size` real unguarded `select_path` paths on one directory, which every circuit of every
+    client draws from (see the module docstring), and the hop 1 of guarded circuits."""
+
+    def __init__(self, descs: list[RelayDescriptor], adversary: set[str], size: int, prng: PyRng) -> None:
+        self.descs, self.adversary, self.prng = descs, adversary, prng
+        self.by_fp = {d.fingerprint: d for d in descs}
+        self.paths = [
+            (p[0].fingerprint, p[-1].fingerprint)
+            for p in (select_path(descs, PathRequest(port=443), prng) for _ in range(size))
+        ]
+        self.real_paths = size  # select_path calls: the pool, then the guarded hop-1 calls
+        self._hop1: dict[tuple[tuple[str, ...], tuple[bool, ...]], str] = {}
+
+    def conflicts(self, primary: tuple[str, ...], exit_fp: str) -> tuple[bool, ...]:
+        """Which primary guards may not share a circuit with this exit (the real rule)."""
+        exit_desc = self.by_fp[exit_fp]
+        return tuple(relays_conflict(self.by_fp[g], exit_desc) for g in primary)
+
+    def hop1(self, primary: tuple[str, ...], exit_fp: str, conflicts: tuple[bool, ...]) -> str:
+        """Hop 1 of the real `select_path` with these guards and this exit, cached by what it
+        depends on: the guards and which of them conflict with the exit."""
+        key = (primary, conflicts)
+        if key not in self._hop1:
+            req = PathRequest(port=443, guards=primary, exit_fp=exit_fp)
+            path = select_path(self.descs, req, self.prng)
+            if path[0].fingerprint not in primary or path[-1].fingerprint != exit_fp:
+                raise AssertionError("hop 1 outside the primary guards, or another exit")
+            self._hop1[key] = path[0].fingerprint
+            self.real_paths += 1
+        return self._hop1[key]
+
+    def client(
+        self, circuits: list[float], rng: random.Random, epochs: list[tuple[float, list[str]]] | None
+    ) -> ClientRun:
+        """Each circuit (build time in seconds) draws one shared path: the whole path without
+        guards (`epochs` None); with guards (the client's primary guards from each start time
+        on) its exit, and hop 1 from the real `select_path` with those guards and that exit."""
+        out, e, adversary = ClientRun(), 0, self.adversary
+        for t in circuits:
+            hop1, exit_fp = self.paths[rng.randrange(len(self.paths))]
+            if epochs is not None:
+                while e + 1 < len(epochs) and epochs[e + 1][0] <= t:
+                    e += 1
+                primary = tuple(epochs[e][1])
+                conflicts = self.conflicts(primary, exit_fp)
+                while all(conflicts):  # select_path with these guards never draws this exit
+                    exit_fp = self.paths[rng.randrange(len(self.paths))][1]
+                    conflicts = self.conflicts(primary, exit_fp)
+            if exit_fp not in adversary:
+                continue
+            if out.first_exit is None:
+                out.first_exit = t / DAY
+            if epochs is not None:  # hop 1 is a primary guard: the adversary's only if one is
+                if not any(fp in adversary for fp in primary):
+                    continue
+                hop1 = self.hop1(primary, exit_fp, conflicts)
+            if hop1 in adversary:
+                out.bad += 1
+                if out.first is None:
+                    out.first = t / DAY
+        return out
 
 
 def run(
     descs: list[RelayDescriptor],
     adversary: set[str],
-    guards: bool,
     view: str,
     schedules: list[list[float]],
     pool: int,
-    per_client: int,
+    days: float,
     seed: int,
     share: float,
-) -> Outcome:
-    rng, prng = random.Random(seed), PyRng(seed)
-    out = Outcome(
-        share,
-        guards,
-        view,
-        weight_share(descs, adversary) if adversary else 0.0,
-        weight_share(descs, adversary, exits_only=True) if adversary else 0.0,
-    )
-    shared: list[bool] = []
-    if not guards:
-        shared = [
-            compromised(select_path(descs, PathRequest(port=443), prng), adversary) for _ in range(pool)
-        ]
-        out.real_paths += pool
-    for c, circuits in enumerate(schedules):
-        flags = shared
-        if guards:
-            gs = GuardSet(rng=PyRng(seed * 7919 + c))
-            primary = gs.primary(EPOCH, descs)
-            flags = [False]
-            if any(fp in adversary for fp in primary):
-                paths = [
-                    select_path(descs, PathRequest(port=443, guards=tuple(primary)), prng)
-                    for _ in range(per_client)
-                ]
-                out.real_paths += per_client
-                if any(p[0].fingerprint not in primary for p in paths):
-                    raise AssertionError("hop 1 outside the primary guards")
-                flags = [compromised(p, adversary) for p in paths]
-        first = None
-        for t in circuits:
-            bad = flags[rng.randrange(len(flags))]
-            out.bad_circuits += bad
-            if bad and first is None:
-                first = t / DAY
-        out.circuits += len(circuits)
-        out.first.append(first)
-    return out
+) -> list[Outcome]:
+    """The rows without and with guards on one directory, from one `SharedPaths`."""
+    paths = SharedPaths(descs, adversary, pool, PyRng(seed))
+    view_share = weight_share(descs, adversary) if adversary else 0.0
+    exit_share = weight_share(descs, adversary, exits_only=True) if adversary else 0.0
+    outcomes = []
+    for guards in (False, True):
+        out = Outcome(share, guards, view, view_share, exit_share)
+        rng = random.Random(seed)  # the same circuit draws with and without guards
+        for c, circuits in enumerate(schedules):
+            epochs = guard_epochs(GuardSet(rng=PyRng(seed * 7919 + c)), descs, days) if guards else None
+            client = paths.client(circuits, rng, epochs)
+            out.bad_circuits += client.bad
+            out.circuits += len(circuits)
+            out.first.append(client.first)
+            out.adv_first_guard += epochs is not None and epochs[0][1][0] in adversary
+        out.real_paths = paths.real_paths
+        outcomes.append(out)
+    return outcomes
 
 
 @dataclass
@@ -172,56 +231,49 @@ def run_johnson(
     out = JohnsonOutcome(
         share, weight_share(descs, guard_fps), weight_share(descs, adversary, exits_only=True)
     )
-    exits = [select_path(descs, PathRequest(port=443), prng)[-1].fingerprint for _ in range(pool)]
-    out.real_paths += pool
+    paths = SharedPaths(descs, adversary, pool, prng)
     for c, circuits in enumerate(schedules):
         epochs = guard_epochs(GuardSet(rng=PyRng(seed * 7919 + c)), descs, days)
-        hop1: dict[tuple[int, str], str] = {}
-        first = first_exit = first_guard = None
-        e = 0
-        for start, primary in epochs:
-            if first_guard is None and any(fp in adversary for fp in primary):
-                first_guard = start / DAY
-        for t in circuits:
-            while e + 1 < len(epochs) and epochs[e + 1][0] <= t:
-                e += 1
-            primary = epochs[e][1]
-            exit_fp = exits[rng.randrange(pool)]
-            if exit_fp not in adversary:
-                continue
-            if first_exit is None:
-                first_exit = t / DAY
-            if not any(fp in adversary for fp in primary):
-                continue
-            if (e, exit_fp) not in hop1:
-                req = PathRequest(port=443, guards=tuple(primary), exit_fp=exit_fp)
-                path = select_path(descs, req, prng)
-                if path[0].fingerprint not in primary:
-                    raise AssertionError("hop 1 outside the primary guards")
-                hop1[(e, exit_fp)] = path[0].fingerprint
-                out.real_paths += 1
-            if hop1[(e, exit_fp)] in adversary:
-                out.bad_circuits += 1
-                if first is None:
-                    first = t / DAY
+        client = paths.client(circuits, rng, epochs)
+        out.bad_circuits += client.bad
         out.circuits += len(circuits)
-        out.first.append(first)
-        out.first_exit.append(first_exit)
-        out.first_guard.append(first_guard)
+        out.first.append(client.first)
+        out.first_exit.append(client.first_exit)
+        out.first_guard.append(
+            next((start / DAY for start, primary in epochs if any(fp in adversary for fp in primary)), None)
+        )
+    out.real_paths = paths.real_paths
     return out
 
 
-def johnson_study(n: int, clients: int, seed: int, days: int, quick: bool) -> list[JohnsonOutcome]:
-    """The Johnson-style rows on their own directory (the same relays as the main study's)."""
-    population = make_population(n, n // 6, seed)
-    schedules = [circuit_times(stream_times(random.Random(seed * 100_003 + c), days)) for c in range(clients)]
-    pool = 200 if quick else 1000  # shared real paths whose exits the circuits draw
-    outcomes = []
-    for share in [0.1] if quick else [0.05, 0.1]:
-        relays, adversary = population.split_directory(n, share, JOHNSON_GUARD_RATIO)
-        descs = [r.descriptor for r in relays]
-        outcomes.append(run_johnson(descs, adversary, schedules, pool, days, seed + int(share * 1000), share))
-    return outcomes
+@functools.lru_cache(maxsize=1)
+def _population(n: int, seed: int) -> Population:
+    return make_population(n, n // 6, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _schedules(clients: int, seed: int, days: int) -> list[list[float]]:
+    return [circuit_times(stream_times(random.Random(seed * 100_003 + c), days)) for c in range(clients)]
+
+
+def directory_rows(
+    n: int, clients: int, seed: int, days: int, share: float, view: str, pool: int
+) -> list[Outcome]:
+    """The rows without and with guards for one adversary share and view (one job)."""
+    relays, adversary = _population(n, seed).directory(n, share)
+    descs = [r.descriptor for r in relays]
+    if view == "DHT cap":
+        descs = capped_view(descs, adversary)
+    schedules = _schedules(clients, seed, days)
+    return run(descs, adversary, view, schedules, pool, days, seed + int(share * 1000), share)
+
+
+def johnson_row_job(n: int, clients: int, seed: int, days: int, share: float, pool: int) -> JohnsonOutcome:
+    """One Johnson-style row, on its own directory (the same honest relays as the main study's)."""
+    relays, adversary = _population(n, seed).split_directory(n, share, JOHNSON_GUARD_RATIO)
+    descs = [r.descriptor for r in relays]
+    schedules = _schedules(clients, seed, days)
+    return run_johnson(descs, adversary, schedules, pool, days, seed + int(share * 1000), share)
 
 
 JOHNSON_HEADERS = [
@@ -279,6 +331,7 @@ HEADERS = [
     "by day 7",
     "by day 30",
     "median days to 1st",
+    "adv 1st guard",
 ]
 
 
@@ -298,6 +351,7 @@ def row(o: Outcome) -> list[object]:
         pct(o.by_day(7)),
         pct(o.by_day(30)),
         f"{statistics.median(firsts):.2f}" if firsts else "-",
+        pct(o.adv_first_guard / len(o.first)) if o.guards else "-",
     ]
 
 
@@ -369,62 +423,55 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--johnson-days", type=int, default=None, help="horizon of the Johnson-style rows (180; 0: skip)"
     )
+    ap.add_argument("--jobs", type=int, default=None, help="worker processes (2; --quick: 1, in-process)")
     args = ap.parse_args(argv)
     n = args.relays or (1000 if args.quick else 10_000)
     clients = args.clients or (60 if args.quick else 250)
-    pool, per_client = (150, 4) if args.quick else (400, 4)
+    pool = QUICK_SHARED_PATHS if args.quick else SHARED_PATHS
     jdays = JOHNSON_DAYS if args.johnson_days is None else args.johnson_days
-    johnson: list[JohnsonOutcome] = []
-    johnson_job, pool_exec = None, None
-    if jdays > 0 and not args.quick:  # the second core runs the Johnson rows meanwhile
-        pool_exec = ProcessPoolExecutor(max_workers=1)
-        johnson_job = pool_exec.submit(johnson_study, n, clients, args.seed, jdays, args.quick)
+    jobs = args.jobs or (1 if args.quick else 2)
     shares = [0.0, 0.05, 0.3] if args.quick else [0.0, 0.05, 0.1, 0.2, 0.3]
-    wall = time.perf_counter()
-    population = make_population(n, n // 6, args.seed)
-    schedules = [
-        circuit_times(stream_times(random.Random(args.seed * 100_003 + c), args.days)) for c in range(clients)
+    specs = [
+        (share, view)
+        for share in shares
+        for view in (("full", "DHT cap") if share > 0 and n > VIEW_CAP else ("full",))
     ]
-    outcomes = []
-    for share in shares:
-        relays, adversary = population.directory(n, share)
-        descs = [r.descriptor for r in relays]
-        views = [("full", descs)]
-        if share > 0 and n > VIEW_CAP:
-            views.append(("DHT cap", capped_view(descs, adversary)))
-        for view, directory in views:
-            for guards in (False, True):
-                outcomes.append(
-                    run(
-                        directory,
-                        adversary,
-                        guards,
-                        view,
-                        schedules,
-                        pool,
-                        per_client,
-                        args.seed + int(share * 1000),
-                        share,
-                    )
-                )
-                print(
-                    f"# {pct(share)} {view} guards={guards}: {time.perf_counter() - wall:.0f} s", flush=True
-                )
+    jshares = [] if jdays <= 0 else [0.1] if args.quick else [0.05, 0.1]
+    wall = time.perf_counter()
+    executor = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    if executor is not None:  # the longest jobs first: the 180-day rows, then the largest shares
+        jfutures = [executor.submit(johnson_row_job, n, clients, args.seed, jdays, s, pool) for s in jshares]
+        futures = {
+            spec: executor.submit(directory_rows, n, clients, args.seed, args.days, *spec, pool)
+            for spec in reversed(specs)
+        }
+    rows: dict[tuple[float, str], list[Outcome]] = {}
+    if executor is not None:
+        for future in as_completed(futures.values()):
+            spec = next(k for k, f in futures.items() if f is future)
+            rows[spec] = future.result()
+            print(f"# {pct(spec[0])} {spec[1]}: {time.perf_counter() - wall:.0f} s", flush=True)
+    else:
+        for spec in specs:
+            rows[spec] = directory_rows(n, clients, args.seed, args.days, *spec, pool)
+            print(f"# {pct(spec[0])} {spec[1]}: {time.perf_counter() - wall:.0f} s", flush=True)
+    outcomes = [o for spec in specs for o in rows[spec]]
+    schedules = _schedules(clients, args.seed, args.days)
     print(
         f"# {n} relays, {clients} clients x {args.days} days, "
-        f"{statistics.mean(len(s) for s in schedules):.0f} circuits per client; "
-        f"wall {time.perf_counter() - wall:.1f} s"
+        f"{statistics.mean(len(s) for s in schedules):.0f} circuits per client, "
+        f"{pool} shared real paths per directory; wall {time.perf_counter() - wall:.1f} s"
     )
     print(table(HEADERS, [row(o) for o in outcomes]))
-    if johnson_job is not None and pool_exec is not None:
-        johnson = johnson_job.result()
-        pool_exec.shutdown()
-    elif jdays > 0:
-        johnson = johnson_study(n, clients, args.seed, jdays, args.quick)
-    if jdays > 0:
+    if executor is not None:
+        johnson = [f.result() for f in jfutures]
+        executor.shutdown()
+    else:
+        johnson = [johnson_row_job(n, clients, args.seed, jdays, s, pool) for s in jshares]
+    if johnson:
         print(
             f"\n# Johnson-style: {n} relays, {clients} clients x {jdays} days, "
-            f"{johnson[0].circuits / clients:.0f} circuits per client, guards"
+            f"{johnson[0].circuits / clients:.0f} circuits per client, guards, {pool} shared real paths"
         )
         print(table(JOHNSON_HEADERS, [johnson_row(o, jdays) for o in johnson]))
     print(f"# wall {time.perf_counter() - wall:.1f} s")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from onionmesh.directory.descriptor import RelayDescriptor
 from simulations import dht_discovery, load_balance, path_compromise
+from simulations.path_compromise import SharedPaths
 
 
 def _rows(text: str, first: str) -> list[list[str]]:
@@ -46,6 +48,7 @@ def test_path_compromise_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (tmp_path / "path_compromise.png").stat().st_size > 10_000
     rows = _rows(out, "adv")
     # share view share-in-view exit-share guards clients circuits paths compromised day1 day7 day30 median
+    # adv-1st-guard
     zero = [r for r in rows if r[0] == "0.0%"]
     assert zero and all(_pct(r[8]) == 0.0 and _pct(r[11]) == 0.0 for r in zero)
     for guards in ("yes", "no"):
@@ -57,6 +60,9 @@ def test_path_compromise_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str
     no_guards_30 = next(r for r in rows if r[4] == "no" and _pct(r[0]) > 25)
     guards_30 = next(r for r in rows if r[4] == "yes" and _pct(r[0]) > 25)
     assert _pct(guards_30[11]) < _pct(no_guards_30[11])  # guards protect most clients
+    for r in rows:  # every client whose hop-1 guard is the adversary's meets an adversary exit
+        if r[4] == "yes":
+            assert _pct(r[11]) >= _pct(r[13])
     # The Johnson-style rows: 180 days, the adversary's weight split 5:1 between non-exits and exits.
     (johnson,) = _rows(out, "johnson")
     # share split exit-share clients circuits paths compromised day1 day7 day30 day90 day180 median
@@ -110,3 +116,63 @@ def test_primary_guards_hold_for_the_30_simulated_days() -> None:
         guards = GuardSet(rng=PyRng(seed))
         first = guards.primary(EPOCH, descs)
         assert guards.primary(EPOCH + 30 * DAY, descs) == first
+
+
+def _shared_paths(share: float, size: int) -> tuple[list[RelayDescriptor], set[str], SharedPaths]:
+    from simulations.consensus import make_population
+    from simulations.relays import PyRng
+
+    population = make_population(1000, 166, seed=4)
+    relays, adversary = population.directory(1000, share)
+    descs = [r.descriptor for r in relays]
+    return descs, adversary, SharedPaths(descs, adversary, size, PyRng(4))
+
+
+def test_adversary_entry_guard_meets_an_adversary_exit_within_hundreds_of_circuits() -> None:
+    """Each circuit draws its own exit: a client whose hop-1 guard is the adversary's and who
+    builds 300 circuits meets an adversary exit (36 % of exit weight) and is compromised; the
+    old study gave each client 4 guarded paths, so about 0.64**4 = 17 % of such clients were
+    counted safe for the whole month."""
+    import random
+
+    from simulations.consensus import weight_share
+
+    descs, adversary, paths = _shared_paths(0.1, 200)
+    exit_share = weight_share(descs, adversary, exits_only=True)
+    assert exit_share > 0.3
+    honest = [d.fingerprint for d in descs if d.fingerprint not in adversary]
+    evil = sorted(adversary)
+    circuits = [3600.0 * i for i in range(300)]
+    rng = random.Random(5)
+    rates = []
+    for c in range(40):
+        primary = [evil[c % len(evil)], honest[2 * c], honest[2 * c + 1]]
+        client = paths.client(circuits, rng, [(0.0, primary)])
+        assert client.first is not None and client.first_exit is not None
+        assert client.first == client.first_exit  # its first adversary exit is its compromise
+        rates.append(client.bad / len(circuits))
+    assert sum(rates) / len(rates) == pytest.approx(exit_share, abs=0.1)  # the pool's exit share
+    safe = paths.client(circuits, rng, [(0.0, honest[100:103])])
+    assert safe.bad == 0 and safe.first is None and safe.first_exit is not None
+
+
+def test_cached_hop1_is_select_paths_hop1() -> None:
+    """SharedPaths.hop1 calls select_path once per guards and conflict pattern: for every exit of
+    the pool, a direct select_path with the same guards and exit gives the same hop 1."""
+    from onionmesh.directory.path_selection import PathRequest, select_path
+    from simulations.relays import PyRng
+
+    descs, adversary, paths = _shared_paths(0.3, 120)
+    exits = sorted({e for _h, e in paths.paths})
+    honest = [d.fingerprint for d in descs if d.fingerprint not in adversary]
+    adv_exit = next(e for e in exits if e in adversary)
+    patterns = set()
+    for primary in ((adv_exit, honest[0], honest[1]), (honest[2], adv_exit, honest[3])):
+        for exit_fp in exits:
+            conflicts = paths.conflicts(primary, exit_fp)
+            patterns.add(conflicts)
+            req = PathRequest(port=443, guards=primary, exit_fp=exit_fp)
+            direct = select_path(descs, req, PyRng(len(patterns)))[0].fingerprint
+            assert paths.hop1(primary, exit_fp, conflicts) == direct
+    assert (True, False, False) in patterns  # the exit is the first guard: hop 1 is the second
+    assert paths.real_paths < 120 + 2 * 4  # one call per guards and pattern, not per exit
