@@ -163,7 +163,10 @@ async def measure(args: argparse.Namespace, emit=print) -> dict[str, float]:  # 
             out("streams200_jain", jain(rates), "index", ".3f")
             out("streams200_failed", result["failed"], "streams", ".0f")
 
-            for pid in pids:  # the peak below is the 1,000-stream phase's, not the bulk runs'
+            # The peak below is the 1,000-stream phase's, not the bulk runs': let the relays' once-a-
+            # second memory check see their queues drained (and trim the heap) before resetting it.
+            await asyncio.sleep(2)
+            for pid in pids:
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
             holder = await load("hold", sp, port, args.open)
             assert holder.stdout is not None and holder.stdin is not None

@@ -72,31 +72,24 @@ def make_population(n: int, n_adversary: int, seed: int) -> Population:
         )
         for i in range(n)
     ]
-    adversary = [
-        make_relay(
-            keys,
-            i,
-            random_ip(pyr, used),
-            capacity=MAX_ADVERTISED_BANDWIDTH,
-            exit_relay=True,
-            adversary=True,
-            dht_port=None,
-        )
-        for i in range(n_adversary)
-    ]
+
+    def adversaries(first: int, exits: bool) -> list[Relay]:
+        return [
+            make_relay(
+                keys,
+                first + i,
+                random_ip(pyr, used),
+                capacity=MAX_ADVERTISED_BANDWIDTH,
+                exit_relay=exits,
+                adversary=True,
+                dht_port=None,
+            )
+            for i in range(n_adversary)
+        ]
+
+    adversary = adversaries(0, exits=True)
     # Made last, so the relays above are the same as before these existed.
-    adversary_guards = [
-        make_relay(
-            keys,
-            n_adversary + i,
-            random_ip(pyr, used),
-            capacity=MAX_ADVERTISED_BANDWIDTH,
-            exit_relay=False,
-            adversary=True,
-            dht_port=None,
-        )
-        for i in range(n_adversary)
-    ]
+    adversary_guards = adversaries(n_adversary, exits=False)
     return Population(honest, adversary, adversary_guards)
 
 

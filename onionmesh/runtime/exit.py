@@ -19,7 +19,8 @@ from onionmesh.wire.relay_msg import BeginFlags, EndReason
 RESOLVE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
 # What an exit reads ahead from a destination per stream (asyncio pauses reading at twice this):
-# the stream sends 16 KiB per turn, so more only multiplies memory by the number of open streams.
+# a read then brings up to 32 KiB (8 cells), and more would multiply memory by the number of open
+# streams (measured: 64 KiB bought 3 % of bulk throughput, within the noise).
 STREAM_READ_LIMIT = 16 * 1024
 
 

@@ -11,6 +11,9 @@ Not in this module: how a circuit is destroyed (the node's own teardown), what t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import time
 from collections.abc import Callable, Hashable, Iterable
 
 from onionmesh.proto.scheduler import QueueBudget
@@ -19,6 +22,26 @@ from onionmesh.runtime.stream_bridge import StreamBridge
 
 RECOVER_TO = 0.9
 DEFAULT_MAX_MEM_IN_QUEUES = 128 * 1024 * 1024
+# Cells are 4 KiB objects from malloc's heap, which glibc keeps after they are freed: a burst of
+# queued cells would otherwise stay in the process's RSS for good.  When the queues drain below
+# TRIM_BELOW (and otherwise every TRIM_INTERVAL while they stay there), the heap's free pages go
+# back to the kernel: a call of well under a millisecond on a relay's heap, at most once a check.
+TRIM_BELOW = 1024 * 1024
+TRIM_INTERVAL = 10.0
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS): then memory is simply not trimmed."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def reclaim(
@@ -76,6 +99,9 @@ class MemoryGuard:
         self.budget = budget
         self._links, self._streams = links, streams
         self._circuit_of, self._destroy = circuit_of, destroy
+        self._last_trim = 0.0
+        self._was_queued = False
+        self.trims = 0
 
     def _held_by_streams(self) -> list[tuple[float, int, Hashable]]:
         return [
@@ -96,5 +122,17 @@ class MemoryGuard:
         )
 
     def check(self) -> int:
-        """The periodic look at the whole total (stream buffers included)."""
-        return self.reclaim() if self.queued_bytes() > self.budget.limit else 0
+        """The periodic look at the whole total (stream buffers included); trims the heap when
+        the queues are nearly empty."""
+        queued = self.queued_bytes()
+        if queued > self.budget.limit:
+            return self.reclaim()
+        now = time.monotonic()
+        was_queued, self._was_queued = self._was_queued, queued >= TRIM_BELOW
+        if self._was_queued or _malloc_trim is None:
+            return 0
+        if was_queued or now - self._last_trim >= TRIM_INTERVAL:
+            _malloc_trim(0)
+            self._last_trim = now
+            self.trims += 1
+        return 0

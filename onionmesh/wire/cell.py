@@ -14,9 +14,9 @@ from typing import NamedTuple
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire.buffer import Buffer
 
-CELL_LEN = 2048
+CELL_LEN = 4096  # the trade-off: docs/protocol.md §6.7
 CELL_HEADER_LEN = 5
-CELL_PAYLOAD_LEN = CELL_LEN - CELL_HEADER_LEN  # 2043
+CELL_PAYLOAD_LEN = CELL_LEN - CELL_HEADER_LEN  # 4091
 MAX_RELAY_EARLY = 8
 INITIATOR_CIRC_BIT = 0x8000_0000
 

@@ -72,6 +72,7 @@ SEED_LINK_RESPONDER = 402
 SEED_LINK_IDENTITY = 403
 SEED_CELL = 501
 SEED_RELAY_MSG = 601
+BODY = CELL_LEN - 5 - 16  # relay-cell body: the payload after the 16-byte tag
 
 
 def h(b: bytes) -> str:
@@ -216,7 +217,8 @@ def build_onion_layer() -> dict[str, Any]:
         cur_ks, cur_kf = layer._ks, layer._kf
         out = layer.apply(plain)
         t1 = out[:16]
-        stream = crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(2107), None, t1 + bytes(8), cur_ks)[:-16]
+        zeros = bytes(BODY + 80)
+        stream = crypto_aead_xchacha20poly1305_ietf_encrypt(zeros, None, t1 + bytes(8), cur_ks)[:-16]
         cells.append(
             {
                 "key_stream": h(cur_ks),
@@ -228,7 +230,7 @@ def build_onion_layer() -> dict[str, Any]:
                 "output": h(out),
                 "next_key_stream": h(layer._ks),
                 "next_key_mac": h(layer._kf),
-                "digest_mask": h(stream[2091:2107]),
+                "digest_mask": h(stream[BODY + 64 : BODY + 80]),
                 "digest": h(layer.digest()),
             }
         )
@@ -522,7 +524,7 @@ def build_relay_msg() -> dict[str, Any]:
         )
     return {
         "description": (
-            "Relay messages before any layer (docs/protocol.md, Relay messages): the 2043-byte plain "
+            "Relay messages before any layer (docs/protocol.md, Relay messages): the 4091-byte plain "
             "relay payload = plain_prefix (zero tag | header | body) followed by zero_padding zero bytes"
         ),
         "generator": GENERATOR,
@@ -790,9 +792,9 @@ def test_spec_onion_layer() -> None:
         assert mac.hex() == cell["mac"] and _bxor(mac, unh(cell["digest_mask"])) == digest
         assert unh(cell["t1"]) == _bxor(unh(cell["input"])[:16], mac)
         # the AEAD-without-tag keystream is XChaCha20 from block counter 1
-        stream = _keystream_spec(unh(cell["key_stream"]), unh(cell["t1"]) + bytes(8), 2107)
+        stream = _keystream_spec(unh(cell["key_stream"]), unh(cell["t1"]) + bytes(8), BODY + 80)
         assert stream[:64].hex() == cell["keystream_first_64"]
-        assert stream[2027:2091].hex() == cell["next_key_stream"] + cell["next_key_mac"]
+        assert stream[BODY : BODY + 64].hex() == cell["next_key_stream"] + cell["next_key_mac"]
         assert inverse.unapply(out).hex() == cell["input"]  # R^-1 under the same key state inverts R
         assert inverse.digest() == digest
     # the same plaintext twice gives unrelated cells: the keys changed in between
@@ -917,7 +919,7 @@ def test_spec_relay_messages() -> None:
     for vec in v["vectors"]:
         plain = unh(vec["plain_prefix"]) + bytes(vec["zero_padding"])
         body = unh(vec["body"])
-        assert len(plain) == 2043 and plain[:16] == bytes(16)
+        assert len(plain) == 4091 and plain[:16] == bytes(16)
         assert plain[16:21] == struct.pack(">BHH", vec["command"], vec["stream_id"], len(body))
         msg = rm.RelayMessage.decode_plain(plain)
         assert (int(msg.command), msg.stream_id, msg.body) == (vec["command"], vec["stream_id"], body)

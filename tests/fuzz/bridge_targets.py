@@ -2,7 +2,7 @@
 
 Registered in `fuzz_targets.TARGETS` as `bridge`.  Layout: sel u8 | rest.  sel%4: 0 the rest as
 a bridge line (UTF-8, bad bytes escaped; ValueError only); 1 DESCRIPTOR payloads (rest split in
-2043-byte cell payloads, fed in order); 2 DhtRpc.decode; 3 DhtAnswer.decode, chunks fed to an
+4091-byte cell payloads, fed in order); 2 DhtRpc.decode; 3 DhtAnswer.decode, chunks fed to an
 AnswerAssembler (rest split in 2022-byte bodies).  Expected errors: RemoteProtocolError.
 """
 

@@ -115,7 +115,7 @@ def chunks(data: bytes, mode: int) -> list[bytes]:
     out, pos = [], 0
     while pos < len(data):
         n = (
-            rnd.choice((1, 2, 3, 5, 17, 63, 64, 65, 2047, 2048, 2066, 4096))
+            rnd.choice((1, 2, 3, 5, 17, 63, 64, 65, 2047, 2048, 4095, 4096, 4114, 8192))
             if mode & 1
             else rnd.randint(1, 300)
         )
@@ -320,7 +320,7 @@ def _link_seeds(role: LinkRole) -> list[bytes]:
 
 # =============================================================================== 2. cells
 def _cell_one(data: bytes) -> str | None:
-    """Layout: sel u8 | payload.  sel%4: 0 Cell.decode(raw), 1 Cell.decode(padded/cut to 2048),
+    """Layout: sel u8 | payload.  sel%4: 0 Cell.decode(raw), 1 Cell.decode(padded/cut to CELL_LEN),
     2 parse_create, 3 parse_created."""
     if not data:
         return None
@@ -394,7 +394,7 @@ def _body_roundtrip(codec: type, value: object) -> None:
 
 
 def _relay_one(data: bytes) -> str | None:
-    """Layout: sel u8 | bytes.  sel%10 == 0: RelayMessage.decode_plain (bytes padded/cut to 2043
+    """Layout: sel u8 | bytes.  sel%10 == 0: RelayMessage.decode_plain (bytes padded/cut to CELL_PAYLOAD_LEN
     unless sel bit 7), then the body codec of its command; else body codec BODY_CODECS[sel%10-1]."""
     if not data:
         return None
@@ -1160,7 +1160,7 @@ TARGETS: dict[str, Target] = {
 
 
 # =============================================================================== mutate engine
-INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 16, 32, 64, 65, 255, 2043, 2048)
+INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 16, 32, 64, 65, 255, 2048, 4091)
 
 
 def mutate(

@@ -18,7 +18,7 @@ def test_an_rpc_reaches_the_last_hop_only_and_its_answer_comes_back_in_chunks() 
     chain.pump()
     assert chain.take_exit_events() == [DhtRpcRequested(17, rpc)]
     assert not any(isinstance(e, DhtRpcRequested) for obs in chain.observed[:-1] for e in obs.events)
-    answer = bytes(range(256)) * 12  # needs two DHT_ANSWER messages
+    answer = bytes(range(256)) * 16  # MAX_ANSWER bytes: needs two DHT_ANSWER messages
     chain.exit.dht_answer(17, answer_bodies(DhtStatus.OK, answer))
     chain.pump()
     events = [e for e in chain.take_client_events() if isinstance(e, DhtAnswerReceived)]

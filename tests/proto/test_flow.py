@@ -32,7 +32,7 @@ def digest(i: int) -> bytes:
 
 
 def test_constants() -> None:
-    assert (STREAM_WINDOW, STREAM_INCREMENT) == (500, 50)
+    assert (STREAM_WINDOW, STREAM_INCREMENT) == (500, 50)  # 2 MB of 4096-byte cells: see flow.py
     assert STREAM_WINDOW % STREAM_INCREMENT == 0
     assert CWND_INIT % SENDME_INC == 0 and CWND_MIN % SENDME_INC == 0
     assert SENDME_INC <= CWND_MIN <= CWND_INIT <= CWND_MAX

@@ -15,10 +15,11 @@ from onionmesh.proto.scheduler import (
     LinkScheduler,
     QueueBudget,
 )
+from onionmesh.wire.cell import CELL_LEN
 
 
 def cell(circ: int, n: int) -> bytes:
-    return circ.to_bytes(4, "big") + n.to_bytes(4, "big") + bytes(2040)
+    return circ.to_bytes(4, "big") + n.to_bytes(4, "big") + bytes(CELL_LEN - 8)
 
 
 def origin(c: bytes) -> tuple[int, int]:
@@ -109,16 +110,16 @@ def test_a_full_circuit_queue_refuses_more() -> None:
 
 
 def test_budget_counts_every_queued_byte_across_links() -> None:
-    budget = QueueBudget(10 * 2048)
+    budget = QueueBudget(10 * CELL_LEN)
     a, b = LinkScheduler(budget), LinkScheduler(budget)
     for i in range(6):
         a.push(1, cell(1, i), 0.0)
         b.push(1, cell(1, i), 0.0)
-    assert budget.used == 12 * 2048 and budget.over()
+    assert budget.used == 12 * CELL_LEN and budget.over()
     a.pop(3, 0.0)
-    assert budget.used == 9 * 2048 and not budget.over()
-    assert b.drop(1) == 6 * 2048
-    assert budget.used == 3 * 2048
+    assert budget.used == 9 * CELL_LEN and not budget.over()
+    assert b.drop(1) == 6 * CELL_LEN
+    assert budget.used == 3 * CELL_LEN
     assert b.drop(1) == 0
 
 
@@ -156,7 +157,7 @@ def test_nothing_is_lost_duplicated_or_reordered(ops: list[tuple[str, int, int]]
                 expected[circ].append(c)
         elif op == "pop":
             for c in s.pop(n, now):
-                if len(c) != 2048:
+                if len(c) != CELL_LEN:
                     continue  # a control cell
                 circ_of = origin(c)[0]
                 assert expected[circ_of].popleft() == c  # per-circuit order kept, nothing invented
@@ -166,7 +167,7 @@ def test_nothing_is_lost_duplicated_or_reordered(ops: list[tuple[str, int, int]]
         else:
             s.push_control(b"ctl")
         queued = sum(len(q) for q in expected.values())
-        assert budget.used == queued * 2048
+        assert budget.used == queued * CELL_LEN
         assert len(s) - len(s.control) == queued
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from onionmesh.directory.descriptor import MAX_DESCRIPTOR_LEN
 from onionmesh.errors import RemoteProtocolError
+from onionmesh.wire import bridge_cells
 from onionmesh.wire.bridge_cells import DescriptorAssembler, descriptor_payloads
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN, Cell, CellCommand
 from onionmesh.wire.dht_rpc import (
@@ -53,7 +54,7 @@ def test_arbitrary_descriptor_cells_raise_only_remote_errors(payloads: list[byte
 
 def test_a_descriptor_too_long_is_refused() -> None:
     assembler = DescriptorAssembler()
-    more = descriptor_payloads(b"x" * (CELL_PAYLOAD_LEN - 3))[0]
+    more = descriptor_payloads(b"x" * min(bridge_cells.CHUNK_MAX, MAX_DESCRIPTOR_LEN))[0]
     more = bytes([1]) + more[1:]
     assembler.feed(more.ljust(CELL_PAYLOAD_LEN, b"\0"))
     with pytest.raises(RemoteProtocolError, match="too long"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onionmesh.errors import RemoteProtocolError
@@ -32,9 +32,9 @@ UNKNOWN_COMMANDS = [b for b in range(256) if b not in KNOWN_COMMANDS]
 
 
 def test_sizes_are_consistent() -> None:
-    assert CELL_LEN == 2048
+    assert CELL_LEN == 4096
     assert CELL_HEADER_LEN == 5
-    assert CELL_PAYLOAD_LEN == CELL_LEN - CELL_HEADER_LEN == 2043
+    assert CELL_PAYLOAD_LEN == CELL_LEN - CELL_HEADER_LEN == 4091
 
 
 # --------------------------------------------------------------------------- encode / decode
@@ -97,7 +97,7 @@ def test_unknown_command_is_a_remote_error(command: int) -> None:
         Cell.decode(data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.large_base_example])
 @given(st.binary(min_size=CELL_LEN, max_size=CELL_LEN))
 def test_arbitrary_cells_decode_or_raise_remote_error(data: bytes) -> None:
     try:

@@ -122,7 +122,7 @@ relay_messages = st.sampled_from(list(RelayCommand)).flatmap(
 
 def test_layout_constants() -> None:
     assert TAG_LEN + RELAY_HEADER_LEN + RELAY_BODY_MAX == CELL_PAYLOAD_LEN
-    assert RELAY_BODY_MAX == 2022
+    assert RELAY_BODY_MAX == 4070
     assert STREAM_COMMANDS.isdisjoint(CIRCUIT_COMMANDS)
     assert set(RelayCommand) - STREAM_COMMANDS - CIRCUIT_COMMANDS == {RelayCommand.SENDME}
 
@@ -493,7 +493,7 @@ def test_damaged_encodings_into_every_decoder(case: tuple[str, bytes]) -> None:
 
 @st.composite
 def relay_payloads(draw: st.DrawFn) -> bytes:
-    """2043-byte payloads with plausible headers (small commands and length fields) and random rest."""
+    """4091-byte payloads with plausible headers (small commands and length fields) and random rest."""
     tag = draw(st.binary(min_size=TAG_LEN, max_size=TAG_LEN))
     command = draw(st.integers(0, 16) | st.integers(0, 255))
     sid = draw(st.sampled_from([0, 1, 0xFFFF]) | st.integers(0, 0xFFFF))
