@@ -30,14 +30,15 @@ from onionmesh.errors import RemoteProtocolError
 SENDME_INC = 16  # DATA cells per circuit SENDME (64 KiB; Tor: 31 cells of 509 bytes, 15.5 KiB)
 CWND_INIT = 4 * SENDME_INC  # as Tor: 4 SENDMEs' worth
 CWND_MIN = 2 * SENDME_INC
-CWND_MAX = 2048  # 8 MiB in flight per circuit and direction; also the bound relays enforce per queue
+CWND_MAX = 4096  # 16 MiB in flight per circuit and direction; also the bound relays enforce per queue
 # Vegas thresholds on the estimated queue, in cells: Tor's exit parameters are 2x, 4x, 3x and 6x
-# its outbuf (62 cells: what one TLS write carries).  Our outbuf is 256 KiB, one 64-cell link
-# record: measured in one run on the 2-core machine with 2048-byte cells, 128 KiB of outbuf
-# (alpha..beta = 256..512 KiB) gave 20.3 MB/s bulk and 44-53 ms for a 1 KiB fetch next to it;
-# 256 KiB 23.2 MB/s (as fast as no congestion control at all, 23.0) and 75-86 ms (235-245 ms
-# without congestion control).  Window sizes here are those byte amounts in 4096-byte cells.
-OUTBUF_CELLS = 64
+# its outbuf (62 cells: what one TLS write carries).  Our outbuf is two 64-cell link records:
+# measured in one run on the 2-core machine with 2048-byte cells, one record (alpha..beta =
+# 128..256 cells) gave 20.3 MB/s bulk and 44-53 ms for a 1 KiB fetch next to it; two records
+# 23.2 MB/s (as fast as no congestion control at all, 23.0) and 75-86 ms (235-245 ms without
+# congestion control).  With 4096-byte cells, halving these and CWND_MAX (the same bytes as
+# before) cost 8 % of bulk throughput (70 against 76 MB/s, three runs each): kept in cells.
+OUTBUF_CELLS = 128
 VEGAS_ALPHA = 2 * OUTBUF_CELLS  # below: grow
 VEGAS_BETA = 4 * OUTBUF_CELLS  # above: shrink
 VEGAS_GAMMA = 3 * OUTBUF_CELLS  # slow start ends when the queue passes this
