@@ -276,10 +276,8 @@ def johnson_row_job(n: int, clients: int, seed: int, days: int, share: float, po
     return run_johnson(descs, adversary, schedules, pool, days, seed + int(share * 1000), share)
 
 
-JOHNSON_HEADERS = [
-    "johnson adv weight",
-    "non-exit : exit",
-    "adv exit wt",
+# Columns both tables share, in this order.
+COUNT_HEADERS = [
     "clients",
     "circuits",
     "real paths",
@@ -287,6 +285,12 @@ JOHNSON_HEADERS = [
     "clients by day 1",
     "by day 7",
     "by day 30",
+]
+JOHNSON_HEADERS = [
+    "johnson adv weight",
+    "non-exit : exit",
+    "adv exit wt",
+    *COUNT_HEADERS,
     "by day 90",
     "by day 180",
     "median days to 1st (all clients)",
@@ -323,13 +327,7 @@ HEADERS = [
     "adv weight (view)",
     "adv exit wt (view)",
     "guards",
-    "clients",
-    "circuits",
-    "real paths",
-    "circuits compromised",
-    "clients by day 1",
-    "by day 7",
-    "by day 30",
+    *COUNT_HEADERS,
     "median days to 1st",
     "adv 1st guard",
 ]
