@@ -209,8 +209,8 @@ def route_stream_event(bridges: dict[int, StreamBridge], event: object) -> bool:
             # The circuit window opened for every stream, and the first woken takes the first
             # credit: wake the streams that waited longest since their last turn first (round
             # robin).  Tor starts at a random stream; for 200 streams of 1 MiB on one circuit,
-            # Jain's index of their rates was 0.79-0.99 over six runs that way, 0.93-0.98 over
-            # four in turn (bench/throughput.py, 4 KiB cells).
+            # Jain's index of their rates was 0.79-0.99 over six runs that way, 0.93-1.00 over
+            # eleven in turn (bench/throughput.py and bench/_load.py, 4 KiB cells).
             targets: list[StreamBridge | None] = list(bridges.values())
             if len(targets) > 1:
                 targets.sort(key=_last_turn)
