@@ -5,9 +5,12 @@ libsodium spends on a 2 KB cell (measured: 4.9 µs through the wrapper against 2
 for one XChaCha20 pass over 2032 bytes).  PyNaCl exposes no raw stream cipher and
 no bare Poly1305, so `xchacha20_xor_tail` encrypts with XChaCha20-Poly1305 and drops the tag
 (the ciphertext of an AEAD is exactly data ⊕ XChaCha20 keystream from block counter 1), and
-`poly1305_mac` takes the tag of an empty message whose associated data is the input.  Callers check
-every length and type before they get here; the public wrappers remain the fallback when a
-PyNaCl build lacks the cffi handle.
+`poly1305_mac` takes the tag of an empty message whose associated data is the input.  The AES
+twins (`aes256gcm_xor_tail`, `ghash_mac`) use AES-256-GCM the same way, and AEGIS-256 seals link
+records; both need the CPU's AES instructions, which `HARDWARE_AES` reports (libsodium has no
+software AES-GCM, and its software AEGIS is ~100x slower than ChaCha20).  Callers check every
+length and type before they get here; the public wrappers remain the fallback when a PyNaCl
+build lacks the cffi handle (and then HARDWARE_AES is False).
 
 Not in this module: what the bytes mean (onion_layer, proto.link).
 """
@@ -20,6 +23,7 @@ from nacl.exceptions import CryptoError as NaclCryptoError
 from onionmesh.errors import CryptoError
 
 TAG_LEN = 16
+AEGIS_TAG_LEN = 32  # libsodium's AEGIS-256 tags are 256 bits
 _ZERO_NONCE12 = bytes(12)
 
 try:  # PyNaCl's compiled module; present in every wheel, but not a documented API
@@ -29,11 +33,18 @@ try:  # PyNaCl's compiled module; present in every wheel, but not a documented A
     _xchacha_encrypt = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt
     _chacha_encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
     _chacha_decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
+    _gcm_encrypt = _lib.crypto_aead_aes256gcm_encrypt
+    _aegis_encrypt = _lib.crypto_aead_aegis256_encrypt
+    _aegis_decrypt = _lib.crypto_aead_aegis256_decrypt
     # libsodium overwrites every output byte, so skip cffi's zero-fill (half the cost of a 2 KB buffer)
     _new = _ffi.new_allocator(should_clear_after_alloc=False)
     DIRECT = True
 except (ImportError, AttributeError):  # pragma: no cover - exercised only on unusual builds
     DIRECT = False
+
+# nacl.bindings ran sodium_init() on import, so libsodium has probed the CPU (AES-NI and
+# PCLMULQDQ on x86, the crypto extensions on ARM).
+HARDWARE_AES = DIRECT and bool(_lib.crypto_aead_aes256gcm_is_available())
 
 
 def xchacha20_xor_tail(data: bytes, tail_len: int, nonce24: bytes, key: bytes) -> tuple[bytes, bytes]:
@@ -94,5 +105,55 @@ def chacha20poly1305_decrypt(
     out = _new("unsigned char[]", max(n, 1))
     src = _ffi.from_buffer(view)
     if _chacha_decrypt(out, _ffi.NULL, _ffi.NULL, src, len(view), ad, len(ad), nonce12, key) != 0:
+        raise CryptoError("does not authenticate")
+    return _ffi.buffer(out, n)[:]
+
+
+def _need_hardware_aes() -> None:
+    if not HARDWARE_AES:
+        raise CryptoError("this machine has no hardware AES for libsodium")
+
+
+def aes256gcm_xor_tail(data: bytes, tail_len: int, nonce12: bytes, key: bytes) -> tuple[bytes, bytes]:
+    """(data ⊕ keystream, the next `tail_len` keystream bytes): AES-256-CTR as GCM uses it, from
+    counter block nonce12 ‖ 2 (the GCM tag computed alongside is dropped)."""
+    _need_hardware_aes()
+    n = len(data)
+    total = n + tail_len
+    out = _new("unsigned char[]", total + TAG_LEN)
+    _gcm_encrypt(out, _ffi.NULL, data + bytes(tail_len), total, _ffi.NULL, 0, _ffi.NULL, nonce12, key)
+    buf = _ffi.buffer(out, total)
+    return buf[:n], buf[n:total]
+
+
+def ghash_mac(data: bytes, key: bytes) -> bytes:
+    """AES-256-GCM tag of `data` as associated data, empty message, nonce zero: GHASH under
+    H = AES(key, 0) masked by AES(key, J0), a Wegman-Carter MAC for one message per key."""
+    _need_hardware_aes()
+    out = _ffi.new("unsigned char[16]")
+    _gcm_encrypt(out, _ffi.NULL, _ffi.NULL, 0, data, len(data), _ffi.NULL, _ZERO_NONCE12, key)
+    return _ffi.buffer(out, TAG_LEN)[:]
+
+
+def aegis256_encrypt(message: bytes, ad: bytes, nonce32: bytes, key: bytes) -> bytes:
+    """AEGIS-256: ciphertext ‖ 32-byte tag."""
+    _need_hardware_aes()
+    n = len(message) + AEGIS_TAG_LEN
+    out = _new("unsigned char[]", n)
+    _aegis_encrypt(out, _ffi.NULL, message, len(message), ad, len(ad), _ffi.NULL, nonce32, key)
+    return _ffi.buffer(out, n)[:]
+
+
+def aegis256_decrypt(sealed: bytes | bytearray | memoryview, ad: bytes, nonce32: bytes, key: bytes) -> bytes:
+    """Open AEGIS-256 ciphertext ‖ tag (read in place from any contiguous buffer); raises
+    CryptoError when it does not authenticate."""
+    _need_hardware_aes()
+    view = memoryview(sealed)
+    if len(view) < AEGIS_TAG_LEN:
+        raise CryptoError("sealed data shorter than its tag")
+    n = len(view) - AEGIS_TAG_LEN
+    out = _new("unsigned char[]", max(n, 1))
+    src = _ffi.from_buffer(view)
+    if _aegis_decrypt(out, _ffi.NULL, _ffi.NULL, src, len(view), ad, len(ad), nonce32, key) != 0:
         raise CryptoError("does not authenticate")
     return _ffi.buffer(out, n)[:]
