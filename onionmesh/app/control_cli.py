@@ -81,8 +81,10 @@ def format_hop_table(c: dict[str, Any]) -> str:
     for i, hop in enumerate(c["hops"], 1):
         role = "guard" if i == 1 and len(c["hops"]) > 1 else ("exit" if i == len(c["hops"]) else "middle")
         rtt = f"{hop['rtt_ms']:.2f} ms" if hop["rtt_ms"] is not None else "-"
+        layer = hop.get("layer") or "-"
         lines.append(
-            f"  hop {i} {role:<6} {hop['nickname']:<19} {hop['address']:<22} {hop['fingerprint'][:16]}  {rtt}"
+            f"  hop {i} {role:<6} {hop['nickname']:<19} {hop['address']:<22} {hop['fingerprint'][:16]}"
+            f"  {rtt:>9}  {layer}"
         )
     return "\n".join(lines)
 

@@ -17,6 +17,8 @@ Not in this module: what the bytes mean (onion_layer, proto.link).
 
 from __future__ import annotations
 
+import os
+
 from nacl import bindings as _bindings
 from nacl.exceptions import CryptoError as NaclCryptoError
 
@@ -43,8 +45,13 @@ except (ImportError, AttributeError):  # pragma: no cover - exercised only on un
     DIRECT = False
 
 # nacl.bindings ran sodium_init() on import, so libsodium has probed the CPU (AES-NI and
-# PCLMULQDQ on x86, the crypto extensions on ARM).
-HARDWARE_AES = DIRECT and bool(_lib.crypto_aead_aes256gcm_is_available())
+# PCLMULQDQ on x86, the crypto extensions on ARM).  ONIONMESH_DISABLE_AES=1 makes a node behave as
+# one without (to test the fallback suites, or to rule the AES code out when diagnosing).
+HARDWARE_AES = (
+    DIRECT
+    and bool(_lib.crypto_aead_aes256gcm_is_available())
+    and os.environ.get("ONIONMESH_DISABLE_AES") != "1"
+)
 
 
 def xchacha20_xor_tail(data: bytes, tail_len: int, nonce24: bytes, key: bytes) -> tuple[bytes, bytes]:

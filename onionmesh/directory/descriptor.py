@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKeyCert, fingerprint, verify_signature
 from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, Truncated
 from onionmesh.wire.buffer import Buffer
@@ -39,7 +40,8 @@ from onionmesh.wire.buffer import Buffer
 DESCRIPTOR_VERSION = 1
 SIGNATURE_CONTEXT = b"onionmesh relay descriptor v1\x00"
 DHT_KEY_PREFIX = b"onionmesh-descriptor-key"
-DEFAULT_PROTOCOLS = "link=1 circ=2 relay=1"
+# circ= lists the circuit handshake types this relay answers (each names a layer suite)
+DEFAULT_PROTOCOLS = "link=1 circ=" + ",".join(str(t) for t in sorted(ntor.LOCAL_TYPES)) + " relay=1"
 DEFAULT_LIFETIME = 18 * 3600
 MAX_LIFETIME = 3 * 24 * 3600
 MAX_NICKNAME_LEN = 19
@@ -58,8 +60,28 @@ _MAX_B64_LEN = 4 * ((MAX_DESCRIPTOR_LEN + 2) // 3)
 
 _NICKNAME_RE = re.compile(rf"[A-Za-z0-9]{{1,{MAX_NICKNAME_LEN}}}")
 _PROTOCOLS_RE = re.compile(rf"[\x20-\x7e]{{0,{MAX_PROTOCOLS_LEN}}}")
+_VERSION_RANGE_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 Address = tuple[str, int]
+
+
+def protocol_versions(protocols: str, name: str) -> frozenset[int]:
+    """The versions a descriptor's protocols text lists for `name` ("circ=3,4" -> {3, 4}; ranges
+    "3-4" too).  Text a peer wrote: anything malformed, and ranges wider than 64, count as absent."""
+    for token in protocols.split():
+        key, _, value = token.partition("=")
+        if key != name:
+            continue
+        found: set[int] = set()
+        for item in value.split(","):
+            if (m := _VERSION_RANGE_RE.fullmatch(item)) is None:
+                continue
+            lo = int(m[1])
+            hi = int(m[2]) if m[2] else lo
+            if 0 <= hi - lo < 64:
+                found.update(range(lo, hi + 1))
+        return frozenset(found)
+    return frozenset()
 
 
 def _require(ok: bool, message: str) -> None:

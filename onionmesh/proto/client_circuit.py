@@ -75,22 +75,27 @@ class ClientCircuit(CircuitEndpoint):
         self.dht_pending: set[int] = set()  # DHT_RPC request ids awaiting their DHT_ANSWER
 
     # --- construction ------------------------------------------------------------------------
-    def create(self, identity_pk: bytes, onion_pk: bytes) -> None:
+    def create(self, identity_pk: bytes, onion_pk: bytes, handshake_type: int = ntor.LOCAL_TYPES[0]) -> None:
+        """Start hop 1; `handshake_type` picks its layer suite (ntor.best_type of what it offers)."""
         if self.state is not CircuitState.NEW:
             raise LocalProtocolError("circuit already created")
-        self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng)
-        self._out.append(
-            Cell(self.circ_id, CellCommand.CREATE, create_payload(ntor.HANDSHAKE_TYPE_NTOR, skin))
-        )
+        self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng, handshake_type)
+        self._out.append(Cell(self.circ_id, CellCommand.CREATE, create_payload(handshake_type, skin)))
         self.state = CircuitState.BUILDING
 
-    def extend(self, identity_pk: bytes, onion_pk: bytes, addresses: tuple[tuple[str, int], ...]) -> None:
+    def extend(
+        self,
+        identity_pk: bytes,
+        onion_pk: bytes,
+        addresses: tuple[tuple[str, int], ...],
+        handshake_type: int = ntor.LOCAL_TYPES[0],
+    ) -> None:
         if self.state is not CircuitState.OPEN or self._pending is not None:
             raise LocalProtocolError("can only extend an open, idle circuit")
         if len(self.hops) >= MAX_HOPS:
             raise LocalProtocolError("circuit is at its maximum length")
-        self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng)
-        body = Extend(addresses, identity_pk, ntor.HANDSHAKE_TYPE_NTOR, skin).encode()
+        self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng, handshake_type)
+        body = Extend(addresses, identity_pk, handshake_type, skin).encode()
         self._seal(RelayMessage(RelayCommand.EXTEND, 0, body), early=True)
         self.state = CircuitState.BUILDING
 
@@ -100,8 +105,8 @@ class ClientCircuit(CircuitEndpoint):
         self.hops.append(
             Hop(
                 self._pending.identity_pk,
-                OnionLayer(keys.forward_stream, keys.forward_mac),
-                OnionLayer(keys.backward_stream, keys.backward_mac),
+                OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite),
+                OnionLayer(keys.backward_stream, keys.backward_mac, keys.suite),
             )
         )
         self._pending = None

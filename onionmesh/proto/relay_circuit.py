@@ -43,8 +43,8 @@ from onionmesh.wire.relay_msg import (
 class RelayCircuit(CircuitEndpoint):
     def __init__(self, keys: HopKeys, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
         super().__init__(rng, clock)
-        self._forward = OnionLayer(keys.forward_stream, keys.forward_mac)
-        self._backward = OnionLayer(keys.backward_stream, keys.backward_mac)
+        self._forward = OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite)
+        self._backward = OnionLayer(keys.backward_stream, keys.backward_mac, keys.suite)
         self.has_next = False
         self.extending = False
         self.relay_early_seen = 0

@@ -13,7 +13,8 @@ import itertools
 import time
 from collections.abc import Callable
 
-from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.crypto import ntor
+from onionmesh.directory.descriptor import RelayDescriptor, protocol_versions
 from onionmesh.errors import DirectoryError, OnionmeshError
 from onionmesh.proto.client_circuit import ClientCircuit
 from onionmesh.proto.dht_events import DhtAnswerReceived
@@ -199,10 +200,11 @@ class CircuitMgr(CircuitStreams):
         for i, desc in enumerate(handle.path):
             t0 = time.monotonic()
             handle.extended.clear()
+            htype = ntor.best_type(protocol_versions(desc.protocols, "circ"))
             if i == 0:
-                handle.circ.create(desc.identity_pk, desc.onion_pk)
+                handle.circ.create(desc.identity_pk, desc.onion_pk, htype)
             else:
-                handle.circ.extend(desc.identity_pk, desc.onion_pk, desc.link_addresses)
+                handle.circ.extend(desc.identity_pk, desc.onion_pk, desc.link_addresses, htype)
             self._flush(handle)
             while len(handle.circ.hops) <= i:
                 if handle.closed_reason is not None:

@@ -54,6 +54,8 @@ def circuit_json(handle: CircuitHandle) -> dict[str, Any]:
                 "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
                 # The EXTEND round trip to this hop: the client's measured RTT to it.
                 "rtt_ms": round(handle.hop_times[i] * 1000, 2) if i < len(handle.hop_times) else None,
+                # the relay-crypto layer suite the circuit handshake chose for this hop
+                "layer": handle.circ.hops[i].forward.suite.name if i < len(handle.circ.hops) else None,
             }
             for i, d in enumerate(handle.path)
         ],

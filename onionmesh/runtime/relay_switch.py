@@ -156,13 +156,13 @@ class CircuitSwitch:
             return
         try:
             htype, hdata = parse_create(cell.payload)
-            if htype != ntor.HANDSHAKE_TYPE_NTOR:
-                raise OnionmeshError("unknown handshake type")
+            if htype not in ntor.LOCAL_TYPES:
+                raise OnionmeshError("unknown or unsupported handshake type")
             skin = ntor.parse_onionskin(hdata)
             secret = self.keys.onion_secret_for(skin.onion_pk)
             if secret is None:
                 raise OnionmeshError("onionskin for an onion key we do not hold")
-            reply, keys = ntor.server_respond(skin, self.keys.identity.public, secret, self.rng)
+            reply, keys = ntor.server_respond(skin, self.keys.identity.public, secret, self.rng, htype)
         except OnionmeshError as exc:
             self._count("handshakes_failed")
             log.info("CREATE refused", detail=str(exc))

@@ -17,13 +17,13 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from onionmesh.crypto.onion_layer import TAG_LEN
 from onionmesh.errors import RemoteProtocolError, Truncated
 from onionmesh.wire.buffer import Buffer
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN
 
-TAG_LEN = 16
 RELAY_HEADER_LEN = 5
-RELAY_BODY_MAX = CELL_PAYLOAD_LEN - TAG_LEN - RELAY_HEADER_LEN  # 2022
+RELAY_BODY_MAX = CELL_PAYLOAD_LEN - TAG_LEN - RELAY_HEADER_LEN  # 4074
 SENDME_NONCE_LEN = 16
 
 

@@ -89,9 +89,9 @@ class Relay:
         self.onion = OnionKey.generate(rng)
         self.rng = rng
 
-    def respond(self, onionskin: bytes) -> tuple[bytes, ntor.HopKeys]:
+    def respond(self, onionskin: bytes, htype: int = ntor.LOCAL_TYPES[0]) -> tuple[bytes, ntor.HopKeys]:
         skin = ntor.parse_onionskin(onionskin)
-        return ntor.server_respond(skin, self.identity.public, self.onion.secret, self.rng)
+        return ntor.server_respond(skin, self.identity.public, self.onion.secret, self.rng, htype)
 
 
 @pytest.fixture
@@ -99,9 +99,11 @@ def relay() -> Relay:
     return Relay(1)
 
 
-def handshake(relay: Relay, rng: SeededRng) -> tuple[ntor.HopKeys, ntor.HopKeys]:
-    state, skin = ntor.client_start(relay.identity.public, relay.onion.public, rng)
-    reply, server_keys = relay.respond(skin)
+def handshake(
+    relay: Relay, rng: SeededRng, htype: int = ntor.LOCAL_TYPES[0]
+) -> tuple[ntor.HopKeys, ntor.HopKeys]:
+    state, skin = ntor.client_start(relay.identity.public, relay.onion.public, rng, htype)
+    reply, server_keys = relay.respond(skin, htype)
     return ntor.client_finish(state, reply), server_keys
 
 
@@ -119,6 +121,44 @@ def test_handshake_agrees(relay: Relay) -> None:
     ]
     assert all(len(k) == 32 for k in parts)
     assert len(set(parts)) == 4
+
+
+@pytest.mark.parametrize("htype", ntor.LOCAL_TYPES)
+def test_each_handshake_type_feeds_its_own_suite_with_its_own_keys(htype: int) -> None:
+    client_keys, server_keys = handshake(Relay(1), SeededRng(7), htype)
+    assert client_keys == server_keys and client_keys.suite is ntor.SUITE_OF_TYPE[htype]
+    # the same ephemerals under the other type: unrelated keys (the type is in the expansion)
+    for other in ntor.LOCAL_TYPES:
+        if other != htype:
+            keys, _ = handshake(Relay(1), SeededRng(7), other)
+            assert {keys.forward_stream, keys.backward_stream}.isdisjoint(
+                {client_keys.forward_stream, client_keys.backward_stream}
+            )
+
+
+@pytest.mark.skipif(len(ntor.LOCAL_TYPES) < 2, reason="needs both layer suites (hardware AES)")
+def test_a_handshake_type_changed_on_the_way_fails_the_handshake(relay: Relay) -> None:
+    """A hop that rewrites EXTEND's type (a downgrade to the other suite) is caught by AUTH."""
+    state, skin = ntor.client_start(relay.identity.public, relay.onion.public, SeededRng(1), 0x0004)
+    reply, _ = relay.respond(skin, 0x0003)
+    with pytest.raises(CryptoError, match="authenticate"):
+        ntor.client_finish(state, reply)
+
+
+@pytest.mark.parametrize("htype", [0x0000, 0x0001, 0x0002, 0x0005, 0xFFFF])
+def test_old_and_unknown_handshake_types_are_refused(relay: Relay, htype: int) -> None:
+    _, skin = ntor.client_start(relay.identity.public, relay.onion.public, SeededRng(1))
+    with pytest.raises(RemoteProtocolError, match="handshake type"):
+        relay.respond(skin, htype)
+    with pytest.raises(ValueError):
+        ntor.client_start(relay.identity.public, relay.onion.public, SeededRng(1), htype)
+
+
+def test_best_type_prefers_what_both_run() -> None:
+    assert ntor.best_type(frozenset({3})) == 0x0003
+    assert ntor.best_type(frozenset()) == 0x0003  # an old or silent relay: the universal suite
+    assert ntor.best_type(frozenset({3, 4})) == ntor.LOCAL_TYPES[0]
+    assert ntor.best_type(frozenset({4})) == (0x0004 if 0x0004 in ntor.LOCAL_TYPES else 0x0003)
 
 
 def test_message_layout(relay: Relay) -> None:
@@ -178,7 +218,11 @@ def test_relay_with_the_wrong_onion_key_cannot_authenticate(relay: Relay) -> Non
     impostor_onion = OnionKey.generate(SeededRng(b"impostor"))
     state, skin = ntor.client_start(relay.identity.public, relay.onion.public, SeededRng(1))
     reply, _ = ntor.server_respond(
-        ntor.parse_onionskin(skin), relay.identity.public, impostor_onion.secret, SeededRng(2)
+        ntor.parse_onionskin(skin),
+        relay.identity.public,
+        impostor_onion.secret,
+        SeededRng(2),
+        ntor.LOCAL_TYPES[0],
     )
     with pytest.raises(CryptoError):
         ntor.client_finish(state, reply)
@@ -204,7 +248,9 @@ def test_impostor_identity_cannot_authenticate(relay: Relay) -> None:
     other = Relay(2)
     state, skin = ntor.client_start(relay.identity.public, relay.onion.public, SeededRng(1))
     forged = ntor.ParsedOnionskin(other.identity.public, relay.onion.public, skin[64:])
-    reply, _ = ntor.server_respond(forged, other.identity.public, relay.onion.secret, SeededRng(2))
+    reply, _ = ntor.server_respond(
+        forged, other.identity.public, relay.onion.secret, SeededRng(2), ntor.LOCAL_TYPES[0]
+    )
     with pytest.raises(CryptoError):
         ntor.client_finish(state, reply)
 

@@ -18,11 +18,13 @@ import hashlib
 import json
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nacl.bindings import (
+    crypto_aead_aes256gcm_encrypt,
     crypto_aead_chacha20poly1305_ietf_decrypt,
     crypto_aead_chacha20poly1305_ietf_encrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
@@ -33,7 +35,8 @@ from nacl.signing import SigningKey, VerifyKey
 
 from onionmesh.crypto import kdf, ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
-from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
+from onionmesh.crypto.onion_layer import LayerSuite, OnionLayer, is_recognized
+from onionmesh.crypto.sodium import HARDWARE_AES
 from onionmesh.errors import CryptoError
 from onionmesh.proto.link import LinkEstablished, LinkProtocol, LinkRole
 from onionmesh.proto.relay_circuit import RelayCircuit
@@ -72,7 +75,9 @@ SEED_LINK_RESPONDER = 402
 SEED_LINK_IDENTITY = 403
 SEED_CELL = 501
 SEED_RELAY_MSG = 601
-BODY = CELL_LEN - 5 - 16  # relay-cell body: the payload after the 16-byte tag
+TAG = 12  # the onion layer's tag
+BODY = CELL_LEN - 5 - TAG  # relay-cell body: the payload after the tag
+NEEDS_AES = {"onion_layer_aes_gcm.json"}  # built by libsodium's AES-GCM: hardware AES only
 
 
 def h(b: bytes) -> str:
@@ -126,9 +131,10 @@ def _ntor_parties() -> tuple[IdentityKey, OnionKey, OnionKeyCert]:
 
 def _ntor_run() -> tuple[ntor.ClientHandshakeState, bytes, bytes, ntor.HopKeys, ntor.HopKeys]:
     identity, onion, _ = _ntor_parties()
-    state, skin = ntor.client_start(identity.public, onion.public, SeededRng(SEED_NTOR_CLIENT))
+    htype = ntor.HANDSHAKE_TYPE_XCHACHA  # the suite every machine runs
+    state, skin = ntor.client_start(identity.public, onion.public, SeededRng(SEED_NTOR_CLIENT), htype)
     reply, relay_keys = ntor.server_respond(
-        ntor.parse_onionskin(skin), identity.public, onion.secret, SeededRng(SEED_NTOR_RELAY)
+        ntor.parse_onionskin(skin), identity.public, onion.secret, SeededRng(SEED_NTOR_RELAY), htype
     )
     client_keys = ntor.client_finish(state, reply)
     return state, skin, reply, client_keys, relay_keys
@@ -151,7 +157,8 @@ def build_ntor() -> dict[str, Any]:
     )
     key_seed = kdf.mac(ntor.T_KEY, secret_input, 64)
     verify = kdf.mac(ntor.T_VERIFY, secret_input, 32)
-    material = kdf.expand(key_seed, ntor.M_EXPAND, ntor.HOP_KEY_MATERIAL_LEN)
+    info = ntor.M_EXPAND + state.handshake_type.to_bytes(2, "big")
+    material = kdf.expand(key_seed, info, ntor.HOP_KEY_MATERIAL_LEN)
     return {
         "description": "ntor-shaped circuit handshake (docs/protocol.md, Circuit handshake)",
         "generator": GENERATOR,
@@ -177,8 +184,9 @@ def build_ntor() -> dict[str, Any]:
         "client_X": h(state.x_public),
         "relay_y": h(y),
         "relay_Y": h(y_pub),
+        "handshake_type": state.handshake_type,
         "onionskin": h(skin),
-        "create_payload": h(create_payload(ntor.HANDSHAKE_TYPE_NTOR, skin)),
+        "create_payload": h(create_payload(ntor.HANDSHAKE_TYPE_XCHACHA, skin)),
         "secret_input": h(secret_input),
         "key_seed": h(key_seed),
         "verify": h(verify),
@@ -208,23 +216,32 @@ def _layer_keys(seed: int) -> tuple[bytes, bytes]:
     return rng.random_bytes(32), rng.random_bytes(32)
 
 
-def build_onion_layer() -> dict[str, Any]:
+def _layer_reference(suite: LayerSuite, ks: bytes, kf: bytes, body: bytes, t1: bytes) -> tuple[bytes, bytes]:
+    """(MAC(Kf, body), STREAM(Ks, T1) over body + 80 bytes) straight from libsodium's AEADs."""
+    zeros = bytes(len(body) + 80)
+    if suite is LayerSuite.AES_GCM:
+        mac = crypto_aead_aes256gcm_encrypt(b"", body, bytes(12), kf)
+        return mac, crypto_aead_aes256gcm_encrypt(zeros, None, t1, ks)[:-16]
+    mac = crypto_aead_chacha20poly1305_ietf_encrypt(b"", body, bytes(12), kf)
+    return mac, crypto_aead_xchacha20poly1305_ietf_encrypt(zeros, None, t1 + bytes(12), ks)[:-16]
+
+
+def build_onion_layer(suite: LayerSuite = LayerSuite.XCHACHA) -> dict[str, Any]:
     ks, kf = _layer_keys(SEED_LAYER)
-    layer = OnionLayer(ks, kf)
+    layer = OnionLayer(ks, kf, suite)
     cells = []
     for msg in _layer_messages():
         plain = msg.encode_plain()
         cur_ks, cur_kf = layer._ks, layer._kf
         out = layer.apply(plain)
-        t1 = out[:16]
-        zeros = bytes(BODY + 80)
-        stream = crypto_aead_xchacha20poly1305_ietf_encrypt(zeros, None, t1 + bytes(8), cur_ks)[:-16]
+        t1 = out[:TAG]
+        mac, stream = _layer_reference(suite, cur_ks, cur_kf, plain[TAG:], t1)
         cells.append(
             {
                 "key_stream": h(cur_ks),
                 "key_mac": h(cur_kf),
                 "input": h(plain),
-                "mac": h(crypto_aead_chacha20poly1305_ietf_encrypt(b"", plain[16:], bytes(12), cur_kf)),
+                "mac": h(mac),
                 "t1": h(t1),
                 "keystream_first_64": h(stream[:64]),
                 "output": h(out),
@@ -238,21 +255,23 @@ def build_onion_layer() -> dict[str, Any]:
     k1, k2 = _layer_keys(SEED_LAYER_HOP1), _layer_keys(SEED_LAYER_HOP2)
     msg = rm.RelayMessage(rm.RelayCommand.BEGIN, 7, rm.Begin("example.com", 443).encode())
     plain = msg.encode_plain()
-    client2, client1 = OnionLayer(*k2), OnionLayer(*k1)
+    client2, client1 = OnionLayer(*k2, suite), OnionLayer(*k1, suite)
     inner = client2.unapply(plain)
     wire = client1.unapply(inner)
-    relay1, relay2 = OnionLayer(*k1), OnionLayer(*k2)
+    relay1, relay2 = OnionLayer(*k1, suite), OnionLayer(*k2, suite)
     after1 = relay1.apply(wire)
     after2 = relay2.apply(after1)
     assert after1 == inner and after2 == plain and relay2.digest() == client2.digest()
     assert is_recognized(after2) and not is_recognized(after1)
     return {
         "description": (
-            "Relay-cell layer R (OnionLayer.apply) on three successive cells, showing the per-cell "
-            "key ratchet and digest; then a two-hop outbound cell layered by the client with R^-1 "
-            "(docs/protocol.md, Relay crypto, layer version 2)"
+            f"Relay-cell layer R (OnionLayer.apply), suite {suite.name} (handshake type "
+            f"{ntor.TYPE_OF_SUITE[suite]:#06x}), on three successive cells, showing the per-cell key "
+            "ratchet and digest; then a two-hop outbound cell layered by the client with R^-1 "
+            "(docs/protocol.md, Relay crypto)"
         ),
         "generator": GENERATOR,
+        "suite": suite.name,
         "seeds": {"layer": SEED_LAYER, "hop1": SEED_LAYER_HOP1, "hop2": SEED_LAYER_HOP2},
         "apply": cells,
         "two_hops": {
@@ -366,14 +385,17 @@ def _circuit_cells() -> list[tuple[str, Cell]]:
     """A one-hop circuit with the ntor.json keys: CREATE, CREATED, then two layered cells."""
     _state, skin, reply, keys, _ = _ntor_run()
     cid = 0x8000_0001
-    forward = OnionLayer(keys.forward_stream, keys.forward_mac)
+    forward = OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite)
     begin = rm.RelayMessage(rm.RelayCommand.BEGIN, 1, rm.Begin("example.com", 443).encode())
     relay_payload = forward.unapply(begin.encode_plain())
     extend = rm.RelayMessage(
         rm.RelayCommand.EXTEND,
         0,
         rm.Extend(
-            (("192.0.2.7", 9001),), rand(SEED_CELL + 1, 32), ntor.HANDSHAKE_TYPE_NTOR, rand(SEED_CELL + 2, 96)
+            (("192.0.2.7", 9001),),
+            rand(SEED_CELL + 1, 32),
+            ntor.HANDSHAKE_TYPE_XCHACHA,
+            rand(SEED_CELL + 2, 96),
         ).encode(),
     )
     early_payload = forward.unapply(extend.encode_plain())
@@ -382,7 +404,7 @@ def _circuit_cells() -> list[tuple[str, Cell]]:
     return [
         ("PADDING (link keep-alive)", Cell(0, CellCommand.PADDING)),
         ("CREATE (ntor.json onionskin)",
-         Cell(cid, CellCommand.CREATE, create_payload(ntor.HANDSHAKE_TYPE_NTOR, skin))),
+         Cell(cid, CellCommand.CREATE, create_payload(ntor.HANDSHAKE_TYPE_XCHACHA, skin))),
         ("CREATED (ntor.json reply)", Cell(cid, CellCommand.CREATED, created_payload(reply))),
         ("RELAY: BEGIN example.com:443 on stream 1, layered with the ntor.json forward keys",
          Cell(cid, CellCommand.RELAY, relay_payload)),
@@ -511,7 +533,7 @@ def build_relay_msg() -> dict[str, Any]:
     vectors = []
     for name, msg in _relay_messages():
         plain = msg.encode_plain()
-        prefix, zeros = _strip_padding(plain, 16 + 5 + len(msg.body))
+        prefix, zeros = _strip_padding(plain, TAG + 5 + len(msg.body))
         vectors.append(
             {
                 "name": name,
@@ -537,6 +559,7 @@ BUILDERS = {
     "kdf.json": build_kdf,
     "ntor.json": build_ntor,
     "onion_layer.json": build_onion_layer,
+    "onion_layer_aes_gcm.json": lambda: build_onion_layer(LayerSuite.AES_GCM),
     "link.json": build_link,
     "cell.json": build_cell,
     "relay_msg.json": build_relay_msg,
@@ -547,6 +570,9 @@ def regenerate() -> None:
     """Rewrite every vector file from the current code (only after a deliberate wire change)."""
     VECTOR_DIR.mkdir(parents=True, exist_ok=True)
     for name, build in BUILDERS.items():
+        if name in NEEDS_AES and not HARDWARE_AES:
+            print(f"kept {VECTOR_DIR / name}: this machine has no hardware AES")
+            continue
         (VECTOR_DIR / name).write_text(json.dumps(build(), indent=1) + "\n")
         print(f"wrote {VECTOR_DIR / name}")
 
@@ -633,22 +659,120 @@ def _mac_spec(key: bytes, data: bytes) -> bytes:
     return _poly1305(one_time_key, data + pad + struct.pack("<QQ", len(data), 0))
 
 
-def _spec_R(ks: bytes, kf: bytes, payload: bytes) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
+def _aes_sbox() -> list[int]:
+    """FIPS-197's S-box, computed: multiplicative inverse in GF(2^8), then the affine map."""
+    sbox, p, q = [0x63] * 256, 1, 1
+    while True:
+        p ^= ((p << 1) & 0xFF) ^ (0x1B if p & 0x80 else 0)  # p *= 3
+        for shift in (1, 2, 4):  # q /= 3
+            q ^= q << shift
+        q &= 0xFF
+        q ^= 0x09 if q & 0x80 else 0
+        rot = [((q << i) | (q >> (8 - i))) & 0xFF for i in range(5)]
+        sbox[p] = rot[0] ^ rot[1] ^ rot[2] ^ rot[3] ^ rot[4] ^ 0x63
+        if p == 1:
+            return sbox
+
+
+_SBOX = _aes_sbox()
+
+
+def _xtime(b: int) -> int:
+    return ((b << 1) ^ (0x1B if b & 0x80 else 0)) & 0xFF
+
+
+def _aes256_encrypt_block(key: bytes, block: bytes) -> bytes:
+    """FIPS-197 AES-256, one block, with Python lists (slow and plain on purpose)."""
+    w = [list(key[i : i + 4]) for i in range(0, 32, 4)]
+    rcon = 1
+    for i in range(8, 60):
+        t = list(w[i - 1])
+        if i % 8 == 0:
+            t = [_SBOX[b] for b in t[1:] + t[:1]]
+            t[0] ^= rcon
+            rcon = _xtime(rcon)
+        elif i % 8 == 4:
+            t = [_SBOX[b] for b in t]
+        w.append([a ^ b for a, b in zip(w[i - 8], t, strict=True)])
+    round_keys = [w[4 * r] + w[4 * r + 1] + w[4 * r + 2] + w[4 * r + 3] for r in range(15)]
+    s = [b ^ k for b, k in zip(block, round_keys[0], strict=True)]
+    for r in range(1, 15):
+        s = [_SBOX[b] for b in s]
+        s = [s[((c + row) % 4) * 4 + row] for c in range(4) for row in range(4)]  # ShiftRows
+        if r < 14:  # MixColumns
+            mixed = []
+            for c in range(4):
+                a = s[4 * c : 4 * c + 4]
+                x = [_xtime(v) for v in a]
+                mixed += [
+                    x[0] ^ x[1] ^ a[1] ^ a[2] ^ a[3],
+                    a[0] ^ x[1] ^ x[2] ^ a[2] ^ a[3],
+                    a[0] ^ a[1] ^ x[2] ^ x[3] ^ a[3],
+                    x[0] ^ a[0] ^ a[1] ^ a[2] ^ x[3],
+                ]
+            s = mixed
+        s = [b ^ k for b, k in zip(s, round_keys[r], strict=True)]
+    return bytes(s)
+
+
+def _ghash(h: bytes, ad: bytes, ciphertext: bytes) -> bytes:
+    """NIST SP 800-38D GHASH over A and C, zero-padded, then the two 64-bit bit lengths."""
+
+    def pad(x: bytes) -> bytes:
+        return x + bytes(-len(x) % 16)
+
+    blocks = pad(ad) + pad(ciphertext) + struct.pack(">QQ", 8 * len(ad), 8 * len(ciphertext))
+    hh, y = int.from_bytes(h, "big"), 0
+    for i in range(0, len(blocks), 16):
+        x, z, v = y ^ int.from_bytes(blocks[i : i + 16], "big"), 0, hh
+        for bit in range(127, -1, -1):
+            z ^= v if (x >> bit) & 1 else 0
+            v = (v >> 1) ^ (0xE1 << 120) if v & 1 else v >> 1
+        y = z
+    return y.to_bytes(16, "big")
+
+
+def _gcm_keystream(key: bytes, nonce12: bytes, n: int) -> bytes:
+    """AES-256-GCM's CTR keystream: counter blocks nonce ‖ 2, 3, ... (block 1 masks the tag)."""
+    blocks = range(2, 2 + -(-n // 16))
+    return b"".join(_aes256_encrypt_block(key, nonce12 + i.to_bytes(4, "big")) for i in blocks)[:n]
+
+
+def _gcm_mac_spec(key: bytes, data: bytes) -> bytes:
+    """MAC(K, M) of the AES_GCM suite: the GCM tag of an empty message with AD = M, nonce 0."""
+    h = _aes256_encrypt_block(key, bytes(16))
+    return _bxor(_ghash(h, data, b""), _aes256_encrypt_block(key, bytes(12) + b"\x00\x00\x00\x01"))
+
+
+def _suite_spec(suite: str) -> tuple[Callable[[bytes, bytes], bytes], Callable[[bytes, bytes, int], bytes]]:
+    """(MAC(K, M), STREAM(K, T1, n)) of a suite, as the spec writes them."""
+    if suite == "AES_GCM":
+        return _gcm_mac_spec, _gcm_keystream
+    return _mac_spec, lambda key, t1, n: _keystream_spec(key, t1 + bytes(12), n)
+
+
+def _spec_R(
+    ks: bytes, kf: bytes, payload: bytes, suite: str = "XCHACHA"
+) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
     """R as written in the spec; returns (output, digest, next (Ks, Kf))."""
-    t, c = payload[:16], payload[16:]
-    mac = _mac_spec(kf, c)
-    t1 = _bxor(t, mac)
-    stream = _keystream_spec(ks, t1 + bytes(8), len(c) + 80)
+    mac_fn, stream_fn = _suite_spec(suite)
+    t, c = payload[:TAG], payload[TAG:]
+    mac = mac_fn(kf, c)
+    t1 = _bxor(t, mac[:TAG])
+    stream = stream_fn(ks, t1, len(c) + 80)
     c2, n = _bxor(c, stream[: len(c)]), stream[len(c) :]
     return t1 + c2, _bxor(mac, n[64:80]), (n[:32], n[32:64])
 
 
-def _spec_R_inv(ks: bytes, kf: bytes, payload: bytes) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
-    t1, c2 = payload[:16], payload[16:]
-    stream = _keystream_spec(ks, t1 + bytes(8), len(c2) + 80)
+def _spec_R_inv(
+    ks: bytes, kf: bytes, payload: bytes, suite: str = "XCHACHA"
+) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
+    mac_fn, stream_fn = _suite_spec(suite)
+    t1, c2 = payload[:TAG], payload[TAG:]
+    stream = stream_fn(ks, t1, len(c2) + 80)
     c, n = _bxor(c2, stream[: len(c2)]), stream[len(c2) :]
-    mac = _mac_spec(kf, c)
-    return _bxor(t1, mac) + c, _bxor(mac, n[64:80]), (n[:32], n[32:64])
+    mac = mac_fn(kf, c)
+    return _bxor(t1, mac[:TAG]) + c, _bxor(mac, n[64:80]), (n[:32], n[32:64])
 
 
 def _spec_extract(secret: bytes, salt: bytes = b"") -> bytes:
@@ -705,6 +829,8 @@ def _link_spec(e_i: bytes, e_r: bytes, identity: IdentityKey) -> dict[str, Any]:
 # =================================================================================================
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_vector_file_matches_code(name: str) -> None:
+    if name in NEEDS_AES and not HARDWARE_AES:
+        pytest.skip("libsodium runs AES-GCM only with hardware AES")
     assert load(name) == BUILDERS[name](), f"{name} differs from the code; see the module docstring"
 
 
@@ -748,18 +874,20 @@ def test_spec_ntor() -> None:
     # the handshake, both sides, from the formulas
     protoid = b"onionmesh-ntor-x25519-blake2b-1"
     assert unh(v["onionskin"]) == ident + B + X
-    assert unh(v["create_payload"]) == b"\x00\x02" + b"\x00\x60" + ident + B + X  # type 2: layer v2
+    htype = b"\x00\x03"  # the XCHACHA layer suite
+    assert v["handshake_type"] == 3
+    assert unh(v["create_payload"]) == htype + b"\x00\x60" + ident + B + X
     si_client = crypto_scalarmult(x, Y) + crypto_scalarmult(x, B) + ident + B + X + Y + protoid
     si_relay = crypto_scalarmult(y, X) + crypto_scalarmult(b, X) + ident + B + X + Y + protoid
     assert si_client == si_relay == unh(v["secret_input"])
     key_seed = hashlib.blake2b(si_client, key=protoid + b":key_extract", digest_size=64).digest()
     verify = hashlib.blake2b(si_client, key=protoid + b":verify", digest_size=32).digest()
-    auth_input = verify + ident + B + Y + X + protoid + b"Server"
+    auth_input = verify + ident + B + Y + X + protoid + b"Server" + htype
     auth = hashlib.blake2b(auth_input, key=protoid + b":mac", digest_size=32).digest()
     assert (key_seed.hex(), verify.hex(), auth.hex()) == (v["key_seed"], v["verify"], v["auth"])
     assert unh(v["reply"]) == Y + auth
     assert unh(v["created_payload"]) == b"\x00\x40" + Y + auth
-    material = _spec_expand(key_seed, protoid + b":key_expand", 128)
+    material = _spec_expand(key_seed, protoid + b":key_expand" + htype, 128)
     assert material.hex() == v["key_material"]
     keys = v["hop_keys"]
     assert [keys[k] for k in ("forward_stream", "forward_mac", "backward_stream", "backward_mac")] == [
@@ -779,61 +907,79 @@ def test_ntor_reply_checks() -> None:
         ntor.client_finish(state, bytes(32) + reply[32:])
 
 
-def test_spec_onion_layer() -> None:
-    v = load("onion_layer.json")
+def test_spec_aes_and_ghash_match_fips197_and_libsodium() -> None:
+    """The spec's pure-Python AES-256 and GHASH, against FIPS-197 C.3 and libsodium's GCM."""
+    ct = _aes256_encrypt_block(bytes(range(32)), bytes.fromhex("00112233445566778899aabbccddeeff"))
+    assert ct.hex() == "8ea2b7ca516745bfeafc49904b496089"
+    if HARDWARE_AES:
+        key, nonce, ad, msg = bytes(range(1, 33)), bytes(range(12)), b"associated", b"m" * 40
+        sealed = crypto_aead_aes256gcm_encrypt(msg, ad, nonce, key)
+        assert _bxor(msg, _gcm_keystream(key, nonce, 40)) == sealed[:40]
+        h = _aes256_encrypt_block(key, bytes(16))
+        j0 = _aes256_encrypt_block(key, nonce + b"\x00\x00\x00\x01")
+        assert _bxor(_ghash(h, ad, sealed[:40]), j0) == sealed[40:]
+
+
+@pytest.mark.parametrize("name", ["onion_layer.json", "onion_layer_aes_gcm.json"])
+def test_spec_onion_layer(name: str) -> None:
+    v = load(name)
+    suite = v["suite"]
+    mac_fn, stream_fn = _suite_spec(suite)
     ks, kf = unh(v["apply"][0]["key_stream"]), unh(v["apply"][0]["key_mac"])
-    inverse = OnionLayer(ks, kf)
+    runnable = suite == "XCHACHA" or HARDWARE_AES  # the code's own AES suite needs the hardware
+    inverse = OnionLayer(ks, kf, LayerSuite[suite]) if runnable else None
     for cell in v["apply"]:
         assert (ks.hex(), kf.hex()) == (cell["key_stream"], cell["key_mac"])
-        out, digest, (ks, kf) = _spec_R(ks, kf, unh(cell["input"]))
-        assert out.hex() == cell["output"] and out[:16].hex() == cell["t1"] and digest.hex() == cell["digest"]
+        out, digest, (ks, kf) = _spec_R(ks, kf, unh(cell["input"]), suite)
+        assert (out.hex(), out[:TAG].hex(), digest.hex()) == (cell["output"], cell["t1"], cell["digest"])
         assert (ks.hex(), kf.hex()) == (cell["next_key_stream"], cell["next_key_mac"])
-        mac = _mac_spec(unh(cell["key_mac"]), unh(cell["input"])[16:])
+        mac = mac_fn(unh(cell["key_mac"]), unh(cell["input"])[TAG:])
         assert mac.hex() == cell["mac"] and _bxor(mac, unh(cell["digest_mask"])) == digest
-        assert unh(cell["t1"]) == _bxor(unh(cell["input"])[:16], mac)
-        # the AEAD-without-tag keystream is XChaCha20 from block counter 1
-        stream = _keystream_spec(unh(cell["key_stream"]), unh(cell["t1"]) + bytes(8), BODY + 80)
+        assert unh(cell["t1"]) == _bxor(unh(cell["input"])[:TAG], mac[:TAG])
+        stream = stream_fn(unh(cell["key_stream"]), unh(cell["t1"]), BODY + 80)
         assert stream[:64].hex() == cell["keystream_first_64"]
         assert stream[BODY : BODY + 64].hex() == cell["next_key_stream"] + cell["next_key_mac"]
-        assert inverse.unapply(out).hex() == cell["input"]  # R^-1 under the same key state inverts R
-        assert inverse.digest() == digest
+        if inverse is not None:
+            assert inverse.unapply(out).hex() == cell["input"]  # R^-1 under the same key state inverts R
+            assert inverse.digest() == digest
     # the same plaintext twice gives unrelated cells: the keys changed in between
     assert v["apply"][0]["input"] == v["apply"][1]["input"]
     assert v["apply"][0]["output"] != v["apply"][1]["output"]
     two = v["two_hops"]
     k1 = (unh(two["hop1_forward"]["key_stream"]), unh(two["hop1_forward"]["key_mac"]))
     k2 = (unh(two["hop2_forward"]["key_stream"]), unh(two["hop2_forward"]["key_mac"]))
-    inner, digest2, _ = _spec_R_inv(*k2, unh(two["plain"]))
-    wire, _, _ = _spec_R_inv(*k1, inner)
+    inner, digest2, _ = _spec_R_inv(*k2, unh(two["plain"]), suite)
+    wire, _, _ = _spec_R_inv(*k1, inner, suite)
     assert (inner.hex(), wire.hex(), digest2.hex()) == (
         two["after_client_hop2_layer"],
         two["wire"],
         two["digest_hop2"],
     )
-    assert _spec_R(*k1, wire)[0] == inner and _spec_R(*k2, inner)[0] == unh(two["plain"])
+    assert _spec_R(*k1, wire, suite)[0] == inner and _spec_R(*k2, inner, suite)[0] == unh(two["plain"])
 
 
-def test_onion_layer_tamper_replay_and_drop() -> None:
+@pytest.mark.parametrize("suite", [s for s in LayerSuite if s is LayerSuite.XCHACHA or HARDWARE_AES])
+def test_onion_layer_tamper_replay_and_drop(suite: LayerSuite) -> None:
     """What the spec promises about faults, on the vector keys."""
     v = load("onion_layer.json")
     ks, kf = unh(v["apply"][0]["key_stream"]), unh(v["apply"][0]["key_mac"])
-    client = OnionLayer(ks, kf)
+    client = OnionLayer(ks, kf, suite)
     cells = [
         client.unapply(rm.RelayMessage(rm.RelayCommand.DATA, 1, bytes([i])).encode_plain()) for i in range(4)
     ]
     # a one-bit flip anywhere: the honest hop's output is noise, and so is everything after it
-    for pos in (0, 15, 16, 500, 2042):
-        relay = OnionLayer(ks, kf)
+    for pos in (0, TAG - 1, TAG, 500, 4070):
+        relay = OnionLayer(ks, kf, suite)
         flipped = bytearray(cells[0])
         flipped[pos] ^= 0x01
         out0 = relay.apply(bytes(flipped))
         plain0 = rm.RelayMessage(rm.RelayCommand.DATA, 1, b"\x00").encode_plain()
         assert not is_recognized(out0)
-        assert sum(a != b for a, b in zip(out0, plain0, strict=True)) > 1900  # no controlled flip survives
+        assert sum(a != b for a, b in zip(out0, plain0, strict=True)) > 3900  # no controlled flip survives
         assert not any(is_recognized(relay.apply(c)) for c in cells[1:])
     # replay (cell 0 again), drop (skip cell 1) and reorder (2 before 1) all fail from then on
     for order in ([0, 0, 1], [0, 2, 3], [0, 2, 1]):
-        relay = OnionLayer(ks, kf)
+        relay = OnionLayer(ks, kf, suite)
         results = [is_recognized(relay.apply(cells[i])) for i in order]
         assert results == [True, False, False]
 
@@ -884,7 +1030,7 @@ def test_spec_cells() -> None:
         cell = Cell.decode(enc)
         assert cell.payload[: len(unh(vec["payload"]))] == unh(vec["payload"])
         if cell.command is CellCommand.CREATE:
-            assert parse_create(cell.payload) == (ntor.HANDSHAKE_TYPE_NTOR, skin)
+            assert parse_create(cell.payload) == (ntor.HANDSHAKE_TYPE_XCHACHA, skin)
         elif cell.command is CellCommand.CREATED:
             assert parse_created(cell.payload) == reply
         elif cell.command in (CellCommand.RELAY, CellCommand.RELAY_EARLY):
@@ -919,8 +1065,8 @@ def test_spec_relay_messages() -> None:
     for vec in v["vectors"]:
         plain = unh(vec["plain_prefix"]) + bytes(vec["zero_padding"])
         body = unh(vec["body"])
-        assert len(plain) == 4091 and plain[:16] == bytes(16)
-        assert plain[16:21] == struct.pack(">BHH", vec["command"], vec["stream_id"], len(body))
+        assert len(plain) == 4091 and plain[:TAG] == bytes(TAG)
+        assert plain[TAG : TAG + 5] == struct.pack(">BHH", vec["command"], vec["stream_id"], len(body))
         msg = rm.RelayMessage.decode_plain(plain)
         assert (int(msg.command), msg.stream_id, msg.body) == (vec["command"], vec["stream_id"], body)
         codec = _BODY_CODECS.get(msg.command)

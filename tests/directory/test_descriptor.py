@@ -21,16 +21,19 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert, fingerprint
 from onionmesh.directory.descriptor import (
     DEFAULT_PROTOCOLS,
     MAX_DESCRIPTOR_LEN,
     MAX_LIFETIME,
+    MAX_PROTOCOLS_LEN,
     SIGNATURE_CONTEXT,
     RelayDescriptor,
     decode_and_verify,
     decode_descriptor_file,
     encode_descriptor_file,
+    protocol_versions,
 )
 from onionmesh.errors import CryptoError, DirectoryError, OnionmeshError, RemoteProtocolError
 from onionmesh.rng import SeededRng
@@ -425,6 +428,35 @@ def test_generated_descriptors_round_trip(
     assert enc == assemble(parts(d), identity)
 
 
+# --- protocols text ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "name", "expected"),
+    [
+        ("link=2 circ=3,4 relay=1", "circ", {3, 4}),
+        ("link=2 circ=3-4 relay=1", "circ", {3, 4}),
+        ("circ=3", "circ", {3}),
+        ("link=2 relay=1", "circ", set()),
+        ("circ=", "circ", set()),
+        ("circ=x,4,-,5-,²", "circ", {4}),
+        ("circ=1-1000000000", "circ", set()),  # wider than 64: ignored, never materialised
+        ("circ=4-3", "circ", set()),
+        ("circuit=3 circ=4", "circ", {4}),
+    ],
+)
+def test_protocol_versions(text: str, name: str, expected: set[int]) -> None:
+    assert protocol_versions(text, name) == expected
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=MAX_PROTOCOLS_LEN))
+def test_protocol_versions_of_any_text_is_small_and_never_raises(text: str) -> None:
+    versions = protocol_versions(text, "circ")
+    assert len(versions) <= 64 * len(text) and all(v >= 0 for v in versions)
+
+
+def test_default_protocols_advertise_the_layer_suites_this_machine_runs() -> None:
+    assert protocol_versions(DEFAULT_PROTOCOLS, "circ") == set(ntor.LOCAL_TYPES)
+
+
 # --- test vectors ----------------------------------------------------------------------------
 def make_vector(spec: dict[str, Any]) -> dict[str, Any]:
     rng = SeededRng(spec["rng_seed"])
@@ -458,7 +490,11 @@ def make_vector(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _specs() -> list[dict[str, Any]]:
-    base = {"protocols": DEFAULT_PROTOCOLS, "published": T0, "onion_cert_window": [T0 - HOUR, T0 + 7 * 86400]}
+    base = {
+        "protocols": "link=2 circ=3,4 relay=1",
+        "published": T0,
+        "onion_cert_window": [T0 - HOUR, T0 + 7 * 86400],
+    }
     return [
         {
             **base,

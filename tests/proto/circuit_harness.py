@@ -108,8 +108,11 @@ class Chain:
         resolver: Callable[
             [ResolveRequested], tuple[tuple[ResolvedType, str, int], ...] | EndReason | None
         ] = default_resolver,
+        handshake_types: tuple[int, ...] = (),
     ) -> None:
         self.directory = {r.identity.public: r for r in relays}
+        # the circuit handshake type (layer suite) for hop i, cycling; default: this machine's best
+        self.handshake_types = handshake_types or (ntor.LOCAL_TYPES[0],)
         self.client = ClientCircuit(CIRC_ID, SeededRng(b"client:%r" % (seed,)))
         self.relay_rng = SeededRng(b"relay-ephemerals:%r" % (seed,))
         self.hops: list[RelayCircuit] = []
@@ -125,20 +128,23 @@ class Chain:
 
     # --- building --------------------------------------------------------------------------
     def build(self, path: list[RelayNode]) -> None:
-        self.client.create(path[0].identity.public, path[0].onion.public)
+        self.client.create(path[0].identity.public, path[0].onion.public, self.handshake_types[0])
         self.pump()
         for node in path[1:]:
             self.extend(node)
 
     def extend(self, node: RelayNode) -> None:
-        self.client.extend(node.identity.public, node.onion.public, (node.address,))
+        htype = self.handshake_types[len(self.client.hops) % len(self.handshake_types)]
+        self.client.extend(node.identity.public, node.onion.public, (node.address,), htype)
         self.pump()
 
-    def _new_hop(self, node: RelayNode, onionskin: bytes) -> bytes:
+    def _new_hop(self, node: RelayNode, onionskin: bytes, htype: int) -> bytes:
         skin = ntor.parse_onionskin(onionskin)
         assert skin.identity_pk == node.identity.public
         assert skin.onion_pk == node.onion.public
-        reply, keys = ntor.server_respond(skin, node.identity.public, node.onion.secret, self.relay_rng)
+        reply, keys = ntor.server_respond(
+            skin, node.identity.public, node.onion.secret, self.relay_rng, htype
+        )
         hop = RelayCircuit(keys, self.relay_rng)
         obs = Observed()
         original_dispatch = hop._dispatch
@@ -159,9 +165,9 @@ class Chain:
         if cell.command is CellCommand.CREATE:
             assert not self.hops, "CREATE on a circuit that exists"
             htype, hdata = parse_create(cell.payload)
-            assert htype == ntor.HANDSHAKE_TYPE_NTOR
+            assert htype in ntor.LOCAL_TYPES
             node = self.directory[hdata[:32]]
-            reply = self._new_hop(node, hdata)
+            reply = self._new_hop(node, hdata, htype)
             self.client.handle_cell(Cell(CIRC_ID, CellCommand.CREATED, created_payload(reply)))
             return
         self._forward(0, cell.command, cell.payload)
@@ -182,7 +188,7 @@ class Chain:
             node = self.directory[ext.identity_pk]
             assert node.address in ext.addresses
             assert i == len(self.hops) - 1
-            hop.extended(self._new_hop(node, ext.onionskin))
+            hop.extended(self._new_hop(node, ext.onionskin, ext.handshake_type))
         elif isinstance(event, BeginRequested):
             answer = self.exit_policy(event)
             if answer is None:

@@ -760,7 +760,7 @@ def test_extend_outside_relay_early() -> None:
     chain = Chain(relays)
     chain.build(relays[:1])
     _, skin = ntor.client_start(relays[1].identity.public, relays[1].onion.public, SeededRng(1))
-    body = Extend((relays[1].address,), relays[1].identity.public, ntor.HANDSHAKE_TYPE_NTOR, skin).encode()
+    body = Extend((relays[1].address,), relays[1].identity.public, ntor.LOCAL_TYPES[0], skin).encode()
     chain.client._relay_early_sent = MAX_RELAY_EARLY  # budget spent: the next cell goes as plain RELAY
     chain.client._seal(RelayMessage(RelayCommand.EXTEND, 0, body))
     with pytest.raises(RemoteProtocolError, match="EXTEND outside RELAY_EARLY"):
@@ -772,7 +772,7 @@ def test_second_extend_on_a_hop_is_refused() -> None:
     chain = Chain(relays)
     chain.build(relays[:2])
     _, skin = ntor.client_start(relays[2].identity.public, relays[2].onion.public, SeededRng(1))
-    body = Extend((relays[2].address,), relays[2].identity.public, ntor.HANDSHAKE_TYPE_NTOR, skin).encode()
+    body = Extend((relays[2].address,), relays[2].identity.public, ntor.LOCAL_TYPES[0], skin).encode()
     chain.client._seal(RelayMessage(RelayCommand.EXTEND, 0, body), hop=0, early=True)
     with pytest.raises(RemoteProtocolError, match="already extends"):
         chain.pump()

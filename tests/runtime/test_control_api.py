@@ -61,6 +61,7 @@ async def test_responses_match_their_schemas(mesh: Mesh, api) -> None:
         built = await r.json()
         check("/circuits", "post", 200, built)
         assert len(built["hops"]) == 2 and all(h["rtt_ms"] is not None for h in built["hops"])
+        assert {h["layer"] for h in built["hops"]} <= {"AES_GCM", "XCHACHA"}
     async with s.get(f"{base}/circuits/{built['id']}") as r:
         check("/circuits/{number}", "get", 200, await r.json())
     for bad in ({"hops": 0}, {"hops": "x"}, {"via": "notalist"}, {"unknown": 1}, [1, 2]):

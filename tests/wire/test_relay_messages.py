@@ -122,7 +122,7 @@ relay_messages = st.sampled_from(list(RelayCommand)).flatmap(
 
 def test_layout_constants() -> None:
     assert TAG_LEN + RELAY_HEADER_LEN + RELAY_BODY_MAX == CELL_PAYLOAD_LEN
-    assert RELAY_BODY_MAX == 4070
+    assert RELAY_BODY_MAX == 4074
     assert STREAM_COMMANDS.isdisjoint(CIRCUIT_COMMANDS)
     assert set(RelayCommand) - STREAM_COMMANDS - CIRCUIT_COMMANDS == {RelayCommand.SENDME}
 
@@ -538,5 +538,5 @@ def test_sendme_of_an_unknown_version_is_refused(version: int) -> None:
 def test_nonce_goes_after_the_body_and_is_ignored_by_the_decoder() -> None:
     msg = RelayMessage(RelayCommand.DATA, 3, b"abc")
     plain = msg.encode_plain(b"N" * 16)
-    assert plain[16 + 5 : 16 + 5 + 3 + 16] == b"abc" + b"N" * 16
+    assert plain[TAG_LEN + 5 : TAG_LEN + 5 + 3 + 16] == b"abc" + b"N" * 16
     assert RelayMessage.decode_plain(plain) == msg
