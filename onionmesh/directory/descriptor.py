@@ -39,7 +39,7 @@ from onionmesh.wire.buffer import Buffer
 DESCRIPTOR_VERSION = 1
 SIGNATURE_CONTEXT = b"onionmesh relay descriptor v1\x00"
 DHT_KEY_PREFIX = b"onionmesh-descriptor-key"
-DEFAULT_PROTOCOLS = "link=1 circ=2 relay=1"
+DEFAULT_PROTOCOLS = "link=2 circ=2 relay=1"
 DEFAULT_LIFETIME = 18 * 3600
 MAX_LIFETIME = 3 * 24 * 3600
 MAX_NICKNAME_LEN = 19
