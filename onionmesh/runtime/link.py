@@ -85,6 +85,7 @@ class Link:
         self._tasks: list[asyncio.Task[None]] = []
         self.established = asyncio.Event()
         self.peer_identity: bytes | None = None
+        self.suite: int | None = None  # the record suite (proto.link.SUITE_*), once established
 
     @property
     def is_initiator(self) -> bool:
@@ -204,6 +205,7 @@ class Link:
                             self.owner.cell_received(self, event)
                     elif isinstance(event, LinkEstablished):
                         self.peer_identity = event.peer_identity
+                        self.suite = event.suite
                         self._write(self.proto.data_to_send())
                         self.established.set()
                         self._start_keepalive()

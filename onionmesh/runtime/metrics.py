@@ -25,6 +25,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from onionmesh.directory.dht_records import StoreResult
+from onionmesh.proto.link import SUITE_NAMES
 from onionmesh.runtime.dht_protocol import RPCS
 from onionmesh.runtime.safelog import get_logger
 
@@ -184,7 +185,11 @@ def relay_metrics(node: Any) -> list[Metric]:
     entries: set[int] = set()  # a circuit is in the circuits of up to two links: count it once
     bytes_in, bytes_out = _num(stats, "closed_link_bytes_in"), _num(stats, "closed_link_bytes_out")
     queued = 0
+    suites = dict.fromkeys(SUITE_NAMES.values(), 0.0)
     for link in links:
+        suite = SUITE_NAMES.get(getattr(link, "suite", None))
+        if suite is not None:
+            suites[suite] += 1
         for record in list((getattr(link, "circuits", None) or {}).values()):
             entries.add(id(record[0] if isinstance(record, tuple) else record))
         proto = getattr(link, "proto", None)
@@ -208,6 +213,7 @@ def relay_metrics(node: Any) -> list[Metric]:
         _by("onionmesh_relay_circuits_destroyed_total", "reason", "Circuits destroyed, by reason.",
             destroyed),
         _one("onionmesh_relay_links", "Open links to clients and relays.", len(links)),
+        _by("onionmesh_relay_links_by_suite", "suite", "Established links by record AEAD.", suites),
         _by("onionmesh_relay_link_bytes_total", "direction", "Bytes read from and written to links.",
             {"in": bytes_in, "out": bytes_out}),
         _by("onionmesh_relay_handshakes_total", "result", "Circuit handshakes, by result.",

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from nacl.bindings import (
+    crypto_aead_aegis256_encrypt,
     crypto_aead_aes256gcm_encrypt,
     crypto_aead_chacha20poly1305_ietf_decrypt,
     crypto_aead_chacha20poly1305_ietf_encrypt,
@@ -38,7 +39,16 @@ from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
 from onionmesh.crypto.onion_layer import LayerSuite, OnionLayer, is_recognized
 from onionmesh.crypto.sodium import HARDWARE_AES
 from onionmesh.errors import CryptoError
-from onionmesh.proto.link import LinkEstablished, LinkProtocol, LinkRole
+from onionmesh.proto.link import (
+    MAX_RECORD_LEN,
+    SUITE_AEGIS256,
+    SUITE_CHACHA20_POLY1305,
+    SUITE_NAMES,
+    SUPPORTED_SUITES,
+    LinkEstablished,
+    LinkProtocol,
+    LinkRole,
+)
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import SeededRng
 from onionmesh.wire import relay_msg as rm
@@ -77,7 +87,7 @@ SEED_CELL = 501
 SEED_RELAY_MSG = 601
 TAG = 12  # the onion layer's tag
 BODY = CELL_LEN - 5 - TAG  # relay-cell body: the payload after the tag
-NEEDS_AES = {"onion_layer_aes_gcm.json"}  # built by libsodium's AES-GCM: hardware AES only
+NEEDS_AES = {"onion_layer_aes_gcm.json", "link.json"}  # need libsodium's AES-GCM or AEGIS-256: hardware AES
 
 
 def h(b: bytes) -> str:
@@ -296,15 +306,30 @@ def _link_cells() -> tuple[list[bytes], list[bytes], list[bytes]]:
     return first, second, back
 
 
-def _link_run() -> dict[str, Any]:
+# The two link sessions in link.json: (initiator's suites, responder's suites); the same ephemerals
+# in both (a vector artefact: real links never reuse them).  Suite 2 needs hardware AES to build.
+LINK_SESSIONS = (
+    (
+        frozenset({SUITE_CHACHA20_POLY1305, SUITE_AEGIS256}),
+        frozenset({SUITE_CHACHA20_POLY1305, SUITE_AEGIS256}),
+    ),
+    (frozenset({SUITE_CHACHA20_POLY1305}), frozenset({SUITE_CHACHA20_POLY1305, SUITE_AEGIS256})),
+)
+
+
+def _link_run(offered: frozenset[int], accepted: frozenset[int]) -> dict[str, Any]:
     identity = IdentityKey.generate(SeededRng(SEED_LINK_IDENTITY))
-    ini = LinkProtocol(LinkRole.INITIATOR, SeededRng(SEED_LINK_INITIATOR), expected_identity=identity.public)
-    res = LinkProtocol(LinkRole.RESPONDER, SeededRng(SEED_LINK_RESPONDER), identity=identity)
+    ini = LinkProtocol(
+        LinkRole.INITIATOR, SeededRng(SEED_LINK_INITIATOR), expected_identity=identity.public, suites=offered
+    )
+    res = LinkProtocol(LinkRole.RESPONDER, SeededRng(SEED_LINK_RESPONDER), identity=identity, suites=accepted)
     ini.initiate()
     msg1 = ini.data_to_send()
-    assert res.receive_data(msg1) == [LinkEstablished(None)]
+    [established] = res.receive_data(msg1)
+    assert isinstance(established, LinkEstablished) and established.peer_identity is None
+    suite = established.suite
     msg2 = res.data_to_send()
-    assert ini.receive_data(msg2) == [LinkEstablished(identity.public)]
+    assert ini.receive_data(msg2) == [LinkEstablished(identity.public, suite)]
     first, second, back = _link_cells()
     ini.send_cells(first)
     record1 = ini.data_to_send()
@@ -319,35 +344,26 @@ def _link_run() -> dict[str, Any]:
         "identity": identity,
         "e_i": SeededRng(SEED_LINK_INITIATOR).random_bytes(32),
         "e_r": SeededRng(SEED_LINK_RESPONDER).random_bytes(32),
+        "offer": int.from_bytes(msg1[6:8], "big"),
+        "suite": suite,
         "msg1": msg1,
         "msg2": msg2,
         "records": (record1, record2, record_back),
     }
 
 
-def build_link() -> dict[str, Any]:
-    run = _link_run()
-    identity: IdentityKey = run["identity"]
-    spec = _link_spec(run["e_i"], run["e_r"], identity)
+def _link_session(offered: frozenset[int], accepted: frozenset[int]) -> dict[str, Any]:
+    run = _link_run(offered, accepted)
+    spec = _link_spec(run["e_i"], run["e_r"], run["identity"], run["offer"], run["suite"])
     first, second, back = _link_cells()
     record1, record2, record_back = run["records"]
     return {
-        "description": "Link handshake and records (docs/protocol.md, Links)",
-        "generator": GENERATOR,
-        "seeds": {
-            "initiator_ephemeral": SEED_LINK_INITIATOR,
-            "responder_ephemeral": SEED_LINK_RESPONDER,
-            "responder_identity": SEED_LINK_IDENTITY,
-        },
-        "responder_identity_seed": h(identity.seed),
-        "responder_identity_pk": h(identity.public),
-        "initiator_e_secret": h(run["e_i"]),
-        "initiator_e_public": h(crypto_scalarmult_base(run["e_i"])),
-        "responder_e_secret": h(run["e_r"]),
-        "responder_e_public": h(crypto_scalarmult_base(run["e_r"])),
+        "initiator_offer": run["offer"],
+        "responder_suites": sorted(accepted),
+        "suite": run["suite"],
+        "suite_name": SUITE_NAMES[run["suite"]],
         "msg1": h(run["msg1"]),
         "transcript_hash": h(spec["h"]),
-        "shared_secret": h(spec["shared"]),
         "k_hs": h(spec["k_hs"]),
         "k_i2r": h(spec["k_i2r"]),
         "k_r2i": h(spec["k_r2i"]),
@@ -378,6 +394,34 @@ def build_link() -> dict[str, Any]:
                 "record": h(record_back),
             },
         ],
+    }
+
+
+def build_link() -> dict[str, Any]:
+    if not HARDWARE_AES:
+        raise RuntimeError("link.json has an AEGIS-256 session: build it on a machine with hardware AES")
+    identity = IdentityKey.generate(SeededRng(SEED_LINK_IDENTITY))
+    e_i = SeededRng(SEED_LINK_INITIATOR).random_bytes(32)
+    e_r = SeededRng(SEED_LINK_RESPONDER).random_bytes(32)
+    return {
+        "description": (
+            "Link handshake and records (docs/protocol.md, Links), version 2: one session per record "
+            "suite, with the same ephemerals and identity"
+        ),
+        "generator": GENERATOR,
+        "seeds": {
+            "initiator_ephemeral": SEED_LINK_INITIATOR,
+            "responder_ephemeral": SEED_LINK_RESPONDER,
+            "responder_identity": SEED_LINK_IDENTITY,
+        },
+        "responder_identity_seed": h(identity.seed),
+        "responder_identity_pk": h(identity.public),
+        "initiator_e_secret": h(e_i),
+        "initiator_e_public": h(crypto_scalarmult_base(e_i)),
+        "responder_e_secret": h(e_r),
+        "responder_e_public": h(crypto_scalarmult_base(e_r)),
+        "shared_secret": h(crypto_scalarmult(e_i, crypto_scalarmult_base(e_r))),
+        "sessions": [_link_session(offered, accepted) for offered, accepted in LINK_SESSIONS],
     }
 
 
@@ -788,16 +832,18 @@ def _spec_expand(prk: bytes, info: bytes, n: int) -> bytes:
     return out[:n]
 
 
-def _link_spec(e_i: bytes, e_r: bytes, identity: IdentityKey) -> dict[str, Any]:
+def _link_spec(e_i: bytes, e_r: bytes, identity: IdentityKey, offer: int, suite: int) -> dict[str, Any]:
     E_i, E_r = crypto_scalarmult_base(e_i), crypto_scalarmult_base(e_r)
-    msg1 = b"OMLK" + b"\x00\x01" + b"\x00\x00" + E_i + bytes(24)
+    msg1 = b"OMLK" + b"\x00\x02" + offer.to_bytes(2, "big") + E_i + bytes(24)
     th = hashlib.blake2b(msg1 + E_r, digest_size=32, person=b"om-link-hash").digest()
     shared = crypto_scalarmult(e_i, E_r)
     assert shared == crypto_scalarmult(e_r, E_i)
-    m = _spec_expand(_spec_extract(shared, th), b"onionmesh link v1 keys", 160)
-    k_hs, k_i2r, k_r2i, hk_i2r, hk_r2i = (m[i : i + 32] for i in range(0, 160, 32))
-    sig = identity.sign(b"onionmesh link handshake v1\x00", th)
-    plain = identity.public + sig + b"\x00\x01" + b"\x00\x00"
+    prk = _spec_extract(shared, th)
+    k_hs = _spec_expand(prk, b"onionmesh link v2 handshake", 32)
+    m = _spec_expand(prk, b"onionmesh link v2 record keys" + suite.to_bytes(2, "big"), 128)
+    k_i2r, k_r2i, hk_i2r, hk_r2i = (m[i : i + 32] for i in range(0, 128, 32))
+    sig = identity.sign(b"onionmesh link handshake v2\x00", th)
+    plain = identity.public + sig + b"\x00\x02" + suite.to_bytes(2, "big")
     msg2 = E_r + crypto_aead_chacha20poly1305_ietf_encrypt(plain, th, bytes(12), k_hs)
 
     def mask(hk: bytes, seq: int) -> int:
@@ -805,8 +851,12 @@ def _link_spec(e_i: bytes, e_r: bytes, identity: IdentityKey) -> dict[str, Any]:
 
     def record(key: bytes, hk: bytes, seq: int, cells: list[bytes]) -> bytes:
         header = (len(cells) ^ mask(hk, seq)).to_bytes(2, "big")
-        nonce = bytes(4) + seq.to_bytes(8, "big")
-        return header + crypto_aead_chacha20poly1305_ietf_encrypt(b"".join(cells), header, nonce, key)
+        if suite == 1:  # ChaCha20-Poly1305, 12-byte nonce, 16-byte tag
+            nonce = bytes(4) + seq.to_bytes(8, "big")
+            return header + crypto_aead_chacha20poly1305_ietf_encrypt(b"".join(cells), header, nonce, key)
+        assert suite == 2  # AEGIS-256, 32-byte nonce, 32-byte tag (libsodium's own, not onionmesh's call)
+        nonce = bytes(24) + seq.to_bytes(8, "big")
+        return header + crypto_aead_aegis256_encrypt(b"".join(cells), header, nonce, key)
 
     return {
         "msg1": msg1,
@@ -987,34 +1037,55 @@ def test_onion_layer_tamper_replay_and_drop(suite: LayerSuite) -> None:
 def test_spec_link() -> None:
     v = load("link.json")
     identity = IdentityKey(unh(v["responder_identity_seed"]))
-    spec = _link_spec(unh(v["initiator_e_secret"]), unh(v["responder_e_secret"]), identity)
-    assert spec["msg1"].hex() == v["msg1"] and len(spec["msg1"]) == 64
-    assert spec["msg2"].hex() == v["msg2"] and len(spec["msg2"]) == 148
-    for key in ("k_hs", "k_i2r", "k_r2i", "hk_i2r", "hk_r2i"):
-        assert spec[key].hex() == v[key]
-    assert spec["h"].hex() == v["transcript_hash"] and spec["shared"].hex() == v["shared_secret"]
-    plain = crypto_aead_chacha20poly1305_ietf_decrypt(unh(v["msg2"])[32:], spec["h"], bytes(12), spec["k_hs"])
-    assert plain.hex() == v["msg2_plaintext"]
-    VerifyKey(plain[:32]).verify(b"onionmesh link handshake v1\x00" + spec["h"], plain[32:96])
-    for rec in v["records"]:
-        i2r = rec["direction"] == "initiator->responder"
-        key, hk = (spec["k_i2r"], spec["hk_i2r"]) if i2r else (spec["k_r2i"], spec["hk_r2i"])
-        cells = [unh(c) for c in rec["cells"]]
-        raw = unh(rec["record"])
-        assert raw == spec["record"](key, hk, rec["seq"], cells)
-        assert len(raw) == 2 + CELL_LEN * len(cells) + 16
-        assert int.from_bytes(raw[:2], "big") ^ rec["mask"] == len(cells)
+    e_i, e_r = unh(v["initiator_e_secret"]), unh(v["responder_e_secret"])
+    assert [(s["suite"], s["initiator_offer"]) for s in v["sessions"]] == [(2, 0x0003), (1, 0x0001)]
+    for session in v["sessions"]:
+        suite = session["suite"]
+        spec = _link_spec(e_i, e_r, identity, session["initiator_offer"], suite)
+        assert spec["shared"].hex() == v["shared_secret"]
+        assert spec["msg1"].hex() == session["msg1"] and len(spec["msg1"]) == 64
+        assert spec["msg2"].hex() == session["msg2"] and len(spec["msg2"]) == 148
+        for key in ("k_hs", "k_i2r", "k_r2i", "hk_i2r", "hk_r2i"):
+            assert spec[key].hex() == session[key]
+        assert spec["h"].hex() == session["transcript_hash"]
+        plain = crypto_aead_chacha20poly1305_ietf_decrypt(
+            unh(session["msg2"])[32:], spec["h"], bytes(12), spec["k_hs"]
+        )
+        assert plain.hex() == session["msg2_plaintext"] and plain[96:100] == b"\x00\x02" + suite.to_bytes(
+            2, "big"
+        )
+        VerifyKey(plain[:32]).verify(b"onionmesh link handshake v2\x00" + spec["h"], plain[32:96])
+        for rec in session["records"]:
+            i2r = rec["direction"] == "initiator->responder"
+            key, hk = (spec["k_i2r"], spec["hk_i2r"]) if i2r else (spec["k_r2i"], spec["hk_r2i"])
+            cells = [unh(c) for c in rec["cells"]]
+            raw = unh(rec["record"])
+            assert raw == spec["record"](key, hk, rec["seq"], cells)
+            assert len(raw) == 2 + CELL_LEN * len(cells) + {1: 16, 2: 32}[suite]
+            assert int.from_bytes(raw[:2], "big") ^ rec["mask"] == len(cells)
+    # keys for the two suites are independent; the handshake key depends on the offer only via h
+    a, b = v["sessions"]
+    assert len({a["k_i2r"], a["k_r2i"], b["k_i2r"], b["k_r2i"]}) == 4
 
 
-def test_link_record_faults_close() -> None:
+@pytest.mark.parametrize("session", [0, 1])
+def test_link_record_faults_close(session: int) -> None:
     """Replayed, reordered or modified records do not authenticate."""
     v = load("link.json")
+    s = v["sessions"][session]
+    if s["suite"] not in SUPPORTED_SUITES:
+        pytest.skip("AEGIS-256 needs hardware AES")
     identity = IdentityKey(unh(v["responder_identity_seed"]))
-    r1, r2 = unh(v["records"][0]["record"]), unh(v["records"][1]["record"])
-    filler = bytes(2 + 64 * CELL_LEN + 16)  # enough bytes for any record length the header may claim
+    r1, r2 = unh(s["records"][0]["record"]), unh(s["records"][1]["record"])
+    filler = bytes(MAX_RECORD_LEN)  # enough bytes for any record length the header may claim
     for stream in (r1 + r1, r2, r1[:100] + bytes([r1[100] ^ 1]) + r1[101:], r2 + r1):
-        res = LinkProtocol(LinkRole.RESPONDER, SeededRng(SEED_LINK_RESPONDER), identity=identity)
-        res.receive_data(unh(v["msg1"]))
+        res = LinkProtocol(
+            LinkRole.RESPONDER,
+            SeededRng(SEED_LINK_RESPONDER),
+            identity=identity,
+            suites=frozenset(s["responder_suites"]) & SUPPORTED_SUITES,
+        )
+        assert res.receive_data(unh(s["msg1"])) == [LinkEstablished(None, s["suite"])]
         with pytest.raises(CryptoError, match="authenticate"):
             res.receive_data(stream + filler)
 

@@ -43,6 +43,8 @@ from onionmesh.errors import OnionmeshError, PolicyError, RemoteProtocolError
 from onionmesh.proto.link import (
     CELL_LEN,
     MAX_CELLS_PER_RECORD,
+    MAX_RECORD_LEN,
+    SUITE_CHACHA20_POLY1305,
     LinkEstablished,
     LinkProtocol,
     LinkRole,
@@ -115,7 +117,7 @@ def chunks(data: bytes, mode: int) -> list[bytes]:
     out, pos = [], 0
     while pos < len(data):
         n = (
-            rnd.choice((1, 2, 3, 5, 17, 63, 64, 65, 2047, 2048, 4095, 4096, 4114, 8192))
+            rnd.choice((1, 2, 3, 5, 17, 63, 64, 65, 2047, 2048, 4095, 4096, 4114, 4130, 8192))
             if mode & 1
             else rnd.randint(1, 300)
         )
@@ -192,23 +194,27 @@ def descriptors() -> list[tuple[IdentityKey, RelayDescriptor]]:
 
 # =============================================================================== 1. link
 LINK_ID = _identity(b"link responder")
-MAX_LINK_BUFFER = 2 + MAX_CELLS_PER_RECORD * CELL_LEN + 16
+MAX_LINK_BUFFER = MAX_RECORD_LEN  # a record of 64 cells under the suite with the longest tag
+ONLY_CHACHA = frozenset({SUITE_CHACHA20_POLY1305})
 
 
-def _responder() -> LinkProtocol:
-    return LinkProtocol(LinkRole.RESPONDER, SeededRng(b"fuzz link responder"), identity=LINK_ID)
+def _responder(suites: frozenset[int] | None = None) -> LinkProtocol:
+    return LinkProtocol(
+        LinkRole.RESPONDER, SeededRng(b"fuzz link responder"), identity=LINK_ID, suites=suites
+    )
 
 
-def _initiator() -> LinkProtocol:
+def _initiator(suites: frozenset[int] | None = None) -> LinkProtocol:
     link = LinkProtocol(
-        LinkRole.INITIATOR, SeededRng(b"fuzz link initiator"), expected_identity=LINK_ID.public
+        LinkRole.INITIATOR, SeededRng(b"fuzz link initiator"), expected_identity=LINK_ID.public, suites=suites
     )
     link.initiate()
     return link
 
 
-def _open_pair() -> tuple[LinkProtocol, LinkProtocol]:
-    ini, resp = _initiator(), _responder()
+def _open_pair(suites: frozenset[int] | None = None) -> tuple[LinkProtocol, LinkProtocol]:
+    """Both ends on this machine's preferred suite, or on `suites` (ChaCha20-Poly1305 only)."""
+    ini, resp = _initiator(suites), _responder(suites)
     resp.receive_data(ini.data_to_send())
     ini.receive_data(resp.data_to_send())
     assert ini.state is resp.state is LinkState.OPEN
@@ -255,7 +261,8 @@ def _feed_link(link: LinkProtocol, pieces: list[bytes]) -> tuple[list[object], s
 def _link_one(role: LinkRole, data: bytes) -> str | None:
     """Layout: mode u8 | stream.  mode bit 7 clear: `stream` is fed raw (after initiate() for the
     initiator), split by chunks(mode & 0x7f).  Bit 7 set: an honest handshake first, then `stream`
-    read as trusted records (see _cells_from), encrypted by the honest peer and fed, chunked."""
+    read as trusted records (see _cells_from), encrypted by the honest peer and fed, chunked; with
+    bit 6 also set both ends use ChaCha20-Poly1305 records, else this machine's preferred suite."""
     if not data:
         return None
     mode, stream = data[0], data[1:]
@@ -265,7 +272,7 @@ def _link_one(role: LinkRole, data: bytes) -> str | None:
             check(len(link.data_to_send()) == 64, "msg1 is not 64 bytes")
         events, err = _feed_link(link, chunks(stream, mode & 0x7F))
         return err or f"ok:{len(events) > 0}"
-    ini, resp = _open_pair()
+    ini, resp = _open_pair(ONLY_CHACHA if mode & 0x40 else None)
     link, peer = (resp, ini) if role is LinkRole.RESPONDER else (ini, resp)
     records, raw = _cells_from(stream)
     wire, sent = b"", []
@@ -313,6 +320,8 @@ def _link_seeds(role: LinkRole) -> list[bytes]:
         b"\x00" + bytes(len(hello)) + rec1,
         b"\x80" + trusted,
         b"\x81" + trusted,
+        b"\xc0" + trusted,
+        b"\xc1" + trusted,
         b"\x85" + trusted + b"\x00" + rec1[:2] + b"\xff" * 20,
         b"\x80" + b"\x01" + b"\x00\x00\x00\x01\x63\x00",
     ]

@@ -1,4 +1,5 @@
-"""Tests for onionmesh.proto.link: the link handshake and the encrypted records of whole cells."""
+"""Tests for onionmesh.proto.link: the link handshake and the encrypted records of whole cells
+(record suites: test_link_suites.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_scalarmult_base
 
-from onionmesh.crypto.keys import IdentityKey
+from onionmesh.crypto.sodium import HARDWARE_AES
 from onionmesh.errors import CryptoError, LocalProtocolError, OnionmeshError, RemoteProtocolError
 from onionmesh.proto.link import (
     LINK_MAGIC,
@@ -17,76 +18,34 @@ from onionmesh.proto.link import (
     MAX_CELLS_PER_RECORD,
     MSG1_LEN,
     MSG2_LEN,
-    RECORD_OVERHEAD,
+    SUITE_TAG_LEN,
+    SUPPORTED_SUITES,
     LinkEstablished,
     LinkProtocol,
     LinkRole,
     LinkState,
 )
 from onionmesh.rng import SeededRng
-from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN, Cell, CellCommand
-
-IDENTITY = IdentityKey.generate(SeededRng(b"link identity"))
-OTHER_IDENTITY = IdentityKey.generate(SeededRng(b"another identity"))
-BUFFER_BOUND = 2 * MAX_CELLS_PER_RECORD * CELL_LEN + 1024
-
-
-def new_pair(
-    seed: int = 0, *, identity: IdentityKey = IDENTITY, pinned: bytes | None = None
-) -> tuple[LinkProtocol, LinkProtocol]:
-    initiator = LinkProtocol(
-        LinkRole.INITIATOR,
-        SeededRng(b"initiator %d" % seed),
-        expected_identity=pinned if pinned is not None else identity.public,
-    )
-    responder = LinkProtocol(LinkRole.RESPONDER, SeededRng(b"responder %d" % seed), identity=identity)
-    return initiator, responder
-
-
-def open_pair(seed: int = 0) -> tuple[LinkProtocol, LinkProtocol]:
-    initiator, responder = new_pair(seed)
-    initiator.initiate()
-    assert responder.receive_data(initiator.data_to_send()) == [LinkEstablished(None)]
-    assert initiator.receive_data(responder.data_to_send()) == [LinkEstablished(IDENTITY.public)]
-    return initiator, responder
-
-
-def make_cells(n: int, tag: int = 0) -> list[Cell]:
-    return [
-        Cell(
-            0x8000_0000 | (tag << 16) | i,
-            CellCommand.RELAY if i % 3 else CellCommand.PADDING,
-            ((b"%d/%d " % (tag, i)) * 10).ljust(CELL_PAYLOAD_LEN, b"\x00"),
-        )
-        for i in range(n)
-    ]
-
-
-def encoded(cells: list[Cell]) -> list[bytes]:
-    return [c.encode() for c in cells]
-
-
-def record_len(cells: int) -> int:
-    return RECORD_OVERHEAD + cells * CELL_LEN
-
-
-def transfer(sender: LinkProtocol, receiver: LinkProtocol, cells: list[Cell]) -> list[object]:
-    sender.send_cells(encoded(cells))
-    return receiver.receive_data(sender.data_to_send())
-
-
-def expect_crypto_error(receiver: LinkProtocol, data: bytes, sender: LinkProtocol) -> None:
-    """Feed `data`, then as much further traffic as any record header could ask for: it must fail.
-
-    A tampered header may decode to a different cell count and wait for more bytes first, so
-    the failure may come only with the next record.
-    """
-    with pytest.raises(CryptoError):
-        receiver.receive_data(data)
-        sender.send_cells(encoded(make_cells(MAX_CELLS_PER_RECORD, tag=99)))
-        receiver.receive_data(sender.data_to_send())
-        raise AssertionError("no CryptoError")  # pragma: no cover
-
+from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN, Cell
+from tests.proto.link_harness import (
+    AEGIS,
+    BOTH,
+    BUFFER_BOUND,
+    CHACHA,
+    DEFAULT_SUITE,
+    IDENTITY,
+    ONLY_CHACHA,
+    OTHER_IDENTITY,
+    SUITES,
+    encoded,
+    expect_crypto_error,
+    make_cells,
+    new_pair,
+    open_pair,
+    record_len,
+    suites_for,
+    transfer,
+)
 
 # --------------------------------------------------------------------------- handshake
 
@@ -100,16 +59,19 @@ def test_handshake() -> None:
     msg1 = initiator.data_to_send()
     assert len(msg1) == MSG1_LEN
     assert msg1[:4] == LINK_MAGIC
-    assert int.from_bytes(msg1[4:6], "big") == LINK_VERSION
-    assert responder.receive_data(msg1) == [LinkEstablished(None)]
+    assert int.from_bytes(msg1[4:6], "big") == LINK_VERSION == 2
+    assert int.from_bytes(msg1[6:8], "big") == (0x0003 if HARDWARE_AES else 0x0001)  # the offer
+    assert msg1[40:] == bytes(24)
+    assert responder.receive_data(msg1) == [LinkEstablished(None, DEFAULT_SUITE)]
     assert responder.state is LinkState.OPEN
     msg2 = responder.data_to_send()
     assert len(msg2) == MSG2_LEN
     assert IDENTITY.public not in msg2  # the responder's identity travels encrypted
-    assert initiator.receive_data(msg2) == [LinkEstablished(IDENTITY.public)]
+    assert initiator.receive_data(msg2) == [LinkEstablished(IDENTITY.public, DEFAULT_SUITE)]
     assert initiator.state is LinkState.OPEN
     assert initiator.peer_identity == IDENTITY.public
     assert responder.peer_identity is None  # the initiator stays anonymous
+    assert initiator.suite == responder.suite == DEFAULT_SUITE
     assert initiator.bytes_sent == responder.bytes_received == MSG1_LEN
     assert responder.bytes_sent == initiator.bytes_received == MSG2_LEN
 
@@ -136,6 +98,15 @@ def test_constructor_rules() -> None:
         LinkProtocol(LinkRole.RESPONDER, SeededRng(1))
     with pytest.raises(LocalProtocolError):
         LinkProtocol(LinkRole.INITIATOR, SeededRng(1))
+    for bad in (frozenset(), frozenset({AEGIS}), frozenset({CHACHA, 3}), frozenset({0, CHACHA})):
+        with pytest.raises(LocalProtocolError, match="suites"):
+            LinkProtocol(LinkRole.RESPONDER, SeededRng(1), identity=IDENTITY, suites=bad)
+        with pytest.raises(LocalProtocolError, match="suites"):
+            LinkProtocol(LinkRole.INITIATOR, SeededRng(1), expected_identity=IDENTITY.public, suites=bad)
+    assert (BOTH if HARDWARE_AES else ONLY_CHACHA) == SUPPORTED_SUITES
+    if not HARDWARE_AES:  # AEGIS-256 without AES instructions is refused, not run slowly
+        with pytest.raises(LocalProtocolError, match="suites"):
+            LinkProtocol(LinkRole.RESPONDER, SeededRng(1), identity=IDENTITY, suites=BOTH)
 
 
 def test_local_misuse() -> None:
@@ -213,7 +184,7 @@ def test_garbage_instead_of_magic(prefix: bytes) -> None:
     assert not responder.data_to_send()  # nothing, not even an error, goes back
 
 
-@pytest.mark.parametrize("version", [0, 2, 0x0100, 0xFFFF])
+@pytest.mark.parametrize("version", [0, 1, 3, 0x0100, 0x0200, 0xFFFF])
 def test_bad_version(version: int) -> None:
     initiator, responder = new_pair()
     initiator.initiate()
@@ -230,7 +201,7 @@ def test_short_msg1_waits() -> None:
     msg1 = initiator.data_to_send()
     assert responder.receive_data(msg1[:-1]) == []
     assert responder.state is LinkState.AWAIT_MSG1
-    assert responder.receive_data(msg1[-1:]) == [LinkEstablished(None)]
+    assert responder.receive_data(msg1[-1:]) == [LinkEstablished(None, DEFAULT_SUITE)]
 
 
 @pytest.mark.parametrize(
@@ -238,7 +209,7 @@ def test_short_msg1_waits() -> None:
 )
 def test_low_order_ephemeral_key_is_refused(point: bytes) -> None:
     _, responder = new_pair()
-    msg1 = LINK_MAGIC + LINK_VERSION.to_bytes(2, "big") + bytes(2) + point + bytes(MSG1_LEN - 40)
+    msg1 = LINK_MAGIC + LINK_VERSION.to_bytes(2, "big") + b"\x00\x01" + point + bytes(MSG1_LEN - 40)
     with pytest.raises(CryptoError):
         responder.receive_data(msg1)
     # and as the responder's key in msg2
@@ -253,15 +224,17 @@ def test_msg1_from_a_valid_point_but_not_our_initiator_still_handshakes() -> Non
     """The responder authenticates nobody: any well-formed msg1 opens a link (clients are anonymous)."""
     _, responder = new_pair()
     e = crypto_scalarmult_base(SeededRng(b"anyone").random_bytes(32))
-    msg1 = LINK_MAGIC + LINK_VERSION.to_bytes(2, "big") + bytes(2) + e + bytes(MSG1_LEN - 40)
-    assert responder.receive_data(msg1) == [LinkEstablished(None)]
+    msg1 = LINK_MAGIC + LINK_VERSION.to_bytes(2, "big") + b"\x00\x01" + e + bytes(MSG1_LEN - 40)
+    assert responder.receive_data(msg1) == [LinkEstablished(None, CHACHA)]
 
 
 # --------------------------------------------------------------------------- records
 
 
-def test_cells_both_ways() -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_cells_both_ways(suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
+    assert initiator.record_overhead == responder.record_overhead == 2 + SUITE_TAG_LEN[suite]
     for round_ in range(3):
         out = make_cells(5, tag=round_)
         assert transfer(initiator, responder, out) == out
@@ -275,7 +248,10 @@ def test_responder_may_send_right_after_msg1() -> None:
     responder.receive_data(initiator.data_to_send())
     cells = make_cells(3)
     responder.send_cells(encoded(cells))
-    assert initiator.receive_data(responder.data_to_send()) == [LinkEstablished(IDENTITY.public), *cells]
+    assert initiator.receive_data(responder.data_to_send()) == [
+        LinkEstablished(IDENTITY.public, DEFAULT_SUITE),
+        *cells,
+    ]
 
 
 def test_initiator_may_send_msg1_and_records_together() -> None:
@@ -289,23 +265,27 @@ def test_initiator_may_send_msg1_and_records_together() -> None:
     initiator.receive_data(responder.data_to_send())
     cells = make_cells(2)
     initiator.send_cells(encoded(cells))
-    assert responder2.receive_data(msg1 + initiator.data_to_send()) == [LinkEstablished(None), *cells]
+    assert responder2.receive_data(msg1 + initiator.data_to_send()) == [
+        LinkEstablished(None, DEFAULT_SUITE),
+        *cells,
+    ]
 
 
-def test_everything_byte_by_byte() -> None:
-    initiator, responder = new_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_everything_byte_by_byte(suite: int) -> None:
+    initiator, responder = new_pair(suites=suites_for(suite))
     initiator.initiate()
     events: list[object] = []
     for b in initiator.data_to_send():
         events += responder.receive_data(bytes([b]))
-    assert events == [LinkEstablished(None)]
+    assert events == [LinkEstablished(None, suite)]
     out_cells = make_cells(3, tag=1)
     responder.send_cells(encoded(out_cells))
     events = []
     for b in responder.data_to_send():
         events += initiator.receive_data(bytes([b]))
         assert initiator.buffered_input < BUFFER_BOUND
-    assert events == [LinkEstablished(IDENTITY.public), *out_cells]
+    assert events == [LinkEstablished(IDENTITY.public, suite), *out_cells]
     in_cells = make_cells(2, tag=2)
     initiator.send_cells(encoded(in_cells))
     events = []
@@ -316,8 +296,9 @@ def test_everything_byte_by_byte() -> None:
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 100, 2047, 2048, 2066, 5000])
-def test_arbitrary_chunking(chunk: int) -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_arbitrary_chunking(chunk: int, suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
     cells = make_cells(70)
     initiator.send_cells(encoded(cells[:10]))
     initiator.send_cells(encoded(cells[10:]))
@@ -329,22 +310,24 @@ def test_arbitrary_chunking(chunk: int) -> None:
 
 
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 127, 128, 129, 191, 192, 193, 200])
-def test_batches_split_into_records_of_at_most_64(n: int) -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_batches_split_into_records_of_at_most_64(n: int, suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
     cells = make_cells(n)
     initiator.send_cells(encoded(cells))
     wire = initiator.data_to_send()
     sizes = [min(MAX_CELLS_PER_RECORD, n - i) for i in range(0, n, MAX_CELLS_PER_RECORD)]
-    assert len(wire) == sum(record_len(k) for k in sizes)
+    assert len(wire) == sum(record_len(k, suite) for k in sizes)
     # feeding exactly one record at a time yields exactly that record's cells
     got: list[object] = []
     pos = 0
     for k in sizes:
-        assert responder.receive_data(wire[pos : pos + record_len(k) - 1]) == []
-        batch = responder.receive_data(wire[pos + record_len(k) - 1 : pos + record_len(k)])
+        end = pos + record_len(k, suite)
+        assert responder.receive_data(wire[pos : end - 1]) == []
+        batch = responder.receive_data(wire[end - 1 : end])
         assert len(batch) == k
         got += batch
-        pos += record_len(k)
+        pos = end
     assert got == cells
     assert responder.buffered_input == 0
 
@@ -403,18 +386,19 @@ def test_close() -> None:
 # --------------------------------------------------------------------------- attacks on records
 
 
-def _one_record_scenario() -> tuple[bytes, list[Cell]]:
-    initiator, _ = open_pair()
+def _one_record_scenario(suite: int) -> tuple[bytes, list[Cell]]:
+    initiator, _ = open_pair(suite=suite)
     cells = make_cells(1)
     initiator.send_cells(encoded(cells))
     return initiator.data_to_send(), cells
 
 
-def test_tampering_any_byte_of_a_record() -> None:
-    record, cells = _one_record_scenario()
-    assert len(record) == record_len(1)
+@pytest.mark.parametrize("suite", SUITES)
+def test_tampering_any_byte_of_a_record(suite: int) -> None:
+    record, cells = _one_record_scenario(suite)
+    assert len(record) == record_len(1, suite)
     for i in range(len(record)):
-        initiator, responder = open_pair()  # the same seeds: the same keys as in the scenario
+        initiator, responder = open_pair(suite=suite)  # the same seeds: the same keys as in the scenario
         initiator.send_cells(encoded(cells))
         assert initiator.data_to_send() == record
         bad = bytearray(record)
@@ -423,8 +407,9 @@ def test_tampering_any_byte_of_a_record() -> None:
 
 
 @pytest.mark.parametrize("cells_in_record", [1, 64])
-def test_truncated_and_extended_records(cells_in_record: int) -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_truncated_and_extended_records(cells_in_record: int, suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
     initiator.send_cells(encoded(make_cells(cells_in_record)))
     record = initiator.data_to_send()
     # one byte short: nothing yet (it waits), then the next record's first bytes complete it wrongly
@@ -441,37 +426,42 @@ def _records(sender: LinkProtocol, n: int) -> list[tuple[bytes, list[Cell]]]:
     return out
 
 
-def test_replayed_record() -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_replayed_record(suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
     recs = _records(initiator, 3)
     assert responder.receive_data(recs[0][0]) == recs[0][1]
     assert responder.receive_data(recs[1][0]) == recs[1][1]
     expect_crypto_error(responder, recs[1][0], initiator)
 
 
-def test_dropped_record() -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_dropped_record(suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
     recs = _records(initiator, 3)
     assert responder.receive_data(recs[0][0]) == recs[0][1]
     expect_crypto_error(responder, recs[2][0], initiator)
 
 
-def test_reordered_records() -> None:
-    initiator, responder = open_pair()
+@pytest.mark.parametrize("suite", SUITES)
+def test_reordered_records(suite: int) -> None:
+    initiator, responder = open_pair(suite=suite)
     recs = _records(initiator, 3)
     expect_crypto_error(responder, recs[1][0] + recs[0][0], initiator)
 
 
-def test_reflected_record() -> None:
+@pytest.mark.parametrize("suite", SUITES)
+def test_reflected_record(suite: int) -> None:
     """A record sent by the responder, bounced back at it, does not authenticate (keys per direction)."""
-    initiator, responder = open_pair()
+    initiator, responder = open_pair(suite=suite)
     responder.send_cells(encoded(make_cells(1)))
     expect_crypto_error(responder, responder.data_to_send(), initiator)
 
 
-def test_record_from_another_link() -> None:
-    i1, _ = open_pair(1)
-    _, r2 = open_pair(2)
+@pytest.mark.parametrize("suite", SUITES)
+def test_record_from_another_link(suite: int) -> None:
+    i1, _ = open_pair(1, suite)
+    _, r2 = open_pair(2, suite)
     i1.send_cells(encoded(make_cells(1)))
     expect_crypto_error(r2, i1.data_to_send(), i1)
 

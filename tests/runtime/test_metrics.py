@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
+from onionmesh.crypto.sodium import HARDWARE_AES
 from onionmesh.runtime.metrics import (
     CONTENT_TYPE,
     Metric,
@@ -88,6 +89,8 @@ def test_collectors_read_missing_fields_as_zero() -> None:
     bare = SimpleNamespace(stats={"circuits": 7})
     for families in (parse(render(relay_metrics(bare))), parse(render(relay_metrics(object())))):
         assert value(families, "onionmesh_relay_links") == 0
+        assert value(families, "onionmesh_relay_links_by_suite", suite="aegis256") == 0
+        assert value(families, "onionmesh_relay_links_by_suite", suite="chacha20poly1305") == 0
         assert (
             value(families, "onionmesh_relay_handshakes", "onionmesh_relay_handshakes_total", result="ok")
             == 0
@@ -156,6 +159,8 @@ async def test_relay_and_client_metrics_move_with_traffic(mesh: Mesh) -> None:
                 assert b_out - out0 >= len(want)  # every hop sends the blob toward the client
                 assert value(families, "onionmesh_relay_circuits") >= 1
                 assert value(families, "onionmesh_relay_links") >= 1
+                suite = "aegis256" if HARDWARE_AES else "chacha20poly1305"  # every node here prefers it
+                assert value(families, "onionmesh_relay_links_by_suite", suite=suite) >= 1
                 assert value(families, "onionmesh_dht_routing_contacts") >= 1
                 assert value(families, "onionmesh_dht_rpcs", "onionmesh_dht_rpcs_total", rpc="find_node") >= 1
 
