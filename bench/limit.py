@@ -3,10 +3,12 @@
 ../shared/bench/limits/tcp_chain.py pushes bytes through 3 forwarding processes on loopback,
 each adding one ChaCha20 layer per cell of our size (one libsodium call per cell) and the sink
 peeling all three, as a client would: what Python can move through 3 hops here with the least
-crypto an onion design needs.  onionmesh's own layer is heavier (a Poly1305 MAC pass and an
-XChaCha20 pass per layer and cell, docs/protocol.md §6), so its fraction of the probe is the
-price of that design plus everything else a real relay does.  Both are measured in this one
-run, with the event loop the relays use.
+crypto an onion design needs.  onionmesh's own layer is a MAC pass and a stream pass per layer
+and cell (docs/protocol.md §6) plus link-record encryption; on a CPU with AES instructions both
+are AES-based (AES-256-GCM's GHASH and CTR, AEGIS-256 links), cheaper per byte than the probe's
+ChaCha20, elsewhere ChaCha-based.  So its fraction of the probe is the price of that design plus
+everything else a real relay does, with the cheapest primitives the machine offers.  Both are
+measured in this one run, with the event loop the relays use.
 
     python bench/limit.py [--mb 200] [--runs 5] [--mib 64] [--bulk-runs 5]
 """

@@ -1,5 +1,6 @@
-"""Layer suites over real sockets: circuits run AES-GCM with relays that have hardware AES and
-fall back to XChaCha20 with relays that do not, and the bytes arrive intact either way.
+"""Crypto suites over real sockets: circuits run AES-GCM layers and links AEGIS-256 records with
+relays that have hardware AES, and fall back to XChaCha20 layers and ChaCha20-Poly1305 records
+with relays that do not; the bytes arrive intact either way.
 
 The relays are separate processes; `ONIONMESH_DISABLE_AES=1` in their environment makes them
 behave as machines without AES instructions (their descriptors then offer only circ=3).
@@ -14,6 +15,7 @@ import pytest
 
 from onionmesh.crypto.onion_layer import LayerSuite
 from onionmesh.crypto.sodium import HARDWARE_AES
+from onionmesh.proto.link import SUITE_AEGIS256, SUITE_CHACHA20_POLY1305
 from tests.apps.test_flow_and_fairness import socks_get, start_testnet
 from tests.runtime.conftest import start_origin
 
@@ -30,7 +32,7 @@ def fetch(socks_port: int, port: int) -> bytes:
 
 
 @pytest.mark.parametrize("relays_have_aes", [True, False], ids=["aes-relays", "no-aes-relays"])
-async def test_each_hop_runs_the_best_suite_both_ends_have(
+async def test_each_hop_and_link_run_the_best_suite_both_ends_have(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relays_have_aes: bool
 ) -> None:
     if relays_have_aes and not HARDWARE_AES:
@@ -47,6 +49,10 @@ async def test_each_hop_runs_the_best_suite_both_ends_have(
         assert hops
         expected = LayerSuite.AES_GCM if relays_have_aes else LayerSuite.XCHACHA
         assert {hop.forward.suite for hop in hops} | {hop.backward.suite for hop in hops} == {expected}
+        links = list(net.client.circuits._links.values())
+        assert links and {link.suite for link in links} == {
+            SUITE_AEGIS256 if relays_have_aes else SUITE_CHACHA20_POLY1305
+        }
     finally:
         await net.stop()
         await runner.cleanup()
