@@ -18,6 +18,7 @@ Not in this module: what the bytes mean (onion_layer, proto.link).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from nacl import bindings as _bindings
 from nacl.exceptions import CryptoError as NaclCryptoError
@@ -54,22 +55,50 @@ HARDWARE_AES = (
 )
 
 
+def _xor_tail(encrypt: Any, data: bytes, tail_len: int, nonce: bytes, key: bytes) -> tuple[bytes, bytes]:
+    """An AEAD's ciphertext of data ‖ zeros(tail_len), split, tag dropped: a stream cipher pass."""
+    n = len(data)
+    total = n + tail_len
+    out = _new("unsigned char[]", total + TAG_LEN)
+    encrypt(out, _ffi.NULL, data + bytes(tail_len), total, _ffi.NULL, 0, _ffi.NULL, nonce, key)
+    buf = _ffi.buffer(out, total)
+    return buf[:n], buf[n:total]
+
+
+def _tag_of(encrypt: Any, data: bytes, key: bytes) -> bytes:
+    """An AEAD's 16-byte tag of an empty message with `data` as associated data, nonce zero."""
+    out = _ffi.new("unsigned char[16]")
+    encrypt(out, _ffi.NULL, _ffi.NULL, 0, data, len(data), _ffi.NULL, _ZERO_NONCE12, key)
+    return _ffi.buffer(out, TAG_LEN)[:]
+
+
+def _seal(encrypt: Any, tag_len: int, message: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes:
+    n = len(message) + tag_len
+    out = _new("unsigned char[]", n)
+    encrypt(out, _ffi.NULL, message, len(message), ad, len(ad), _ffi.NULL, nonce, key)
+    return _ffi.buffer(out, n)[:]
+
+
+def _open(decrypt: Any, tag_len: int, view: memoryview, ad: bytes, nonce: bytes, key: bytes) -> bytes:
+    n = len(view) - tag_len
+    out = _new("unsigned char[]", max(n, 1))
+    if decrypt(out, _ffi.NULL, _ffi.NULL, _ffi.from_buffer(view), len(view), ad, len(ad), nonce, key) != 0:
+        raise CryptoError("does not authenticate")
+    return _ffi.buffer(out, n)[:]
+
+
 def xchacha20_xor_tail(data: bytes, tail_len: int, nonce24: bytes, key: bytes) -> tuple[bytes, bytes]:
     """(data ⊕ keystream, the next `tail_len` keystream bytes): XChaCha20(key, nonce24) from block 1.
 
     One pass yields both the encrypted data and fresh key material bound to (key, nonce).
     """
-    n = len(data)
     if not DIRECT:
+        n = len(data)
         sealed = _bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
             data + bytes(tail_len), None, nonce24, key
         )
         return sealed[:n], sealed[n : n + tail_len]
-    total = n + tail_len
-    out = _new("unsigned char[]", total + TAG_LEN)
-    _xchacha_encrypt(out, _ffi.NULL, data + bytes(tail_len), total, _ffi.NULL, 0, _ffi.NULL, nonce24, key)
-    buf = _ffi.buffer(out, total)
-    return buf[:n], buf[n:total]
+    return _xor_tail(_xchacha_encrypt, data, tail_len, nonce24, key)
 
 
 def poly1305_mac(data: bytes, key: bytes) -> bytes:
@@ -80,19 +109,14 @@ def poly1305_mac(data: bytes, key: bytes) -> bytes:
     """
     if not DIRECT:
         return _bindings.crypto_aead_chacha20poly1305_ietf_encrypt(b"", data, _ZERO_NONCE12, key)
-    out = _ffi.new("unsigned char[16]")
-    _chacha_encrypt(out, _ffi.NULL, _ffi.NULL, 0, data, len(data), _ffi.NULL, _ZERO_NONCE12, key)
-    return _ffi.buffer(out, TAG_LEN)[:]
+    return _tag_of(_chacha_encrypt, data, key)
 
 
 def chacha20poly1305_encrypt(message: bytes, ad: bytes, nonce12: bytes, key: bytes) -> bytes:
     """ChaCha20-Poly1305 (IETF): ciphertext ‖ 16-byte tag."""
     if not DIRECT:
         return _bindings.crypto_aead_chacha20poly1305_ietf_encrypt(message, ad, nonce12, key)
-    n = len(message) + TAG_LEN
-    out = _new("unsigned char[]", n)
-    _chacha_encrypt(out, _ffi.NULL, message, len(message), ad, len(ad), _ffi.NULL, nonce12, key)
-    return _ffi.buffer(out, n)[:]
+    return _seal(_chacha_encrypt, TAG_LEN, message, ad, nonce12, key)
 
 
 def chacha20poly1305_decrypt(
@@ -108,12 +132,7 @@ def chacha20poly1305_decrypt(
             return _bindings.crypto_aead_chacha20poly1305_ietf_decrypt(bytes(view), ad, nonce12, key)
         except (NaclCryptoError, ValueError) as exc:
             raise CryptoError("does not authenticate") from exc
-    n = len(view) - TAG_LEN
-    out = _new("unsigned char[]", max(n, 1))
-    src = _ffi.from_buffer(view)
-    if _chacha_decrypt(out, _ffi.NULL, _ffi.NULL, src, len(view), ad, len(ad), nonce12, key) != 0:
-        raise CryptoError("does not authenticate")
-    return _ffi.buffer(out, n)[:]
+    return _open(_chacha_decrypt, TAG_LEN, view, ad, nonce12, key)
 
 
 def _need_hardware_aes() -> None:
@@ -125,30 +144,20 @@ def aes256gcm_xor_tail(data: bytes, tail_len: int, nonce12: bytes, key: bytes) -
     """(data ⊕ keystream, the next `tail_len` keystream bytes): AES-256-CTR as GCM uses it, from
     counter block nonce12 ‖ 2 (the GCM tag computed alongside is dropped)."""
     _need_hardware_aes()
-    n = len(data)
-    total = n + tail_len
-    out = _new("unsigned char[]", total + TAG_LEN)
-    _gcm_encrypt(out, _ffi.NULL, data + bytes(tail_len), total, _ffi.NULL, 0, _ffi.NULL, nonce12, key)
-    buf = _ffi.buffer(out, total)
-    return buf[:n], buf[n:total]
+    return _xor_tail(_gcm_encrypt, data, tail_len, nonce12, key)
 
 
 def ghash_mac(data: bytes, key: bytes) -> bytes:
     """AES-256-GCM tag of `data` as associated data, empty message, nonce zero: GHASH under
     H = AES(key, 0) masked by AES(key, J0), a Wegman-Carter MAC for one message per key."""
     _need_hardware_aes()
-    out = _ffi.new("unsigned char[16]")
-    _gcm_encrypt(out, _ffi.NULL, _ffi.NULL, 0, data, len(data), _ffi.NULL, _ZERO_NONCE12, key)
-    return _ffi.buffer(out, TAG_LEN)[:]
+    return _tag_of(_gcm_encrypt, data, key)
 
 
 def aegis256_encrypt(message: bytes, ad: bytes, nonce32: bytes, key: bytes) -> bytes:
     """AEGIS-256: ciphertext ‖ 32-byte tag."""
     _need_hardware_aes()
-    n = len(message) + AEGIS_TAG_LEN
-    out = _new("unsigned char[]", n)
-    _aegis_encrypt(out, _ffi.NULL, message, len(message), ad, len(ad), _ffi.NULL, nonce32, key)
-    return _ffi.buffer(out, n)[:]
+    return _seal(_aegis_encrypt, AEGIS_TAG_LEN, message, ad, nonce32, key)
 
 
 def aegis256_decrypt(sealed: bytes | bytearray | memoryview, ad: bytes, nonce32: bytes, key: bytes) -> bytes:
@@ -158,9 +167,4 @@ def aegis256_decrypt(sealed: bytes | bytearray | memoryview, ad: bytes, nonce32:
     view = memoryview(sealed)
     if len(view) < AEGIS_TAG_LEN:
         raise CryptoError("sealed data shorter than its tag")
-    n = len(view) - AEGIS_TAG_LEN
-    out = _new("unsigned char[]", max(n, 1))
-    src = _ffi.from_buffer(view)
-    if _aegis_decrypt(out, _ffi.NULL, _ffi.NULL, src, len(view), ad, len(ad), nonce32, key) != 0:
-        raise CryptoError("does not authenticate")
-    return _ffi.buffer(out, n)[:]
+    return _open(_aegis_decrypt, AEGIS_TAG_LEN, view, ad, nonce32, key)

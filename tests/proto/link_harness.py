@@ -6,7 +6,7 @@ import pytest
 
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.crypto.sodium import HARDWARE_AES
-from onionmesh.errors import CryptoError
+from onionmesh.errors import CryptoError, RemoteProtocolError
 from onionmesh.proto.link import (
     MAX_CELLS_PER_RECORD,
     SUITE_AEGIS256,
@@ -15,6 +15,7 @@ from onionmesh.proto.link import (
     LinkEstablished,
     LinkProtocol,
     LinkRole,
+    LinkState,
 )
 from onionmesh.rng import SeededRng
 from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN, Cell, CellCommand
@@ -109,3 +110,16 @@ def expect_crypto_error(receiver: LinkProtocol, data: bytes, sender: LinkProtoco
         sender.send_cells(encoded(make_cells(MAX_CELLS_PER_RECORD, tag=99)))
         receiver.receive_data(sender.data_to_send())
         raise AssertionError("no CryptoError")  # pragma: no cover
+
+
+def assert_msg1_field_refused(start: int, value: int, match: str) -> None:
+    """A responder fed a real MSG1 whose u16 at `start` is replaced by `value` refuses it with a
+    RemoteProtocolError matching `match`, stays closed, and sends nothing back (not even an error)."""
+    initiator, responder = new_pair()
+    initiator.initiate()
+    msg1 = bytearray(initiator.data_to_send())
+    msg1[start : start + 2] = value.to_bytes(2, "big")
+    with pytest.raises(RemoteProtocolError, match=match):
+        responder.receive_data(bytes(msg1))
+    assert responder.state is not LinkState.OPEN
+    assert not responder.data_to_send()

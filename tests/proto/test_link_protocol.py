@@ -37,6 +37,7 @@ from tests.proto.link_harness import (
     ONLY_CHACHA,
     OTHER_IDENTITY,
     SUITES,
+    assert_msg1_field_refused,
     encoded,
     expect_crypto_error,
     make_cells,
@@ -186,13 +187,7 @@ def test_garbage_instead_of_magic(prefix: bytes) -> None:
 
 @pytest.mark.parametrize("version", [0, 1, 3, 0x0100, 0x0200, 0xFFFF])
 def test_bad_version(version: int) -> None:
-    initiator, responder = new_pair()
-    initiator.initiate()
-    msg1 = bytearray(initiator.data_to_send())
-    msg1[4:6] = version.to_bytes(2, "big")
-    with pytest.raises(RemoteProtocolError, match="version"):
-        responder.receive_data(bytes(msg1))
-    assert not responder.data_to_send()
+    assert_msg1_field_refused(4, version, "version")
 
 
 def test_short_msg1_waits() -> None:

@@ -30,6 +30,7 @@ from tests.proto.link_harness import (
     CHACHA,
     IDENTITY,
     ONLY_CHACHA,
+    assert_msg1_field_refused,
     encoded,
     make_cells,
     needs_aes,
@@ -103,14 +104,7 @@ def test_responder_ignores_unknown_offer_bits(offer: int, want: int) -> None:
 
 @pytest.mark.parametrize("offer", [0x0000, 0x0002, 0x8000, 0xFFFE])
 def test_offer_without_chacha_is_refused(offer: int) -> None:
-    initiator, responder = new_pair()
-    initiator.initiate()
-    msg1 = bytearray(initiator.data_to_send())
-    msg1[6:8] = offer.to_bytes(2, "big")
-    with pytest.raises(RemoteProtocolError, match="offer lacks ChaCha20-Poly1305"):
-        responder.receive_data(bytes(msg1))
-    assert responder.state is not LinkState.OPEN
-    assert not responder.data_to_send()
+    assert_msg1_field_refused(6, offer, "offer lacks ChaCha20-Poly1305")
 
 
 def forged_msg2(msg1: bytes, suite: int, version: int = LINK_VERSION) -> bytes:
