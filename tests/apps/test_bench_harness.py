@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from onionmesh.crypto.sodium import HARDWARE_AES
+
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
     "ready_s", "bulk_MBps", "bulk_cpu_s_per_MB", "small_total_ms", "small_total_ms_p90",
@@ -32,3 +34,29 @@ def test_throughput_bench_quick_run_prints_every_figure() -> None:
         float(figures[name])  # present, and a number
     assert figures["streams200_failed"] == "0"
     assert int(figures["open_streams"]) == 50  # every stream of the quick run opened
+
+
+def figures_of(script: str, *args: str) -> dict[str, float]:
+    """Run a bench script, check its `name value unit` lines and return the numbers by name."""
+    cmd = [sys.executable, str(ROOT / "bench" / script), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line.split(" ", 2) for line in out.stdout.splitlines()]
+    assert lines and all(len(parts) == 3 for parts in lines)
+    return {name: float(value) for name, value, _unit in lines}
+
+
+def test_crypto_bench_prints_each_suite_it_can_run() -> None:
+    figures = figures_of("crypto.py", "--seconds", "0.05")
+    assert figures["crypto.layer_xchacha_apply_4091B"] > 0
+    assert figures["crypto.link_chacha20poly1305_seal_16cells"] > 0
+    if HARDWARE_AES:
+        assert figures["crypto.layer_aes_gcm_over_xchacha"] > 0
+        assert figures["crypto.link_aegis256_over_chacha20poly1305"] > 0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_suites_bench_measures_both_testnets() -> None:
+    figures = figures_of("suites.py", "--mib", "2", "--runs", "1")
+    assert figures["suites.aes_bulk_MBps"] > 0 and figures["suites.chacha_bulk_MBps"] > 0
+    assert figures["suites.bulk_aes_over_chacha"] > 0
