@@ -21,7 +21,7 @@ from onionmesh.crypto import sodium
 from onionmesh.crypto.onion_layer import LOCAL_SUITES, LayerSuite, OnionLayer
 from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN
 
-RECORD_CELLS = 16  # a record of 16 cells (one read of a stream with siblings; a lone stream's is 64)
+RECORD_CELLS = 16  # what one stream read brings (runtime.stream_bridge.READ_CELLS)
 
 
 def per_call_us(fn: Callable[[], object], seconds: float) -> float:
