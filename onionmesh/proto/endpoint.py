@@ -56,6 +56,7 @@ class CircuitEndpoint:
         self.clock = clock  # seconds, for congestion control's RTTs; the runtime supplies a real one
         self.streams: dict[int, Stream] = {}
         self.flow = CircuitFlow()
+        self.turn_queue: set[object] = set()  # the runtime's streams queued for the circuit window
         self.events: list[object] = []
         self.bytes_in = 0
         self.bytes_out = 0

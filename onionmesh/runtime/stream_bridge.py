@@ -59,14 +59,47 @@ class StreamBridge:
             await self.window_open.wait()
         return True
 
+    async def _take_turn(self) -> bool:
+        """Wait until this stream may send: the windows are open and no sibling that was served
+        less recently is queued for the circuit window.  Without the queue, a stream whose read
+        happened to complete while the window had credit sent ahead of siblings that had waited
+        for it (200 streams on one circuit: some got twice the turns of others)."""
+        queue: set[StreamBridge] = self.endpoint.turn_queue  # type: ignore[assignment]
+        while True:
+            if self.closed or self.stream_id not in self.endpoint.streams:
+                self._leave_queue()
+                return False
+            circuit_open = self.endpoint.flow.can_send()
+            if not self.endpoint.can_send(self.stream_id) and circuit_open:
+                # only this stream's own window is closed: wait for it outside the queue
+                self._leave_queue()
+            else:
+                first = min(queue, key=_last_turn) if queue else self
+                if circuit_open and (first is self or first.last_turn >= self.last_turn):
+                    queue.discard(self)
+                    return True
+                queue.add(self)
+            self.window_open.clear()
+            await self.window_open.wait()
+
+    def _leave_queue(self) -> None:
+        """Out of the circuit's turn queue; if the window has credit, the next in line goes."""
+        queue: set[StreamBridge] = self.endpoint.turn_queue  # type: ignore[assignment]
+        queue.discard(self)
+        if queue and self.endpoint.flow.can_send():
+            min(queue, key=_last_turn).window_open.set()
+
     async def _send(self, data: bytes) -> bool:
         off = 0
+        if not await self._take_turn():
+            return False
         while off < len(data):
             if not await self._wait_window():
                 return False
             off += self.endpoint.send_data(self.stream_id, data[off : off + RELAY_BODY_MAX])
             self.flush()
         self.last_turn = next(_turns)
+        self._leave_queue()
         return True
 
     async def _upstream(self, early_data: bytes) -> None:
@@ -169,6 +202,7 @@ class StreamBridge:
         if self.closed:
             return
         self.closed = True
+        self._leave_queue()
         self._closed_once()
         self.window_open.set()
         if self._task is not None and self._task is not asyncio.current_task():
@@ -187,6 +221,7 @@ class StreamBridge:
 
     def close(self) -> None:
         self.closed = True
+        self._leave_queue()
         self._closed_once()
         self.window_open.set()
         self._close_writer()
