@@ -155,9 +155,7 @@ class CircuitSwitch:
                 link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.RESOURCELIMIT)))
             return
         try:
-            htype, hdata = parse_create(cell.payload)
-            if htype not in ntor.LOCAL_TYPES:
-                raise OnionmeshError("unknown or unsupported handshake type")
+            htype, hdata = parse_create(cell.payload)  # a type we do not run: server_respond refuses it
             skin = ntor.parse_onionskin(hdata)
             secret = self.keys.onion_secret_for(skin.onion_pk)
             if secret is None:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.link import open_link
 from onionmesh.runtime.relay_node import CircuitEntry, RelayNode
-from onionmesh.wire.cell import Cell, CellCommand
+from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, create_payload, destroy_payload
 from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
 
@@ -227,6 +228,35 @@ async def test_garbage_on_relay_port_is_closed_and_relay_keeps_serving(mesh: Mes
     )
     assert body == mesh.origin.blob(1000)
     link2.close()
+
+
+@pytest.mark.parametrize("htype", [0x0001, 0x0002, 0x0005])
+async def test_a_retired_or_unknown_handshake_type_gets_destroy_protocol(mesh: Mesh, htype: int) -> None:
+    """A well-formed onionskin under a handshake type the relay does not run is refused with
+    DESTROY PROTOCOL on that circuit, and the link stays up for the next CREATE."""
+    relay = mesh.relays[0]
+    got: asyncio.Queue[Cell] = asyncio.Queue()
+
+    class Owner:
+        def cell_received(self, link, cell) -> None:
+            got.put_nowait(cell)
+
+        def link_closed(self, link) -> None:
+            pass
+
+    link = await open_link(
+        relay.config.listen_host, relay.config.listen_port, relay.keys.identity.public, Owner(), SystemRng()
+    )
+    _, skin = ntor.client_start(relay.keys.identity.public, relay.keys.current.key.public, SystemRng())
+    link.send_cell(Cell(0x8000_0011, CellCommand.CREATE, create_payload(htype, skin)))
+    answer = await asyncio.wait_for(got.get(), 10)
+    assert (answer.circ_id, answer.command) == (0x8000_0011, CellCommand.DESTROY)
+    assert answer.payload[:1] == destroy_payload(DestroyReason.PROTOCOL)[:1]
+    _, skin = ntor.client_start(relay.keys.identity.public, relay.keys.current.key.public, SystemRng())
+    link.send_cell(Cell(0x8000_0013, CellCommand.CREATE, create_payload(ntor.LOCAL_TYPES[0], skin)))
+    answer = await asyncio.wait_for(got.get(), 10)
+    assert (answer.circ_id, answer.command) == (0x8000_0013, CellCommand.CREATED)
+    link.close()
 
 
 MALFORMED_SOCKS = [
