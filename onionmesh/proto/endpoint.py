@@ -79,7 +79,7 @@ class CircuitEndpoint:
     def send_data(self, stream_id: int, data: bytes) -> int:
         """Send one DATA cell of up to RELAY_BODY_MAX bytes on an open stream; returns the bytes taken.
 
-        Every 100th DATA cell carries a 16-byte random nonce in its padding (and so up to 16 bytes
+        Every SENDME_INC-th DATA cell carries a 16-byte random nonce in its padding (and so up to 16 bytes
         less data), so that the SENDME echoing its digest proves the cell was received.
         """
         if not data or len(data) > RELAY_BODY_MAX:

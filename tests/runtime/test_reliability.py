@@ -9,7 +9,7 @@ from pathlib import Path
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.client_node import ClientConfig, ClientNode
-from tests.runtime.conftest import Mesh, socks5_connect, start_mesh, stop_mesh
+from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
 
 def fetch_as(port: int, user: str, dport: int, path: str) -> bytes:
@@ -45,6 +45,38 @@ async def test_different_usernames_leave_through_different_circuits(mesh: Mesh) 
     # The destination saw each fetch come from the exit of that user's own circuit.
     assert served["/blob/1001"] == exit_host(by_user[b"alice"])
     assert served["/blob/1002"] == exit_host(by_user[b"bob"])
+
+
+async def test_streams_stay_on_the_circuit_in_use_while_clean_ones_wait(tmp_path: Path) -> None:
+    """As Tor: a new stream goes to the circuit that already carries the user's streams, not to a
+    clean pre-built one (fewer exits see them; the streams take turns at one window)."""
+    m, extras = await start_mesh(tmp_path, prebuilt=2)
+    try:
+        port = m.origin.port
+        circuits = m.client.circuits
+        await asyncio.to_thread(http_get_via_socks, m.socks_port, "localhost", port, "/blob/10")
+        (used,) = [h for h in circuits.circuits.values() if h.dirty_since is not None]
+        for _ in range(100):  # the client replaces the pre-built circuit the first stream took
+            if sum(h.dirty_since is None and h.built_at is not None for h in circuits.circuits.values()) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        clean = [h for h in circuits.circuits.values() if h.dirty_since is None and h.built_at is not None]
+        assert len(clean) >= 2, "the client keeps clean circuits ready"
+        attached: list[int] = []
+        circuits.stream_listeners.append(
+            lambda what, h, _sid: attached.append(h.number) if what == "attached" else None
+        )
+        bodies = await asyncio.gather(
+            *(
+                asyncio.to_thread(http_get_via_socks, m.socks_port, "localhost", port, f"/blob/{200_000 + i}")
+                for i in range(12)
+            )
+        )
+        assert bodies == [m.origin.blob(200_000 + i) for i in range(12)]
+        assert attached == [used.number] * 12
+        assert all(h.dirty_since is None for h in clean if h.number in circuits.circuits)
+    finally:
+        await stop_mesh(m, extras)
 
 
 async def test_new_identity_moves_the_next_fetch_to_a_new_circuit_and_exit(mesh: Mesh) -> None:
