@@ -30,12 +30,13 @@ def per_call_us(fn: Callable[[], object], seconds: float) -> float:
     while time.perf_counter() - t0 < 0.05:
         fn()
         n += 1
+    calls = max(1, int(n * seconds / 5 / 0.05))
     best = float("inf")
     for _ in range(5):
         t0 = time.perf_counter()
-        for _ in range(max(1, int(n * seconds / 5 / 0.05))):
+        for _ in range(calls):
             fn()
-        best = min(best, (time.perf_counter() - t0) / max(1, int(n * seconds / 5 / 0.05)))
+        best = min(best, (time.perf_counter() - t0) / calls)
     return best * 1e6
 
 

@@ -243,9 +243,9 @@ def route_stream_event(bridges: dict[int, StreamBridge], event: object) -> bool:
         if event.stream_id == 0:
             # The circuit window opened for every stream, and the first woken takes the first
             # credit: wake the streams that waited longest since their last turn first (round
-            # robin).  Tor starts at a random stream; for 200 streams of 1 MiB on one circuit,
-            # Jain's index of their rates was 0.79-0.99 over six runs that way, 0.93-1.00 over
-            # eleven in turn (bench/throughput.py and bench/_load.py, 4 KiB cells).
+            # robin; Tor starts at a random stream).  200 streams of 1 MiB in bench/throughput.py:
+            # Jain's index 0.79-0.99 over six runs that way, 0.93-1.00 over eleven in turn, both
+            # measured while the client still spread such streams over 2-3 circuits.
             targets: list[StreamBridge | None] = list(bridges.values())
             if len(targets) > 1:
                 targets.sort(key=_last_turn)

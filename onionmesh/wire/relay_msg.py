@@ -1,6 +1,6 @@
 """Relay messages: what travels end-to-end inside a circuit's layered cells.
 
-    relay payload (4091 B) = tag T (16) | command u8 | stream_id u16 | length u16 | body | padding (zeros)
+    relay payload (4091 B) = tag T (12) | command u8 | stream_id u16 | length u16 | body | padding (zeros)
 
 The padding is zeros: the layer cipher turns every byte into noise on the wire.  Body codecs
 for each command live here as frozen dataclasses with `encode()` / `decode()`; decoding peer
