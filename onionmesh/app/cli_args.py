@@ -26,11 +26,22 @@ def _add_logging(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_control_target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--testnet", type=Path, default=None, metavar="STATE_DIR", help="the testnet in STATE_DIR")
-    p.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client", help="where the cookie is")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+def _add_control_target(p: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """The flags naming a running proxy. `again=True` repeats them on a sub-subcommand, so that
+    `circuit list --json` works as well as `circuit --json list`: SUPPRESS keeps the sub-parser
+    from overwriting with its default what was given before the action."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if again else value
+
+    p.add_argument(
+        "--testnet", type=Path, default=default(None), metavar="STATE_DIR", help="the testnet in STATE_DIR"
+    )
+    p.add_argument("--control", type=host_port, default=default(("127.0.0.1", 9051)), metavar="HOST:PORT")
+    p.add_argument(
+        "--data-dir", type=Path, default=default(DEFAULT_HOME / "client"), help="where the cookie is"
+    )
+    p.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
 
 
 def _add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
@@ -196,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--hops", type=int, default=None)
     test.add_argument("--url", default=None, help="an http:// URL to fetch through a fresh circuit")
     csub.add_parser("new", help="new identity: current circuits take no new streams")
+    for action in csub.choices.values():
+        _add_control_target(action, again=True)
 
     page = sub.add_parser("status-page", help="print a one-time link to the proxy's status page")
     _add_control_target(page)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import secrets
 import time
@@ -25,6 +26,7 @@ class ControlClient:
         self.address = address
         self.base = f"http://{address}"
         self.socks = socks
+        self.cookie_path = cookie_path
         try:
             self.cookie = cookie_path.read_bytes()
         except OSError as exc:
@@ -43,6 +45,30 @@ class ControlClient:
             return cls(info["control"], Path(info["cookie"]), info.get("socks"))
         return cls(f"{args.control[0]}:{args.control[1]}", args.data_dir / "control_auth_cookie")
 
+    def not_ours(self, what: str) -> SystemExit:
+        return fail(
+            f"{self.address} is not an onionmesh control port ({what}); "
+            "give the proxy's --control HOST:PORT (default 127.0.0.1:9051)"
+        )
+
+    def refused(self, status: int, body: bytes) -> SystemExit:
+        """One line for an error answer: the control API's own message, or that it is not one."""
+        try:
+            message = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            message = None
+        if not isinstance(message, str):
+            return self.not_ours(f"it answered HTTP {status} without a control API error")
+        if status == 401 and message.startswith("wrong control cookie"):
+            message += f"; this cookie was read from {self.cookie_path}: is it that proxy's --data-dir?"
+        return fail(message)
+
+    def decode(self, status: int, body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise self.not_ours(f"HTTP {status} with a body that is not JSON") from None
+
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method)
@@ -50,15 +76,14 @@ class ControlClient:
         req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read())
+                return self.decode(resp.status, resp.read())
         except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                message = exc.reason
-            raise fail(str(message)) from None
+            raise self.refused(exc.code, exc.read()) from None
+        except http.client.HTTPException as exc:  # not HTTP at all (a relay's link port, say)
+            raise self.not_ours(f"no HTTP answer: {type(exc).__name__}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise fail(f"the proxy is not running at {self.base} ({exc})") from None
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise fail(f"the proxy is not running at {self.base} ({reason})") from None
 
 
 def _hops(c: dict[str, Any]) -> str:
@@ -79,7 +104,8 @@ def format_hop_table(c: dict[str, Any]) -> str:
         f"{c['bytes_in']} B in, {c['bytes_out']} B out"
     ]
     for i, hop in enumerate(c["hops"], 1):
-        role = "guard" if i == 1 and len(c["hops"]) > 1 else ("exit" if i == len(c["hops"]) else "middle")
+        last = "exit" if hop.get("exit", True) else "last (not an exit)"
+        role = "guard" if i == 1 and len(c["hops"]) > 1 else (last if i == len(c["hops"]) else "middle")
         rtt = f"{hop['rtt_ms']:.2f} ms" if hop["rtt_ms"] is not None else "-"
         layer = hop.get("layer") or "-"
         lines.append(
@@ -95,39 +121,57 @@ async def _build_with_progress(client: ControlClient, body: dict[str, Any], show
 
     headers = {"Authorization": "Cookie " + client.cookie.hex()}
     url = client.base + "/events"
-    async with aiohttp.ClientSession(headers=headers) as session, session.ws_connect(url) as ws:
-        post = asyncio.create_task(session.post(client.base + "/circuits", json=body))
-        mine: int | None = None
-        printed = 0
-        while not post.done():
-            try:
-                msg = await asyncio.wait_for(ws.receive(), 0.25)
-            except TimeoutError:
-                continue
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
+    async with aiohttp.ClientSession(headers=headers) as session:
+        try:
+            ws = await session.ws_connect(url)
+        except aiohttp.WSServerHandshakeError as exc:
+            async with session.get(url) as resp:  # the same request, to read the error it answers
+                raise client.refused(exc.status, await resp.read()) from None
+        async with ws:
+            return await _watch_build(client, session, ws, body, show)
+
+
+async def _watch_build(
+    client: ControlClient, session: Any, ws: Any, body: dict[str, Any], show: bool
+) -> dict[str, Any]:
+    import aiohttp
+
+    post = asyncio.create_task(session.post(client.base + "/circuits", json=body))
+    mine: int | None = None
+    printed = 0
+    while not post.done():
+        try:
+            msg = await asyncio.wait_for(ws.receive(), 0.25)
+        except TimeoutError:
+            continue
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        try:
             event = json.loads(msg.data)
-            circuit = event.get("circuit", {})
-            if event.get("type") == "circuit" and circuit.get("isolation") == "control":
-                if event["what"] == "launched" and mine is None:
-                    mine = circuit["id"]
-                if circuit["id"] == mine and event["what"] == "extended" and show:
-                    for i, hop in enumerate(circuit["hops"][printed:], printed + 1):
-                        if hop["rtt_ms"] is None:
-                            break
-                        print(
-                            f"hop {i}: {hop['nickname']} {hop['address']} {hop['rtt_ms']:.2f} ms",
-                            flush=True,
-                        )
-                        printed = i
-        resp = await post
-        result = await resp.json()
-        if resp.status != 200:
-            raise fail(result.get("error", f"HTTP {resp.status}"))
-        if show:
-            for i, hop in enumerate(result["hops"][printed:], printed + 1):
-                print(f"hop {i}: {hop['nickname']} {hop['address']} {hop['rtt_ms']:.2f} ms")
-        return result
+        except ValueError:
+            continue
+        circuit = event.get("circuit", {})
+        if event.get("type") == "circuit" and circuit.get("isolation") == "control":
+            if event["what"] == "launched" and mine is None:
+                mine = circuit["id"]
+            if circuit["id"] == mine and event["what"] == "extended" and show:
+                for i, hop in enumerate(circuit["hops"][printed:], printed + 1):
+                    if hop["rtt_ms"] is None:
+                        break
+                    print(
+                        f"hop {i}: {hop['nickname']} {hop['address']} {hop['rtt_ms']:.2f} ms",
+                        flush=True,
+                    )
+                    printed = i
+    resp = await post
+    raw = await resp.read()
+    if resp.status != 200:
+        raise client.refused(resp.status, raw)
+    result = client.decode(resp.status, raw)
+    if show:
+        for i, hop in enumerate(result["hops"][printed:], printed + 1):
+            print(f"hop {i}: {hop['nickname']} {hop['address']} {hop['rtt_ms']:.2f} ms")
+    return result
 
 
 def _run_build(client: ControlClient, body: dict[str, Any], show: bool) -> dict[str, Any]:
@@ -135,6 +179,8 @@ def _run_build(client: ControlClient, body: dict[str, Any], show: bool) -> dict[
 
     try:
         return asyncio.run(_build_with_progress(client, body, show))
+    except (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError) as exc:
+        raise client.not_ours(f"no HTTP answer: {type(exc).__name__}") from None
     except (aiohttp.ClientError, OSError) as exc:
         raise fail(f"the proxy is not running at {client.base} ({exc})") from None
 
@@ -228,5 +274,8 @@ def _test(client: ControlClient, args: argparse.Namespace) -> int:
 
 def cmd_status_page(args: argparse.Namespace) -> int:
     link = ControlClient.from_args(args).call("POST", "/login-link")["link"]
-    print(f"status page (one-time link, valid 10 minutes): {link}")
+    if args.json:
+        print(json.dumps({"link": link, "valid_s": 600, "uses": 1}))
+    else:
+        print(f"status page (one-time link, valid 10 minutes): {link}")
     return 0

@@ -3,18 +3,25 @@
 Whoever can read DATA_DIR/control_auth_cookie (32 random bytes, 0600) controls the proxy: a
 request carries it hex-encoded as `Authorization: Cookie <hex>`. A browser cannot add that
 header, so the proxy also prints a one-time login link (`/login?token=...`, valid 10 minutes,
-usable once) that sets an HttpOnly, SameSite=Strict session cookie for the status page.
-Anything else gets 401. Endpoints and events: docs/control-api.md (and its OpenAPI file).
+usable once) that sets an HttpOnly, SameSite=Strict session cookie for the status page; a
+session lasts 12 hours. Anything else gets 401. Endpoints and events: docs/control-api.md.
+
+SameSite does not keep out a page on another port of 127.0.0.1 (the same *site*), and DNS
+rebinding makes a page on any name same-origin with us; so every request must carry a Host
+that rebinding cannot forge, a browser request must come from our own origin (Origin,
+Sec-Fetch-Site), and a POST must say `Content-Type: application/json`, which no form and no
+`no-cors` fetch can send (onionmesh.runtime.http_guard). No response may be framed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
-import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +30,8 @@ from aiohttp import WSMsgType, web
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.circuits import CircuitHandle
+from onionmesh.runtime.control_login import Logins, login_failed_page
+from onionmesh.runtime.http_guard import TRUSTED_FETCH_SITES, host_is_safe, origin_is_own
 from onionmesh.runtime.keystore import write_secret
 
 if TYPE_CHECKING:
@@ -32,6 +41,9 @@ if TYPE_CHECKING:
 COOKIE_NAME = "control_auth_cookie"
 SESSION_COOKIE = "om_session"
 LOGIN_TOKEN_LIFETIME = 600.0
+SESSION_LIFETIME = 12 * 3600.0
+MAX_SESSIONS = 64  # the oldest session is forgotten past this; so are login tokens
+MAX_LOGIN_TOKENS = 64
 MAX_EVENT_CLIENTS = 16
 TRAFFIC_INTERVAL = 1.0
 
@@ -56,6 +68,8 @@ def circuit_json(handle: CircuitHandle) -> dict[str, Any]:
                 "rtt_ms": round(handle.hop_times[i] * 1000, 2) if i < len(handle.hop_times) else None,
                 # the relay-crypto layer suite the circuit handshake chose for this hop
                 "layer": handle.circ.hops[i].forward.suite.name if i < len(handle.circ.hops) else None,
+                # whether the relay publishes an exit policy (`--exit` may name one that does not)
+                "exit": d.is_exit,
             }
             for i, d in enumerate(handle.path)
         ],
@@ -98,15 +112,41 @@ def _bad(message: str, status: int = 400) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+# Headers on every answer: nothing may frame it (clickjacking), sniff it into a script, or cache it.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'"
+WRONG_COOKIE = (
+    "wrong control cookie: it is not this proxy's current control_auth_cookie "
+    "(the proxy writes a new one each time it starts)"
+)
+NO_CREDENTIALS = "authentication required: send the control cookie (Authorization: Cookie <hex>)"
+SESSION_GONE = (
+    "the session has expired or is unknown: ask the proxy for a new login link (onionmesh status-page)"
+)
+
+
 class ControlServer:
-    def __init__(self, node: ClientNode, host: str, port: int, cookie: bytes) -> None:
+    def __init__(
+        self,
+        node: ClientNode,
+        host: str,
+        port: int,
+        cookie: bytes,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.node = node
         self.host = host
         self.port = port
         self.cookie = cookie
         self._runner: web.AppRunner | None = None
-        self._login_tokens: dict[str, float] = {}
-        self._sessions: set[str] = set()
+        self.logins = Logins(LOGIN_TOKEN_LIFETIME, SESSION_LIFETIME, MAX_SESSIONS, clock)
+        self.refused: collections.Counter[str] = collections.Counter()  # why requests were turned away
         self._sockets: set[web.WebSocketResponse] = set()
         self._traffic_task: asyncio.Task[None] | None = None
         self.extra_routes: list[tuple[str, str, Any]] = []  # (method, path, handler) added by the status page
@@ -114,47 +154,98 @@ class ControlServer:
     # --- authentication ------------------------------------------------------------------------
     def login_link(self) -> str:
         """A one-time link that opens the status page in a browser (valid 10 minutes, once)."""
-        token = secrets.token_urlsafe(24)
-        now = time.monotonic()
-        self._login_tokens = {t: exp for t, exp in self._login_tokens.items() if exp > now}
-        self._login_tokens[token] = now + LOGIN_TOKEN_LIFETIME
-        return f"http://{self.host}:{self.port}/login?token={token}"
+        return f"http://{self.host}:{self.port}/login?token={self.logins.new_token()}"
 
-    def _authorized(self, request: web.Request) -> bool:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme == "Cookie":
+    def _credentials(self, request: web.Request) -> tuple[str | None, str]:
+        """("cookie" or "session", "") if the request is authenticated, else (None, why not)."""
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme != "Cookie":
+                return None, "unsupported Authorization scheme: send Authorization: Cookie <hex>"
             try:
-                return hmac.compare_digest(bytes.fromhex(value.strip()), self.cookie)
+                good = hmac.compare_digest(bytes.fromhex(value.strip()), self.cookie)
             except ValueError:
-                return False
-        session = request.cookies.get(SESSION_COOKIE, "").encode("utf-8", "surrogateescape")
-        return any(hmac.compare_digest(session, s.encode()) for s in self._sessions)
+                good = False
+            return ("cookie", "") if good else (None, WRONG_COOKIE)
+        session = request.cookies.get(SESSION_COOKIE)
+        if session is None:
+            return None, NO_CREDENTIALS
+        return ("session", "") if self.logins.session_valid(session) else (None, SESSION_GONE)
+
+    def _refuse(self, reason: str, message: str, status: int) -> web.Response:
+        self.refused[reason] += 1
+        return _bad(message, status)
+
+    def _from_elsewhere(self, request: web.Request, how: str) -> web.Response | None:
+        """A refusal if the request comes from anything but the proxy's own origin, else None."""
+        host = request.headers.get("Host")
+        if not host_is_safe(host, (self.host,)):
+            return self._refuse(
+                "host", "refused: the Host header must be this port's IP address or localhost", 421
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not origin_is_own(origin, host):
+            return self._refuse("origin", "refused: a request from another web origin", 403)
+        if how != "session":
+            return None
+        # A browser's request: it must be the status page's own (or typed by its user).
+        if request.headers.get("Sec-Fetch-Site", "none") not in TRUSTED_FETCH_SITES:
+            return self._refuse("fetch-site", "refused: a request from another web origin", 403)
+        if origin is None and (request.method not in ("GET", "HEAD") or "Upgrade" in request.headers):
+            return self._refuse("origin", "refused: a browser request without an Origin header", 403)
+        return None
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path == "/login":
-            return await self._login(request)
-        if not self._authorized(request):
-            return _bad("authentication required: send the control cookie (Authorization: Cookie <hex>)", 401)
+            return await self._from_elsewhere(request, "login") or await self._login(request)
+        how, why_not = self._credentials(request)
+        refusal = self._from_elsewhere(request, how or "none")
+        if refusal is not None:
+            return refusal
+        if how is None:
+            return self._refuse("auth", why_not, 401)
+        if request.method == "POST" and (
+            "Content-Type" not in request.headers or request.content_type != "application/json"
+        ):
+            # Forms and no-cors fetches can only send text/plain, urlencoded or multipart bodies.
+            return self._refuse("content-type", "POST requests must say Content-Type: application/json", 415)
         try:
             return await handler(request)
         except OnionmeshError as exc:
             return _bad(str(exc))
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        token = request.query.get("token", "")
-        expires = self._login_tokens.pop(token, None)
-        if expires is None or expires < time.monotonic():
-            return _bad("this login link is unknown, used or expired; ask the proxy for a new one", 401)
-        session = secrets.token_urlsafe(32)
-        self._sessions.add(session)
+        state, session = self.logins.redeem(request.query.get("token", ""))
+        if session is None:
+            current = request.cookies.get(SESSION_COOKIE)
+            if current is not None and self.logins.session_valid(current):
+                raise web.HTTPFound("/status-page")  # a used link reopened in the browser it logged in
+            return web.Response(
+                status=401, text=login_failed_page(state), content_type="text/html", charset="utf-8"
+            )
         response = web.HTTPFound("/status-page")
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict", path="/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            session,
+            httponly=True,
+            samesite="Strict",
+            path="/",
+            max_age=int(SESSION_LIFETIME),
+        )
         raise response
+
+    @staticmethod
+    async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers.setdefault("Content-Security-Policy", DEFAULT_CSP)
 
     # --- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         app = web.Application(middlewares=[self._auth], client_max_size=64 * 1024)
+        app.on_response_prepare.append(self._security_headers)
         routes = [
             ("GET", "/status", self._status),
             ("GET", "/circuits", self._list),

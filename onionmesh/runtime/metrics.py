@@ -27,6 +27,7 @@ from aiohttp import web
 from onionmesh.directory.dht_records import StoreResult
 from onionmesh.proto.link import SUITE_NAMES
 from onionmesh.runtime.dht_protocol import RPCS
+from onionmesh.runtime.http_guard import host_is_safe
 from onionmesh.runtime.safelog import get_logger
 
 log = get_logger("onionmesh.metrics")
@@ -308,6 +309,9 @@ class MetricsServer:
             return web.Response(status=404, text="not found\n")
         if not self._allowed(request.remote):
             return web.Response(status=403, text="forbidden\n")
+        if not host_is_safe(request.headers.get("Host"), (self.host,)):
+            # DNS rebinding: a web page on a name pointed at 127.0.0.1 would read live byte counters.
+            return web.Response(status=421, text="the Host header must be an IP address or localhost\n")
         try:
             body = render(self.collect()).encode()
         except Exception as exc:  # a collector bug must cost one scrape, never the node
