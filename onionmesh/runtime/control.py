@@ -199,7 +199,7 @@ class ControlServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path == "/login":
-            return await self._from_elsewhere(request, "login") or await self._login(request)
+            return self._from_elsewhere(request, "login") or await self._login(request)
         how, why_not = self._credentials(request)
         refusal = self._from_elsewhere(request, how or "none")
         if refusal is not None:
