@@ -31,7 +31,7 @@ def split_host(host_header: str) -> tuple[str, str | None] | None:
     else:
         host, sep, port_text = host_header.partition(":")
         port = port_text if sep else None
-    if port is not None and not (port.isdigit() and len(port) <= 5):
+    if port is not None and not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
         return None
     return host, port
 

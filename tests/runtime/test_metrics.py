@@ -234,3 +234,31 @@ async def test_a_failing_collector_costs_one_scrape() -> None:
         assert (await scrape(server.port))[0] == 200
     finally:
         await server.stop()
+
+
+async def test_a_rebinding_host_header_gets_no_counters() -> None:
+    """DNS rebinding: a page on evil.example pointed at 127.0.0.1 would poll byte counters in real time
+    (a traffic-correlation side channel). Its requests say `Host: evil.example`: refused."""
+    import socket
+
+    server = MetricsServer("127.0.0.1", 0, lambda: [Metric("om_up", "gauge", "Up.", [({}, 1)])])
+    await server.start()
+
+    def get(host: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(f"GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data
+
+    try:
+        for host in (f"evil.example:{server.port}", "evil.example", f"localhost.evil.example:{server.port}"):
+            answer = await asyncio.to_thread(get, host)
+            assert answer.startswith(b"HTTP/1.1 421 "), (host, answer[:80])
+            assert b"om_up" not in answer
+        for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "127.0.0.1"):
+            answer = await asyncio.to_thread(get, host)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"om_up 1" in answer, host
+    finally:
+        await server.stop()
