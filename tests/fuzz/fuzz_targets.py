@@ -905,9 +905,9 @@ async def _control_request(headers: dict[str, str], body: bytes, path: str = "/c
         _CONTROL["template"] = template
     request = _CONTROL["template"].clone(headers=headers, rel_url=path)  # type: ignore[attr-defined]
     request._payload = payload  # the body of this input (clone() keeps the template's otherwise)
-    sessions, tokens = server._sessions, server._login_tokens  # type: ignore[attr-defined]
+    sessions, tokens = server.logins.sessions, server.logins.tokens  # type: ignore[attr-defined]
     sessions.clear()
-    sessions.add(SESSION)
+    sessions[SESSION] = time.monotonic() + 600
     tokens.clear()
     tokens[LOGIN_TOKEN] = time.monotonic() + 600
     try:
@@ -944,7 +944,7 @@ def _control_one(data: bytes) -> str | None:
     otherwise the right cookie.  The next lines are, if mode bit 2: the Content-Type header;
     bit 4: the Cookie header (the server knows session "fuzz-session"); bit 5: the query of a
     GET /login (the server knows token "fuzz-token") instead of POST /circuits.  The remainder
-    is the body.  Allowed answers: 400, 401, 413 (too large), 502 (the harness's build raises
+    is the body.  Allowed answers: 400, 401, 403, 413 (too large), 415, 502 (the harness's build raises
     OSError after the real path selection) and 302 (login); never an exception."""
     from urllib.parse import quote
 
@@ -973,7 +973,8 @@ def _control_one(data: bytes) -> str | None:
     status = _loop().run_until_complete(_control_request(headers, rest, path))
     if isinstance(status, str):
         return status
-    check(status in (400, 401, 413, 502, 302), f"{path} answered {status}")
+    # 403: a session request without Origin; 415: not application/json (issue 15, item 2)
+    check(status in (400, 401, 403, 413, 415, 502, 302), f"{path} answered {status}")
     check(status != 302 or path.startswith("/login"), "302 outside /login")
     return str(status)
 
