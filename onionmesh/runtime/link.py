@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,11 +26,12 @@ from onionmesh.errors import OnionmeshError, RemoteProtocolError
 from onionmesh.proto.link import MAX_CELLS_PER_RECORD, LinkEstablished, LinkProtocol, LinkRole
 from onionmesh.proto.scheduler import LinkScheduler, QueueBudget
 from onionmesh.rng import Rng
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.ratelimit import ByteBucket
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.wire.cell import CELL_LEN, INITIATOR_CIRC_BIT, Cell, CellCommand
 
-log = get_logger("onionmesh.link")
+log = limited(get_logger("onionmesh.link"))  # every line here is a peer's doing: rate-limited
 
 HANDSHAKE_TIMEOUT = 15.0
 KEEPALIVE_INTERVAL = 30.0
@@ -86,13 +88,32 @@ class Link:
         self.established = asyncio.Event()
         self.peer_identity: bytes | None = None
         self.suite: int | None = None  # the record suite (proto.link.SUITE_*), once established
+        self.on_established: Callable[[Link], None] | None = None  # the owner's hook, if it wants one
+        self._deadline: asyncio.TimerHandle | None = None
 
     @property
     def is_initiator(self) -> bool:
         return self.proto.role is LinkRole.INITIATOR
 
-    def start(self) -> None:
+    def start(self, handshake_timeout: float | None = None) -> None:
+        """Start reading; with `handshake_timeout`, close the link if it is not established by then.
+
+        The deadline is a handle the link cancels when it is established or closed, so a closed
+        link is released at once (a timer's closure used to keep every link alive for its timeout).
+        """
         self._tasks.append(asyncio.create_task(self._read_loop(), name="link-read"))
+        if handshake_timeout is not None:
+            self._deadline = self._loop.call_later(handshake_timeout, self._handshake_deadline)
+
+    def _handshake_deadline(self) -> None:
+        self._deadline = None
+        if not self.established.is_set():
+            self.close()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _start_keepalive(self) -> None:
         """Only links that finished their handshake get a keep-alive task (junk costs one task)."""
@@ -208,7 +229,10 @@ class Link:
                         self.suite = event.suite
                         self._write(self.proto.data_to_send())
                         self.established.set()
+                        self._cancel_deadline()
                         self._start_keepalive()
+                        if self.on_established is not None:
+                            self.on_established(self)
                     if self.closed:
                         break
         except (OnionmeshError, RemoteProtocolError) as exc:
@@ -247,6 +271,7 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        self._cancel_deadline()
         self.proto.close()
         for circ_id in list(self.scheduler.queues):  # what never left counts against no budget
             self.scheduler.drop(circ_id)
@@ -257,6 +282,7 @@ class Link:
             if task is not current:
                 task.cancel()
         self.established.set()
+        self.on_established = None
         self.owner.link_closed(self)
 
 
@@ -313,14 +339,12 @@ def accept_link(
     owner: LinkOwner,
     rng: Rng,
     limits: LinkLimits | None = None,
+    on_established: Callable[[Link], None] | None = None,
 ) -> Link:
+    """Answer a peer's handshake on a connected stream pair; the link closes if the peer has not
+    finished it within HANDSHAKE_TIMEOUT.  `on_established` is called once when it is done."""
     proto = LinkProtocol(LinkRole.RESPONDER, rng, identity=identity)
     link = Link(reader, writer, proto, owner, rng, limits)
-    link.start()
-
-    def handshake_deadline() -> None:
-        if not link.established.is_set():
-            link.close()
-
-    asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, handshake_deadline)
+    link.on_established = on_established
+    link.start(HANDSHAKE_TIMEOUT)
     return link

@@ -49,3 +49,42 @@ class ByteBucket:
     def wait_for(self, n: int, now: float) -> float:
         self._refill(now)
         return max(0.0, (min(n, self.burst) - self.tokens) / self.rate)
+
+
+class HandshakeGate:
+    """Global bounds on inbound link handshakes, whatever address they come from.
+
+    Per-address limits (Tor's DoS subsystem) do not stop a flood from many addresses: one IPv6
+    /64 is 2^64 of them.  So a relay also bounds, over all peers, the rate of connections that
+    may reach the handshake (each costs two X25519 operations and an Ed25519 signature once its
+    first message arrives) and how many handshakes are in progress.  At that count the *oldest*
+    pending handshake is dropped for a new one (a SYN queue's policy): an honest initiator sends
+    its first message at once and finishes within a round trip, while an idle or slow connection
+    ages out; refusing the newest instead would let a few thousand idle connections lock every
+    honest peer out for a whole handshake timeout.  Links are any hashable (sans-I/O).
+    """
+
+    def __init__(self, rate: float, burst: float, max_pending: int) -> None:
+        self._rate = TokenBuckets(rate, burst, 1)
+        self.max_pending = max_pending
+        self._pending: dict[object, None] = {}  # insertion order: oldest first
+
+    def admit(self, now: float) -> bool:
+        """May one more connection start a handshake now (the global rate)?"""
+        return self._rate.allow("*", now)
+
+    def started(self, link: object) -> object | None:
+        """`link` is handshaking; returns the oldest pending one it displaces (to be closed), if any."""
+        self._pending[link] = None
+        if len(self._pending) <= self.max_pending:
+            return None
+        oldest = next(iter(self._pending))
+        del self._pending[oldest]
+        return oldest
+
+    def finished(self, link: object) -> None:
+        """`link` established or closed: it holds no slot any more."""
+        self._pending.pop(link, None)
+
+    def __len__(self) -> int:
+        return len(self._pending)

@@ -29,7 +29,7 @@ from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import Link, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.oom import DEFAULT_MAX_MEM_IN_QUEUES
-from onionmesh.runtime.ratelimit import ByteBucket, TokenBuckets
+from onionmesh.runtime.ratelimit import ByteBucket, HandshakeGate, TokenBuckets
 from onionmesh.runtime.relay_switch import CircuitEntry, CircuitSwitch, Side
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.ws_front import WsFront
@@ -42,6 +42,12 @@ log = get_logger("onionmesh.relay")
 MAX_LINKS_PER_IP = 64  # inbound links from one address; more are closed at once
 ACCEPT_RATE = 200.0  # new inbound connections per second per address ...
 ACCEPT_BURST = 400.0  # ... with this burst: a connection flood costs an accept and a close, nothing more
+# Over all addresses (runtime.ratelimit.HandshakeGate): connections that may start a link handshake,
+# per second and in a burst, and handshakes in progress at once (the oldest gives way to a new one).
+# 256/s of responder handshakes is about 4 % of a core in public-key work (bench/flood.py).
+HANDSHAKE_RATE = 256.0
+HANDSHAKE_BURST = 512.0
+MAX_PENDING_HANDSHAKES = 256
 DESCRIPTOR_LIFETIME = 3 * 3600
 REPUBLISH_INTERVAL = 1800  # well before expiry; at once on any change
 
@@ -114,6 +120,7 @@ class RelayNode(CircuitSwitch):
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[Link, str] = {}
         self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
+        self.handshakes = HandshakeGate(HANDSHAKE_RATE, HANDSHAKE_BURST, MAX_PENDING_HANDSHAKES)
         super().__init__(QueueBudget(config.max_mem_in_queues))
         if config.bandwidth_rate is not None:
             rate = config.bandwidth_rate
@@ -230,17 +237,28 @@ class RelayNode(CircuitSwitch):
         """A plain callback, not a coroutine: asyncio then spends no task on a connection it refuses."""
         peer = writer.get_extra_info("peername")
         ip = peer[0] if peer else "?"
-        over_rate = not self._accept_budget.allow(ip, time.monotonic())
+        now = time.monotonic()
+        over_rate = not self._accept_budget.allow(ip, now)
         if over_rate or self._inbound_per_ip.get(ip, 0) >= MAX_LINKS_PER_IP:
             self._count("links_refused")
             writer.close()
             return
+        if not self.handshakes.admit(now):  # many addresses at once: the global bound
+            self._count("links_refused_global")
+            writer.close()
+            return
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        link = accept_link(reader, writer, self.keys.identity, self, self.rng, self.limits)
+        link = accept_link(
+            reader, writer, self.keys.identity, self, self.rng, self.limits, self.handshakes.finished
+        )
         self._inbound_per_ip[ip] = self._inbound_per_ip.get(ip, 0) + 1
         self._inbound_ip[link] = ip
         self.links.add(link)
+        displaced = self.handshakes.started(link)
+        if displaced is not None:
+            self._count("handshakes_displaced")
+            displaced.close()  # type: ignore[attr-defined]
 
     async def _link_to(self, addresses: tuple[tuple[str, int], ...], identity_pk: bytes) -> Link:
         link = self._out_links.get(identity_pk)
@@ -287,6 +305,7 @@ class RelayNode(CircuitSwitch):
 
     def link_closed(self, link: Link) -> None:
         self.links.discard(link)
+        self.handshakes.finished(link)
         ip = self._inbound_ip.pop(link, None)
         if ip is not None:
             left = self._inbound_per_ip.get(ip, 1) - 1

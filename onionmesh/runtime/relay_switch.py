@@ -25,6 +25,7 @@ from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.runtime import bridge_relay, oom
 from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from onionmesh.runtime.exit_streams import ExitService
     from onionmesh.runtime.keystore import KeyStore
 
-log = get_logger("onionmesh.relay")
+log = limited(get_logger("onionmesh.relay"))  # peers cause these lines: rate-limited (runtime.loglimit)
 
 MAX_CIRCUITS_PER_LINK = 4096
 CREATE_RATE = 50.0  # circuit handshakes per second per link (each costs two X25519 operations) ...

@@ -84,3 +84,21 @@ def test_vs_tor_runs_a_failing_tor_harness_once_more(
     script.write_text('echo "# ERROR: no tor" >&2; exit 3\n')
     assert vs_tor.run_tor(quick_run=True) == {}
     assert "# skipping Tor: run.sh exited with 3: # ERROR: no tor" in capsys.readouterr().out
+
+
+FLOOD_FIGURES = [
+    "normal_MBps", "relay_rss_before_MB", "handshake_attempted_per_s", "handshake_answered_per_s",
+    "handshake_honest_MBps", "handshake_honest_fraction", "relay_peak_rss_MB", "relay_rss_after_MB",
+    "relay_rss_under_80MB_after_s", "socks_held_conns", "socks_honest_fraction", "proxy_peak_rss_MB",
+    "dht_bytes_sent", "dht_bytes_received", "dht_out_over_in",
+]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_flood_bench_quick_run_prints_every_figure() -> None:
+    figures = figures_of("flood.py", "--quick")
+    assert sorted(figures) == sorted(f"flood.{name}" for name in FLOOD_FIGURES)
+    assert figures["flood.normal_MBps"] > 0
+    assert figures["flood.handshake_attempted_per_s"] > 0  # the attacker ran
+    assert figures["flood.socks_held_conns"] > 0
+    assert figures["flood.dht_bytes_sent"] > 0
