@@ -213,7 +213,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         self._outstanding[msg_id] = (future, loop.call_later(self._wait_timeout, self._timeout, msg_id))
         self._sent_to[msg_id] = address
-        self.address_check.count_sent(address, len(datagram), time.monotonic())
+        self.address_check.count_requested(address, len(datagram), time.monotonic())
         assert self.transport is not None
         self.transport.sendto(datagram, address)
         return await future

@@ -6,9 +6,10 @@ Both sides of the DHT's address validation (docs/protocol.md §9.6) for one node
 * as requester: remember the token each address last gave us, to echo it (bounded LRU);
 * an address is *proven* for `PROVEN_FOR` seconds after it echoed a valid token or answered
   one of our requests (the message ID it echoed was random, so it received our datagram);
-* a per-address ledger of bytes received from and sent to addresses while unproven (bounded
-  LRU, plus totals), so that tests and benchmarks can check that a node never sends an
-  unproven address more than it received from it.
+* a per-address ledger of bytes received from and answered to addresses while unproven
+  (bounded LRU, plus totals), so that tests and benchmarks can check that a node never sends an
+  unproven address more than it received from it; requests we start ourselves (to addresses a
+  lookup or crawl learned) are counted apart, in `requested_unproven`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class AddressCheck:
         self._ledger: OrderedDict[Address, list[int]] = OrderedDict()  # [received, sent] while unproven
         self.received_unproven = 0
         self.sent_unproven = 0
+        self.requested_unproven = 0
 
     @staticmethod
     def _touch(table: OrderedDict[Address, object], key: Address, value: object) -> None:
@@ -86,7 +88,12 @@ class AddressCheck:
         received, sent = self.ledger(address)
         return sent + size <= received
 
+    def count_requested(self, address: Address, size: int, now: float) -> None:
+        if not self.is_proven(address, now):
+            self.requested_unproven += size
+
     def count_sent(self, address: Address, size: int, now: float) -> None:
+        """An answer (RESPONSE or RETRY) of `size` bytes to `address`."""
         if not self.is_proven(address, now):
             entry = self._ledger.pop(address, None) or [0, 0]
             entry[1] += size
@@ -94,6 +101,6 @@ class AddressCheck:
             self.sent_unproven += size
 
     def ledger(self, address: tuple[str, int]) -> tuple[int, int]:
-        """(bytes received from, bytes sent to) `address` while it was unproven."""
+        """(bytes received from, bytes answered to) `address` while it was unproven."""
         received, sent = self._ledger.get(norm(address), (0, 0))
         return received, sent
