@@ -177,3 +177,17 @@ def test_tokens_bind_the_address_and_expire(token: bytes, port: int, now: float)
     assert not tokens.check(("127.0.0.1", (port + 1) % 65536), minted, now)
     assert not tokens.check(("127.0.0.1", port), minted, now + 2 * PERIOD + 1)
     assert tokens.check(("127.0.0.1", port), token, now) == (token == minted)
+
+
+def test_the_documented_vector() -> None:
+    """docs/protocol.md §9.6's test vector."""
+    import umsgpack as mp
+
+    from onionmesh.directory.dht_tokens import AddressTokens
+    from onionmesh.wire.dht_datagram import DhtDatagram, Kind
+
+    token = AddressTokens(bytes(range(32))).mint(("127.0.0.1", 4000), 600.0)
+    assert token.hex() == "3d1876f4ce2794277c469038f370c1d5"
+    ping = DhtDatagram(Kind.REQUEST, bytes(20), bytes(16), mp.packb(["ping", [bytes(20)]])).encode()
+    assert ping == b"\x02" + bytes(36) + bytes.fromhex("92a470696e6791c414") + bytes(20)
+    assert DhtDatagram(Kind.RETRY, bytes(20), token).encode() == b"\x04" + bytes(20) + token
