@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -33,10 +34,27 @@ def descriptor_json(d: RelayDescriptor, now: float) -> dict[str, Any]:
     }
 
 
+NO_ANSWER = (
+    "onionmesh dht: no bootstrap contact answered ({contacts}); is it a relay's DHT (UDP) port? "
+    "a relay's link (TCP) port does not answer DHT requests"
+)
+
+
+async def _any_contact_answers(node: DhtNode, contacts: list[tuple[str, int]]) -> bool:
+    """Does any bootstrap contact answer a DHT ping at all (a relay or a client node)?"""
+    assert node.protocol is not None
+    answers = await asyncio.gather(*(node.protocol.call(c, "ping", [node.node.id]) for c in contacts[:16]))
+    return any(ok for ok, _ in answers)
+
+
 async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int:
     node = DhtNode(None)
     await node.listen(0, local_bind_for(contacts))
     try:
+        if not await _any_contact_answers(node, contacts):
+            shown = ", ".join(f"{h}:{p}" for h, p in contacts[:3]) + (" ..." if len(contacts) > 3 else "")
+            print(NO_ANSWER.format(contacts=shown), file=sys.stderr)
+            return 3
         if args.action == "relays":
             view = NetView()
             found = await asyncio.wait_for(node.crawl(extra=contacts), args.timeout)

@@ -150,9 +150,7 @@ class CircuitDhtProtocol(OnionmeshDhtProtocol):
         super().__init__(*args, **kwargs)
         self.channel = channel
 
-    async def call(
-        self, address: tuple[str, int], name: str, args: list[Any], pad_to: int
-    ) -> tuple[bool, Any]:
+    async def call(self, address: tuple[str, int], name: str, args: list[Any]) -> tuple[bool, Any]:
         status, answer = await self.channel.rpc(address, umsgpack.packb([name, list(args)]))
         if status is not DhtStatus.OK:
             self.stats["timeouts" if status is DhtStatus.TIMEOUT else f"rpc_{status.name.lower()}"] += 1

@@ -4,8 +4,10 @@ Subclasses `kademlia.protocol.KademliaProtocol` (and so rpcudp's `RPCProtocol`) 
 the holes read in the package (docs/protocol.md, "Directory"):
 
 * garbage datagrams and malformed arguments are dropped and counted, never raised;
-* no amplification: an answer is never larger than the request it answers, so requesters pad
-  their requests to the size of the answer they expect;
+* no reflection or amplification: a request does nothing but earn a RETRY (shorter than any
+  request) until its source has echoed an address token (wire.dht_datagram,
+  runtime.dht_validation); only then is it answered, verified or admitted, and every byte sent
+  to an unproven address is counted against what it sent;
 * per-source-address token buckets limit requests;
 * a dead contact costs `WAIT_TIMEOUT` (0.5 s), not 5 s, and answers are accepted only from the
   address the request went to;
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import ipaddress
 import os
 import time
@@ -31,11 +32,9 @@ from typing import Any
 import umsgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
-from kademlia.routing import RoutingTable
 
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
 from onionmesh.directory.dht_records import (
-    NODE_ID_LEN,
     NONCE_LEN,
     DescriptorStore,
     StoreResult,
@@ -43,67 +42,19 @@ from onionmesh.directory.dht_records import (
     verify_hello,
 )
 from onionmesh.errors import OnionmeshError
+from onionmesh.runtime.dht_routing import ExactRoutingTable, _is_id, _parse_nodes
+from onionmesh.runtime.dht_validation import Address, AddressCheck, norm
 from onionmesh.runtime.ratelimit import TokenBuckets
+from onionmesh.wire.dht_datagram import MSG_ID_LEN, NO_TOKEN, DhtDatagram, Kind, decode_datagram
 
 WAIT_TIMEOUT = 0.5
-MAX_DATAGRAM = 4096
 RATE_PER_SECOND = 200.0
 RATE_BURST = 400.0
 MAX_RATE_SOURCES = 4096
 MAX_VERIFIED = 8192
 MAX_PER_SUBNET_PER_BUCKET = 2
-# Requests are padded to the size of the answer they may get (answers never exceed requests).
-PAD_SMALL = 96
-PAD_NODES = 1024
-PAD_VALUE = 2400
 RPCS = frozenset({"ping", "store", "find_node", "find_value", "descriptor"})
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) == NODE_ID_LEN
-
-
-def _parse_nodes(value: object, limit: int) -> list[Node]:
-    """A peer's list of (id, ip, port) contacts, with anything malformed dropped."""
-    nodes: list[Node] = []
-    if not isinstance(value, list | tuple):
-        return nodes
-    for item in value[:limit]:
-        if not isinstance(item, list | tuple) or len(item) != 3:
-            continue
-        node_id, ip, port = item
-        if (
-            not _is_id(node_id)
-            or not isinstance(ip, str)
-            or not isinstance(port, int)
-            or not 0 < port < 65536
-        ):
-            continue
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except ValueError:
-            continue
-        nodes.append(Node(node_id, ip, port))
-    return nodes
-
-
-class ExactRoutingTable(RoutingTable):
-    """The package's table, with a `find_neighbors` that really returns the k closest contacts.
-
-    The package's `TableTraverser` stops early (after one bucket to the left when none is to the
-    right, or at an empty bucket), so it often returns fewer contacts than it holds, sometimes
-    none: lookups then start from nothing. Here: the k nearest of all contacts, by XOR distance.
-    """
-
-    def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
-        k = k or self.ksize
-        candidates = (
-            n
-            for bucket in self.buckets
-            for n in bucket.nodes.values()
-            if n.id != node.id and (exclude is None or not n.same_home_as(exclude))
-        )
-        return heapq.nsmallest(k, candidates, key=node.distance_to)
+_RETRY = object()  # the result of a request answered with RETRY
 
 
 class OnionmeshDhtProtocol(KademliaProtocol):
@@ -125,40 +76,62 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         self.limits = TokenBuckets(RATE_PER_SECOND, RATE_BURST, MAX_RATE_SOURCES)
         self.verified: OrderedDict[bytes, tuple[tuple[str, int], RelayDescriptor]] = OrderedDict()
         self._verifying: dict[bytes, asyncio.Task[RelayDescriptor | None]] = {}
-        self._sent_to: dict[bytes, tuple[str, int]] = {}
+        self._sent_to: dict[bytes, Address] = {}
+        self.address_check = AddressCheck()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- datagrams ---------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if len(data) < 22 or len(data) > MAX_DATAGRAM or data[:1] not in (b"\x00", b"\x01"):
-            self.stats["garbage"] += 1
-            return
-        if data[:1] == b"\x00" and not self.limits.allow(addr[0], time.monotonic()):
-            self.stats["rate_limited"] += 1
-            return
-        self._spawn(self._solve_datagram(data, addr))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
-        msg_id = datagram[1:21]
         try:
-            data = umsgpack.unpackb(datagram[21:])
-        except Exception:  # umsgpack raises many kinds on garbage
-            self.stats["garbage"] += 1
-            return
-        try:
-            if datagram[:1] == b"\x00":
-                self._answer(msg_id, data, address, len(datagram))
-            else:
-                self._accept_response(msg_id, data, address)
+            self._received(data, norm(addr))
         except Exception:  # a bug must cost one datagram, never the node
             self.stats["internal_error"] += 1
 
-    def _answer(self, msg_id: bytes, data: object, address: tuple[str, int], request_len: int) -> None:
+    def _received(self, data: bytes, address: Address) -> None:
+        now = time.monotonic()
+        check = self.address_check
+        try:
+            datagram = decode_datagram(data)
+        except ValueError:
+            self.stats["garbage"] += 1
+            check.count_received(address, len(data), now)
+            return
+        if datagram.kind is not Kind.REQUEST:
+            self._accept_response(datagram, address, now)
+            return
+        if not self.limits.allow(address[0], now):
+            self.stats["rate_limited"] += 1
+            check.count_received(address, len(data), now)
+            return
+        if not check.check(address, datagram.token, now):
+            # Unproven source: no work at all, only a RETRY (37 bytes, shorter than any request).
+            check.count_received(address, len(data), now)
+            self.stats["retry_sent"] += 1
+            self._reply(Kind.RETRY, datagram.msg_id, b"", address, now)
+            return
+        self._answer(datagram.msg_id, datagram.body, address, now)
+
+    def _reply(self, kind: Kind, msg_id: bytes, body: bytes, address: Address, now: float) -> None:
+        """Send a RESPONSE or RETRY; never more to an unproven address than it sent us."""
+        try:
+            data = DhtDatagram(kind, msg_id, self.address_check.mint(address, now), body).encode()
+        except ValueError:  # an answer too long for one datagram
+            self.stats["refused_too_long"] += 1
+            return
+        if not self.address_check.may_answer(address, len(data), now):
+            self.stats["refused_amplification"] += 1
+            return
+        self.address_check.count_sent(address, len(data), now)
+        if self.transport is not None:
+            self.transport.sendto(data, address)
+
+    def _answer(self, msg_id: bytes, body: bytes, address: Address, now: float) -> None:
+        """A request from a proven source: run the RPC and answer it."""
+        try:
+            data = umsgpack.unpackb(body)
+        except Exception:  # umsgpack raises many kinds on garbage
+            self.stats["garbage"] += 1
+            return
         if not (
             isinstance(data, list)
             and len(data) == 2
@@ -174,31 +147,38 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         except (TypeError, ValueError, OnionmeshError):
             self.stats["malformed"] += 1
             return
-        reply = b"\x01" + msg_id + umsgpack.packb(response)
-        if len(reply) > request_len and isinstance(response, list):  # answer no larger than the request
-            while response and len(reply) > request_len:
-                response = response[:-1]
-                reply = b"\x01" + msg_id + umsgpack.packb(response)
-        if len(reply) > request_len:
-            self.stats["refused_amplification"] += 1
-            return
         self.stats[f"rpc_{name}"] += 1
-        if self.transport is not None:
-            self.transport.sendto(reply, address)
+        self._reply(Kind.RESPONSE, msg_id, umsgpack.packb(response), address, now)
 
-    def _accept_response(self, msg_id: bytes, data: object, address: tuple[str, int]) -> None:
+    def _accept_response(self, datagram: DhtDatagram, address: Address, now: float) -> None:
+        msg_id = datagram.msg_id
         expected = self._sent_to.get(msg_id)
         if expected is None or msg_id not in self._outstanding:
             self.stats["unexpected_response"] += 1
             return
-        if (str(ipaddress.ip_address(address[0])), address[1]) != expected:
+        if address != expected:
             self.stats["spoofed_response"] += 1
             return
+        result: Any = _RETRY
+        if datagram.kind is Kind.RESPONSE:
+            try:
+                result = umsgpack.unpackb(datagram.body)
+            except Exception:  # umsgpack raises many kinds on garbage
+                self.stats["garbage"] += 1
+                return
+        # It echoed our random message ID from the address we sent to: it receives there.
+        self.address_check.prove(address, now)
+        self.address_check.learn_token(address, datagram.token)
         del self._sent_to[msg_id]
         future, timeout = self._outstanding.pop(msg_id)
         timeout.cancel()
         if not future.done():
-            future.set_result((True, data))
+            future.set_result((True, result))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _timeout(self, msg_id: bytes) -> None:
         self._sent_to.pop(msg_id, None)
@@ -207,33 +187,45 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         if entry is not None and not entry[0].done():
             entry[0].set_result((False, None))
 
-    async def call(
-        self, address: tuple[str, int], name: str, args: list[Any], pad_to: int
-    ) -> tuple[bool, Any]:
-        """Send one request padded to `pad_to` bytes; (False, None) on timeout."""
+    async def call(self, address: tuple[str, int], name: str, args: list[Any]) -> tuple[bool, Any]:
+        """One RPC; (False, None) on timeout.  A RETRY (we held no valid token for the address)
+        brings a token, and the request is sent once more with it."""
         if self.transport is None:
             return False, None
-        msg_id = os.urandom(20)
-        body = umsgpack.packb([name, [*args, b""]])
-        pad = max(0, pad_to - 21 - len(body) - 3)
-        datagram = b"\x00" + msg_id + umsgpack.packb([name, [*args, bytes(pad)]])
+        address = norm(address)
+        body = umsgpack.packb([name, list(args)])
+        for _attempt in range(2):
+            ok, result = await self._request(address, body)
+            if result is not _RETRY:
+                return ok, result
+        self.stats["retry_twice"] += 1  # the token it gave did not prove us: give up
+        return False, None
+
+    async def _request(self, address: Address, body: bytes) -> tuple[bool, Any]:
+        msg_id = os.urandom(MSG_ID_LEN)
+        token = self.address_check.token_for(address) or NO_TOKEN
+        try:
+            datagram = DhtDatagram(Kind.REQUEST, msg_id, token, body).encode()
+        except ValueError:  # too long for one datagram
+            self.stats["refused_too_long"] += 1
+            return False, None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         self._outstanding[msg_id] = (future, loop.call_later(self._wait_timeout, self._timeout, msg_id))
-        self._sent_to[msg_id] = (str(ipaddress.ip_address(address[0])), address[1])
+        self._sent_to[msg_id] = address
+        self.address_check.count_requested(address, len(datagram), time.monotonic())
+        assert self.transport is not None
         self.transport.sendto(datagram, address)
         return await future
 
-    # --- RPCs we answer (every argument checked; a trailing padding argument is ignored) ------
-    def rpc_ping(self, sender: tuple[str, int], nodeid: object, _pad: bytes = b"") -> bytes:
+    # --- RPCs we answer (only for proven sources; every argument checked) ----------------------
+    def rpc_ping(self, sender: tuple[str, int], nodeid: object) -> bytes:
         if not _is_id(nodeid):
             raise ValueError("bad node id")
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return self.source_node.id
 
-    def rpc_store(
-        self, sender: tuple[str, int], nodeid: object, key: object, value: object, _pad: bytes = b""
-    ) -> bool:
+    def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object, value: object) -> bool:
         if not _is_id(nodeid):
             raise ValueError("bad node id")
         result = self.storage.offer(key, value)
@@ -241,9 +233,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return result in (StoreResult.STORED, StoreResult.ALREADY_HELD)
 
-    def rpc_find_node(
-        self, sender: tuple[str, int], nodeid: object, key: object, _pad: bytes = b""
-    ) -> list[Any]:
+    def rpc_find_node(self, sender: tuple[str, int], nodeid: object, key: object) -> list[Any]:
         if not _is_id(nodeid) or not _is_id(key):
             raise ValueError("bad id")
         source = Node(nodeid, sender[0], sender[1])
@@ -251,7 +241,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         neighbors = self.router.find_neighbors(Node(key), exclude=source)
         return [list(n) for n in neighbors]
 
-    def rpc_find_value(self, sender: tuple[str, int], nodeid: object, key: object, _pad: bytes = b"") -> Any:
+    def rpc_find_value(self, sender: tuple[str, int], nodeid: object, key: object) -> Any:
         if not _is_id(nodeid) or not _is_id(key):
             raise ValueError("bad id")
         value = self.storage.get(key)
@@ -260,7 +250,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return {"value": value}
 
-    def rpc_descriptor(self, sender: tuple[str, int], nonce: object, _pad: bytes = b"") -> Any:
+    def rpc_descriptor(self, sender: tuple[str, int], nonce: object) -> Any:
         """Prove our node ID: our signed descriptor and a signature over the asker's nonce."""
         if not isinstance(nonce, bytes) or len(nonce) != NONCE_LEN:
             raise ValueError("bad nonce")
@@ -272,25 +262,23 @@ class OnionmeshDhtProtocol(KademliaProtocol):
 
     # --- calls the package's crawlers make ---------------------------------------------------
     async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
-        ok, result = await self.call(
-            (node_to_ask.ip, node_to_ask.port), "ping", [self.source_node.id], PAD_SMALL
-        )
+        ok, result = await self.call((node_to_ask.ip, node_to_ask.port), "ping", [self.source_node.id])
         return self.handle_call_response((ok and _is_id(result), result), node_to_ask)
 
     async def call_store(self, node_to_ask: Node, key: bytes, value: bytes) -> tuple[bool, Any]:
         address = (node_to_ask.ip, node_to_ask.port)
-        ok, result = await self.call(address, "store", [self.source_node.id, key, value], PAD_SMALL)
+        ok, result = await self.call(address, "store", [self.source_node.id, key, value])
         return self.handle_call_response((ok, result is True), node_to_ask)
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
         address = (node_to_ask.ip, node_to_ask.port)
-        ok, result = await self.call(address, "find_node", [self.source_node.id, node_to_find.id], PAD_NODES)
+        ok, result = await self.call(address, "find_node", [self.source_node.id, node_to_find.id])
         nodes = [list(n) for n in _parse_nodes(result, self.router.ksize)] if ok else None
         return self.handle_call_response((ok, nodes), node_to_ask)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> tuple[bool, Any]:
         address = (node_to_ask.ip, node_to_ask.port)
-        ok, result = await self.call(address, "find_value", [self.source_node.id, node_to_find.id], PAD_VALUE)
+        ok, result = await self.call(address, "find_value", [self.source_node.id, node_to_find.id])
         if ok and isinstance(result, dict):
             value = result.get("value")
             clean: Any = {"value": value} if isinstance(value, bytes) else []
@@ -303,7 +291,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
     ) -> RelayDescriptor | None:
         """Ask a node to prove its ID; its verified descriptor, or None."""
         nonce = os.urandom(NONCE_LEN)
-        ok, result = await self.call(address, "descriptor", [nonce], PAD_VALUE)
+        ok, result = await self.call(address, "descriptor", [nonce])
         if (
             not ok
             or not isinstance(result, list)

@@ -4,7 +4,8 @@ A client in bridge mode (or with `--dht-over-circuits`) sends no UDP; it asks th
 circuit to send each RPC for it (wire.dht_rpc).  This is not a UDP proxy:
 
 * only the RPCs a client needs (`ping`, `find_node`, `find_value`, `descriptor`; never
-  `store`), with at most `MAX_ARGS` arguments of at most 64 bytes each, re-padded here;
+  `store`), with at most `MAX_ARGS` arguments of at most 64 bytes each, sent from this relay's
+  own DHT node (address token and all, runtime.dht_validation);
 * only to DHT contacts this relay knows: itself, its routing table, nodes that proved their IDs
   to it, its bootstrap contacts, and contacts that DHT nodes named in answers relayed on the same
   circuit (which a crawl needs); anything else is refused;
@@ -26,7 +27,7 @@ import umsgpack
 
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_protocol import PAD_NODES, PAD_SMALL, PAD_VALUE, _parse_nodes
+from onionmesh.runtime.dht_routing import _parse_nodes
 from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.wire.dht_rpc import MAX_ANSWER, DhtStatus, answer_bodies
@@ -38,7 +39,7 @@ BURST = 400.0
 MAX_IN_FLIGHT = 64
 MAX_ARGS = 3
 MAX_LEARNED = 4096  # contacts remembered per circuit from answers relayed on it
-CLIENT_RPCS = {"ping": PAD_SMALL, "find_node": PAD_NODES, "find_value": PAD_VALUE, "descriptor": PAD_VALUE}
+CLIENT_RPCS = frozenset({"ping", "find_node", "find_value", "descriptor"})
 CONTACTS_RPC = "contacts"  # not a DHT RPC: "which DHT contacts do you know?" (a bridge client's seeds)
 MAX_SEEDS = 16
 
@@ -115,7 +116,7 @@ class DhtRpcService:
             args = [self.dht.node.id, *args[1:]]  # DHT nodes see this relay's node ID, not the client's
         self._in_flight += 1
         try:
-            ok, result = await protocol.call(address, name, args, CLIENT_RPCS[name])
+            ok, result = await protocol.call(address, name, args)
         except (TimeoutError, OSError):
             ok, result = False, None
         finally:

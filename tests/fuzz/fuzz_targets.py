@@ -22,6 +22,7 @@ import os
 import random
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -697,44 +698,44 @@ async def _dht_session(data: bytes) -> str:
     )
     transport = FakeTransport()
     proto.connection_made(transport)  # type: ignore[arg-type]
-    answer = proto._answer
 
-    def checked_answer(msg_id: bytes, data: object, address: tuple[str, int], request_len: int) -> None:
-        before = len(transport.sent)
-        answer(msg_id, data, address, request_len)
-        for reply, _to in transport.sent[before:]:
-            check(
-                len(reply) <= request_len, f"DHT answer of {len(reply)} bytes to a {request_len}-byte request"
-            )
+    def with_token(datagram: bytes, addr: tuple[str, int]) -> bytes:
+        """A REQUEST whose token field is all 0xff gets the valid token for its source."""
+        if datagram[:1] == b"\x02" and datagram[21:37] == b"\xff" * 16:
+            return datagram[:21] + proto.address_check.mint(addr, time.monotonic()) + datagram[37:]
+        return datagram
 
-    proto._answer = checked_answer  # type: ignore[method-assign]
     for kind, addr_sel, payload in _dht_records(data):
         kind %= 4
         addr = _ADDRS[addr_sel % len(_ADDRS)]
-        requests = [(d, a) for d, a in transport.sent if d[:1] == b"\x00"]
+        requests = [(d, a) for d, a in transport.sent if d[:1] == b"\x02"]
         if kind == 0:
-            datagram = payload
+            datagram = with_token(payload, addr)
         elif kind in (1, 2) and requests:
             req, to = requests[-1] if addr_sel < 128 else requests[addr_sel % len(requests)]
             if addr_sel & 64:
                 addr = to
             if kind == 1:
-                datagram = b"\x01" + req[1:21] + payload
+                datagram = b"\x03" + req[1:21] + bytes(16) + payload
             else:  # an honest hello from peer `addr_sel`, answering the request's nonce
                 try:
-                    _name, args = umsgpack.unpackb(req[21:])
+                    _name, args = umsgpack.unpackb(req[37:])
                     nonce = args[0]
                 except Exception:
                     continue
                 idx, _port = _DHT_PEERS[addr_sel % len(_DHT_PEERS)]
                 ident, desc = descriptors()[idx]
-                datagram = b"\x01" + req[1:21] + umsgpack.packb([desc.encode(), sign_hello(ident, nonce)])
+                proof = umsgpack.packb([desc.encode(), sign_hello(ident, nonce)])
+                datagram = b"\x03" + req[1:21] + bytes(16) + proof
         else:
             datagram = b""
         if datagram:
             proto.datagram_received(datagram, addr)
         for _ in range(3 if kind != 3 else 10):
             await asyncio.sleep(0)
+        for a in _ADDRS:
+            received, sent = proto.address_check.ledger(a)
+            check(sent <= received, f"DHT sent {sent} bytes to unproven {a} that sent {received}")
     check(proto.stats["internal_error"] == 0, "a datagram hit the catch-all (stats['internal_error'])")
     proto.close()
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -747,8 +748,9 @@ async def _dht_session(data: bytes) -> str:
 def _dht_one(data: bytes) -> str | None:
     """Layout: records (see _dht_records): kind 0 a raw datagram from one of five addresses; 1 an
     answer (payload after the msg id) to a request the node sent; 2 an honest hello answer to its
-    last request; 3 let the loop run.  Nothing may escape datagram_received/_solve_datagram or
-    the tasks they spawn; stats['internal_error'] must stay 0; answers never exceed requests."""
+    last request; 3 let the loop run.  Nothing may escape datagram_received or the tasks it
+    spawns; stats['internal_error'] must stay 0; no unproven address is sent more than it sent.
+    A REQUEST whose token field is 16 bytes of 0xff is given the valid token for its source."""
     _LOOP_ERRORS.clear()
     label = _loop().run_until_complete(_dht_session(data))
     check(not _LOOP_ERRORS, f"event loop reported: {_LOOP_ERRORS!r}")
@@ -759,35 +761,38 @@ def _dht_seeds() -> list[bytes]:
     def rec(kind: int, addr: int, payload: bytes) -> bytes:
         return bytes([kind, addr]) + len(payload).to_bytes(2, "big") + payload
 
-    def req(name: str, args: list, pad: int = 0) -> bytes:
-        return b"\x00" + bytes(range(20)) + umsgpack.packb([name, [*args, bytes(pad)]])
+    def req(name: str, args: list, proven: bool = True) -> bytes:
+        token = b"\xff" * 16 if proven else bytes(16)  # 0xff..: the harness puts in the valid token
+        return b"\x02" + bytes(range(20)) + token + umsgpack.packb([name, args])
 
     descs = descriptors()
     peer_idx, _ = _DHT_PEERS[0]
     peer_id = node_id_for(descs[peer_idx][0].public)
     key = descs[1][1].dht_key
-    ping = req("ping", [peer_id], 64)
+    ping = req("ping", [peer_id])
     seeds = [
         rec(0, 1, ping) + rec(2, 64, b"") + rec(3, 0, b""),
         rec(0, 1, ping) + rec(1, 64, umsgpack.packb([descs[2][1].encode(), bytes(64)])),
-        rec(0, 0, req("store", [node_id_for(descs[1][0].public), key, descs[1][1].encode()], 8)),
+        rec(0, 0, req("store", [node_id_for(descs[1][0].public), key, descs[1][1].encode()])),
         rec(0, 1, ping)
         + rec(2, 64, b"")
-        + rec(0, 0, req("store", [peer_id, key, descs[1][1].encode()], 8))
+        + rec(0, 0, req("store", [peer_id, key, descs[1][1].encode()]))
         + rec(3, 0, b""),
-        rec(0, 0, req("store", [node_id_for(descs[1][0].public), key, descs[1][1].encode()], 8))
+        rec(0, 0, req("store", [node_id_for(descs[1][0].public), key, descs[1][1].encode()]))
         + rec(0, 1, ping)
         + rec(2, 64, b"")
         + rec(1, 64, umsgpack.packb(True))
         + rec(3, 0, b""),
-        rec(0, 2, req("find_node", [peer_id, key], 900)),
-        rec(0, 2, req("find_value", [peer_id, key], 2200)),
-        rec(0, 0, req("store", [peer_id, key, descs[1][1].encode()], 8))
-        + rec(0, 2, req("find_value", [peer_id, key], 2200)),
-        rec(0, 3, req("descriptor", [bytes(16)], 2300)),
+        rec(0, 2, req("find_node", [peer_id, key])),
+        rec(0, 2, req("find_value", [peer_id, key])),
+        rec(0, 0, req("store", [peer_id, key, descs[1][1].encode()]))
+        + rec(0, 2, req("find_value", [peer_id, key])),
+        rec(0, 3, req("descriptor", [bytes(16)])),
         rec(0, 3, req("ping", [b"short"])),
-        rec(0, 4, b"\x01" + bytes(20) + umsgpack.packb(True)),
+        rec(0, 3, req("find_value", [peer_id, key], proven=False)),
+        rec(0, 4, b"\x03" + bytes(36) + umsgpack.packb(True)),
         rec(0, 4, b"\x02" + bytes(30)),
+        rec(0, 1, b"\x02" + bytes(20) + b"\xff" * 16 + b"\xc1"),
         rec(0, 1, b"\x00" + bytes(20) + b"\xc1"),
     ]
     return seeds

@@ -119,9 +119,9 @@ async def test_bridged_client_fetches_without_any_udp(
     calls: list[tuple[str, int]] = []
     real_call = dht_protocol.OnionmeshDhtProtocol.call
 
-    async def spy(self, address, name, args, pad_to):  # type: ignore[no-untyped-def]
+    async def spy(self, address, name, args):  # type: ignore[no-untyped-def]
         calls.append(address)
-        return await real_call(self, address, name, args, pad_to)
+        return await real_call(self, address, name, args)
 
     line = parse_bridge_line((tmp_path / "bridge" / "bridge-line").read_text())
     client = ClientNode(

@@ -32,16 +32,13 @@ from onionmesh.directory.dht_records import (
 from onionmesh.rng import SeededRng
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_protocol import (
-    MAX_DATAGRAM,
     MAX_PER_SUBNET_PER_BUCKET,
-    PAD_NODES,
-    PAD_SMALL,
-    PAD_VALUE,
     RATE_BURST,
     RATE_PER_SECOND,
     WAIT_TIMEOUT,
     OnionmeshDhtProtocol,
 )
+from onionmesh.wire.dht_datagram import HEADER_LEN, MAX_DATAGRAM, NO_TOKEN
 
 HOUR = 3600
 
@@ -74,18 +71,14 @@ def descriptor_raw(
     ).encode()
 
 
-def request(name: str, args: list[Any], pad_to: int = 0) -> tuple[bytes, bytes]:
-    """A raw rpcudp request (msg id, datagram), padded like OnionmeshDhtProtocol.call pads."""
+def request(name: str, args: list[Any], token: bytes = NO_TOKEN) -> tuple[bytes, bytes]:
+    """A raw REQUEST datagram (msg id, datagram), echoing `token` (none by default)."""
     msg_id = os.urandom(20)
-    if pad_to:
-        body = umsgpack.packb([name, [*args, b""]])
-        pad = max(0, pad_to - 21 - len(body) - 3)
-        return msg_id, b"\x00" + msg_id + umsgpack.packb([name, [*args, bytes(pad)]])
-    return msg_id, b"\x00" + msg_id + umsgpack.packb([name, args])
+    return msg_id, b"\x02" + msg_id + token + umsgpack.packb([name, args])
 
 
 def response(msg_id: bytes, result: Any) -> bytes:
-    return b"\x01" + msg_id + umsgpack.packb(result)
+    return b"\x03" + msg_id + NO_TOKEN + umsgpack.packb(result)
 
 
 class RawPeer(asyncio.DatagramProtocol):
@@ -125,20 +118,29 @@ class RawPeer(asyncio.DatagramProtocol):
             await asyncio.sleep(0.005)
 
     async def reply_to(self, msg_id: bytes, timeout: float = 1.0) -> bytes | None:
-        got = await self.take(lambda d, _a: d[:21] == b"\x01" + msg_id, timeout)
+        """The RESPONSE to `msg_id` (its body starts at HEADER_LEN), or None."""
+        got = await self.take(lambda d, _a: d[:21] == b"\x03" + msg_id, timeout)
         return None if got is None else got[0]
+
+    async def token(self, node: tuple[str, int]) -> bytes:
+        """The address token `node` gives this socket (from the RETRY to a token-less ping)."""
+        mid, ping = request("ping", [os.urandom(20)])
+        self.send(ping, node)
+        got = await self.take(lambda d, _a: d[:21] == b"\x04" + mid)
+        assert got is not None and len(got[0]) == HEADER_LEN, "no RETRY came back"
+        return got[0][21:HEADER_LEN]
 
     async def next_request(self, name: str, timeout: float = 2.0) -> tuple[bytes, list[Any], tuple[str, int]]:
         def is_it(data: bytes, _addr: tuple[str, int]) -> bool:
-            if data[:1] != b"\x00":
+            if data[:1] != b"\x02":
                 return False
-            msg = umsgpack.unpackb(data[21:])
+            msg = umsgpack.unpackb(data[HEADER_LEN:])
             return isinstance(msg, list) and msg[0] == name
 
         got = await self.take(is_it, timeout)
         assert got is not None, f"no {name} request arrived"
         data, addr = got
-        return data[1:21], umsgpack.unpackb(data[21:])[1], addr
+        return data[1:21], umsgpack.unpackb(data[HEADER_LEN:])[1], addr
 
 
 class Net:
@@ -332,7 +334,7 @@ async def test_honest_nodes_refuse_bad_stores_over_the_wire() -> None:
         }
         before = snapshot(holder)
         for label, (key, value, counter) in cases.items():
-            ok, accepted = await atk.call(holder.address, "store", [attacker.node.id, key, value], PAD_SMALL)
+            ok, accepted = await atk.call(holder.address, "store", [attacker.node.id, key, value])
             assert (ok, accepted) == (True, False), label
             assert proto(holder).stats[counter] >= 1, label
             assert snapshot(holder) == before, label
@@ -341,10 +343,7 @@ async def test_honest_nodes_refuse_bad_stores_over_the_wire() -> None:
         # 1 MB cannot even leave in one datagram: the send fails, the call times out, nothing changes
         huge = a.descriptor_raw + bytes(1 << 20)
         t0 = time.monotonic()
-        assert await atk.call(holder.address, "store", [attacker.node.id, key_a, huge], PAD_SMALL) == (
-            False,
-            None,
-        )
+        assert await atk.call(holder.address, "store", [attacker.node.id, key_a, huge]) == (False, None)
         assert time.monotonic() - t0 < 1.0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(OSError):
             s.sendto(request("store", [attacker.node.id, key_a, huge])[1], holder.address)
@@ -386,9 +385,7 @@ async def test_lookup_returns_the_newest_valid_descriptor_despite_forging_nodes(
         asked: list[DhtNode] = []
 
         def liar(node: DhtNode, value: bytes) -> None:
-            def rpc_find_value(
-                sender: tuple[str, int], nodeid: object, key: object, _pad: bytes = b""
-            ) -> Any:
+            def rpc_find_value(sender: tuple[str, int], nodeid: object, key: object) -> Any:
                 asked.append(node)
                 return {"value": value}
 
@@ -417,21 +414,24 @@ async def test_garbage_datagrams_are_counted_and_the_node_keeps_answering(
         node = relays[0]
         stats = proto(node).stats
         raw = await net.raw()
+        tok = await raw.token(node.address)  # a proven source: its bodies are parsed
         rid = os.urandom(20)
         mid = os.urandom(20)
         garbage = [
             b"\x00",
-            b"\x00" * 21,  # a header and nothing else
+            b"\x00" * 21,  # a pre-token header and nothing else
+            b"\x02" + mid + tok,  # a header and nothing else
             b"\x01" + os.urandom(10),
             os.urandom(5),
-            b"\x02" + os.urandom(40),
+            b"\x04" + os.urandom(40),  # a RETRY with a body
             b"\xff" + os.urandom(100),
-            b"\x00" + mid + b"\xc1",  # 0xc1 is never used in msgpack
-            b"\x00" + mid + b"\x92\xa4pi",  # truncated msgpack
-            b"\x00" + mid + b"\xdb\xff\xff\xff\xff",  # a 4 GB string header
-            b"\x00" + mid + b"\x91" * 3000,  # 3000 nested arrays
-            b"\x00" + mid + os.urandom(5000),  # over MAX_DATAGRAM
-            b"\x01" + mid + umsgpack.packb([rid, "x" * 4999]),
+            b"\x00" + mid + umsgpack.packb(["ping", [rid]]),  # the pre-token framing
+            b"\x02" + mid + tok + b"\xc1",  # 0xc1 is never used in msgpack
+            b"\x02" + mid + tok + b"\x92\xa4pi",  # truncated msgpack
+            b"\x02" + mid + tok + b"\xdb\xff\xff\xff\xff",  # a 4 GB string header
+            b"\x02" + mid + tok + b"\x91" * 3000,  # 3000 nested arrays
+            b"\x02" + mid + tok + os.urandom(5000),  # over MAX_DATAGRAM
+            b"\x03" + mid + tok + umsgpack.packb([rid, "x" * 4999]),
             os.urandom(MAX_DATAGRAM + 1),
             b"\x00" * 5000,
         ]
@@ -470,7 +470,7 @@ async def test_garbage_datagrams_are_counted_and_the_node_keeps_answering(
         unexpected = [
             response(os.urandom(20), node.node.id),
             response(os.urandom(20), {"value": b"x"}),
-            b"\x01" + os.urandom(20) + b"\xc0",
+            b"\x04" + os.urandom(20) + NO_TOKEN,  # a RETRY for nothing we asked
         ]
         before = dict(stats)
         for i, data in enumerate(garbage):
@@ -479,7 +479,7 @@ async def test_garbage_datagrams_are_counted_and_the_node_keeps_answering(
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         for i, body in enumerate(malformed):
-            raw.send(b"\x00" + os.urandom(20) + body, node.address)
+            raw.send(b"\x02" + os.urandom(20) + tok + body, node.address)
             if i % 5 == 4:
                 await asyncio.sleep(0.01)
         for data in unexpected:
@@ -498,10 +498,10 @@ async def test_garbage_datagrams_are_counted_and_the_node_keeps_answering(
         assert raw.received == [], "nothing malformed is answered"
 
         # still alive: a valid ping from the same source, and a lookup through it
-        mid, ping = request("ping", [rid])
+        mid, ping = request("ping", [rid], tok)
         raw.send(ping, node.address)
         reply = await raw.reply_to(mid)
-        assert reply is not None and umsgpack.unpackb(reply[21:]) == node.node.id
+        assert reply is not None and umsgpack.unpackb(reply[HEADER_LEN:]) == node.node.id
         client = await net.client()
         found = await client.bootstrap([node.address])
         assert {n.id for n in found} == {node.node.id, relays[1].node.id}
@@ -511,15 +511,16 @@ async def test_unhashable_rpc_names_count_as_malformed_not_as_internal_errors() 
     async with Net() as net:
         (node,) = await net.network(1)
         raw = await net.raw()
+        tok = await raw.token(node.address)
         for name in ([1], {"ping": 1}):
-            raw.send(b"\x00" + os.urandom(20) + umsgpack.packb([name, []]), node.address)
+            raw.send(b"\x02" + os.urandom(20) + tok + umsgpack.packb([name, []]), node.address)
         await asyncio.sleep(0.1)
         assert proto(node).stats["malformed"] == 2
         assert proto(node).stats["internal_error"] == 0
 
 
-# --- no amplification -------------------------------------------------------------------------
-async def test_answers_are_never_larger_than_requests() -> None:
+# --- no amplification: unproven sources get a RETRY, proven ones full answers -----------------
+async def test_unproven_sources_get_only_a_retry_and_proven_ones_full_answers() -> None:
     async with Net() as net:
         relays = await net.network(8)
         node = relays[0]
@@ -527,56 +528,51 @@ async def test_answers_are_never_larger_than_requests() -> None:
         key = descriptor_key(fingerprint_of(relays[4]))
         await eventually(lambda: node.storage.get(key) is not None)
         assert node.storage.get(key) == relays[4].descriptor_raw
-        raw = await net.raw()
+        raw, other = await net.raw(), await net.raw()
         rid = os.urandom(20)
         target = os.urandom(20)
         contacts = len(proto(node).router.find_neighbors(Node(target)))
         assert contacts >= 5
-
-        async def exchange(name: str, args: list[Any], pad_to: int = 0) -> tuple[int, bytes | None]:
-            mid, data = request(name, args, pad_to)
-            raw.send(data, node.address)
-            reply = await raw.reply_to(mid, timeout=0.3)
-            if reply is not None:
-                assert len(reply) <= len(data), (name, pad_to, len(reply), len(data))
-            return len(data), reply
-
-        # find_node: small request → truncated answer; padded request → the full answer
-        size, reply = await exchange("find_node", [rid, target])
-        assert size < 100
-        assert reply is None or len(umsgpack.unpackb(reply[21:])) < contacts
-        size, reply = await exchange("find_node", [rid, target], PAD_NODES)
-        assert size <= PAD_NODES and reply is not None
-        assert len(umsgpack.unpackb(reply[21:])) == contacts
-
-        # find_value for a held value: an unpadded request gets nothing at all
-        refused = proto(node).stats["refused_amplification"]
-        size, reply = await exchange("find_value", [rid, key])
-        assert reply is None
-        assert proto(node).stats["refused_amplification"] == refused + 1
-        size, reply = await exchange("find_value", [rid, key], PAD_VALUE)
-        assert reply is not None and umsgpack.unpackb(reply[21:]) == {"value": relays[4].descriptor_raw}
-        # find_value for a missing key is a find_node answer, truncated the same way
-        size, reply = await exchange("find_value", [rid, target])
-        assert reply is None or len(umsgpack.unpackb(reply[21:])) < contacts
-        size, reply = await exchange("find_value", [rid, target], PAD_VALUE)
-        assert reply is not None and len(umsgpack.unpackb(reply[21:])) == contacts
-
-        # descriptor: unpadded gets no proof, padded gets a proof that verifies
         nonce = os.urandom(NONCE_LEN)
-        size, reply = await exchange("descriptor", [nonce])
-        assert reply is None or umsgpack.unpackb(reply[21:]) in ([], None)
-        size, reply = await exchange("descriptor", [nonce], PAD_VALUE)
-        assert reply is not None
-        raw_desc, signature = umsgpack.unpackb(reply[21:])
-        desc = RelayDescriptor.decode(raw_desc)
-        verify_hello(desc, node.node.id, nonce, signature)
+        calls: list[tuple[str, list[Any]]] = [
+            ("ping", [rid]),
+            ("find_node", [rid, target]),
+            ("find_value", [rid, key]),
+            ("descriptor", [nonce]),
+            ("store", [rid, key, relays[4].descriptor_raw]),
+        ]
+        stats = proto(node).stats
+        before = {k: v for k, v in stats.items() if k.startswith(("rpc_", "store_"))}
+        # no token, a made-up token, another address's token: a RETRY of 37 bytes, nothing else
+        for token in (NO_TOKEN, os.urandom(16), await other.token(node.address)):
+            for name, args in calls:
+                mid, data = request(name, args, token)
+                raw.send(data, node.address)
+                got = await raw.take(lambda d, _a, m=mid: d[1:21] == m, timeout=1.0)
+                assert got is not None and got[0][:1] == b"\x04" and len(got[0]) == HEADER_LEN < len(data)
+        await asyncio.sleep(0.1)
+        assert raw.received == [] and not proto(node)._verifying
+        assert {k: v for k, v in stats.items() if k.startswith(("rpc_", "store_"))} == before
+        received, sent = proto(node).address_check.ledger(raw.address)
+        assert 0 < sent <= received
 
-        # ping and store answers are tiny and fit the smallest requests
-        size, reply = await exchange("ping", [rid])
-        assert reply is not None
-        size, reply = await exchange("store", [rid, key, relays[4].descriptor_raw])
-        assert reply is not None and umsgpack.unpackb(reply[21:]) is True
+        # with the token it was given, the same socket gets every answer in full
+        tok = await raw.token(node.address)
+
+        async def exchange(name: str, args: list[Any]) -> Any:
+            mid, data = request(name, args, tok)
+            raw.send(data, node.address)
+            reply = await raw.reply_to(mid)
+            assert reply is not None, name
+            return umsgpack.unpackb(reply[HEADER_LEN:])
+
+        assert await exchange("ping", [rid]) == node.node.id
+        assert len(await exchange("find_node", [rid, target])) == contacts
+        assert await exchange("find_value", [rid, key]) == {"value": relays[4].descriptor_raw}
+        assert len(await exchange("find_value", [rid, target])) == contacts
+        raw_desc, signature = await exchange("descriptor", [nonce])
+        verify_hello(RelayDescriptor.decode(raw_desc), node.node.id, nonce, signature)
+        assert await exchange("store", [rid, key, relays[4].descriptor_raw]) is True
 
 
 # --- rate limits --------------------------------------------------------------------------------
@@ -587,10 +583,11 @@ async def test_a_flooding_source_is_rate_limited_while_others_are_answered() -> 
         bystander = await net.raw("127.0.0.2")
         rid = os.urandom(20)
         stats = proto(node).stats
+        tok = await flooder.token(node.address)
         sent = int(RATE_BURST) + 300
         t0 = time.monotonic()
         for i in range(sent):
-            flooder.send(request("ping", [rid])[1], node.address)
+            flooder.send(request("ping", [rid], tok)[1], node.address)
             if i % 50 == 49:  # let the node read them (never overflow the socket's buffer)
                 assert await eventually(lambda n=i + 1: stats["rpc_ping"] + stats["rate_limited"] >= n)
         assert await eventually(lambda: stats["rpc_ping"] + stats["rate_limited"] >= sent)
@@ -599,16 +596,16 @@ async def test_a_flooding_source_is_rate_limited_while_others_are_answered() -> 
         assert stats["rate_limited"] > 0
         assert stats["rpc_ping"] <= RATE_BURST + RATE_PER_SECOND * elapsed + 1
         await asyncio.sleep(0.05)
-        answered = sum(1 for d, _ in flooder.received if d[:1] == b"\x01")
+        answered = sum(1 for d, _ in flooder.received if d[:1] == b"\x03")
         assert answered == stats["rpc_ping"] < sent
 
-        mid, data = request("ping", [os.urandom(20)])
+        mid, data = request("ping", [os.urandom(20)], await bystander.token(node.address))
         bystander.send(data, node.address)
         reply = await bystander.reply_to(mid)
-        assert reply is not None and umsgpack.unpackb(reply[21:]) == node.node.id
+        assert reply is not None and umsgpack.unpackb(reply[HEADER_LEN:]) == node.node.id
         # and a DhtNode from a third address gets its answer too
         client = await net.client("127.0.0.3")
-        ok, pong = await proto(client).call(node.address, "ping", [client.node.id], PAD_SMALL)
+        ok, pong = await proto(client).call(node.address, "ping", [client.node.id])
         assert ok and pong == node.node.id
 
 
@@ -619,7 +616,7 @@ async def test_a_dead_contact_costs_less_than_a_second() -> None:
         assert WAIT_TIMEOUT < 1
         dead = ("127.0.0.1", closed_port())
         t0 = time.monotonic()
-        assert await proto(node).call(dead, "ping", [node.node.id], PAD_SMALL) == (False, None)
+        assert await proto(node).call(dead, "ping", [node.node.id]) == (False, None)
         assert time.monotonic() - t0 < 1.0
         t0 = time.monotonic()
         results = await asyncio.gather(
@@ -639,7 +636,7 @@ async def test_spoofed_responses_are_ignored() -> None:
         peer = await net.raw("127.0.0.1")
         spoofer = await net.raw("127.0.0.2")
         same_ip_other_port = await net.raw("127.0.0.1")
-        call = asyncio.ensure_future(proto(node).call(peer.address, "ping", [node.node.id], PAD_SMALL))
+        call = asyncio.ensure_future(proto(node).call(peer.address, "ping", [node.node.id]))
         mid, _args, _ = await peer.next_request("ping")
         spoofer.send(response(mid, b"spoofed"), node.address)
         same_ip_other_port.send(response(mid, b"spoofed too"), node.address)
@@ -670,7 +667,7 @@ async def test_nodes_claiming_ids_they_do_not_own_never_enter_routing_tables() -
             """Mallory pings `honest` claiming an ID, then answers its `descriptor` challenge."""
             mallory = await net.raw("127.0.5.1")
             bad_before = proto(honest).stats["bad_hello"]
-            mid, ping = request("ping", [claimed(mallory)])
+            mid, ping = request("ping", [claimed(mallory)], await mallory.token(honest.address))
             mallory.send(ping, honest.address)
             assert await mallory.reply_to(mid) is not None  # a ping is answered either way
             cmid, args, _ = await mallory.next_request("descriptor")
@@ -688,7 +685,7 @@ async def test_nodes_claiming_ids_they_do_not_own_never_enter_routing_tables() -
             return [victim.descriptor_raw, sign_hello(mallory_ident, nonce)]
 
         async def victims_descriptor_relayed_proof(mallory: RawPeer, nonce: bytes) -> Any:
-            ok, proof = await proto(helper).call(victim.address, "descriptor", [nonce], PAD_VALUE)
+            ok, proof = await proto(helper).call(victim.address, "descriptor", [nonce])
             assert ok and proof[0] == victim.descriptor_raw
             verify_hello(RelayDescriptor.decode(proof[0]), victim_id, nonce, proof[1])  # a genuine proof
             return proof
@@ -754,7 +751,7 @@ async def test_a_fake_contact_with_a_dead_address_does_not_evict_the_genuine_nod
         assert victim.node.id in table_ids(honest)
         dead = ("127.0.99.1", closed_port("127.0.99.1"))
 
-        def rpc_find_node(sender: tuple[str, int], nodeid: object, key: object, _pad: bytes = b"") -> Any:
+        def rpc_find_node(sender: tuple[str, int], nodeid: object, key: object) -> Any:
             return [[victim.node.id, *dead]]
 
         proto(liar).rpc_find_node = rpc_find_node  # type: ignore[method-assign]
