@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="queued bytes above which the circuits with the oldest data are destroyed (default 128 MiB)",
     )
+    for flag, what in (
+        ("--max-streams-per-circuit", "exit streams one circuit may hold open (default 512)"),
+        ("--max-streams-per-link", "exit streams one link may hold open (default: half the process cap)"),
+        ("--max-exit-streams", "exit streams this process may hold open (default: RLIMIT_NOFILE less "
+         "a quarter, at least 128, kept for links); a BEGIN past a cap gets END RESOURCELIMIT"),
+    ):  # fmt: skip
+        relay.add_argument(flag, type=int, default=None, metavar="N", help=what)
     relay.add_argument("--advertise", type=host_port, default=None, metavar="HOST:PORT")
     relay.add_argument(
         "--dht",

@@ -124,6 +124,31 @@ _KEYS = {
         Key(
             "max_mem_in_queues", "int", 128 << 20, "queued bytes before the stalest circuits die", lo=1 << 20
         ),
+        Key(
+            "max_streams_per_circuit",
+            "int",
+            None,
+            "exit streams per circuit (none: 512)",
+            optional=True,
+            lo=1,
+            hi=512,
+        ),
+        Key(
+            "max_streams_per_link",
+            "int",
+            None,
+            "exit streams per link (none: half the process cap)",
+            optional=True,
+            lo=1,
+        ),
+        Key(
+            "max_exit_streams",
+            "int",
+            None,
+            "exit streams per process (none: from RLIMIT_NOFILE)",
+            optional=True,
+            lo=1,
+        ),
         Key("advertise", "hostport", None, "address published in the descriptor", optional=True),
         Key("dht", "hostport", None, "UDP address of the DHT node (none: listen host)", optional=True),
         Key("bootstrap", "hostports", (), "DHT contacts: any relays of the network"),
@@ -161,6 +186,7 @@ _KEYS = {
 _LOG = ("log_level", "log_format", "unsafe_logging")
 _RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
 _RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_mem_in_queues"
+_RELAY += " max_streams_per_circuit max_streams_per_link max_exit_streams"
 _RELAY += " bridge ws_listen ws_public_url tls_cert tls_key"
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {

@@ -1,10 +1,10 @@
 """Exit policies in Tor's ``ExitPolicy`` syntax: parsing, canonical text, matching, port summaries.
 
-Owns the rule grammar (``accept|reject|accept6|reject6 ADDR[/MASK][:PORTS]``), the "private"
-address set (Tor's ``ExitPolicyRejectPrivate``), first-match evaluation of a resolved address and
-port, and the microdescriptor-style port summary clients use to pick an exit before a hostname
-is resolved.  IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are judged everywhere as the IPv4
-address they map to, since that is where a dual-stack socket connects.
+Owns the rule grammar (``accept|reject|accept6|reject6 ADDR[/MASK][:PORTS]``), "private" rules
+(Tor's ``ExitPolicyRejectPrivate``; the address set is special_addresses'), first-match evaluation
+of a resolved address and port, and the microdescriptor-style port summary clients use to pick
+an exit before a hostname is resolved.  IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are
+matched as the IPv4 address they map to, since that is where a dual-stack socket connects.
 
 Not in this module: DNS resolution (the exit resolves first, then asks allows()).
 """
@@ -18,10 +18,20 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from onionmesh.directory.special_addresses import (
+    SPECIAL_NETWORKS,
+    IPAddress,
+    IPNetwork,
+    as_address,
+    is_loopback_address,
+    is_private_address,
+)
 from onionmesh.errors import PolicyError
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "DEFAULT_EXIT_POLICY", "PRIVATE_NETWORKS", "ExitPolicy", "PolicyRule", "is_loopback_address",
+    "is_private_address", "summary_allows",
+]  # fmt: skip
 
 MAX_POLICY_CHARS = 4096
 MAX_POLICY_RULES = 256
@@ -30,18 +40,10 @@ MAX_POLICY_RULES = 256
 _REJECT_CUTOFF_PREFIX = 7
 _WS = " \t\r\n\f\v"
 
-PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-        "172.16.0.0/12", "192.168.0.0/16", "192.0.0.0/24", "198.18.0.0/15", "224.0.0.0/4",
-        "240.0.0.0/4", "255.255.255.255/32",
-        "::/128", "::1/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-    )
-)  # fmt: skip
+# Addresses refused whole by "private" rules; IPv6 forms carrying an IPv4 address are judged by
+# it (special_addresses.py has each range with its RFC).
+PRIVATE_NETWORKS: tuple[IPNetwork, ...] = SPECIAL_NETWORKS
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_DIRECT_PRIVATE = tuple(n for n in PRIVATE_NETWORKS if n != _MAPPED)
 
 DEFAULT_EXIT_POLICY: str = (
     "reject *:25,119,135-139,445,563,1214,4661-4666,6346-6429,6699,6881-6999; accept *:*"
@@ -54,60 +56,16 @@ _PORT_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 _DOTTED_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 
 
-def _as_address(addr: IPAddress | str) -> IPAddress:
-    """Accept an address object or text; raises ValueError for text that is no IP address."""
-    return ipaddress.ip_address(addr) if isinstance(addr, str) else addr
-
-
-def _embedded_v4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address inside an IPv4-mapped, IPv4-compatible or NAT64 (64:ff9b::/96) address."""
-    if addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    value = int(addr)
-    if value >> 32 == 0 and value > 1:  # IPv4-compatible ::a.b.c.d (but not :: or ::1)
-        return ipaddress.IPv4Address(value)
-    if addr in _NAT64:
-        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
-    return None
-
-
-def _judged_form(addr: IPAddress | str) -> IPAddress:
-    ip = _as_address(addr)
-    return (_embedded_v4(ip) or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
-
-
 def _match_form(addr: IPAddress | str) -> IPAddress:
-    ip = _as_address(addr)
+    ip = as_address(addr)
     return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
-
-
-def is_private_address(addr: IPAddress | str) -> bool:
-    """True for addresses no exit should reach on a client's behalf (Tor's "private" set, plus
-    anything ``ipaddress`` calls loopback/link-local/private/unspecified/multicast/reserved).
-    Mapped, compatible and NAT64 IPv6 addresses are judged by their IPv4 part."""
-    ip = _judged_form(addr)
-    if any(ip in net for net in _DIRECT_PRIVATE):
-        return True
-    return (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
-        or ip.is_unspecified
-        or ip.is_multicast
-        or ip.is_reserved
-    )
-
-
-def is_loopback_address(addr: IPAddress | str) -> bool:
-    """127.0.0.0/8, ::1, and IPv6 forms embedding a 127.x address (e.g. ``::ffff:127.0.0.1``)."""
-    return _judged_form(addr).is_loopback
 
 
 @functools.lru_cache(maxsize=1024)
 def _only_private(net: IPNetwork) -> bool:
     if net.num_addresses == 1:
         return is_private_address(net.network_address)
-    return any(net.subnet_of(p) for p in _DIRECT_PRIVATE if p.version == net.version)
+    return any(net.subnet_of(p) for p in SPECIAL_NETWORKS if p.version == net.version)
 
 
 def _ports_text(lo: int, hi: int) -> str:
@@ -326,7 +284,7 @@ class ExitPolicy:
         ``accept *:*``; onionmesh fails closed, so ``accept *:80`` is an allowlist and a forgotten
         final rule never turns a relay into an open exit.  Operators wanting Tor's behaviour use
         DEFAULT_EXIT_POLICY explicitly.  Raises ValueError if ``addr`` is unparsable text."""
-        ip = _as_address(addr)
+        ip = as_address(addr)
         for rule in self.rules:
             if rule.matches(ip, port):
                 return rule.accept

@@ -2,18 +2,22 @@
 
 Names are resolved first and every address is judged (so a hostname that resolves to a
 private address is refused like the address itself); an exit then tries each allowed address
-in turn (`localhost` may give ::1 first) before it reports failure.
+in turn (`localhost` may give ::1 first) before it reports failure.  The relay's own published
+addresses are refused whatever the policy says (as Tor's ExitPolicyRejectPrivate does): a client
+has no business reaching the relay's other services, its link port or its DHT node through it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
+from onionmesh.directory.special_addresses import same_host
 from onionmesh.wire.relay_msg import BeginFlags, EndReason
 
 RESOLVE_TIMEOUT = 10.0
@@ -22,6 +26,9 @@ CONNECT_TIMEOUT = 10.0
 # a read then brings up to 32 KiB (8 cells), and more would multiply memory by the number of open
 # streams (measured: 64 KiB bought 3 % of bulk throughput, within the noise).
 STREAM_READ_LIMIT = 16 * 1024
+# Out of descriptors or buffers: the exit is at its limit, not the destination unreachable
+# (Tor's errno_to_stream_end_reason gives RESOURCELIMIT for these too).
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass
@@ -31,9 +38,14 @@ class ExitRules:
     # Names this exit answers itself, before any resolver (an operator's /etc/hosts of sorts;
     # test meshes use it for names that only the exit can resolve).
     overrides: dict[str, list[str]] = field(default_factory=dict)
+    # The relay's own addresses (listen, advertised, DHT): refused on every port, even with
+    # allow_private.  Set by the relay when it publishes its descriptor.
+    own_addresses: frozenset[str] = frozenset()
 
     def permits(self, address: str, port: int) -> bool:
         if is_private_address(address) and not self.allow_private:
+            return False
+        if any(same_host(address, own) for own in self.own_addresses):
             return False
         return self.policy.allows(address, port)
 
@@ -143,6 +155,6 @@ async def connect(
             reason = EndReason.CONNECTREFUSED
         except TimeoutError:
             reason = EndReason.TIMEOUT
-        except OSError:
-            reason = EndReason.NOROUTE
+        except OSError as exc:
+            reason = EndReason.RESOURCELIMIT if exc.errno in _RESOURCE_ERRNOS else EndReason.NOROUTE
     raise ExitRefused(reason)

@@ -2,6 +2,8 @@
 
 `exit.py` decides (policy, private addresses, resolution); this module acts on a circuit: it
 connects, joins the connection to the stream, or ends the stream with the reason that decided.
+Every stream holds a slot of `exit_limits.StreamLedger` from its BEGIN until it closes; a BEGIN
+past a cap gets END RESOURCELIMIT before any resolve or connect.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onionmesh.directory.exit_policy import is_private_address
 from onionmesh.proto.events import BeginRequested, ResolveRequested
 from onionmesh.runtime import exit as exit_mod
+from onionmesh.runtime.exit_limits import StreamCaps, StreamLedger
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 
 log = get_logger("onionmesh.exit")
 
+CAP_WARN_INTERVAL = 60.0  # at most one warning a minute that streams were refused at a cap
+
 
 class ExitService:
     def __init__(
@@ -33,33 +39,67 @@ class ExitService:
         local_host_for: Callable[[str], str | None],
         flush: Callable[[CircuitEntry], None],
         count: Callable[[str], None],
+        caps: StreamCaps | None = None,
     ) -> None:
         self.rules = rules  # None: not an exit
         self.local_host_for = local_host_for
         self.flush = flush
         self.count = count
+        self.streams = StreamLedger(caps or StreamCaps.derive())
+        self._refused_unlogged = 0
+        self._last_cap_warning = -CAP_WARN_INTERVAL
+
+    def _end(self, entry: CircuitEntry, sid: int, reason: EndReason) -> None:
+        if not entry.dead:
+            entry.circ.end_stream(sid, reason)
+            self.flush(entry)
+
+    def _refused_at_cap(self, cap: str) -> None:
+        """Count it (metrics: streams refused, by cap); warn at most once a minute, with how many."""
+        self.count(f"streams_refused_{cap}")
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._last_cap_warning >= CAP_WARN_INTERVAL:
+            log.warning(
+                "exit streams refused at a cap (END RESOURCELIMIT)",
+                cap=cap,
+                refused=self._refused_unlogged,
+                open_streams=self.streams.total,
+            )
+            self._refused_unlogged, self._last_cap_warning = 0, now
 
     async def begin(self, entry: CircuitEntry, event: BeginRequested) -> None:
         sid, begin = event.stream_id, event.begin
         log.debug("stream requested", host=Sensitive(begin.host), port=begin.port)
+        if self.rules is None:
+            self._end(entry, sid, EndReason.EXITPOLICY)
+            return
+        slot = self.streams.admit(entry, entry.prev)
+        if isinstance(slot, str):
+            self._refused_at_cap(slot)
+            self._end(entry, sid, EndReason.RESOURCELIMIT)
+            return
         try:
-            if self.rules is None:
-                raise exit_mod.ExitRefused(EndReason.EXITPOLICY)
             reader, writer, address = await exit_mod.connect(
                 self.rules, begin.host, begin.port, begin.flags, self.local_host_for
             )
         except exit_mod.ExitRefused as refused:
-            if not entry.dead:
-                entry.circ.end_stream(sid, refused.reason)
-                self.flush(entry)
+            slot.release()
+            self._end(entry, sid, refused.reason)
             return
+        except BaseException:
+            slot.release()
+            raise
         if entry.dead or sid not in entry.circ.streams:
+            slot.release()
             writer.close()
             return
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.count("streams_opened")
-        bridge = StreamBridge(entry.circ, sid, reader, writer, lambda: self.flush(entry))
+        bridge = StreamBridge(
+            entry.circ, sid, reader, writer, lambda: self.flush(entry), on_close=slot.release
+        )
         entry.bridges[sid] = bridge
         entry.circ.connected(sid, address)
         self.flush(entry)
@@ -82,7 +122,12 @@ class ExitService:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            addrs = await exit_mod.resolve(host, local_only=rules.loopback_only, overrides=rules.overrides)
+            found = await exit_mod.resolve(host, local_only=rules.loopback_only, overrides=rules.overrides)
+            # Private answers are dropped (Tor's ClientDNSRejectInternalAddresses, at the exit):
+            # they would tell a client the exit's internal names, and no BEGIN may use them anyway.
+            addrs = [a for a in found if rules.allow_private or not is_private_address(a)]
+            if not addrs:
+                raise exit_mod.ExitRefused(EndReason.RESOLVEFAILED) from None
             return tuple(
                 (ResolvedType.IPV4 if ipaddress.ip_address(a).version == 4 else ResolvedType.IPV6, a, 60)
                 for a in addrs[:16]

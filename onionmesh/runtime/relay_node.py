@@ -24,6 +24,7 @@ from onionmesh.runtime import bridge_relay
 from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_relay import DhtRpcService
+from onionmesh.runtime.exit_limits import StreamCaps
 from onionmesh.runtime.exit_streams import ExitService
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import Link, accept_link, open_link
@@ -76,6 +77,11 @@ class RelayConfig:
     bandwidth_rate: int | None = None  # bytes/s in each direction (Tor's BandwidthRate); None: no limit
     bandwidth_burst: int | None = None  # bucket size in bytes (Tor's BandwidthBurst); default: the rate
     max_mem_in_queues: int = DEFAULT_MAX_MEM_IN_QUEUES  # queued bytes before the OOM policy acts
+    # Exit streams (runtime.exit_limits); None: 512 per circuit, RLIMIT_NOFILE less headroom per
+    # process, half that per link.
+    max_streams_per_circuit: int | None = None
+    max_streams_per_link: int | None = None
+    max_exit_streams: int | None = None
 
     @property
     def advertised_bandwidth(self) -> int:
@@ -115,7 +121,10 @@ class RelayNode(CircuitSwitch):
         self.dht_rpc = DhtRpcService(self.dht, lambda: self.config.bootstrap, self._own_dht_contact)
         self.front: WsFront | None = None
         self.bridge_line: BridgeLine | None = None
-        self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count)
+        caps = StreamCaps.derive(
+            config.max_streams_per_circuit, config.max_streams_per_link, config.max_exit_streams
+        )
+        self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count, caps)
         self.metrics_server: MetricsServer | None = None
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[Link, str] = {}
@@ -206,6 +215,12 @@ class RelayNode(CircuitSwitch):
     def publish_descriptor(self) -> None:
         """Sign a fresh descriptor: our DHT node serves it, and a copy goes to DATA_DIR/descriptor."""
         self.descriptor = self.make_descriptor()
+        if self.exit_rules is not None:  # the exit never connects to the relay's own addresses
+            own = {h for h, _ in self.descriptor.link_addresses} | {self.descriptor.dht_contact[0]}
+            own.add(self.config.listen_host)
+            self.exit_rules.own_addresses = frozenset(
+                a for a in own if _is_ip(a) and not ipaddress.ip_address(a).is_unspecified
+            )
         raw = self.descriptor.encode()
         if not self.config.bridge:  # a bridge's DHT node serves no descriptor and proves no ID
             self.dht.descriptor_raw = raw
@@ -324,6 +339,14 @@ class RelayNode(CircuitSwitch):
         for entry, _side in list(link.circuits.values()):  # type: ignore[misc]
             self._destroy(entry, DestroyReason.CHANNEL_CLOSED, came_from=link)
         link.circuits.clear()
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 __all__ = ["CircuitEntry", "CircuitSwitch", "RelayConfig", "RelayNode", "Side"]
