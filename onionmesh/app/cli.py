@@ -163,7 +163,7 @@ def cmd_testnet(args: argparse.Namespace) -> int:
             print(f"status page (one-time link): {net.client.control.login_link()}", flush=True)
 
     try:
-        run(run_until_signalled(start, net.stop))
+        run(run_until_signalled(start, net.stop, hangup=True))
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"onionmesh testnet: {exc}", file=sys.stderr)
         return 1
