@@ -27,7 +27,7 @@ from pathlib import Path
 
 from onionmesh.app.run import PARENT_ENV
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
+from onionmesh.runtime.client_node import ClientConfig, ClientNode, PublicListenerRefused, public_listeners
 from onionmesh.runtime.keystore import private_dir
 
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
@@ -79,6 +79,7 @@ class Testnet:
         hops: int = 3,
         log_level: str = "warning",
         relay_args: tuple[str, ...] = (),
+        allow_public_listeners: bool = False,
     ) -> None:
         if not 1 <= relays <= 250:
             raise ValueError("a testnet has 1 to 250 relays")
@@ -89,6 +90,15 @@ class Testnet:
         self.hops = min(hops, relays)
         self.log_level = log_level
         self.relay_args = relay_args  # more `onionmesh relay` options for every relay (benchmarks, tests)
+        self.allow_public_listeners = allow_public_listeners
+        exposed = public_listeners(
+            ClientConfig(self.state_dir, socks[0], socks[1], control[0], control[1])
+        )
+        if exposed and not allow_public_listeners:  # before any relay starts
+            raise PublicListenerRefused(
+                f"refusing to listen on {' and '.join(exposed)}: keep it on loopback, "
+                "or pass --allow-public-listeners"
+            )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.client: ClientNode | None = None
 
@@ -158,6 +168,7 @@ class Testnet:
                 bootstrap=bootstrap,
                 dht_refresh=TESTNET_DHT_REFRESH,
                 hops=self.hops,
+                allow_public_listeners=self.allow_public_listeners,
             )
         )
         await self.client.start()

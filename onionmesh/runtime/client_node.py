@@ -19,6 +19,7 @@ from onionmesh.runtime.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.dht_circuit import CircuitDhtChannel
 from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
+from onionmesh.runtime.listeners import ListenError
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
 from onionmesh.runtime.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.safelog import get_logger
@@ -109,15 +110,24 @@ class ClientNode:
         return self.directory.relays()
 
     async def start(self) -> None:
+        """Open every listener; one that cannot be opened raises ListenError (one line, no traceback)."""
         await self.directory.start()
         await self.socks.start()
         cookie = load_or_create_cookie(Path(self.config.data_dir), self.rng.random_bytes(32))
         self.control = ControlServer(self, self.config.control_host, self.config.control_port, cookie)
         self.control.extra_routes += status_page.routes(self.control)
-        await self.control.start()
+        try:
+            await self.control.start()
+        except OSError as exc:
+            self.control = None
+            raise ListenError("control", self.config.control_host, self.config.control_port, exc) from None
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(*self.config.metrics, lambda: client_metrics(self))
-            await self.metrics_server.start()
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                self.metrics_server = None
+                raise ListenError("metrics", *self.config.metrics, exc) from None
         self._tasks.append(asyncio.create_task(self._prebuild(), name="circuit-prebuild"))
         log.info(
             "proxy ready", socks_port=self.socks.port, control_port=self.control.port, relays=len(self.relays)

@@ -36,8 +36,11 @@ def private_dir(path: Path) -> Path:
                 f"{path} has mode {mode:04o}; others may read it. Fix it with: chmod 700 {path}"
             )
         return path
-    path.mkdir(parents=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:  # one line for the user, not a traceback
+        raise OSError(exc.errno, f"cannot create the data directory {path}: {exc.strerror or exc}") from None
     return path
 
 
