@@ -54,6 +54,12 @@ def settings(command: str, args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **resolved})
 
 
+def os_error_text(exc: OSError) -> str:
+    """An OSError as one line: its own words, and the file it is about if it names one."""
+    text = str(exc.strerror or exc)
+    return f"{text}: {exc.filename}" if exc.filename else text
+
+
 # --- commands ----------------------------------------------------------------------------------
 def cmd_relay(args: argparse.Namespace) -> int:
     from onionmesh.app.run import run, run_until_signalled
@@ -131,6 +137,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             bridges=tuple(parse_bridge_line(line) for line in args.bridges),
             dht_over_circuits=bool(args.dht_over_circuits),
+            allow_public_listeners=args.allow_public_listeners,
         )
     )
 
@@ -152,7 +159,13 @@ def cmd_testnet(args: argparse.Namespace) -> int:
     from onionmesh.app.testnet import Testnet, exits_for
 
     net = Testnet(
-        args.state_dir, args.relays, args.socks, args.control, hops=args.hops, log_level=args.log_level
+        args.state_dir,
+        args.relays,
+        args.socks,
+        args.control,
+        hops=args.hops,
+        log_level=args.log_level,
+        allow_public_listeners=args.allow_public_listeners,
     )
 
     async def start() -> None:
@@ -166,8 +179,8 @@ def cmd_testnet(args: argparse.Namespace) -> int:
             print(f"status page (one-time link): {net.client.control.login_link()}", flush=True)
 
     try:
-        run(run_until_signalled(start, net.stop))
-    except (RuntimeError, TimeoutError, OSError) as exc:
+        run(run_until_signalled(start, net.stop, hangup=True))
+    except (RuntimeError, TimeoutError) as exc:
         print(f"onionmesh testnet: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -193,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
+    from onionmesh.runtime.client_node import PublicListenerRefused
     from onionmesh.runtime.keystore import InsecurePermissions
 
     try:
@@ -200,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except InsecurePermissions as exc:
         print(f"onionmesh {args.command}: refusing to start: {exc}", file=sys.stderr)
         return 2
+    except PublicListenerRefused as exc:
+        print(f"onionmesh {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a port in use, a data directory that cannot be created: one line
+        print(f"onionmesh {args.command}: cannot start: {os_error_text(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

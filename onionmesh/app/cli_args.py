@@ -56,6 +56,16 @@ def _add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--bootstrap-file", type=Path, default=None, help="DHT contacts, one HOST:PORT per line")
 
 
+def _add_public_listeners(p: argparse.ArgumentParser) -> None:
+    # A flag only, never a config-file key: exposing the proxy must be a deliberate act each run.
+    p.add_argument(
+        "--allow-public-listeners",
+        action="store_true",
+        help="let --socks/--control listen on a non-loopback address (anyone who reaches it can "
+        "use the proxy; refused without this flag, and warned about with it)",
+    )
+
+
 def _defer_to_config(command: str, parser: argparse.ArgumentParser) -> None:
     """Settings come from flags, then ONIONMESH_* variables, then the config file, then defaults
     (onionmesh.app.config): argparse must only report the flags actually given."""
@@ -165,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--socks", type=host_port, default=("127.0.0.1", 9050), metavar="HOST:PORT")
     proxy.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
     proxy.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
+    _add_public_listeners(proxy)
     _add_bootstrap(proxy, "the client discovers relays through the DHT these lead to")
     proxy.add_argument(
         "--metrics", type=host_port, default=None, metavar="HOST:PORT", help="serve Prometheus /metrics here"
@@ -196,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     testnet.add_argument("--control", type=host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
     testnet.add_argument("--state-dir", type=Path, default=Path("onionmesh-testnet"))
     testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    _add_public_listeners(testnet)
     _add_logging(testnet)
 
     circuit = sub.add_parser("circuit", help="build, list, show, test and close circuits of a running proxy")

@@ -4,8 +4,10 @@ N relay processes on distinct loopback addresses (127.1.0.1, 127.2.0.1, ...), at
 them exits that accept loopback destinations and nothing else, and a SOCKS proxy in this
 process.  The relays form a DHT (the first starts the network, the others bootstrap from it)
 and the proxy knows nothing but the bootstrap contacts: it discovers the relays in the DHT.
-Writes DIR/testnet.json, prints one line when the mesh carries traffic, and on Ctrl-C or
-SIGTERM stops every relay it started (by PID) before it exits.
+Writes DIR/testnet.json, prints one line when the mesh carries traffic, and on Ctrl-C, SIGTERM
+or SIGHUP (the terminal closed) stops every relay it started (by PID) before it exits.  Killed
+outright, it still takes its relays with it: each gets SIGTERM when its parent dies
+(PR_SET_PDEATHSIG on Linux) and watches its parent's PID besides (PARENT_ENV).
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from onionmesh.app.run import PARENT_ENV
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
+from onionmesh.runtime.client_node import ClientConfig, ClientNode, PublicListenerRefused, public_listeners
 from onionmesh.runtime.keystore import private_dir
 
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
@@ -34,6 +39,30 @@ BOOTSTRAP_CONTACTS = 3
 def relay_host(i: int) -> str:
     """Relay i listens on 127.(i+1).0.1: each relay has its own /16, so path rules apply as elsewhere."""
     return f"127.{i + 1}.0.1"
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when its parent dies (Linux PR_SET_PDEATHSIG).
+
+    Relays run in their own sessions (Ctrl-C in the terminal must not hit them before the testnet
+    stops them in order), so nothing else would end them when the testnet is killed or its
+    terminal closes.  Elsewhere the relay's own watchdog on PARENT_ENV is the fallback."""
+
+    prctl = None
+    if sys.platform.startswith("linux"):  # looked up here: the child between fork and exec only calls
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would tell us
+            os._exit(1)
+
+    return preexec
 
 
 def exits_for(relays: int) -> int:
@@ -50,6 +79,7 @@ class Testnet:
         hops: int = 3,
         log_level: str = "warning",
         relay_args: tuple[str, ...] = (),
+        allow_public_listeners: bool = False,
     ) -> None:
         if not 1 <= relays <= 250:
             raise ValueError("a testnet has 1 to 250 relays")
@@ -60,6 +90,15 @@ class Testnet:
         self.hops = min(hops, relays)
         self.log_level = log_level
         self.relay_args = relay_args  # more `onionmesh relay` options for every relay (benchmarks, tests)
+        self.allow_public_listeners = allow_public_listeners
+        exposed = public_listeners(
+            ClientConfig(self.state_dir, socks[0], socks[1], control[0], control[1])
+        )
+        if exposed and not allow_public_listeners:  # before any relay starts
+            raise PublicListenerRefused(
+                f"refusing to listen on {' and '.join(exposed)}: keep it on loopback, "
+                "or pass --allow-public-listeners"
+            )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.client: ClientNode | None = None
 
@@ -98,7 +137,17 @@ class Testnet:
         (self.state_dir / f"relay{i}" / "descriptor").unlink(missing_ok=True)
         log = open(self.state_dir / f"relay{i}.log", "ab")  # noqa: SIM115 - handed to the child
         args = self._relay_args(i, bootstrap)
-        self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True))
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        self.procs.append(
+            subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=env,
+                preexec_fn=die_with_parent(os.getpid()),
+            )
+        )
         log.close()
 
     async def start(self) -> dict[str, object]:
@@ -119,6 +168,7 @@ class Testnet:
                 bootstrap=bootstrap,
                 dht_refresh=TESTNET_DHT_REFRESH,
                 hops=self.hops,
+                allow_public_listeners=self.allow_public_listeners,
             )
         )
         await self.client.start()

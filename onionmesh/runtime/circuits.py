@@ -173,7 +173,8 @@ class CircuitMgr(CircuitStreams):
         if wait_directory and not self.relays() and self.directory_ready is not None:
             # A request that arrives before the first crawl waits for it (bounded), rather than failing.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.directory_ready.wait(), DIRECTORY_WAIT)
+                async with asyncio.timeout(DIRECTORY_WAIT):  # wait_for (3.11) may lose a cancel
+                    await self.directory_ready.wait()
         avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
         relays = self.relays()
         if self.first_hops is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +12,16 @@ from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import status_page
+from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.bridges import BridgeSet
 from onionmesh.runtime.circuits import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.dht_circuit import CircuitDhtChannel
 from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
-from onionmesh.runtime.metrics import MetricsServer, client_metrics
-from onionmesh.runtime.path_policy import PathPolicy
+from onionmesh.runtime.listeners import ListenError
+from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
+from onionmesh.runtime.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.socks_server import SocksListener
 
@@ -29,6 +30,9 @@ log = get_logger("onionmesh.client")
 PREBUILT_CIRCUITS = 2
 POOL_PORTS = 4  # pre-build for at most this many recently used destination ports
 PORT_MEMORY = 3600.0
+PREBUILD_BACKOFF_BASE = 0.5  # after a failed pre-build: 0.25-0.5 s, doubling ...
+PREBUILD_BACKOFF_CAP = 60.0  # ... up to 30-60 s; reset by the first build that works
+IDLE_WAKEUP = 1.0  # with nothing to do, look again this often
 
 
 @dataclass
@@ -45,12 +49,40 @@ class ClientConfig:
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
     bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
     dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
+    allow_public_listeners: bool = False  # SOCKS/control on a non-loopback address (--allow-public-listeners)
+
+
+class PublicListenerRefused(ValueError):
+    """SOCKS or control on a non-loopback address without the explicit override."""
+
+
+def public_listeners(config: ClientConfig) -> list[str]:
+    """The listeners others than this machine's users could reach, as "SOCKS 0.0.0.0:9050"."""
+    out = []
+    for what, host, port in (
+        ("SOCKS", config.socks_host, config.socks_port),
+        ("control", config.control_host, config.control_port),
+    ):
+        if not is_loopback_host(host):
+            out.append(f"{what} {host}:{port}")
+    return out
 
 
 class ClientNode:
     def __init__(self, config: ClientConfig, rng: Rng = DEFAULT_RNG) -> None:
         self.config = config
         self.rng = rng
+        exposed = public_listeners(config)
+        if exposed and not config.allow_public_listeners:
+            raise PublicListenerRefused(
+                f"refusing to listen on {' and '.join(exposed)}: anyone who reaches it can use this proxy "
+                "(and its control API); keep it on loopback, or pass --allow-public-listeners"
+            )
+        for listener in exposed:  # allowed, but never quietly (Tor warns the same way)
+            log.warning(
+                "listening on a non-loopback address: anyone who can reach it can use this proxy",
+                listener=listener,
+            )
         private_dir(Path(config.data_dir))
         self.directory = DhtDirectory(
             Path(config.data_dir), list(config.bootstrap), refresh=config.dht_refresh
@@ -67,21 +99,35 @@ class ClientNode:
         self.metrics_server: MetricsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
+        # What the pre-build loop did, for tests and the curious: wake-ups and builds it started.
+        self.prebuild_wakeups = 0
+        self.prebuild_attempts = 0
+        self._build_backoff = Backoff(base=PREBUILD_BACKOFF_BASE, cap=PREBUILD_BACKOFF_CAP, rng=rng)
+        self.no_path: str | None = None  # why the known relays can form no path, once said
 
     @property
     def relays(self) -> list[RelayDescriptor]:
         return self.directory.relays()
 
     async def start(self) -> None:
+        """Open every listener; one that cannot be opened raises ListenError (one line, no traceback)."""
         await self.directory.start()
         await self.socks.start()
         cookie = load_or_create_cookie(Path(self.config.data_dir), self.rng.random_bytes(32))
         self.control = ControlServer(self, self.config.control_host, self.config.control_port, cookie)
         self.control.extra_routes += status_page.routes(self.control)
-        await self.control.start()
+        try:
+            await self.control.start()
+        except OSError as exc:
+            self.control = None
+            raise ListenError("control", self.config.control_host, self.config.control_port, exc) from None
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(*self.config.metrics, lambda: client_metrics(self))
-            await self.metrics_server.start()
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                self.metrics_server = None
+                raise ListenError("metrics", *self.config.metrics, exc) from None
         self._tasks.append(asyncio.create_task(self._prebuild(), name="circuit-prebuild"))
         log.info(
             "proxy ready", socks_port=self.socks.port, control_port=self.control.port, relays=len(self.relays)
@@ -108,35 +154,65 @@ class ClientNode:
 
     async def _prebuild(self) -> None:
         """Keep a clean circuit ready for each port in use (and a few in all), so that a new stream
-        does not wait for a build; retire expired and idle circuits."""
+        does not wait for a build; retire expired and idle circuits.
+
+        Every pass sleeps: one second when there is nothing to do (or nothing to build with), a
+        backoff with jitter after a build failed.  Cancellation (stop, SIGTERM) always ends it.
+        """
         while True:
+            self.prebuild_wakeups += 1
             now = time.monotonic()
             self.circuits.maintain(now)
-            wanted = 0
-            if self.config.prebuilt_circuits and self.relays:
-                clean = sum(
-                    1
-                    for h in self.circuits.circuits.values()
-                    if h.usable_for(None, NO_ISOLATION, now) and not h.circ.streams
-                )
-                missing = [p for p in self._ports_in_use(now) if not self._ready_for(p, now)]
-                if clean < self.config.prebuilt_circuits and not missing:
-                    missing = self._ports_in_use(now)[:1]
-                for port in missing:
-                    wanted += 1
-                    with contextlib.suppress(Exception):
-                        await self.circuits.build(port=port)
-            if wanted:
-                await asyncio.sleep(0.05)
-            else:  # nothing to do: wait a second, or less if the first crawl lands meanwhile
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._directory_changed(), 1.0)
+            self.policy.save()  # what changed since the last save, at a bounded rate
+            failed = False
+            relays = self.relays
+            if self.config.prebuilt_circuits and relays:
+                for port in self._ports_wanted(now):
+                    self.prebuild_attempts += 1
+                    try:
+                        await self.circuits.build(port=port, wait_directory=False)
+                    except Exception as exc:  # any failure: back off, and say why once
+                        failed = True
+                        self._explain_failure(relays, exc)
+                        break
+                    self._build_backoff.reset()
+                    self.no_path = None
+            if failed:
+                await asyncio.sleep(self._build_backoff.next_delay())
+            else:
+                await self._directory_changed()
+
+    def _ports_wanted(self, now: float) -> list[int]:
+        clean = sum(
+            1
+            for h in self.circuits.circuits.values()
+            if h.usable_for(None, NO_ISOLATION, now) and not h.circ.streams
+        )
+        missing = [p for p in self._ports_in_use(now) if not self._ready_for(p, now)]
+        if clean < self.config.prebuilt_circuits and not missing:
+            missing = self._ports_in_use(now)[:1]
+        return missing
+
+    def _explain_failure(self, relays: list[RelayDescriptor], exc: Exception) -> None:
+        """Say once (until it changes) when the known relays can form no path at all."""
+        reason = no_path_reason(relays, self.config.hops)
+        if reason is not None and reason != self.no_path:
+            log.warning(reason)
+        self.no_path = reason
+        if reason is None:
+            log.debug("pre-build failed", error=type(exc).__name__)
 
     async def _directory_changed(self) -> None:
-        if not self.relays:
-            await self.directory.crawled.wait()
-        else:
-            await asyncio.sleep(1.0)
+        """Sleep until the first crawl lands, or IDLE_WAKEUP; never return at once (an Event that
+        stays set after the first crawl made this loop spin at 100 % of a core)."""
+        if self.directory.crawled.is_set() or self.relays:
+            await asyncio.sleep(IDLE_WAKEUP)
+            return
+        try:
+            async with asyncio.timeout(IDLE_WAKEUP):  # unlike wait_for (3.11), never loses a cancel
+                await self.directory.crawled.wait()
+        except TimeoutError:
+            pass
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -147,8 +223,10 @@ class ClientNode:
             await self.metrics_server.stop()
         if self.control is not None:
             await self.control.stop()
+        if self._tasks:  # bounded: a task that swallowed its cancel must not hang the shutdown
+            await asyncio.wait(self._tasks, timeout=2.0)
         self.circuits.close_all()
-        self.policy.save()
+        self.policy.save(force=True)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -157,4 +235,7 @@ class ClientNode:
             "directory_last_crawl": self.directory.last_crawl,
             "circuits_open": sum(1 for h in self.circuits.circuits.values() if h.built_at),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "no_path": self.no_path,  # why the known relays can form no path, if they cannot
+            "prebuild_wakeups": self.prebuild_wakeups,
+            "prebuild_attempts": self.prebuild_attempts,
         }

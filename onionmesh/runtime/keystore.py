@@ -8,7 +8,10 @@ an older descriptor can still build circuits.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,30 +36,56 @@ def private_dir(path: Path) -> Path:
                 f"{path} has mode {mode:04o}; others may read it. Fix it with: chmod 700 {path}"
             )
         return path
-    path.mkdir(parents=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:  # one line for the user, not a traceback
+        raise OSError(exc.errno, f"cannot create the data directory {path}: {exc.strerror or exc}") from None
     return path
 
 
 def check_secret(path: Path) -> None:
-    """Refuse a key file that group or others may read or write."""
-    mode = path.stat().st_mode & 0o777
+    """Refuse a secret file that group or others may read or write, or that someone else owns."""
+    st = path.stat()
+    mode = st.st_mode & 0o777
     if mode & 0o077:
         raise InsecurePermissions(
             f"{path} has mode {mode:04o}; it must be 0600. Fix it with: chmod 600 {path}"
         )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise InsecurePermissions(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()})")
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Write a secret file atomically with mode 0600 from the first byte on."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a secret file atomically with mode 0600 from the first byte on.
+
+    The temporary file has a fresh random name and is created with O_EXCL|O_NOFOLLOW: a file or
+    a symlink planted in the directory (say a 0644 `NAME.tmp`, or one pointing elsewhere) is never
+    written through, and the mode is 0600 whatever the umask or an earlier file said.
+    """
+    path = Path(path)
+    legacy = path.with_name(path.name + ".tmp")  # what older versions left behind: never reuse it
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+        if not stat.S_ISDIR(os.lstat(legacy).st_mode):
+            os.unlink(legacy)  # unlink removes a symlink itself, never its target
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, flags, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)  # rename replaces a symlink at `path` itself, not its target
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass

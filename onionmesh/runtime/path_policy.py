@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from onionmesh.directory.cbt import BuildTimeLearner
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.guards import GuardSet
-from onionmesh.directory.path_selection import PathRequest, select_path
+from onionmesh.directory.path_selection import PathRequest, relay_subnets, select_path
 from onionmesh.rng import Rng
 from onionmesh.runtime.keystore import write_secret
 
@@ -32,10 +33,23 @@ AVOID_SECONDS = 300.0
 # learned timeout below this floor would abandon healthy builds.
 MIN_BUILD_TIMEOUT = 2.0
 INITIAL_BUILD_TIMEOUT = 30.0
+# guards.json and cbt.json are rewritten (with fsync) only when their text changed, and at most once
+# per this many seconds; stop() saves whatever is pending.  A failing build loop must not wear the disk.
+SAVE_INTERVAL = 10.0
 
 
 class PathPolicy:
-    def __init__(self, data_dir: Path | None, rng: Rng, *, use_guards: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None,
+        rng: Rng,
+        *,
+        use_guards: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self._saved: dict[str, str] = {}
+        self._last_save: float | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.rng = rng
         self.use_guards = use_guards
@@ -54,12 +68,21 @@ class PathPolicy:
         except (OSError, UnicodeDecodeError):
             return ""
 
-    def save(self) -> None:
+    def save(self, *, force: bool = False) -> None:
+        """Write the state files that changed; unless `force`, at most once per SAVE_INTERVAL."""
         if self.data_dir is None:
             return
-        with contextlib.suppress(OSError):
-            write_secret(self.data_dir / "guards.json", self.guards.to_json().encode())
-            write_secret(self.data_dir / "cbt.json", self.cbt.to_json().encode())
+        now = self.clock()
+        if not force and self._last_save is not None and now - self._last_save < SAVE_INTERVAL:
+            return
+        texts = {"guards.json": self.guards.to_json(), "cbt.json": self.cbt.to_json()}
+        for name, text in texts.items():
+            if self._saved.get(name) == text:
+                continue
+            with contextlib.suppress(OSError):
+                write_secret(self.data_dir / name, text.encode())
+                self._saved[name] = text
+        self._last_save = now
 
     # --- choosing ----------------------------------------------------------------------------------
     def avoided(self, now: float) -> frozenset[str]:
@@ -128,3 +151,24 @@ class PathPolicy:
         times = self._failures.setdefault(fingerprint, deque(maxlen=16))
         now = time.time()
         times.extend([now] * count)
+
+
+def no_path_reason(relays: list[RelayDescriptor], hops: int) -> str | None:
+    """Why no path can exist when the known relays share too few /16 networks, in words; else None.
+
+    Relays started by hand on 127.0.0.1, 127.0.0.2, ... all sit in 127.0.0.0/16, and no two relays
+    of a path may share a /16: such a mesh can never carry traffic, and the user must be told why.
+    """
+    if not relays or hops < 2:
+        return None
+    nets = sorted({min(relay_subnets(d)) for d in relays if d.link_addresses})
+    if len(nets) >= hops:
+        return None
+    known = f"{len(relays)} relay{'s' if len(relays) != 1 else ''} known"
+    if len(nets) == 1:
+        where = f"all in {nets[0]}" if len(relays) > 1 else f"in {nets[0]}"
+        return f"{known}, {where}: no path satisfies the /16 rule"
+    return (
+        f"{known}, in only {len(nets)} /16 networks ({', '.join(nets)}): "
+        f"no {hops}-hop path satisfies the /16 rule"
+    )

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import resource
 import socket
 import time
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
 from onionmesh.runtime.circuits import CircuitMgr, StreamFailed
+from onionmesh.runtime.listeners import WarnEvery, accept_loop, bind_listeners
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
 
@@ -25,6 +27,8 @@ log = get_logger("onionmesh.socks")
 REQUEST_DEADLINE = 60.0
 STREAM_TIMEOUT = 20.0
 HANDSHAKE_TIMEOUT = 30.0
+MAX_CONNECTIONS = 4096  # at most; see default_max_connections
+MAX_HANDSHAKES = 128  # connections that have not yet sent their request
 MAX_ATTEMPTS = 3
 LISTEN_BACKLOG = 1024  # a browser opens dozens of connections at once; asyncio's default is 100
 
@@ -48,46 +52,146 @@ RETRY_ELSEWHERE = {
 }
 
 
+def default_max_connections() -> int:
+    """Half the descriptors this process may open (each SOCKS stream costs one), at most 4096:
+    the other half stays for links, the DHT, the control API and logs."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 1024
+    if soft <= 0 or soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft // 2))
+
+
 class SocksListener:
-    def __init__(self, circuits: CircuitMgr, host: str, port: int) -> None:
+    """Accepts SOCKS connections, at most `max_connections` at once and at most `max_handshakes`
+    of them still in their handshake: a newcomer past that closes the oldest one still in its
+    handshake (idle connections cannot lock users out), and one past `max_connections` is closed
+    at once.  Every connection is closed on every path (a handshake that times out included)."""
+
+    def __init__(
+        self,
+        circuits: CircuitMgr,
+        host: str,
+        port: int,
+        *,
+        max_connections: int | None = None,
+        max_handshakes: int = MAX_HANDSHAKES,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
         self.circuits = circuits
         self.host = host
         self.port = port
-        self._server: asyncio.base_events.Server | None = None
+        self.max_connections = max_connections or default_max_connections()
+        self.max_handshakes = max_handshakes
+        self.handshake_timeout = handshake_timeout
+        self._sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[asyncio.StreamWriter] = set()
+        # Connections that have not sent their request yet, oldest first (the writer once it exists).
+        self._handshaking: dict[socket.socket, asyncio.StreamWriter | None] = {}
+        self.refused = 0  # closed at once: max_connections reached
+        self.evicted = 0  # closed in their handshake to make room for a newcomer
+        self._warn_full = WarnEvery()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, reuse_address=True, backlog=LISTEN_BACKLOG
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._sockets = bind_listeners("SOCKS", self.host, self.port, LISTEN_BACKLOG)
+        self.port = self._sockets[0].getsockname()[1]
+        self._accepting = [
+            asyncio.create_task(accept_loop(s, "SOCKS", self._accepted, self._shed), name="socks-accept")
+            for s in self._sockets
+        ]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for task in self._accepting:
+            task.cancel()
+        for sock in self._sockets:
+            sock.close()
         for writer in list(self._conns):
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @property
+    def connections(self) -> int:
+        return len(self._tasks)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        if len(self._tasks) >= self.max_connections:  # one task per connection, until it closes
+            self.refused += 1
+            conn.close()
+            self._warn_full(
+                "SOCKS: connection limit reached; refusing new connections",
+                time.monotonic(),
+                limit=self.max_connections,
+            )
+            return
+        if len(self._handshaking) >= self.max_handshakes:
+            self._shed()
+        self._handshaking[conn] = None
+        task = asyncio.create_task(self._serve_socket(conn), name="socks-conn")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _shed(self) -> bool:
+        """Close the oldest connection still in its handshake (it frees a descriptor)."""
+        for conn, writer in self._handshaking.items():
+            del self._handshaking[conn]
+            self.evicted += 1
+            if writer is not None:
+                writer.close()
+            else:  # its task has not started: the peer sees EOF now, the task closes it
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        if conn not in self._handshaking:  # shed before it started
+            conn.close()
+            return
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            self._handshaking.pop(conn, None)
+            conn.close()
+            return
+        if conn not in self._handshaking:
+            writer.close()
+            return
+        self._handshaking[conn] = writer
+        await self._serve(conn, reader, writer)
+
+    async def _serve(
+        self, conn: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self._conns.add(writer)
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         machine = SocksServer()
+        attached = False
         try:
-            request = await asyncio.wait_for(self._handshake(machine, reader, writer), HANDSHAKE_TIMEOUT)
+            try:
+                async with asyncio.timeout(self.handshake_timeout):
+                    request = await self._handshake(machine, reader, writer)
+            finally:
+                self._handshaking.pop(conn, None)
             if request is None:
                 return
             if request.command is SocksCommand.CONNECT:
-                await self._connect(machine, request, reader, writer)
+                attached = await self._connect(machine, request, reader, writer)
             else:
                 await self._resolve(machine, request, writer)
+            if attached:  # the stream owns the socket now; count it until it closes
+                await writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
             pass
         except Exception as exc:  # one broken request must never stop the listener
             log.error("socks connection failed: internal error", error=type(exc).__name__)
-            writer.close()
         finally:
             self._conns.discard(writer)
+            if not attached:
+                writer.close()
 
     async def _handshake(
         self, machine: SocksServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -131,7 +235,8 @@ class SocksListener:
         request: SocksRequest,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-    ) -> None:
+    ) -> bool:
+        """Open the stream (retrying through other exits); True once the socket is attached to it."""
         isolation = (request.username, request.password)
         deadline = time.monotonic() + REQUEST_DEADLINE
         self.circuits.ports_seen[request.port] = time.monotonic()
@@ -175,9 +280,10 @@ class SocksListener:
             self._reply(machine, writer, SocksReply.SUCCEEDED)
             self.circuits.attach(handle, sid, reader, writer, machine.take_leftover())
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
-            return
+            return True
         self._reply(machine, writer, code)
         await _close(writer)
+        return False
 
     async def _resolve(
         self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter

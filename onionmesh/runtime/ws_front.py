@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from onionmesh.runtime.keystore import write_secret
+from onionmesh.runtime.keystore import check_secret, write_secret
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.ws_transport import MAX_MSG, WsReader, WsWriter, pump
 
@@ -50,6 +50,8 @@ OnLink = Callable[[WsReader, WsWriter], None]
 def load_or_create_secret(data_dir: Path, random_bytes: Callable[[int], bytes]) -> str:
     """The secret path segment: 43 URL-safe characters (256 bits), created once, file 0600."""
     path = Path(data_dir) / SECRET_FILE
+    if path.exists():
+        check_secret(path)  # the path is the bridge's password: refuse one others may read, as keys
     try:
         text = path.read_text(encoding="ascii").strip()
         if len(text) >= 22:
