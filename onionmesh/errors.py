@@ -4,6 +4,10 @@ Peer input can only raise `RemoteProtocolError` (or its `Truncated` cousin, whic
 "need more bytes" and is never an error by itself).  Exception text never goes on the wire.
 """
 
+from __future__ import annotations
+
+from enum import IntEnum
+
 
 class OnionmeshError(Exception):
     """Base of every error onionmesh raises on purpose."""
@@ -35,3 +39,32 @@ class DirectoryError(OnionmeshError):
 
 class PolicyError(OnionmeshError):
     """An exit policy string does not parse."""
+
+
+class StreamFailed(OnionmeshError):
+    """A stream the client asked for ended before it was usable; `reason` is the END reason
+    (a `wire.relay_msg.EndReason`, typed loosely here because errors sit below wire)."""
+
+    def __init__(self, reason: IntEnum) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+class ExitRefused(OnionmeshError):
+    """The exit will not connect or resolve; `reason` is the END reason it answers with."""
+
+    def __init__(self, reason: IntEnum) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+class InsecurePermissions(OnionmeshError, OSError):
+    """A data directory or key file that others may read: refuse to run, as Tor does."""
+
+
+class ConfigError(OnionmeshError, ValueError):
+    """The settings are unusable; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
