@@ -206,6 +206,6 @@ class SocksListener:
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
         await writer.drain()
         writer.close()

@@ -207,7 +207,7 @@ class StreamBridge:
         self.window_open.set()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, RuntimeError):  # the socket may be gone already
             if self._pending:  # what arrived before the END still goes out, then EOF
                 self.writer.write(b"".join(self._pending))
                 self._pending.clear()
@@ -216,7 +216,7 @@ class StreamBridge:
         asyncio.get_running_loop().call_later(0, self._close_writer)
 
     def _close_writer(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, RuntimeError):
             self.writer.close()
 
     def close(self) -> None:
