@@ -4,6 +4,11 @@ Peer input can only raise `RemoteProtocolError` (or its `Truncated` cousin, whic
 "need more bytes" and is never an error by itself).  Exception text never goes on the wire.
 """
 
+from __future__ import annotations
+
+import errno
+from enum import IntEnum
+
 
 class OnionmeshError(Exception):
     """Base of every error onionmesh raises on purpose."""
@@ -35,3 +40,50 @@ class DirectoryError(OnionmeshError):
 
 class PolicyError(OnionmeshError):
     """An exit policy string does not parse."""
+
+
+class StreamFailed(OnionmeshError):
+    """A stream the client asked for ended before it was usable; `reason` is the END reason
+    (a `wire.relay_msg.EndReason`, typed loosely here because errors sit below wire)."""
+
+    def __init__(self, reason: IntEnum) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+class ExitRefused(OnionmeshError):
+    """The exit will not connect or resolve; `reason` is the END reason it answers with."""
+
+    def __init__(self, reason: IntEnum) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+class InsecurePermissions(OnionmeshError, OSError):
+    """A data directory or key file that others may read: refuse to run, as Tor does."""
+
+
+class ConfigError(OnionmeshError, ValueError):
+    """The settings are unusable; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class ListenError(OnionmeshError, OSError):
+    """A listener could not be opened: the message is the whole story, for one line on stderr."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        if cause.errno == errno.EADDRINUSE:
+            reason = "address already in use (another program, or another onionmesh, has it)"
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(cause.errno, f"cannot listen on {shown}:{port} ({what}): {reason}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class PublicListenerRefused(OnionmeshError, ValueError):
+    """SOCKS or control on a non-loopback address without the explicit override."""

@@ -7,21 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from onionmesh.app.cli_args import DEFAULT_HOME, build_parser, host_port
+from onionmesh.app.cli_args import DEFAULT_HOME, bootstrap_contacts, build_parser, host_port
 from onionmesh.errors import PolicyError
 from onionmesh.runtime import safelog
-
-
-def bootstrap_contacts(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
-    from onionmesh.runtime.dht_directory import parse_bootstrap_file
-
-    contacts = list(args.bootstrap)
-    if args.bootstrap_file is not None:
-        try:
-            contacts += parse_bootstrap_file(args.bootstrap_file)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"onionmesh: cannot read --bootstrap-file: {exc}") from None
-    return tuple(contacts)
 
 
 def resolve_overrides(items: list[str]) -> dict[str, list[str]]:
@@ -206,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
-    from onionmesh.runtime.client_node import PublicListenerRefused
+    from onionmesh.errors import PublicListenerRefused
     from onionmesh.runtime.keystore import InsecurePermissions
 
     try:

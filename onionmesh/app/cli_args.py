@@ -56,6 +56,20 @@ def _add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--bootstrap-file", type=Path, default=None, help="DHT contacts, one HOST:PORT per line")
 
 
+def bootstrap_contacts(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
+    """The DHT contacts of --bootstrap and --bootstrap-file (here, beside the flags, so every command
+    module can use it without importing cli)."""
+    from onionmesh.runtime.dht_directory import parse_bootstrap_file
+
+    contacts = list(args.bootstrap)
+    if args.bootstrap_file is not None:
+        try:
+            contacts += parse_bootstrap_file(args.bootstrap_file)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"onionmesh: cannot read --bootstrap-file: {exc}") from None
+    return tuple(contacts)
+
+
 def _add_public_listeners(p: argparse.ArgumentParser) -> None:
     # A flag only, never a config-file key: exposing the proxy must be a deliberate act each run.
     p.add_argument(

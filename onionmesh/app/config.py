@@ -27,15 +27,7 @@ from onionmesh.app.settings_schema import (
     coerce,
     shown,
 )
-
-
-class ConfigError(ValueError):
-    """The settings are unusable; ``problems`` lists every problem found, not just the first."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
-
+from onionmesh.errors import ConfigError
 
 # --- files ---------------------------------------------------------------------------------------
 MAX_PROBLEMS = 200

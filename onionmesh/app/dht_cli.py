@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from onionmesh.app.cli_args import bootstrap_contacts
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.view import NetView
 from onionmesh.runtime.dht import DhtNode
@@ -95,8 +96,6 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
 
 
 def cmd_dht(args: argparse.Namespace) -> int:
-    from onionmesh.app.cli import bootstrap_contacts
-
     contacts = list(bootstrap_contacts(args))
     if not contacts:
         raise SystemExit("onionmesh dht: give at least one --bootstrap HOST:PORT")

@@ -15,12 +15,11 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
-from nacl.exceptions import CryptoError as NaclCryptoError
-from nacl.exceptions import RuntimeError as NaclRuntimeError
+from nacl.bindings import crypto_scalarmult_base
 
 from onionmesh.crypto import kdf
 from onionmesh.crypto.onion_layer import LOCAL_SUITES, LayerSuite
+from onionmesh.crypto.x25519 import x25519
 from onionmesh.errors import CryptoError, RemoteProtocolError
 from onionmesh.rng import Rng
 
@@ -41,17 +40,6 @@ LOCAL_TYPES = tuple(TYPE_OF_SUITE[s] for s in LOCAL_SUITES)  # best first
 CLIENT_HANDSHAKE_LEN = 96  # ID(32) | B(32) | X(32)
 SERVER_HANDSHAKE_LEN = 64  # Y(32) | AUTH(32)
 HOP_KEY_MATERIAL_LEN = 128  # forward (Ks 32, Kf 32), backward (Ks 32, Kf 32)
-
-
-def _dh(secret: bytes, public: bytes) -> bytes:
-    """X25519; refuses the all-zero output (a low-order point), as ntor requires."""
-    try:
-        out = crypto_scalarmult(secret, public)
-    except (NaclRuntimeError, NaclCryptoError, ValueError) as exc:
-        raise CryptoError("X25519 produced the point at infinity") from exc
-    if out == bytes(32):
-        raise CryptoError("X25519 produced the point at infinity")
-    return out
 
 
 def best_type(offered: frozenset[int] | set[int]) -> int:
@@ -129,8 +117,8 @@ def client_finish(state: ClientHandshakeState, reply: bytes) -> HopKeys:
         raise RemoteProtocolError("handshake reply has the wrong length")
     y_pub, auth = reply[:32], reply[32:]
     secret_input = (
-        _dh(state.x_secret, y_pub)
-        + _dh(state.x_secret, state.onion_pk)
+        x25519(state.x_secret, y_pub, "ntor")
+        + x25519(state.x_secret, state.onion_pk, "ntor")
         + state.identity_pk
         + state.onion_pk
         + state.x_public
@@ -172,8 +160,8 @@ def server_respond(
     y = rng.random_bytes(32)
     y_pub = crypto_scalarmult_base(y)
     secret_input = (
-        _dh(y, skin.x_public)
-        + _dh(onion_secret, skin.x_public)
+        x25519(y, skin.x_public, "ntor")
+        + x25519(onion_secret, skin.x_public, "ntor")
         + identity_pk
         + skin.onion_pk
         + skin.x_public

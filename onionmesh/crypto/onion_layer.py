@@ -36,8 +36,8 @@ from onionmesh.crypto.sodium import (
     poly1305_mac,
     xchacha20_xor_tail,
 )
+from onionmesh.wire.relay_msg import TAG_LEN  # part of the cell layout, so wire owns it
 
-TAG_LEN = 12
 ZERO_TAG = bytes(TAG_LEN)
 MAC_LEN = 16
 NEXT_LEN = 80  # keystream after the body: next Ks (32) ‖ next Kf (32) ‖ digest mask M (16)

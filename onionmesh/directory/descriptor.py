@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKeyCert, fingerprint, verify_signature
 from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, Truncated
+from onionmesh.wire.bridge_cells import MAX_DESCRIPTOR_LEN  # the wire's bound, re-exported
 from onionmesh.wire.buffer import Buffer
 
 DESCRIPTOR_VERSION = 1
@@ -49,7 +50,6 @@ MAX_LINK_ADDRESSES = 4
 MAX_EXIT_POLICY_LEN = 1024
 MAX_FAMILY = 8
 MAX_PROTOCOLS_LEN = 64
-MAX_DESCRIPTOR_LEN = 2048
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 

@@ -29,13 +29,12 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
-from nacl.exceptions import CryptoError as NaclCryptoError
-from nacl.exceptions import RuntimeError as NaclRuntimeError
+from nacl.bindings import crypto_scalarmult_base
 
 from onionmesh.crypto import kdf, sodium
 from onionmesh.crypto.keys import IdentityKey, verify_signature
 from onionmesh.crypto.sodium import chacha20poly1305_decrypt, chacha20poly1305_encrypt
+from onionmesh.crypto.x25519 import x25519
 from onionmesh.errors import CryptoError, LocalProtocolError, RemoteProtocolError
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import CELL_LEN, Cell
@@ -194,13 +193,7 @@ class LinkProtocol:
         self._e_public = crypto_scalarmult_base(self._e_secret)
 
     def _dh(self, peer_public: bytes) -> bytes:
-        try:
-            shared = crypto_scalarmult(self._e_secret, peer_public)
-        except (NaclRuntimeError, NaclCryptoError, ValueError) as exc:
-            raise CryptoError("bad ephemeral key on link") from exc
-        if shared == bytes(32):
-            raise CryptoError("bad ephemeral key on link")
-        return shared
+        return x25519(self._e_secret, peer_public, "link handshake")
 
     def _open_records(self, prk: bytes, suite: int) -> None:
         """Derive the suite's record keys and bind its AEAD for both directions: the link is open."""

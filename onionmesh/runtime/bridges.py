@@ -80,7 +80,7 @@ class BridgeSet:
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         owner = _BridgeLinkOwner(mgr, waiter)
         try:
-            link = await open_ws_link(line, owner, self.rng, limits=getattr(owner, "limits", None))
+            link = await open_ws_link(line, owner, self.rng, limits=mgr.limits)  # the client's budget
             link.send_cell(Cell(0, CellCommand.DESCRIPTOR_GET))
             raw = await asyncio.wait_for(waiter, DESCRIPTOR_TIMEOUT)
             desc = decode_and_verify(raw, time.time())

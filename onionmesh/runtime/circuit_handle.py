@@ -12,20 +12,14 @@ from dataclasses import dataclass, field
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
+from onionmesh.errors import StreamFailed as StreamFailed  # re-exported: circuits imports it from here
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
 from onionmesh.runtime.link import Link
 from onionmesh.runtime.stream_bridge import StreamBridge
-from onionmesh.wire.relay_msg import EndReason
 
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
 NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
-
-
-class StreamFailed(Exception):
-    def __init__(self, reason: EndReason) -> None:
-        super().__init__(reason.name)
-        self.reason = reason
 
 
 @dataclass(eq=False)

@@ -39,7 +39,7 @@ from onionmesh.runtime.circuit_handle import (
 from onionmesh.runtime.circuit_streams import CircuitStreams
 from onionmesh.runtime.link import Link, LinkLimits, open_link
 from onionmesh.runtime.path_policy import PathPolicy
-from onionmesh.runtime.safelog import get_logger
+from onionmesh.runtime.safelog import Throttle, get_logger
 from onionmesh.runtime.stream_bridge import route_stream_event
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
 from onionmesh.wire.relay_msg import EndReason
@@ -85,6 +85,8 @@ class CircuitMgr(CircuitStreams):
         self.listeners: list[Callable[[str, CircuitHandle], None]] = []
         self.stream_listeners: list[Callable[[str, CircuitHandle, int], None]] = []
         self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
+        self.listener_errors = 0  # exceptions raised by listeners (control API, status page)
+        self._log_throttle = Throttle()
         budget = QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES)
         self.limits = LinkLimits(budget)
         self.memory = oom.MemoryGuard(
@@ -139,13 +141,23 @@ class CircuitMgr(CircuitStreams):
     # --- building ------------------------------------------------------------------------------
     def _emit(self, what: str, handle: CircuitHandle) -> None:
         for listener in self.listeners:
-            with contextlib.suppress(Exception):
+            try:
                 listener(what, handle)
+            except Exception as exc:  # a listener's bug must not stop the circuits: log it, count it
+                self._listener_failed(exc)
 
     def _emit_stream(self, what: str, handle: CircuitHandle, stream_id: int) -> None:
         for listener in self.stream_listeners:
-            with contextlib.suppress(Exception):
+            try:
                 listener(what, handle, stream_id)
+            except Exception as exc:  # as in _emit
+                self._listener_failed(exc)
+
+    def _listener_failed(self, exc: Exception) -> None:
+        self.listener_errors += 1
+        held = self._log_throttle.allow("listener")
+        if held is not None:
+            log.warning("circuit event listener failed", error=type(exc).__name__, repeats_not_logged=held)
 
     def totals(self) -> tuple[int, int]:
         """Bytes carried in and out by all circuits, open and closed."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.errors import ListenError, PublicListenerRefused
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime import status_page
 from onionmesh.runtime.backoff import Backoff
@@ -19,7 +20,6 @@ from onionmesh.runtime.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.dht_circuit import CircuitDhtChannel
 from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.keystore import private_dir
-from onionmesh.runtime.listeners import ListenError
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
 from onionmesh.runtime.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.safelog import get_logger
@@ -50,10 +50,6 @@ class ClientConfig:
     bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
     dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
     allow_public_listeners: bool = False  # SOCKS/control on a non-loopback address (--allow-public-listeners)
-
-
-class PublicListenerRefused(ValueError):
-    """SOCKS or control on a non-loopback address without the explicit override."""
 
 
 def public_listeners(config: ClientConfig) -> list[str]:

@@ -378,7 +378,7 @@ class ControlServer:
             if ws.closed:
                 self._sockets.discard(ws)
                 continue
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(RuntimeError):  # no running loop: shutting down
                 asyncio.get_running_loop().create_task(ws.send_str(text))
 
     def _on_circuit(self, what: str, handle: CircuitHandle) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.directory.special_addresses import same_host
+from onionmesh.errors import ExitRefused
 from onionmesh.wire.relay_msg import BeginFlags, EndReason
 
 RESOLVE_TIMEOUT = 10.0
@@ -58,12 +59,6 @@ class ExitRules:
         """
         accepts = [r for r in self.policy.rules if r.accept]
         return bool(accepts) and all(r.network is not None and r.network.is_loopback for r in accepts)
-
-
-class ExitRefused(Exception):
-    def __init__(self, reason: EndReason) -> None:
-        super().__init__(reason.name)
-        self.reason = reason
 
 
 def local_name_addresses(host: str) -> list[str] | None:

@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
+from onionmesh.errors import InsecurePermissions
 from onionmesh.rng import Rng
 
 ONION_ROTATION = 7 * 24 * 3600
 ONION_GRACE = 7 * 24 * 3600
-
-
-class InsecurePermissions(OSError):
-    """A data directory or key file that others may read: refuse to run, as Tor does."""
 
 
 def private_dir(path: Path) -> Path:

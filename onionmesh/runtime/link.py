@@ -79,7 +79,7 @@ class Link:
         self._draining = False
         transport = writer.transport
         if transport is not None:  # drain() then waits only for the socket to fall to a quarter
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(AttributeError, NotImplementedError):  # WsWriter has none
                 transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_HIGH_WATER // 4)
         self._loop = asyncio.get_running_loop()
         self._last_heard = self._loop.time()
@@ -275,7 +275,7 @@ class Link:
         self.proto.close()
         for circ_id in list(self.scheduler.queues):  # what never left counts against no budget
             self.scheduler.drop(circ_id)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, RuntimeError):  # a socket already gone, a loop closing
             self.writer.close()
         current = asyncio.current_task()
         for task in self._tasks:

@@ -16,6 +16,7 @@ import errno
 import socket
 from collections.abc import Awaitable, Callable
 
+from onionmesh.errors import ListenError
 from onionmesh.runtime.safelog import get_logger
 
 log = get_logger("onionmesh.listen")
@@ -23,20 +24,6 @@ log = get_logger("onionmesh.listen")
 ACCEPT_PAUSE = 0.5  # after EMFILE/ENFILE: stop accepting this long (the kernel keeps the backlog)
 WARN_INTERVAL = 60.0
 OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-class ListenError(OSError):
-    """A listener could not be opened: the message is the whole story, for one line on stderr."""
-
-    def __init__(self, what: str, host: str, port: int, cause: OSError) -> None:
-        reason = cause.strerror or str(cause)
-        if cause.errno == errno.EADDRINUSE:
-            reason = "address already in use (another program, or another onionmesh, has it)"
-        shown = f"[{host}]" if ":" in host else host
-        super().__init__(cause.errno, f"cannot listen on {shown}:{port} ({what}): {reason}")
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 def bind_listeners(what: str, host: str, port: int, backlog: int) -> list[socket.socket]:

@@ -5,7 +5,8 @@ counters and sizes when a scrape arrives.  Like Tor's MetricsPort, the output ho
 and gauges only: no destinations, no peer addresses, no fingerprints; every label value comes
 from a fixed vocabulary.
 
-* `Metric` and `render()`: the Prometheus text exposition format 0.0.4, no dependency.
+* `Metric`, `ScrapeCollector` and `render()`: the families read for one scrape, written in the
+  Prometheus text exposition format 0.0.4 by prometheus_client (its escaping and numbers).
 * `relay_metrics(node)`, `client_metrics(node)`: collectors; a missing field reads as 0.
 * `MetricsServer`: HTTP GET /metrics on loopback (aiohttp).
 """
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import math
 import os
 import re
 import resource
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric as PromMetric
 
 from onionmesh.directory.dht_records import StoreResult
 from onionmesh.proto.link import SUITE_NAMES
@@ -32,6 +34,8 @@ from onionmesh.runtime.safelog import get_logger
 
 log = get_logger("onionmesh.metrics")
 
+# generate_latest writes the 0.0.4 text format; prometheus_client's CONTENT_TYPE_LATEST names its
+# newer 1.0.0 (UTF-8 names), which these names, all in the legacy charset, do not need.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -60,56 +64,52 @@ class Metric:
 
 
 # --- exposition -------------------------------------------------------------------------------
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _check(m: Metric) -> None:
+    if not _NAME.match(m.name) or m.kind not in ("counter", "gauge"):
+        raise ValueError(f"bad metric {m.name!r} of kind {m.kind!r}")
+    if m.kind == "counter" and not m.name.endswith("_total"):
+        raise ValueError(f"counter {m.name!r} must end in _total")
+    for labels, _ in m.samples:
+        for key in labels:
+            if not _LABEL.match(key) or key.startswith("__"):
+                raise ValueError(f"bad label name {key!r} in {m.name}")
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**63:
-        return str(int(value))
-    return repr(float(value))
-
-
-def render(metrics: Iterable[Metric]) -> str:
-    """The text exposition format 0.0.4: HELP and TYPE once per family, families merged by name.
+def families(metrics: Iterable[Metric]) -> list[PromMetric]:
+    """prometheus_client families, merged by name (HELP and TYPE once per family).
 
     Raises ValueError on a bad name or label name, a counter not named `*_total`, or one name
     given two kinds.
     """
-    families: dict[str, Metric] = {}
+    merged: dict[str, PromMetric] = {}
     for m in metrics:
-        if not _NAME.match(m.name) or m.kind not in ("counter", "gauge"):
-            raise ValueError(f"bad metric {m.name!r} of kind {m.kind!r}")
-        if m.kind == "counter" and not m.name.endswith("_total"):
-            raise ValueError(f"counter {m.name!r} must end in _total")
-        known = families.get(m.name)
-        if known is None:
-            families[m.name] = Metric(m.name, m.kind, m.help, list(m.samples))
-        elif known.kind != m.kind:
-            raise ValueError(f"{m.name!r} declared as both {known.kind} and {m.kind}")
-        else:
-            known.samples.extend(m.samples)
-    lines: list[str] = []
-    for m in families.values():
-        lines.append(f"# HELP {m.name} {_escape_help(m.help)}")
-        lines.append(f"# TYPE {m.name} {m.kind}")
+        _check(m)
+        family = merged.get(m.name)
+        if family is None:  # prometheus_client names a counter's family without its _total
+            name = m.name.removesuffix("_total") if m.kind == "counter" else m.name
+            family = PromMetric(name, m.help, m.kind)
+            merged[m.name] = family
+        elif family.type != m.kind:
+            raise ValueError(f"{m.name!r} declared as both {family.type} and {m.kind}")
         for labels, value in m.samples:
-            for key in labels:
-                if not _LABEL.match(key) or key.startswith("__"):
-                    raise ValueError(f"bad label name {key!r} in {m.name}")
-            text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in sorted(labels.items()))
-            lines.append(
-                f"{m.name}{{{text}}} {_format_value(value)}" if text else f"{m.name} {_format_value(value)}"
-            )
-    return "\n".join(lines) + "\n"
+            family.add_sample(m.name, {k: str(v) for k, v in labels.items()}, float(value))
+    return list(merged.values())
+
+
+class ScrapeCollector:
+    """A prometheus_client custom collector: `read` is called at each scrape, so the hot path
+    counts nothing for metrics.  Register it in a `CollectorRegistry`, or let `render` use it."""
+
+    def __init__(self, read: Callable[[], Iterable[Metric]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[PromMetric]:
+        return iter(families(self.read()))
+
+
+def render(metrics: Iterable[Metric]) -> str:
+    """The text exposition format 0.0.4, written by prometheus_client (its escaping and numbers)."""
+    return generate_latest(ScrapeCollector(lambda: metrics)).decode()
 
 
 # --- collectors -------------------------------------------------------------------------------

@@ -95,8 +95,10 @@ class MemoryGuard:
         streams: Callable[[], Iterable[tuple[Hashable, Iterable[StreamBridge]]]],
         circuit_of: Callable[[Link, int], Hashable | None],
         destroy: Callable[[Hashable], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.budget = budget
+        self.clock = clock  # paces heap trims; injectable so tests need not patch `time`
         self._links, self._streams = links, streams
         self._circuit_of, self._destroy = circuit_of, destroy
         self._last_trim = 0.0
@@ -127,7 +129,7 @@ class MemoryGuard:
         queued = self.queued_bytes()
         if queued > self.budget.limit:
             return self.reclaim()
-        now = time.monotonic()
+        now = self.clock()
         was_queued, self._was_queued = self._was_queued, queued >= TRIM_BELOW
         if self._was_queued or _malloc_trim is None:
             return 0

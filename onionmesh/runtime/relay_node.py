@@ -183,12 +183,12 @@ class RelayNode(CircuitSwitch):
         for link in list(self.links):
             link.close()
         if self.front is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, RuntimeError):
                 await self.front.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     def make_descriptor(self) -> RelayDescriptor:

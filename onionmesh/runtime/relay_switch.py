@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from onionmesh.crypto import ntor
-from onionmesh.errors import OnionmeshError
+from onionmesh.errors import OnionmeshError, RemoteProtocolError
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
 from onionmesh.proto.relay_circuit import RelayCircuit
@@ -134,12 +134,12 @@ class CircuitSwitch:
                 if side is Side.FROM_PREV:
                     entry.circ.handle_forward(cell.command, cell.payload)
                 elif cell.command is CellCommand.RELAY_EARLY:
-                    raise OnionmeshError("RELAY_EARLY toward the client")
+                    raise RemoteProtocolError("RELAY_EARLY toward the client")
                 else:
                     entry.circ.handle_backward(cell.payload)
                 self._after(entry)
             else:
-                raise OnionmeshError(f"unexpected {cell.command.name}")
+                raise RemoteProtocolError(f"unexpected {cell.command.name}")
         except OnionmeshError as exc:
             log.info("circuit destroyed: protocol violation", detail=str(exc))
             self.stats["destroyed_protocol"] += 1
@@ -160,7 +160,7 @@ class CircuitSwitch:
             skin = ntor.parse_onionskin(hdata)
             secret = self.keys.onion_secret_for(skin.onion_pk)
             if secret is None:
-                raise OnionmeshError("onionskin for an onion key we do not hold")
+                raise RemoteProtocolError("onionskin for an onion key we do not hold")
             reply, keys = ntor.server_respond(skin, self.keys.identity.public, secret, self.rng, htype)
         except OnionmeshError as exc:
             self._count("handshakes_failed")

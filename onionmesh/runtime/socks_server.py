@@ -312,6 +312,6 @@ class SocksListener:
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
         await writer.drain()
         writer.close()

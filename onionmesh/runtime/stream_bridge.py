@@ -31,7 +31,11 @@ class StreamBridge:
         writer: asyncio.StreamWriter,
         flush: Callable[[], None],
         on_close: Callable[[], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        # when buffered data began to wait (the OOM policy's staleness): the loop's clock unless
+        # a test injects one
+        self.clock = clock or asyncio.get_running_loop().time
         self.on_close = on_close
         self.endpoint = endpoint
         self.stream_id = stream_id
@@ -43,7 +47,7 @@ class StreamBridge:
         self.closed = False
         self._unacked = 0
         self._pending: list[bytes] = []  # delivered this loop turn, not yet written
-        self.buffered_since = asyncio.get_running_loop().time()  # when buffered data last began to wait
+        self.buffered_since = self.clock()  # when buffered data last began to wait
         self._draining = False
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -151,7 +155,7 @@ class StreamBridge:
         cells = len(self._pending)
         self._pending.clear()
         if self._write_buffered() == 0:
-            self.buffered_since = asyncio.get_running_loop().time()
+            self.buffered_since = self.clock()
         try:
             self.writer.write(data)
         except (ConnectionError, RuntimeError):
@@ -207,7 +211,7 @@ class StreamBridge:
         self.window_open.set()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, RuntimeError):  # the socket may be gone already
             if self._pending:  # what arrived before the END still goes out, then EOF
                 self.writer.write(b"".join(self._pending))
                 self._pending.clear()
@@ -216,7 +220,7 @@ class StreamBridge:
         asyncio.get_running_loop().call_later(0, self._close_writer)
 
     def _close_writer(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, RuntimeError):
             self.writer.close()
 
     def close(self) -> None:

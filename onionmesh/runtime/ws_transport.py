@@ -138,11 +138,13 @@ class WsWriter:
         self._spawn(self._close())
 
     async def _close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws.close(), 2)
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError, OSError):
+            await asyncio.wait_for(self._ws.close(), 2)  # best effort: the peer may be gone
         if self._on_close is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._on_close()
+            except (RuntimeError, aiohttp.ClientError, OSError) as exc:  # closing the session
+                log.info("WebSocket session close failed", error=type(exc).__name__)
 
 
 async def pump(ws: Any, reader: WsReader, writer: WsWriter) -> None:
@@ -155,7 +157,7 @@ async def pump(ws: Any, reader: WsReader, writer: WsWriter) -> None:
                 reader.feed(msg.data)
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, OSError):
                     await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA)
             break  # CLOSE, CLOSING, CLOSED, ERROR (e.g. a message over MAX_MSG)
     except (ConnectionError, RuntimeError, aiohttp.ClientError, OSError, asyncio.CancelledError):

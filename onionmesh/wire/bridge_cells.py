@@ -12,11 +12,13 @@ needs; the client verifies it against the identity key of the bridge line.
 
 from __future__ import annotations
 
-from onionmesh.directory.descriptor import MAX_DESCRIPTOR_LEN
 from onionmesh.errors import RemoteProtocolError, Truncated
 from onionmesh.wire.buffer import Buffer
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN
 
+# The largest signed descriptor any wire carries (here, and as a DHT value); directory.descriptor
+# enforces it when encoding and decoding.
+MAX_DESCRIPTOR_LEN = 2048
 MORE = 0x01
 CHUNK_MAX = CELL_PAYLOAD_LEN - 3  # flags u8 + length u16
 

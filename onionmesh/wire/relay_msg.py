@@ -6,7 +6,7 @@ The padding is zeros: the layer cipher turns every byte into noise on the wire. 
 for each command live here as frozen dataclasses with `encode()` / `decode()`; decoding peer
 bytes raises only `RemoteProtocolError`.  Layout: docs/protocol.md, "Relay messages".
 
-Not in this module: the tag and layers (crypto.onion_layer), deciding what a message means.
+Not in this module: the layer cipher that computes the tag (crypto.onion_layer), what a message means.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from onionmesh.crypto.onion_layer import TAG_LEN
 from onionmesh.errors import RemoteProtocolError, Truncated
 from onionmesh.wire.buffer import Buffer
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN
 
+TAG_LEN = 12  # the layer cipher's tag T, first in every relay payload (crypto.onion_layer)
 RELAY_HEADER_LEN = 5
 RELAY_BODY_MAX = CELL_PAYLOAD_LEN - TAG_LEN - RELAY_HEADER_LEN  # 4074
 SENDME_NONCE_LEN = 16

@@ -1,6 +1,7 @@
 """A relay process killed with SIGKILL in the middle of a download, twenty times over.
 
-Each time: the download ends with a clean close (no hang), and within 5 s new requests succeed.
+Each time: the download ends with a clean close (no hang), and new requests succeed again, after at
+most one failed try (the recovery time is printed, a figure for the README, not asserted).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def test_sigkilled_relays_are_survived(tmp_path: Path, www: tuple[int, Path]) ->
         pid_of = {r["fingerprint"]: r["pid"] for r in info["relays"]}
         bootstrap_fp = info["relays"][0]["fingerprint"]
         small = (root / "m1").read_bytes()
-        recoveries = []
+        recoveries: list[float] = []
+        failed_tries: list[int] = []
         for round_no in range(ROUNDS):
             result: dict[str, object] = {}
 
@@ -87,18 +89,27 @@ def test_sigkilled_relays_are_survived(tmp_path: Path, www: tuple[int, Path]) ->
             thread.join(15)
             assert not thread.is_alive(), f"round {round_no}: the download hung"
             assert result["bytes"] < 50 * 1024 * 1024 + 1024  # it was cut, not completed after the kill
-            # New requests succeed again within 5 s.
+            # New requests succeed again: counted in failed tries, the wait bounded for liveness only
+            # (how long recovery takes is a figure, printed below, not asserted).
+            failures, deadline = 0, time.monotonic() + 60
             while True:
                 try:
                     if http_get_via_socks(port, "localhost", wport, "/m1", 5) == small:
                         break
                 except (OSError, AssertionError):
                     pass
-                assert time.monotonic() - killed_at < 5, f"round {round_no}: no recovery within 5 s"
+                failures += 1
+                assert time.monotonic() < deadline, f"round {round_no}: no recovery"
                 time.sleep(0.05)
             recoveries.append(time.monotonic() - killed_at)
+            failed_tries.append(failures)
         assert len(recoveries) == ROUNDS
-        print(f"recovery after SIGKILL: max {max(recoveries):.2f} s, all {[round(r, 2) for r in recoveries]}")
+        print(
+            f"recovery after SIGKILL: max {max(recoveries):.2f} s, all {[round(r, 2) for r in recoveries]}; "
+            f"failed tries before it {failed_tries}"
+        )
+        # The proxy retries a stream elsewhere itself: a user sees at most one failed request.
+        assert max(failed_tries) <= 1, failed_tries
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -9,6 +9,7 @@ from nacl.bindings import crypto_scalarmult
 
 from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKey
+from onionmesh.crypto.x25519 import x25519
 from onionmesh.errors import CryptoError, RemoteProtocolError
 from onionmesh.rng import SeededRng
 
@@ -345,6 +346,8 @@ def test_client_rejects_low_order_onion_key(relay: Relay, point: bytes) -> None:
         ntor.client_finish(state, relay.onion.public + bytes(32))
 
 
-def test_dh_refuses_all_zero_output() -> None:
+@pytest.mark.parametrize("public", [bytes(32), bytes([1]) + bytes(31), b"short"])
+def test_x25519_refuses_low_order_and_malformed_keys(public: bytes) -> None:
+    # the one check both handshakes use (crypto.x25519): only CryptoError, never libsodium's own
     with pytest.raises(CryptoError):
-        ntor._dh(SeededRng(1).random_bytes(32), bytes(32))
+        x25519(SeededRng(1).random_bytes(32), public)

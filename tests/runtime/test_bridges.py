@@ -16,10 +16,14 @@ import aiohttp
 import pytest
 
 from onionmesh.directory.bridge_line import parse_bridge_line
+from onionmesh.rng import SeededRng
 from onionmesh.runtime import dht_protocol
+from onionmesh.runtime.bridges import BridgeSet
+from onionmesh.runtime.circuits import CircuitMgr
 from onionmesh.runtime.client_node import ClientConfig, ClientNode
 from onionmesh.runtime.relay_node import RelayConfig, RelayNode
 from onionmesh.runtime.ws_front import DECOY_PAGE, SECRET_FILE
+from onionmesh.wire.cell import Cell, CellCommand
 from tests.runtime.conftest import LOOPBACK_EXIT_POLICY, http_get_via_socks, start_mesh, stop_mesh
 
 HANDSHAKE_MARKERS = (b"onionmesh", b"om-link")
@@ -190,3 +194,42 @@ async def test_dht_over_circuits_without_bridges(tmp_path: Path, monkeypatch: py
     finally:
         await client.stop()
         await stop_mesh(mesh, extras)
+
+
+async def test_cells_queued_on_a_bridge_link_count_against_the_clients_queue_budget(tmp_path: Path) -> None:
+    """A bridge link shares the client's queue budget like any first hop's link, so the memory
+    guard sees (and can shed) what waits on it; it used to get a budget of its own, unbounded."""
+    bridge = RelayNode(  # a lone bridge: the bridge line is all the client needs, no DHT
+        RelayConfig(
+            listen_host="127.60.0.1",
+            listen_port=0,
+            data_dir=tmp_path / "bridge",
+            nickname="bridge",
+            bridge=True,
+            ws_listen=("127.60.0.1", 0),
+        )
+    )
+    await bridge.start()
+    mgr = CircuitMgr(lambda: [], SeededRng(7))
+    try:
+        line = bridge.bridge_line
+        assert line is not None
+        mgr.first_hops = BridgeSet([line], SeededRng(8))
+        link = await mgr.link_to_bridge(line.identity_pk)
+        assert mgr.first_hops.descriptors[line.identity_pk].fingerprint == bridge.fingerprint
+        budget = mgr.limits.budget
+        assert budget is not None and budget.used == 0
+        cells = [Cell(link.allocate_circ_id(), CellCommand.RELAY, bytes(100)) for _ in range(3)]
+        for cell in cells:
+            assert link.send_cell(cell)
+        # queued, not yet written (the link flushes on the next loop turn): all three count
+        assert budget.used == sum(len(c.encode()) for c in cells)
+        for _ in range(500):  # a bounded wait for the flush
+            if budget.used == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert budget.used == 0, "and the budget is given back once they are written"
+    finally:
+        for link in list(mgr._links.values()):
+            link.close()
+        await bridge.stop()

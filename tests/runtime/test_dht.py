@@ -34,7 +34,6 @@ from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_protocol import (
     MAX_PER_SUBNET_PER_BUCKET,
     RATE_BURST,
-    RATE_PER_SECOND,
     WAIT_TIMEOUT,
     OnionmeshDhtProtocol,
 )
@@ -340,11 +339,13 @@ async def test_honest_nodes_refuse_bad_stores_over_the_wire() -> None:
             assert snapshot(holder) == before, label
         assert holder.storage.get(key_a) == a.descriptor_raw
 
-        # 1 MB cannot even leave in one datagram: the send fails, the call times out, nothing changes
+        # 1 MB cannot even leave in one datagram: the sender refuses to encode it, answers
+        # (False, None) at once, sends nothing, and nothing changes at the holder
         huge = a.descriptor_raw + bytes(1 << 20)
-        t0 = time.monotonic()
-        assert await atk.call(holder.address, "store", [attacker.node.id, key_a, huge]) == (False, None)
-        assert time.monotonic() - t0 < 1.0
+        refused = atk.stats["refused_too_long"]
+        call = atk.call(holder.address, "store", [attacker.node.id, key_a, huge])
+        assert await asyncio.wait_for(call, 10) == (False, None)  # a liveness bound only
+        assert atk.stats["refused_too_long"] == refused + 1 and not atk._outstanding
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(OSError):
             s.sendto(request("store", [attacker.node.id, key_a, huge])[1], holder.address)
         # a value that fits a datagram but not MAX_DATAGRAM is dropped as garbage before parsing
@@ -585,16 +586,15 @@ async def test_a_flooding_source_is_rate_limited_while_others_are_answered() -> 
         stats = proto(node).stats
         tok = await flooder.token(node.address)
         sent = int(RATE_BURST) + 300
-        t0 = time.monotonic()
         for i in range(sent):
             flooder.send(request("ping", [rid], tok)[1], node.address)
             if i % 50 == 49:  # let the node read them (never overflow the socket's buffer)
                 assert await eventually(lambda n=i + 1: stats["rpc_ping"] + stats["rate_limited"] >= n)
         assert await eventually(lambda: stats["rpc_ping"] + stats["rate_limited"] >= sent)
-        elapsed = time.monotonic() - t0
         assert stats["rpc_ping"] + stats["rate_limited"] == sent  # each one answered or limited
+        # the bucket's arithmetic (never more than burst + rate x time) is tested with a given
+        # clock in tests/runtime/test_ratelimit.py; here: it engaged, and only for the flooder
         assert stats["rate_limited"] > 0
-        assert stats["rpc_ping"] <= RATE_BURST + RATE_PER_SECOND * elapsed + 1
         await asyncio.sleep(0.05)
         answered = sum(1 for d, _ in flooder.received if d[:1] == b"\x03")
         assert answered == stats["rpc_ping"] < sent
@@ -611,22 +611,27 @@ async def test_a_flooding_source_is_rate_limited_while_others_are_answered() -> 
 
 # --- dead contacts and spoofed answers --------------------------------------------------------
 async def test_a_dead_contact_costs_less_than_a_second() -> None:
+    """Each call to a dead contact ends by its own WAIT_TIMEOUT timer (under a second), one timer
+    per call and concurrently: counted, not timed."""
     async with Net() as net:
         (node,) = await net.network(1)
         assert WAIT_TIMEOUT < 1
         dead = ("127.0.0.1", closed_port())
-        t0 = time.monotonic()
-        assert await proto(node).call(dead, "ping", [node.node.id]) == (False, None)
-        assert time.monotonic() - t0 < 1.0
-        t0 = time.monotonic()
-        results = await asyncio.gather(
-            proto(node).call_ping(Node(os.urandom(20), *dead)),
-            proto(node).call_find_node(Node(os.urandom(20), *dead), Node(os.urandom(20))),
-            proto(node).fetch_descriptor(dead, None),
+        stats = proto(node).stats
+        timeouts = stats["timeouts"]
+        call = proto(node).call(dead, "ping", [node.node.id])
+        assert await asyncio.wait_for(call, 10) == (False, None)  # a liveness bound only
+        assert stats["timeouts"] == timeouts + 1
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                proto(node).call_ping(Node(os.urandom(20), *dead)),
+                proto(node).call_find_node(Node(os.urandom(20), *dead), Node(os.urandom(20))),
+                proto(node).fetch_descriptor(dead, None),
+            ),
+            10,
         )
-        assert time.monotonic() - t0 < 1.0
         assert results[0] == (False, None) and results[1] == (False, None) and results[2] is None
-        assert proto(node).stats["timeouts"] >= 4
+        assert stats["timeouts"] == timeouts + 4  # one timer each, no retry stacked behind another
         assert not proto(node)._outstanding
 
 

@@ -10,11 +10,12 @@ from onionmesh.runtime import oom
 pytestmark = pytest.mark.skipif(oom._malloc_trim is None, reason="needs glibc's malloc_trim")
 
 
-def test_heap_trimmed_when_queues_drain_not_on_every_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_heap_trimmed_when_queues_drain_not_on_every_check() -> None:
     now = [1000.0]
-    monkeypatch.setattr(oom.time, "monotonic", lambda: now[0])
     budget = QueueBudget(100 * 1024 * 1024)
-    guard = oom.MemoryGuard(budget, lambda: [], lambda: [], lambda link, cid: None, lambda circuit: None)
+    guard = oom.MemoryGuard(
+        budget, lambda: [], lambda: [], lambda link, cid: None, lambda circuit: None, clock=lambda: now[0]
+    )
 
     assert guard.check() == 0 and guard.trims == 1  # idle at start: trimmed once
     now[0] += 1
