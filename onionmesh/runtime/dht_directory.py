@@ -21,9 +21,10 @@ from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_circuit import CircuitDhtChannel, CircuitDhtProtocol
 from onionmesh.runtime.keystore import write_secret
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 
-log = get_logger("onionmesh.directory")
+log = limited(get_logger("onionmesh.directory"))  # a failing crawl repeats on every retry
 
 CACHE_NAME = "cached-descriptors.json"
 DEFAULT_REFRESH = 600.0
