@@ -57,7 +57,8 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
             return 3
         if args.action == "relays":
             view = NetView()
-            found = await asyncio.wait_for(node.crawl(extra=contacts), args.timeout)
+            async with asyncio.timeout(args.timeout):
+                found = await node.crawl(extra=contacts)
             now = time.time()
             view.merge(found, now)
             relays = sorted(view.relays(now), key=lambda d: d.nickname)
@@ -78,8 +79,10 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
         if len(fp) != 40 or any(c not in "0123456789ABCDEF" for c in fp):
             print("onionmesh dht lookup: a fingerprint is 40 hex digits")
             return 2
-        await asyncio.wait_for(node.bootstrap(contacts), args.timeout)
-        result = await asyncio.wait_for(node.get_descriptor(fp), args.timeout)
+        async with asyncio.timeout(args.timeout):
+            await node.bootstrap(contacts)
+        async with asyncio.timeout(args.timeout):
+            result = await node.get_descriptor(fp)
         if result.descriptor is None:
             print(f"onionmesh dht lookup: no valid descriptor for {fp} ({result.queries} nodes asked)")
             return 1

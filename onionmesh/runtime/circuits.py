@@ -197,7 +197,8 @@ class CircuitMgr(CircuitStreams):
         self.circuits[handle.number] = handle
         self._emit("launched", handle)
         try:
-            await asyncio.wait_for(self._extend_all(handle, progress), self.policy.build_timeout())
+            async with asyncio.timeout(self.policy.build_timeout()):
+                await self._extend_all(handle, progress)
         except (OnionmeshError, OSError, TimeoutError) as exc:
             self.policy.build_failed(path, len(handle.hop_times), timed_out=isinstance(exc, TimeoutError))
             self._close(handle, f"build failed: {type(exc).__name__}")

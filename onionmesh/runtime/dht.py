@@ -283,5 +283,6 @@ class DhtNode(Server):
         # Liars can hand out dead addresses, each costing a timeout: the crawl is bounded in time and
         # keeps what it verified so far.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run(), deadline)
+            async with asyncio.timeout(deadline):
+                await run()
         return list(descriptors.values())

@@ -125,7 +125,8 @@ class CircuitDhtChannel:
         try:
             handle.circ.dht_rpc(rid, DhtRpc(address[0], address[1], request))
             self.mgr._flush(handle)
-            return await asyncio.wait_for(future, RPC_TIMEOUT)
+            async with asyncio.timeout(RPC_TIMEOUT):
+                return await future
         except (TimeoutError, OnionmeshError, ValueError):
             self.stats["timeouts"] += 1
             return DhtStatus.TIMEOUT, b""

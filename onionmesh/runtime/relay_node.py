@@ -189,7 +189,8 @@ class RelayNode(CircuitSwitch):
             task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
 
     def make_descriptor(self) -> RelayDescriptor:
         host, port = self.config.advertise or (self.config.listen_host, self.config.listen_port)

@@ -248,13 +248,13 @@ class SocksListener:
                 break
             try:
                 if avoid:
-                    handle = await asyncio.wait_for(
-                        self.circuits.build(port=request.port, isolation=isolation, avoid=avoid), remaining
-                    )
+                    async with asyncio.timeout(remaining):
+                        handle = await self.circuits.build(
+                            port=request.port, isolation=isolation, avoid=avoid
+                        )
                 else:
-                    handle = await asyncio.wait_for(
-                        self.circuits.get_circuit(request.port, isolation), remaining
-                    )
+                    async with asyncio.timeout(remaining):
+                        handle = await self.circuits.get_circuit(request.port, isolation)
                 sid = await self.circuits.open_stream(
                     handle,
                     request.host,
@@ -289,9 +289,8 @@ class SocksListener:
     ) -> None:
         code, answer = SocksReply.HOST_UNREACHABLE, None
         try:
-            handle = await asyncio.wait_for(
-                self.circuits.get_circuit(None, (request.username, request.password)), REQUEST_DEADLINE
-            )
+            async with asyncio.timeout(REQUEST_DEADLINE):
+                handle = await self.circuits.get_circuit(None, (request.username, request.password))
             resolved = await self.circuits.resolve(handle, request.host, STREAM_TIMEOUT)
             for kind, value, _ttl in resolved.answers:
                 if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:
