@@ -267,6 +267,11 @@ class Link:
             if self.established.is_set() and now - self._last_sent > KEEPALIVE_INTERVAL:
                 self.send_raw(PADDING_CELL)
 
+    @property
+    def last_heard(self) -> float:
+        """Loop time of the last bytes from the peer: the idlest link is the first to shed."""
+        return self._last_heard
+
     def close(self) -> None:
         if self.closed:
             return
