@@ -39,6 +39,11 @@ NO_ANSWER = (
     "a relay's link (TCP) port does not answer DHT requests"
 )
 
+NO_RELAYS = (
+    "onionmesh dht relays: the bootstrap contact answered but the crawl found no relay "
+    "({queried} contact(s) given): is it a client's DHT node, or a network with no relay yet?"
+)
+
 
 async def _any_contact_answers(node: DhtNode, contacts: list[tuple[str, int]]) -> bool:
     """Does any bootstrap contact answer a DHT ping at all (a relay or a client node)?"""
@@ -62,6 +67,9 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
             now = time.time()
             view.merge(found, now)
             relays = sorted(view.relays(now), key=lambda d: d.nickname)
+            if not relays:  # a contact answered, yet no node handed over a valid relay descriptor
+                print(NO_RELAYS.format(queried=len(contacts)), file=sys.stderr)
+                return 1
             if args.json:
                 print(json.dumps([descriptor_json(d, now) for d in relays], indent=2))
             else:
