@@ -4,13 +4,12 @@ that first crawl failed is found within a bounded wait."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 from pathlib import Path
 
 from onionmesh.runtime.dht_directory import DhtDirectory
 from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from tests.runtime.conftest import eventually
 
 
 def _free_udp_port(host: str) -> int:
@@ -19,15 +18,6 @@ def _free_udp_port(host: str) -> int:
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-async def _until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
 
 
 async def test_an_empty_first_crawl_is_retried_and_finds_a_relay_that_came_up_later(tmp_path: Path) -> None:
@@ -46,11 +36,11 @@ async def test_an_empty_first_crawl_is_retried_and_finds_a_relay_that_came_up_la
     )
     await directory.start()
     try:
-        assert await _until(lambda: directory.crawls >= 1, 60), "the first crawl never ended"
+        assert await eventually(lambda: directory.crawls >= 1, 60), "the first crawl never ended"
         assert len(directory.view) == 0  # nothing answered: the bootstrap contact was not up yet
         first = directory.crawls
         await relay.start()
-        assert await _until(lambda: len(directory.view) >= 1, 60), (
+        assert await eventually(lambda: len(directory.view) >= 1, 60), (
             f"the relay was not found after the first crawl failed ({directory.crawls} crawls)"
         )
         assert directory.crawls > first

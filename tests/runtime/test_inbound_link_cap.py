@@ -4,14 +4,13 @@ link without circuits is closed cleanly to make room, and counted; over real soc
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.fd_budget import descriptor_budget
 from onionmesh.runtime.link import Link, open_link
 from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from tests.runtime.conftest import eventually
 
 CAP = 4
 
@@ -22,15 +21,6 @@ class Owner:
 
     def link_closed(self, link: object) -> None:
         pass
-
-
-async def _until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def test_past_the_cap_the_idlest_inbound_link_is_shed(tmp_path: Path) -> None:
@@ -58,7 +48,7 @@ async def test_past_the_cap_the_idlest_inbound_link_is_shed(tmp_path: Path) -> N
         assert relay.inbound_links_shed == 2 * CAP
         assert relay.stats["links_shed_cap"] == 2 * CAP
         # the oldest (idlest) were closed, cleanly: their peers see the link end; the newest live on
-        assert await _until(lambda: all(link.closed for link in links[: 2 * CAP]))
+        assert await eventually(lambda: all(link.closed for link in links[: 2 * CAP]))
         assert not any(link.closed for link in links[2 * CAP :])
         assert len(relay._inbound_ip) == CAP
     finally:
