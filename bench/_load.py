@@ -9,6 +9,9 @@
 
 A process of its own so that its work does not land on the client's event loop (the proxy
 runs inside the benchmark process, as `onionmesh testnet` runs it).
+
+Imported by bench/throughput.py and bench/flood.py for what both need around their load: the
+origin file server (`start_file_server`, `stop_all`) and a process's memory (`vm_kb`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 Pair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+BENCH = Path(__file__).resolve().parent
+
+
+def vm_kb(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in kB (VmRSS, VmHWM); 0 once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def start_file_server(www: Path) -> tuple[subprocess.Popen[str], int]:
+    """bench/_origin.py serving `www` on loopback: (process, port)."""
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "_origin.py"), str(www)], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    return server, int(server.stdout.readline().split()[1])
+
+
+async def stop_all(net: Any, server: subprocess.Popen[str]) -> None:
+    """End a benchmark: the testnet's relays, then the file server (our own processes only)."""
+    await net.stop()
+    server.terminate()
+    server.wait()
 
 
 async def socks_connect(socks: int, host: str, port: int) -> Pair:

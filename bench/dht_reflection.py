@@ -2,8 +2,11 @@
 
 One relay (a real `DhtNode` with an identity and a descriptor) on 127.0.0.1; one attacker
 socket on 127.0.0.1 sends `--rounds` rounds of ping, find_node, find_value and store, each with a
-fresh random node ID, in both DHT framings (the current one with no token, and the pre-token
-one), as a reflector's victim would see them arrive with its address as source.  Prints the
+fresh random node ID, in every DHT framing (the pre-token one, the current one with no token and
+with a made-up token), as a reflector's victim would see them arrive with its address as source.
+`tests/runtime/test_dht_reflection.py` sends the same burst (`burst_round`, `relay_at`, `Sink`);
+the burst is built byte by byte (no import of the DHT's framing modules) so that it runs against
+code of either era.  Prints the
 bytes sent, the bytes that came back to that socket, and their ratio (the amplification).
 
     python bench/dht_reflection.py [--rounds 50]
@@ -25,9 +28,6 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import SeededRng
 from onionmesh.runtime.dht import DhtNode
 
-LEGACY_REQUEST = b"\x00"  # before the token: 0x00 ‖ msg_id ‖ msgpack
-REQUEST = b"\x02"  # 0x02 ‖ msg_id ‖ token(16, zero: none) ‖ msgpack
-
 
 def relay_descriptor(ident: IdentityKey, host: str, port: int) -> bytes:
     now = int(time.time())
@@ -39,8 +39,29 @@ def relay_descriptor(ident: IdentityKey, host: str, port: int) -> bytes:
     ).encode()  # fmt: skip
 
 
-def attack_requests() -> list[bytes]:
-    """One round: each RPC with a fresh node ID, in both framings."""
+async def relay_at(host: str) -> DhtNode:
+    """A real DHT relay (identity and descriptor) listening on `host`."""
+    ident = IdentityKey.generate(SeededRng(os.urandom(16)))
+    node = DhtNode(ident)
+    await node.listen(0, host)
+    node.descriptor_raw = relay_descriptor(ident, host, node.address[1])
+    return node
+
+
+class Sink(asyncio.DatagramProtocol):
+    """Keeps every datagram that reaches the attacker's (the victim's) socket."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append(data)
+
+
+def burst_round() -> list[bytes]:
+    """ping, find_node, find_value, store, each with a fresh random node ID, in every framing:
+    pre-token (0x00 ‖ msg_id ‖ msgpack), token-less and with a made-up token
+    (0x02 ‖ msg_id ‖ token(16) ‖ msgpack)."""
     out = []
     for name, args in (
         ("ping", [os.urandom(20)]),
@@ -49,32 +70,20 @@ def attack_requests() -> list[bytes]:
         ("store", [os.urandom(20), os.urandom(20), os.urandom(64)]),
     ):
         body = umsgpack.packb([name, args])
-        out.append(LEGACY_REQUEST + os.urandom(20) + body)
-        out.append(REQUEST + os.urandom(20) + bytes(16) + body)
+        out.append(b"\x00" + os.urandom(20) + body)
+        out.append(b"\x02" + os.urandom(20) + bytes(16) + body)
+        out.append(b"\x02" + os.urandom(20) + os.urandom(16) + body)
     return out
 
 
-class Counter(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.datagrams = 0
-        self.bytes = 0
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.datagrams += 1
-        self.bytes += len(data)
-
-
 async def measure(rounds: int, wait: float) -> dict[str, float]:
-    ident = IdentityKey.generate(SeededRng(os.urandom(16)))
-    relay = DhtNode(ident)
-    await relay.listen(0, "127.0.0.1")
-    relay.descriptor_raw = relay_descriptor(ident, "127.0.0.1", relay.address[1])
+    relay = await relay_at("127.0.0.1")
     loop = asyncio.get_running_loop()
-    transport, counter = await loop.create_datagram_endpoint(Counter, local_addr=("127.0.0.1", 0))
+    transport, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
     sent = 0
     try:
         for _ in range(rounds):
-            for datagram in attack_requests():
+            for datagram in burst_round():
                 transport.sendto(datagram, relay.address)
                 sent += len(datagram)
             await asyncio.sleep(0.005)
@@ -85,8 +94,9 @@ async def measure(rounds: int, wait: float) -> dict[str, float]:
     finally:
         transport.close()
         relay.stop()
-    return {"sent": sent, "returned": counter.bytes, "datagrams": counter.datagrams,
-            "ratio": counter.bytes / sent, "ledger_received": rx, "ledger_sent": tx}  # fmt: skip
+    returned = sum(len(d) for d in sink.received)
+    return {"sent": sent, "returned": returned, "datagrams": len(sink.received),
+            "ratio": returned / sent, "ledger_received": rx, "ledger_sent": tx}  # fmt: skip
 
 
 def main() -> None:

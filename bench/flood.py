@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ import umsgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _load import start_file_server, stop_all, vm_kb
+
 from onionmesh.app.testnet import Testnet
 from onionmesh.runtime import safelog
 
@@ -45,26 +46,8 @@ BENCH = Path(__file__).resolve().parent
 RSS_TARGET_AFTER_MB = 80.0
 
 
-def vm_kb(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def rss_mb(pid: int) -> float:
     return vm_kb(pid, "VmRSS") / 1024
-
-
-def start_file_server(www: Path) -> tuple[subprocess.Popen[str], int]:
-    server = subprocess.Popen(
-        [sys.executable, str(BENCH / "_origin.py"), str(www)], stdout=subprocess.PIPE, text=True
-    )
-    assert server.stdout is not None
-    return server, int(server.stdout.readline().split()[1])
 
 
 async def curl_mbps(socks: str, url: str, max_time: float = 60) -> float:
@@ -200,9 +183,7 @@ async def measure(args: argparse.Namespace, emit=print) -> dict[str, float]:  # 
             out("dht_bytes_received", received, "B", ".0f")
             out("dht_out_over_in", received / sent, "ratio", ".2f")
         finally:
-            await net.stop()
-            server.terminate()
-            server.wait()
+            await stop_all(net, server)
     return figures
 
 

@@ -25,13 +25,14 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _load import start_file_server, stop_all, vm_kb
 
 from onionmesh.app.testnet import Testnet
 from onionmesh.runtime import safelog
@@ -61,13 +62,6 @@ def self_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def vm_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 async def curl(socks: str, url: str, user: str | None = None) -> tuple[float, float, float]:
     """(bytes/s, time to first byte s, total s) as curl measured them."""
     cmd = ["curl", "-s", "-o", "/dev/null", "--max-time", "300", "--socks5-hostname", socks]
@@ -80,14 +74,6 @@ async def curl(socks: str, url: str, user: str | None = None) -> tuple[float, fl
     if code != "200":
         raise RuntimeError(f"curl got HTTP {code}")
     return float(speed), float(ttfb), float(total)
-
-
-def start_file_server(www: Path) -> tuple[subprocess.Popen[str], int]:
-    server = subprocess.Popen(
-        [sys.executable, str(BENCH / "_origin.py"), str(www)], stdout=subprocess.PIPE, text=True
-    )
-    assert server.stdout is not None
-    return server, int(server.stdout.readline().split()[1])
 
 
 async def load(mode: str, socks: int, port: int, streams: int, path: str = "/") -> asyncio.subprocess.Process:
@@ -195,9 +181,7 @@ async def measure(args: argparse.Namespace, emit=print) -> dict[str, float]:  # 
                 out("first_ttfb_ms_prebuilt", first, "ms")
                 out("first_ttfb_ms_no_prebuilt", cold_first, "ms")
         finally:
-            await net.stop()
-            server.terminate()
-            server.wait()
+            await stop_all(net, server)
     return figures
 
 

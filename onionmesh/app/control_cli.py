@@ -141,7 +141,8 @@ async def _watch_build(
     printed = 0
     while not post.done():
         try:
-            msg = await asyncio.wait_for(ws.receive(), 0.25)
+            async with asyncio.timeout(0.25):
+                msg = await ws.receive()
         except TimeoutError:
             continue
         if msg.type != aiohttp.WSMsgType.TEXT:

@@ -40,6 +40,11 @@ NO_ANSWER = (
     "a relay's link (TCP) port does not answer DHT requests"
 )
 
+NO_RELAYS = (
+    "onionmesh dht relays: the bootstrap contact answered but the crawl found no relay "
+    "({queried} contact(s) given): is it a client's DHT node, or a network with no relay yet?"
+)
+
 
 async def _any_contact_answers(node: DhtNode, contacts: list[tuple[str, int]]) -> bool:
     """Does any bootstrap contact answer a DHT ping at all (a relay or a client node)?"""
@@ -58,10 +63,14 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
             return 3
         if args.action == "relays":
             view = NetView()
-            found = await asyncio.wait_for(node.crawl(extra=contacts), args.timeout)
+            async with asyncio.timeout(args.timeout):
+                found = await node.crawl(extra=contacts)
             now = time.time()
             view.merge(found, now)
             relays = sorted(view.relays(now), key=lambda d: d.nickname)
+            if not relays:  # a contact answered, yet no node handed over a valid relay descriptor
+                print(NO_RELAYS.format(queried=len(contacts)), file=sys.stderr)
+                return 1
             if args.json:
                 print(json.dumps([descriptor_json(d, now) for d in relays], indent=2))
             else:
@@ -79,8 +88,10 @@ async def _run(args: argparse.Namespace, contacts: list[tuple[str, int]]) -> int
         if len(fp) != 40 or any(c not in "0123456789ABCDEF" for c in fp):
             print("onionmesh dht lookup: a fingerprint is 40 hex digits")
             return 2
-        await asyncio.wait_for(node.bootstrap(contacts), args.timeout)
-        result = await asyncio.wait_for(node.get_descriptor(fp), args.timeout)
+        async with asyncio.timeout(args.timeout):
+            await node.bootstrap(contacts)
+        async with asyncio.timeout(args.timeout):
+            result = await node.get_descriptor(fp)
         if result.descriptor is None:
             print(f"onionmesh dht lookup: no valid descriptor for {fp} ({result.queries} nodes asked)")
             return 1

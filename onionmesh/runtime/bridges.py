@@ -82,7 +82,8 @@ class BridgeSet:
         try:
             link = await open_ws_link(line, owner, self.rng, limits=mgr.limits)  # the client's budget
             link.send_cell(Cell(0, CellCommand.DESCRIPTOR_GET))
-            raw = await asyncio.wait_for(waiter, DESCRIPTOR_TIMEOUT)
+            async with asyncio.timeout(DESCRIPTOR_TIMEOUT):
+                raw = await waiter
             desc = decode_and_verify(raw, time.time())
             if desc.identity_pk != identity_pk:
                 link.close()

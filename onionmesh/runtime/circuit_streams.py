@@ -30,7 +30,8 @@ class CircuitStreams:
         handle.pending[sid] = waiter
         self._flush(handle)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             handle.pending.pop(sid, None)
             handle.circ.end_stream(sid, EndReason.TIMEOUT)
@@ -43,7 +44,8 @@ class CircuitStreams:
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         handle.pending[sid] = waiter
         self._flush(handle)
-        result = await asyncio.wait_for(waiter, timeout)
+        async with asyncio.timeout(timeout):
+            result = await waiter
         assert isinstance(result, StreamResolved)
         return result
 

@@ -38,13 +38,15 @@ from onionmesh.runtime.circuit_handle import (
 )
 from onionmesh.runtime.circuit_streams import CircuitStreams
 from onionmesh.runtime.link import Link, LinkLimits, open_link
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.path_policy import PathPolicy
-from onionmesh.runtime.safelog import Throttle, get_logger
+from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.stream_bridge import route_stream_event
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
 from onionmesh.wire.relay_msg import EndReason
 
 log = get_logger("onionmesh.circuits")
+bug_log = limited(log)  # a listener that fails on every event must not fill the disk
 
 DIRECTORY_WAIT = 30.0
 MAX_IDLE = 3600.0  # an unused clean circuit is closed after an hour (Tor's CircuitIdleTimeout)
@@ -86,7 +88,6 @@ class CircuitMgr(CircuitStreams):
         self.stream_listeners: list[Callable[[str, CircuitHandle, int], None]] = []
         self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
         self.listener_errors = 0  # exceptions raised by listeners (control API, status page)
-        self._log_throttle = Throttle()
         budget = QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES)
         self.limits = LinkLimits(budget)
         self.memory = oom.MemoryGuard(
@@ -155,9 +156,7 @@ class CircuitMgr(CircuitStreams):
 
     def _listener_failed(self, exc: Exception) -> None:
         self.listener_errors += 1
-        held = self._log_throttle.allow("listener")
-        if held is not None:
-            log.warning("circuit event listener failed", error=type(exc).__name__, repeats_not_logged=held)
+        bug_log.warning("circuit event listener failed", error=type(exc).__name__)
 
     def totals(self) -> tuple[int, int]:
         """Bytes carried in and out by all circuits, open and closed."""
@@ -209,7 +208,8 @@ class CircuitMgr(CircuitStreams):
         self.circuits[handle.number] = handle
         self._emit("launched", handle)
         try:
-            await asyncio.wait_for(self._extend_all(handle, progress), self.policy.build_timeout())
+            async with asyncio.timeout(self.policy.build_timeout()):
+                await self._extend_all(handle, progress)
         except (OnionmeshError, OSError, TimeoutError) as exc:
             self.policy.build_failed(path, len(handle.hop_times), timed_out=isinstance(exc, TimeoutError))
             self._close(handle, f"build failed: {type(exc).__name__}")

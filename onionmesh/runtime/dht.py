@@ -30,9 +30,11 @@ from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify, d
 from onionmesh.directory.dht_records import DescriptorStore, node_id_for, sign_hello
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 
 log = get_logger("onionmesh.dht")
+peer_log = limited(log)  # lines a remote node can cause again and again: rate-limited
 
 # The package logs peers' addresses and values through the standard library; onionmesh's logs
 # are structlog's, scrubbed. Silence the package entirely.
@@ -265,7 +267,7 @@ class DhtNode(Server):
                 try:
                     await visit(addr)
                 except Exception as exc:  # one node's oddity must not end the crawl
-                    log.debug("crawl: visit failed", error=type(exc).__name__)
+                    peer_log.debug("crawl: visit failed", error=type(exc).__name__)
                 finally:
                     queue.task_done()
 
@@ -281,5 +283,6 @@ class DhtNode(Server):
         # Liars can hand out dead addresses, each costing a timeout: the crawl is bounded in time and
         # keeps what it verified so far.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run(), deadline)
+            async with asyncio.timeout(deadline):
+                await run()
         return list(descriptors.values())

@@ -25,10 +25,11 @@ from onionmesh.errors import OnionmeshError
 from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.runtime.circuits import CircuitHandle, CircuitMgr
 from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.wire.dht_rpc import AnswerAssembler, DhtRpc, DhtStatus
 
-log = get_logger("onionmesh.dht_circuit")
+log = limited(get_logger("onionmesh.dht_circuit"))  # repeats per RPC while no circuit: rate-limited
 
 RPC_TIMEOUT = 5.0
 FULL_PATH_HOPS = 3
@@ -124,7 +125,8 @@ class CircuitDhtChannel:
         try:
             handle.circ.dht_rpc(rid, DhtRpc(address[0], address[1], request))
             self.mgr._flush(handle)
-            return await asyncio.wait_for(future, RPC_TIMEOUT)
+            async with asyncio.timeout(RPC_TIMEOUT):
+                return await future
         except (TimeoutError, OnionmeshError, ValueError):
             self.stats["timeouts"] += 1
             return DhtStatus.TIMEOUT, b""

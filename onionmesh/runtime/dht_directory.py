@@ -4,7 +4,9 @@ Fetch broadly, choose locally: the client crawls the whole DHT (every node prove
 hands over its own signed descriptor) and never looks up the relays of a circuit it is about
 to build.  The view is refreshed every `refresh` seconds, cached on disk so that a restart
 starts from it (and from its relays as bootstrap contacts) instead of an empty list, and a
-relay that left drops out after two crawls that did not find it.
+relay that left drops out after two crawls that did not find it.  A crawl that failed or found
+nothing is retried with backoff (runtime.backoff), not after the full refresh interval: an offline
+first start would otherwise stay empty for ten minutes once the network came up.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from pathlib import Path
 from onionmesh.directory.descriptor import RelayDescriptor, decode_descriptor_file, encode_descriptor_file
 from onionmesh.directory.view import NetView
 from onionmesh.errors import OnionmeshError
+from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_circuit import CircuitDhtChannel, CircuitDhtProtocol
 from onionmesh.runtime.keystore import write_secret
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 
-log = get_logger("onionmesh.directory")
+log = limited(get_logger("onionmesh.directory"))  # a failing crawl repeats on every retry
 
 CACHE_NAME = "cached-descriptors.json"
 DEFAULT_REFRESH = 600.0
+RETRY_BASE = 1.0  # after a crawl that failed or found nothing: 1, 2, 4 ... s (jittered)
+RETRY_CAP = 60.0
 
 
 def parse_bootstrap_file(path: Path) -> list[tuple[str, int]]:
@@ -65,6 +71,8 @@ class DhtDirectory:
         self.dht = DhtNode(None)
         self._task: asyncio.Task[None] | None = None
         self.last_crawl: float | None = None
+        self.last_found = 0  # descriptors the last crawl found
+        self.crawls = 0  # crawls the refresh loop finished, failed ones included
         self.crawled = asyncio.Event()
         # Set before start(): DHT RPCs go through circuits (runtime.dht_circuit) and no UDP socket opens.
         self.channel: CircuitDhtChannel | None = None
@@ -113,6 +121,7 @@ class DhtDirectory:
         if not self.dht.protocol.router.find_neighbors(self.dht.node):  # type: ignore[union-attr]
             await self.dht.bootstrap(contacts[:16])
         found = await self.dht.crawl(extra=contacts)
+        self.last_found = len(found)
         self.view.merge(found, time.time())
         self.last_crawl = time.time()
         self._save_cache()
@@ -121,15 +130,22 @@ class DhtDirectory:
         return len(self.view)
 
     async def _refresh_loop(self) -> None:
+        backoff = Backoff(min(RETRY_BASE, self.refresh_interval), min(RETRY_CAP, self.refresh_interval))
         delay = 0.0
         while True:
             await asyncio.sleep(delay)
+            found = 0
             try:
                 await self.refresh()
-                delay = self.refresh_interval
+                found = self.last_found
             except Exception as exc:  # keep refreshing whatever one crawl met
                 log.warning("directory refresh failed", error=type(exc).__name__)
-                delay = min(self.refresh_interval, 5.0)
+            self.crawls += 1
+            if found:
+                backoff.reset()
+                delay = self.refresh_interval
+            else:  # nothing reachable yet (offline, or a wrong contact): soon again, less and less often
+                delay = backoff.next_delay()
 
     async def wait_for(self, relays: int, timeout: float) -> int:
         """Crawl until the view holds at least `relays` relays or `timeout` passes."""

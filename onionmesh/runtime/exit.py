@@ -91,7 +91,8 @@ async def resolve(
         raise ExitRefused(EndReason.RESOLVEFAILED)
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
+        async with asyncio.timeout(RESOLVE_TIMEOUT):
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError, UnicodeError) as exc:
         raise ExitRefused(EndReason.RESOLVEFAILED) from exc
     out: list[str] = []
@@ -139,12 +140,10 @@ async def connect(
     for address in addresses:
         try:
             source = local_host(address)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(
                     address, port, local_addr=(source, 0) if source else None, limit=STREAM_READ_LIMIT
-                ),
-                CONNECT_TIMEOUT,
-            )
+                )
             return reader, writer, address
         except ConnectionRefusedError:
             reason = EndReason.CONNECTREFUSED

@@ -14,21 +14,15 @@ the reason Tor gives when it is out of sockets.
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass, field
 
 from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT
-
-FD_HEADROOM_MIN = 128  # descriptors never given to exit streams: links, listeners, DHT, logs ...
-FD_HEADROOM_SHARE = 4  # ... or a quarter of the limit, if more
+from onionmesh.runtime.fd_budget import descriptor_budget
 
 
 def process_stream_cap(nofile: int | None = None) -> int:
-    """Exit streams this process may hold: the soft RLIMIT_NOFILE less the headroom."""
-    if nofile is None:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        nofile = soft if soft != resource.RLIM_INFINITY else 1 << 20
-    return max(1, nofile - max(FD_HEADROOM_MIN, nofile // FD_HEADROOM_SHARE))
+    """Exit streams this process may hold: the descriptor budget (runtime.fd_budget)."""
+    return descriptor_budget(nofile)
 
 
 @dataclass(frozen=True)

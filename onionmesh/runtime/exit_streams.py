@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from onionmesh.directory.exit_policy import is_private_address
 from onionmesh.proto.events import BeginRequested, ResolveRequested
 from onionmesh.runtime import exit as exit_mod
 from onionmesh.runtime.exit_limits import StreamCaps, StreamLedger
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.stream_bridge import StreamBridge
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     from onionmesh.runtime.relay_switch import CircuitEntry
 
 log = get_logger("onionmesh.exit")
-
-CAP_WARN_INTERVAL = 60.0  # at most one warning a minute that streams were refused at a cap
+peer_log = limited(log)  # clients decide how often these happen: rate-limited (runtime.loglimit)
 
 
 class ExitService:
@@ -46,8 +45,6 @@ class ExitService:
         self.flush = flush
         self.count = count
         self.streams = StreamLedger(caps or StreamCaps.derive())
-        self._refused_unlogged = 0
-        self._last_cap_warning = -CAP_WARN_INTERVAL
 
     def _end(self, entry: CircuitEntry, sid: int, reason: EndReason) -> None:
         if not entry.dead:
@@ -55,18 +52,11 @@ class ExitService:
             self.flush(entry)
 
     def _refused_at_cap(self, cap: str) -> None:
-        """Count it (metrics: streams refused, by cap); warn at most once a minute, with how many."""
+        """Count it (metrics: streams refused, by cap); warn at most once a minute (runtime.loglimit)."""
         self.count(f"streams_refused_{cap}")
-        self._refused_unlogged += 1
-        now = time.monotonic()
-        if now - self._last_cap_warning >= CAP_WARN_INTERVAL:
-            log.warning(
-                "exit streams refused at a cap (END RESOURCELIMIT)",
-                cap=cap,
-                refused=self._refused_unlogged,
-                open_streams=self.streams.total,
-            )
-            self._refused_unlogged, self._last_cap_warning = 0, now
+        peer_log.warning(
+            "exit streams refused at a cap (END RESOURCELIMIT)", cap=cap, open_streams=self.streams.total
+        )
 
     async def begin(self, entry: CircuitEntry, event: BeginRequested) -> None:
         sid, begin = event.stream_id, event.begin

@@ -267,6 +267,11 @@ class Link:
             if self.established.is_set() and now - self._last_sent > KEEPALIVE_INTERVAL:
                 self.send_raw(PADDING_CELL)
 
+    @property
+    def last_heard(self) -> float:
+        """Loop time of the last bytes from the peer: the idlest link is the first to shed."""
+        return self._last_heard
+
     def close(self) -> None:
         if self.closed:
             return
@@ -301,7 +306,8 @@ async def open_link(
     A relay passes its own address as `local_host`, so its peers see the relay's address.
     """
     local = (local_host, 0) if local_host else None
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
     with contextlib.suppress(OSError):
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return await initiate_link(reader, writer, identity_pk, owner, rng, timeout, limits)
@@ -323,7 +329,8 @@ async def initiate_link(
     writer.write(proto.data_to_send())
     link.start()
     try:
-        await asyncio.wait_for(link.established.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await link.established.wait()
     except TimeoutError:
         link.close()
         raise OSError("link handshake timed out") from None

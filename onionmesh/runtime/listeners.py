@@ -5,7 +5,7 @@
 * `bind_listeners`: the sockets asyncio.start_server would open (every address HOST resolves to).
 * `accept_loop`: accepts one connection at a time; on EMFILE/ENFILE (no descriptor left) it asks
   its owner to shed a connection, pauses, and warns at most once a minute with a count of what
-  it suppressed.  asyncio's (and uvloop's) own accept loop logged a traceback per failed
+  it suppressed (runtime.loglimit).  asyncio's (and uvloop's) own accept loop logged a traceback per failed
   accept: 223 MB of log in 90 s under `ulimit -n 1024` (issue 15, item 9).
 """
 
@@ -17,12 +17,12 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from onionmesh.errors import ListenError
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 
-log = get_logger("onionmesh.listen")
+log = limited(get_logger("onionmesh.listen"))  # accept failures repeat as fast as peers connect
 
 ACCEPT_PAUSE = 0.5  # after EMFILE/ENFILE: stop accepting this long (the kernel keeps the backlog)
-WARN_INTERVAL = 60.0
 OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -52,26 +52,6 @@ def bind_listeners(what: str, host: str, port: int, backlog: int) -> list[socket
     return socks
 
 
-class WarnEvery:
-    """A warning said at most once per `interval`, with how many were suppressed meanwhile."""
-
-    def __init__(self, interval: float = WARN_INTERVAL) -> None:
-        self.interval = interval
-        self._last: float | None = None
-        self.suppressed = 0
-        self.said = 0
-
-    def __call__(self, message: str, now: float, **fields: object) -> None:
-        if self._last is not None and now - self._last < self.interval:
-            self.suppressed += 1
-            return
-        if self.suppressed:
-            fields["similar_suppressed"] = self.suppressed
-        log.warning(message, **fields)
-        self.said += 1
-        self._last, self.suppressed = now, 0
-
-
 async def accept_loop(
     sock: socket.socket,
     what: str,
@@ -80,14 +60,13 @@ async def accept_loop(
 ) -> None:
     """Accept connections on `sock` until cancelled.  `shed()` frees a descriptor if it can."""
     loop = asyncio.get_running_loop()
-    warn = WarnEvery()
     while True:
         try:
             conn, _addr = await loop.sock_accept(sock)
         except OSError as exc:
             if exc.errno in OUT_OF_DESCRIPTORS:
                 shed()
-                warn(f"{what}: out of file descriptors; pausing accepts (raise `ulimit -n`?)", loop.time())
+                log.warning(f"{what}: out of file descriptors; pausing accepts (raise `ulimit -n`?)")
                 await asyncio.sleep(ACCEPT_PAUSE)
                 continue
             if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN):

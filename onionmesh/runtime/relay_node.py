@@ -26,6 +26,7 @@ from onionmesh.runtime.dht import DhtNode
 from onionmesh.runtime.dht_relay import DhtRpcService
 from onionmesh.runtime.exit_limits import StreamCaps
 from onionmesh.runtime.exit_streams import ExitService
+from onionmesh.runtime.fd_budget import descriptor_budget
 from onionmesh.runtime.keystore import KeyStore, write_secret
 from onionmesh.runtime.link import Link, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
@@ -82,6 +83,8 @@ class RelayConfig:
     max_streams_per_circuit: int | None = None
     max_streams_per_link: int | None = None
     max_exit_streams: int | None = None
+    # Inbound links at once, over all addresses; None: half the descriptor budget (runtime.fd_budget).
+    max_inbound_links: int | None = None
 
     @property
     def advertised_bandwidth(self) -> int:
@@ -128,6 +131,9 @@ class RelayNode(CircuitSwitch):
         self.metrics_server: MetricsServer | None = None
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[Link, str] = {}
+        self.max_inbound_links = config.max_inbound_links or max(1, descriptor_budget() // 2)
+        self.inbound_links_shed = 0  # idle inbound links closed to make room (the global link cap)
+        self.inbound_links_refused_cap = 0  # newcomers closed: at the cap and every link carries circuits
         self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
         self.handshakes = HandshakeGate(HANDSHAKE_RATE, HANDSHAKE_BURST, MAX_PENDING_HANDSHAKES)
         super().__init__(QueueBudget(config.max_mem_in_queues))
@@ -189,7 +195,8 @@ class RelayNode(CircuitSwitch):
             task.cancel()
         if self._server is not None:
             with contextlib.suppress(OSError, RuntimeError, TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
 
     def make_descriptor(self) -> RelayDescriptor:
         host, port = self.config.advertise or (self.config.listen_host, self.config.listen_port)
@@ -262,6 +269,11 @@ class RelayNode(CircuitSwitch):
             self._count("links_refused_global")
             writer.close()
             return
+        if len(self._inbound_ip) >= self.max_inbound_links and not self._shed_idle_inbound():
+            self.inbound_links_refused_cap += 1
+            self._count("links_refused_cap")
+            writer.close()
+            return
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = accept_link(
@@ -274,6 +286,18 @@ class RelayNode(CircuitSwitch):
         if displaced is not None:
             self._count("handshakes_displaced")
             displaced.close()  # type: ignore[attr-defined]
+
+    def _shed_idle_inbound(self) -> bool:
+        """At the inbound link cap (64 addresses x 64 links could otherwise hold ~4,096 descriptors
+        until the idle timeout): close the idlest inbound link that carries no circuit, if any."""
+        idle = [link for link in self._inbound_ip if not link.circuits and not link.closed]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda link: link.last_heard)
+        self.inbound_links_shed += 1
+        self._count("links_shed_cap")
+        victim.close()  # calls link_closed: its slot is free at once
+        return True
 
     async def _link_to(self, addresses: tuple[tuple[str, int], ...], identity_pk: bytes) -> Link:
         link = self._out_links.get(identity_pk)

@@ -271,7 +271,8 @@ class CircuitSwitch:
             link.send_cell(
                 Cell(cid, CellCommand.CREATE, create_payload(extend.handshake_type, extend.onionskin))
             )
-            payload = await asyncio.wait_for(entry.created_waiter, HANDSHAKE_TIMEOUT)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                payload = await entry.created_waiter
             reply = parse_created(payload)
         except (OSError, TimeoutError, asyncio.CancelledError, OnionmeshError) as exc:
             if entry.dead:

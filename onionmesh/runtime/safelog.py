@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -65,24 +63,3 @@ def configure(
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
-
-class Throttle:
-    """Rate-limits a repeated warning: at most one line per key every `interval` seconds.
-
-    `allow(key)` answers None while the key is held back, else how many calls it held back since
-    its last line (log that number, so nothing is lost but the repetition).
-    """
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval, self.clock = interval, clock
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str) -> int | None:
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)

@@ -18,11 +18,13 @@ import time
 from onionmesh.errors import OnionmeshError
 from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
 from onionmesh.runtime.circuits import CircuitMgr, StreamFailed
-from onionmesh.runtime.listeners import WarnEvery, accept_loop, bind_listeners
+from onionmesh.runtime.listeners import accept_loop, bind_listeners
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
 
 log = get_logger("onionmesh.socks")
+peer_log = limited(log)  # lines any local process can repeat at will: rate-limited (runtime.loglimit)
 
 REQUEST_DEADLINE = 60.0
 STREAM_TIMEOUT = 20.0
@@ -94,7 +96,6 @@ class SocksListener:
         self._handshaking: dict[socket.socket, asyncio.StreamWriter | None] = {}
         self.refused = 0  # closed at once: max_connections reached
         self.evicted = 0  # closed in their handshake to make room for a newcomer
-        self._warn_full = WarnEvery()
 
     async def start(self) -> None:
         self._sockets = bind_listeners("SOCKS", self.host, self.port, LISTEN_BACKLOG)
@@ -120,10 +121,8 @@ class SocksListener:
         if len(self._tasks) >= self.max_connections:  # one task per connection, until it closes
             self.refused += 1
             conn.close()
-            self._warn_full(
-                "SOCKS: connection limit reached; refusing new connections",
-                time.monotonic(),
-                limit=self.max_connections,
+            peer_log.warning(
+                "SOCKS: connection limit reached; refusing new connections", limit=self.max_connections
             )
             return
         if len(self._handshaking) >= self.max_handshakes:
@@ -187,7 +186,7 @@ class SocksListener:
         except (TimeoutError, ConnectionError, OSError):
             pass
         except Exception as exc:  # one broken request must never stop the listener
-            log.error("socks connection failed: internal error", error=type(exc).__name__)
+            peer_log.error("socks connection failed: internal error", error=type(exc).__name__)
         finally:
             self._conns.discard(writer)
             if not attached:
@@ -249,13 +248,13 @@ class SocksListener:
                 break
             try:
                 if avoid:
-                    handle = await asyncio.wait_for(
-                        self.circuits.build(port=request.port, isolation=isolation, avoid=avoid), remaining
-                    )
+                    async with asyncio.timeout(remaining):
+                        handle = await self.circuits.build(
+                            port=request.port, isolation=isolation, avoid=avoid
+                        )
                 else:
-                    handle = await asyncio.wait_for(
-                        self.circuits.get_circuit(request.port, isolation), remaining
-                    )
+                    async with asyncio.timeout(remaining):
+                        handle = await self.circuits.get_circuit(request.port, isolation)
                 sid = await self.circuits.open_stream(
                     handle,
                     request.host,
@@ -274,7 +273,7 @@ class SocksListener:
                 code = SocksReply.TTL_EXPIRED
                 continue
             except (OnionmeshError, OSError) as exc:
-                log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
+                peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
                 code = SocksReply.GENERAL_FAILURE
                 continue
             self._reply(machine, writer, SocksReply.SUCCEEDED)
@@ -290,9 +289,8 @@ class SocksListener:
     ) -> None:
         code, answer = SocksReply.HOST_UNREACHABLE, None
         try:
-            handle = await asyncio.wait_for(
-                self.circuits.get_circuit(None, (request.username, request.password)), REQUEST_DEADLINE
-            )
+            async with asyncio.timeout(REQUEST_DEADLINE):
+                handle = await self.circuits.get_circuit(None, (request.username, request.password))
             resolved = await self.circuits.resolve(handle, request.host, STREAM_TIMEOUT)
             for kind, value, _ttl in resolved.answers:
                 if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:

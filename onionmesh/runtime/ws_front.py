@@ -120,7 +120,8 @@ class WsFront:
 
     async def stop(self) -> None:
         if self._runner is not None:
-            await asyncio.wait_for(self._runner.cleanup(), 5)
+            async with asyncio.timeout(5):
+                await self._runner.cleanup()
 
 
 def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:

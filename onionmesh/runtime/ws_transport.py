@@ -139,7 +139,8 @@ class WsWriter:
 
     async def _close(self) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError, OSError):
-            await asyncio.wait_for(self._ws.close(), 2)  # best effort: the peer may be gone
+            async with asyncio.timeout(2):  # best effort: the peer may be gone
+                await self._ws.close()
         if self._on_close is not None:
             try:
                 await self._on_close()
@@ -189,16 +190,14 @@ async def open_ws_link(
     """
     session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
     try:
-        ws = await asyncio.wait_for(
-            session.ws_connect(
+        async with asyncio.timeout(timeout):
+            ws = await session.ws_connect(
                 bridge.url,
                 ssl=client_ssl_context() if bridge.tls else False,
                 max_msg_size=MAX_MSG,
                 autoping=True,
                 compress=0,
-            ),
-            timeout,
-        )
+            )
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         await session.close()
         raise OSError(f"cannot reach the bridge: {type(exc).__name__}") from None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,7 @@ async def start_mesh(
     hops: int = 3,
     dht_refresh: float = 600.0,
     resolve_overrides: dict[str, list[str]] | None = None,
+    hosts: list[str] | None = None,  # relay i listens on hosts[i]; default 127.{i+1}.0.1 (distinct /16s)
 ) -> tuple[Mesh, list[object]]:
     origin, runner = await start_origin()
     nodes: list[RelayNode] = []
@@ -100,7 +102,7 @@ async def start_mesh(
         cls = (relay_factory or {}).get(i, RelayNode)
         node = cls(
             RelayConfig(
-                listen_host=f"127.{i + 1}.0.1",
+                listen_host=hosts[i] if hosts else f"127.{i + 1}.0.1",
                 listen_port=0,
                 data_dir=tmp_path / f"relay{i}",
                 nickname=f"relay{i}",
@@ -183,3 +185,26 @@ def raw_socks5_reply(port: int, host: str, dport: int, timeout: float = 60.0) ->
         reply = s.recv(262)
         assert reply[:1] == b"\x05", reply
         return reply[1]
+
+
+async def curl_via_socks(mesh: Mesh, size: int) -> tuple[int, bytes, bytes]:
+    """curl fetches /blob/SIZE from the mesh's origin through its SOCKS port: (exit code, body, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--fail", "--max-time", "60",
+        "--socks5-hostname", f"127.0.0.1:{mesh.socks_port}",
+        f"http://localhost:{mesh.origin.port}/blob/{size}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll until `predicate()` holds or `timeout` passes (a liveness bound, not a timing assert)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True

@@ -1,7 +1,7 @@
 """Issue 15 item 1: a DHT relay is no reflector.  Real UDP on loopback.
 
-Self-contained on purpose (no import of the DHT's framing modules): the burst below is built
-byte by byte in both the current framing and the pre-token one, so that the same test runs
+The burst is bench/dht_reflection.py's (`burst_round`): built byte by byte in the pre-token
+framing and the current one (no import of the DHT's framing modules), so that the same test runs
 against code of either era and measures what comes back to the attacker's socket.
 """
 
@@ -11,57 +11,12 @@ import asyncio
 import os
 import time
 
-import umsgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
+from bench.dht_reflection import Sink, burst_round, relay_at
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.rng import SeededRng
 from onionmesh.runtime.dht import DhtNode
-
-
-def relay_descriptor(ident: IdentityKey, host: str, port: int) -> bytes:
-    now = int(time.time())
-    onion = OnionKey.generate(SeededRng(os.urandom(16)))
-    cert = OnionKeyCert.issue(ident, onion.public, now - 60, now + 86400)
-    return RelayDescriptor.create(
-        identity=ident, onion_cert=cert, nickname="reflector", link_addresses=((host, 9000),),
-        dht_contact=(host, port), exit_policy="", bandwidth=1000, published=now, lifetime=3 * 3600,
-    ).encode()  # fmt: skip
-
-
-async def relay_at(host: str) -> DhtNode:
-    ident = IdentityKey.generate(SeededRng(os.urandom(16)))
-    node = DhtNode(ident)
-    await node.listen(0, host)
-    node.descriptor_raw = relay_descriptor(ident, host, node.address[1])
-    return node
-
-
-class Sink(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.received.append(data)
-
-
-def burst_round() -> list[bytes]:
-    """ping, find_node, find_value, store, each with a fresh random node ID, in every framing:
-    pre-token (0x00), token-less, and with a made-up token."""
-    out = []
-    for name, args in (
-        ("ping", [os.urandom(20)]),
-        ("find_node", [os.urandom(20), os.urandom(20)]),
-        ("find_value", [os.urandom(20), os.urandom(20)]),
-        ("store", [os.urandom(20), os.urandom(20), os.urandom(64)]),
-    ):
-        body = umsgpack.packb([name, args])
-        out.append(b"\x00" + os.urandom(20) + body)
-        out.append(b"\x02" + os.urandom(20) + bytes(16) + body)
-        out.append(b"\x02" + os.urandom(20) + os.urandom(16) + body)
-    return out
 
 
 async def test_a_burst_with_fresh_node_ids_gets_back_no_more_bytes_than_it_sent() -> None:

@@ -7,18 +7,6 @@ from structlog.testing import capture_logs
 
 from onionmesh.rng import SeededRng
 from onionmesh.runtime.circuits import CircuitMgr
-from onionmesh.runtime.safelog import Throttle
-
-
-def test_throttle_lets_one_line_per_interval_and_counts_the_rest() -> None:
-    now = [100.0]
-    throttle = Throttle(60.0, clock=lambda: now[0])
-    assert throttle.allow("x") == 0
-    assert [throttle.allow("x") for _ in range(5)] == [None] * 5
-    assert throttle.allow("y") == 0, "keys are independent"
-    now[0] += 60.0
-    assert throttle.allow("x") == 5, "the next line says how many were held back"
-    assert throttle.allow("x") is None
 
 
 def test_a_failing_listener_is_counted_and_logged_once_per_interval() -> None:

@@ -64,3 +64,17 @@ def test_lines_below_the_level_are_limited_silently(out: io.StringIO) -> None:
     now[0] = 2.0
     log.flush()
     assert out.getvalue() == ""
+
+
+def test_every_peer_triggered_logger_is_the_one_limiter() -> None:
+    """SOCKS, the accept loop, the exit's caps and the DHT write their per-peer lines through loglimit
+    (no second or third limiter with its own rules)."""
+    from onionmesh.runtime import dht, dht_circuit, dht_directory, exit_streams, listeners, socks_server
+
+    for logger in (
+        socks_server.peer_log, listeners.log, exit_streams.peer_log,
+        dht.peer_log, dht_circuit.log, dht_directory.log,
+    ):  # fmt: skip
+        assert isinstance(logger, LimitedLogger)
+    assert not hasattr(listeners, "WarnEvery")
+    assert not hasattr(exit_streams, "CAP_WARN_INTERVAL")

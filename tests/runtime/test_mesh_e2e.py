@@ -9,7 +9,14 @@ import socket
 
 import pytest
 
-from tests.runtime.conftest import Mesh, http_get_via_socks, raw_socks5_reply, start_mesh, stop_mesh
+from tests.runtime.conftest import (
+    Mesh,
+    curl_via_socks,
+    http_get_via_socks,
+    raw_socks5_reply,
+    start_mesh,
+    stop_mesh,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
@@ -17,14 +24,8 @@ pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is ne
 async def test_curl_fetches_blob_byte_identical(mesh: Mesh) -> None:
     size = 5 * 1024 * 1024
     want = mesh.origin.blob(size)
-    proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--fail", "--max-time", "60",
-        "--socks5-hostname", f"127.0.0.1:{mesh.socks_port}",
-        f"http://localhost:{mesh.origin.port}/blob/{size}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err
+    code, out, err = await curl_via_socks(mesh, size)
+    assert code == 0, err
     assert hashlib.sha256(out).digest() == hashlib.sha256(want).digest()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from onionmesh.runtime import socks_server
-from tests.runtime.conftest import Mesh
+from tests.runtime.conftest import Mesh, curl_via_socks
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
@@ -43,18 +43,6 @@ def _sees_eof(s: socket.socket, timeout: float) -> bool:
         return False
 
 
-async def _curl(mesh: Mesh, size: int) -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--fail", "--max-time", "60",
-        "--socks5-hostname", f"127.0.0.1:{mesh.socks_port}",
-        f"http://localhost:{mesh.origin.port}/blob/{size}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out, err
-
-
 async def test_a_handshake_that_times_out_is_closed(mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socks_server, "HANDSHAKE_TIMEOUT", 0.5)
     mesh.client.socks.handshake_timeout = 0.5
@@ -73,7 +61,7 @@ async def test_more_idle_connections_than_the_cap_are_closed_and_curl_gets_throu
     mesh.client.socks.max_handshakes = 20
     idle = await asyncio.to_thread(_idle, mesh.socks_port, 60)
     try:
-        code, out, err = await _curl(mesh, 100_000)
+        code, out, err = await curl_via_socks(mesh, 100_000)
         assert code == 0, err
         assert out == mesh.origin.blob(100_000)
         closed = 0
@@ -101,7 +89,7 @@ async def test_past_the_connection_cap_a_newcomer_is_closed_at_once(mesh: Mesh) 
     deadline = time.monotonic() + 10
     while mesh.client.socks.connections and time.monotonic() < deadline:  # all five are counted out
         await asyncio.sleep(0.05)
-    code, _out, err = await _curl(mesh, 5000)
+    code, _out, err = await curl_via_socks(mesh, 5000)
     assert code == 0, err
 
 
