@@ -21,7 +21,7 @@ from onionmesh.crypto import sodium
 from onionmesh.crypto.onion_layer import LOCAL_SUITES, LayerSuite, OnionLayer
 from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN
 
-RECORD_CELLS = 16  # what one stream read brings (runtime.stream_bridge.READ_CELLS)
+RECORD_CELLS = 16  # what one stream read brings (runtime.transport.stream_pump.READ_CELLS)
 
 
 def per_call_us(fn: Callable[[], object], seconds: float) -> float:

@@ -56,13 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kademlia.node import Node
 
-import onionmesh.runtime.dht as dht_module
+import onionmesh.runtime.dht.node as dht_module
 from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import SeededRng
 from onionmesh.runtime import safelog
-from onionmesh.runtime.dht import DhtNode, LookupResult
-from onionmesh.runtime.dht_protocol import WAIT_TIMEOUT, OnionmeshDhtProtocol
+from onionmesh.runtime.dht.node import DhtNode, LookupResult
+from onionmesh.runtime.dht.protocol import WAIT_TIMEOUT, OnionmeshDhtProtocol
 
 BOOTSTRAP_CONCURRENCY = 16
 PUBLISH_CONCURRENCY = 16

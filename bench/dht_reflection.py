@@ -26,7 +26,7 @@ import umsgpack
 from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.rng import SeededRng
-from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht.node import DhtNode
 
 
 def relay_descriptor(ident: IdentityKey, host: str, port: int) -> bytes:

@@ -36,7 +36,7 @@ from _load import start_file_server, stop_all, vm_kb
 
 from onionmesh.app.testnet import Testnet
 from onionmesh.runtime import safelog
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
+from onionmesh.runtime.client.node import ClientConfig, ClientNode
 
 BENCH = Path(__file__).resolve().parent
 CLK = os.sysconf("SC_CLK_TCK")

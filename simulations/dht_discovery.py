@@ -2,7 +2,7 @@
 
     python -m simulations.dht_discovery [--quick] [--seed N] [--out DIR]
 
-Real code under test: `onionmesh.runtime.dht.DhtNode` (bootstrap, S/Kademlia disjoint-path
+Real code under test: `onionmesh.runtime.dht.node.DhtNode` (bootstrap, S/Kademlia disjoint-path
 lookup, verification of every value), `OnionmeshDhtProtocol` (proof-before-admission, subnet
 limit, ExactRoutingTable) and `DescriptorStore`, over `memnet` on virtual time.  Fresh clients
 join through 3 random online nodes with the real `bootstrap`, then look up descriptors of random
@@ -19,8 +19,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-import onionmesh.runtime.dht as dht_mod
-from onionmesh.runtime.dht import DhtNode
+import onionmesh.runtime.dht.node as dht_mod
+from onionmesh.runtime.dht.node import DhtNode
 from simulations import vclock
 from simulations.churn import Churn, SessionModel
 from simulations.dht_sim import DhtNetwork, build_network, fill_routing_tables, place_descriptors

@@ -32,8 +32,8 @@ from typing import Any
 from kademlia.node import Node
 
 from onionmesh.directory.descriptor import descriptor_key
-from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.dht.node import DhtNode
+from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 from simulations.memnet import MemoryNetwork
 from simulations.relays import EPOCH, PyRng, Relay, make_relay, random_ip, tor_like_bandwidth
 

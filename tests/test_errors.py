@@ -48,9 +48,9 @@ def test_every_error_is_an_onionmesh_error() -> None:
 @pytest.mark.parametrize(
     ("module", "name", "also"),
     [
-        ("onionmesh.runtime.circuit_handle", "StreamFailed", None),
-        ("onionmesh.runtime.circuits", "StreamFailed", None),
-        ("onionmesh.runtime.exit", "ExitRefused", None),
+        ("onionmesh.runtime.client.circuit_handle", "StreamFailed", None),
+        ("onionmesh.runtime.client.circuit_manager", "StreamFailed", None),
+        ("onionmesh.runtime.relay.exit_rules", "ExitRefused", None),
         ("onionmesh.runtime.keystore", "InsecurePermissions", OSError),
         ("onionmesh.app.config", "ConfigError", ValueError),
     ],

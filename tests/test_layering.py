@@ -38,11 +38,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("wire",),  # the cell layouts; knows no keys and no directory
     ("crypto",),  # keys, handshake, onion layer: builds on wire's layouts
     ("proto", "directory"),  # state machines / descriptors and policy: independent of each other
-    ("runtime",),  # asyncio
+    ("runtime",),  # asyncio: the shared pieces directly in runtime/ (logs, keys, limits)
+    ("runtime.transport",),  # links over TCP and WebSocket, the stream pump, the memory guard
+    ("runtime.dht",),  # the Kademlia node
+    ("runtime.metrics",),  # reads every role's counters at scrape time
+    ("runtime.relay", "runtime.client"),  # the two roles: neither imports the other
     ("app",),  # the command
     ("__main__",),  # python -m onionmesh
 )
-
 # Import cycles the runtime/ split (issue 16) removes: it empties this list. Each entry is one
 # strongly connected component of the module graph, exactly; a cycle that grows, a new cycle,
 # or an entry that no longer exists fails the test, so the list can only shrink.
@@ -51,20 +54,20 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
         # CircuitEntry, ExitService, start_front, send_descriptor: the relay's glue
         frozenset(
             {
-                "onionmesh.runtime.bridge_relay",
-                "onionmesh.runtime.exit_streams",
-                "onionmesh.runtime.relay_node",
-                "onionmesh.runtime.relay_switch",
+                "onionmesh.runtime.relay.bridge",
+                "onionmesh.runtime.relay.exit_streams",
+                "onionmesh.runtime.relay.node",
+                "onionmesh.runtime.relay.switch",
             }
         ),
         # BridgeSet is typed against CircuitMgr, which owns a BridgeSet
-        frozenset({"onionmesh.runtime.bridges", "onionmesh.runtime.circuits"}),
+        frozenset({"onionmesh.runtime.client.bridges", "onionmesh.runtime.client.circuit_manager"}),
         # the client node serves the control API and status page, which are typed against it
         frozenset(
             {
-                "onionmesh.runtime.client_node",
-                "onionmesh.runtime.control",
-                "onionmesh.runtime.status_page",
+                "onionmesh.runtime.client.node",
+                "onionmesh.runtime.client.control",
+                "onionmesh.runtime.client.status_page",
             }
         ),
     }
@@ -111,13 +114,19 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def layer_of(module: str, layers: Sequence[Sequence[str]]) -> tuple[int, str]:
-    """(rank, package) of a module: its first component below the root package."""
-    parts = module.split(".")
-    package = parts[1] if len(parts) > 1 else ""
+    """(rank, package) of a module: the longest entry of `layers` that is a dotted prefix of its
+    path below the root package (`runtime.relay.switch` -> `runtime.relay`; the root is "")."""
+    below = module.split(".")[1:]
+    best: tuple[int, str] | None = None
     for rank, peers in enumerate(layers):
-        if package in peers:
-            return rank, package
-    raise AssertionError(f"{module}: package {package!r} is in no layer; add it to LAYERS")
+        for package in peers:
+            parts = package.split(".") if package else []
+            matches = (parts or not below) and below[: len(parts)] == parts
+            if matches and (best is None or len(parts) > len(best[1].split("."))):
+                best = (rank, package)
+    if best is None:
+        raise AssertionError(f"{module}: package {'.'.join(below[:2])!r} is in no layer; add it to LAYERS")
+    return best
 
 
 def upward_imports(graph: Mapping[str, Iterable[str]], layers: Sequence[Sequence[str]]) -> list[str]:
@@ -287,3 +296,24 @@ def test_checker_reports_a_module_in_no_layer(toy: Path) -> None:
     _write(toy, {"plugins/__init__.py": ""})
     with pytest.raises(AssertionError, match="plugins"):
         upward_imports(import_graph(toy), LAYERS)
+
+
+def test_checker_orders_runtime_subpackages_and_keeps_the_roles_apart(toy: Path) -> None:
+    _write(
+        toy,
+        {
+            "runtime/transport/__init__.py": "",
+            "runtime/transport/link.py": "from pkg.runtime import b\n",  # down to the shared pieces: fine
+            "runtime/dht/__init__.py": "",
+            "runtime/dht/node.py": "from pkg.runtime.transport import link\n",  # down: fine
+            "runtime/relay/__init__.py": "",
+            "runtime/relay/switch.py": "from pkg.runtime.client import manager\n",  # peer role
+            "runtime/client/__init__.py": "",
+            "runtime/client/manager.py": "from pkg.runtime.dht import node\n",  # down: fine
+        },
+    )
+    (toy / "runtime" / "b.py").write_text("from pkg.runtime.dht.node import x\n")  # shared piece up into dht
+    assert upward_imports(import_graph(toy), LAYERS) == [
+        "pkg.runtime.b -> pkg.runtime.dht.node",
+        "pkg.runtime.relay.switch -> pkg.runtime.client.manager",
+    ]

@@ -51,7 +51,7 @@ def os_error_text(exc: OSError) -> str:
 # --- commands ----------------------------------------------------------------------------------
 def cmd_relay(args: argparse.Namespace) -> int:
     from onionmesh.app.run import run, run_until_signalled
-    from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+    from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 
     config = RelayConfig(
         listen_host=args.listen[0],
@@ -110,7 +110,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def cmd_proxy(args: argparse.Namespace) -> int:
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.directory.bridge_line import parse_bridge_line
-    from onionmesh.runtime.client_node import ClientConfig, ClientNode
+    from onionmesh.runtime.client.node import ClientConfig, ClientNode
 
     node = ClientNode(
         ClientConfig(

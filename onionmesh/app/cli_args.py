@@ -59,7 +59,7 @@ def _add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
 def bootstrap_contacts(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
     """The DHT contacts of --bootstrap and --bootstrap-file (here, beside the flags, so every command
     module can use it without importing cli)."""
-    from onionmesh.runtime.dht_directory import parse_bootstrap_file
+    from onionmesh.runtime.client.directory import parse_bootstrap_file
 
     contacts = list(args.bootstrap)
     if args.bootstrap_file is not None:

@@ -12,8 +12,8 @@ from typing import Any
 from onionmesh.app.cli_args import bootstrap_contacts
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.view import NetView
-from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_directory import local_bind_for
+from onionmesh.runtime.client.directory import local_bind_for
+from onionmesh.runtime.dht.node import DhtNode
 
 
 def descriptor_json(d: RelayDescriptor, now: float) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from onionmesh.app.run import PARENT_ENV
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.errors import PublicListenerRefused
-from onionmesh.runtime.client_node import ClientConfig, ClientNode, public_listeners
+from onionmesh.runtime.client.node import ClientConfig, ClientNode, public_listeners
 from onionmesh.runtime.keystore import private_dir
 
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"

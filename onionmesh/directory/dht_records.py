@@ -10,7 +10,7 @@ validated store of descriptors that every honest node keeps.
   expiry comes from the signed `expires`, so holders cannot keep stale values alive. The store
   is bounded; when full it drops the value that expires first.
 
-Not in this module: UDP, the kademlia package, crawling (runtime.dht).
+Not in this module: UDP, the kademlia package, crawling (runtime.dht.node).
 """
 
 from __future__ import annotations

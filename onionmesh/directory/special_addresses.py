@@ -13,7 +13,7 @@ and the client, whose address is stored XOR 0xffffffff) and the NAT64 well-known
 a translator for it is by definition on the exit's own network, and where inside the /48 the
 IPv4 address sits is the operator's choice.
 
-Not in this module: policy rules (exit_policy), the relay's own addresses (runtime.exit).
+Not in this module: policy rules (exit_policy), the relay's own addresses (runtime.relay.exit_rules).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The client's verified view of the network: every relay it found, bounded, per-subnet capped.
 
-Fed by the DHT crawl (runtime.dht_directory) with descriptors that already passed verification.
+Fed by the DHT crawl (runtime.client.directory) with descriptors that already passed verification.
 A relay leaves the view when its descriptor (or onion key) expires, or when it was missing
 from `MISSED_CRAWLS_TO_DROP` consecutive crawls (it left the network).  At most
 `max_per_subnet` relays of one /24 (IPv4) or /48 (IPv6) are kept, those seen first, so a Sybil

@@ -18,7 +18,7 @@ where the AEAD is AEGIS-256 (32-byte tag) when both ends have hardware AES, ChaC
 neither cell types nor where one stream's data ends.  Records are numbered implicitly: a
 dropped, replayed or reordered record fails authentication and kills the link.
 
-Not in this module: sockets and timers (runtime.link), circuit multiplexing (runtime).
+Not in this module: sockets and timers (runtime.transport.link), circuit multiplexing (runtime).
 """
 
 from __future__ import annotations

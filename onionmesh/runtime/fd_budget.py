@@ -1,6 +1,6 @@
 """How many descriptors this process may spend on what peers open: RLIMIT_NOFILE less headroom.
 
-Exit streams (runtime.exit_limits) and inbound links (runtime.relay_node) each hold one socket
+Exit streams (runtime.relay.exit_limits) and inbound links (runtime.relay.node) each hold one socket
 descriptor, and a peer decides how many it opens.  Both caps start from the same figure: the soft
 RLIMIT_NOFILE less a reserve for listeners, the DHT socket, outbound links and logs (Tor keeps
 `ULIMIT_BUFFER` and sizes `ConnLimit` from the same limit).

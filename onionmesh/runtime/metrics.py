@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import Metric as PromMetric
 
 from onionmesh.directory.dht_records import StoreResult
 from onionmesh.proto.link import SUITE_NAMES
-from onionmesh.runtime.dht_protocol import RPCS
+from onionmesh.runtime.dht.protocol import RPCS
 from onionmesh.runtime.http_guard import host_is_safe
 from onionmesh.runtime.safelog import get_logger
 

@@ -29,9 +29,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from onionmesh.runtime import status_page
-from onionmesh.runtime.control import ControlServer
-from onionmesh.runtime.relay_node import RelayConfig
+from onionmesh.runtime.client import status_page
+from onionmesh.runtime.client.control import ControlServer
+from onionmesh.runtime.relay.node import RelayConfig
 from tests.runtime.conftest import (
     Mesh,
     http_get_via_socks,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from onionmesh.runtime.control import ControlServer
+from onionmesh.runtime.client.control import ControlServer
 from tests.apps.test_browser import (
     live_chromium,
     needs_chromium,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from onionmesh.runtime.control import ControlServer
+from onionmesh.runtime.client.control import ControlServer
 from tests.apps.test_browser import live_chromium, needs_chromium, status_server, wait_for_circuits
 from tests.runtime.conftest import Mesh, start_mesh, stop_mesh
 

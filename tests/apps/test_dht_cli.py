@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht.node import DhtNode
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ import pytest
 from onionmesh.app import testnet
 from onionmesh.proto.flow import STREAM_WINDOW
 from onionmesh.runtime import safelog
-from onionmesh.runtime.stream_bridge import WRITE_HIGH_WATER
+from onionmesh.runtime.transport.stream_pump import WRITE_HIGH_WATER
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX
 from tests.runtime.conftest import start_origin
 

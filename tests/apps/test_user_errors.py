@@ -120,7 +120,7 @@ def test_public_socks_or_control_is_refused_without_the_override(tmp_path: Path,
 def test_public_socks_with_the_override_is_accepted_and_named(tmp_path: Path) -> None:
     # Not bound here: a test never listens beyond loopback.  The node accepts the configuration and
     # names the exposed listener it warns about.
-    from onionmesh.runtime.client_node import ClientConfig, ClientNode, public_listeners
+    from onionmesh.runtime.client.node import ClientConfig, ClientNode, public_listeners
 
     config = ClientConfig(tmp_path / "c", socks_host="0.0.0.0", allow_public_listeners=True)
     ClientNode(config)

@@ -685,7 +685,7 @@ def _dht_records(data: bytes) -> list[tuple[int, int, bytes]]:
 async def _dht_session(data: bytes) -> str:
     from kademlia.node import Node
 
-    from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+    from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 
     own_id, own_desc = descriptors()[0]
     store = DescriptorStore(lambda: NOW)
@@ -857,8 +857,8 @@ COOKIE = bytes(range(32))
 
 def _control_server() -> object:
     if "server" not in _CONTROL:
-        from onionmesh.runtime.control import ControlServer
-        from onionmesh.runtime.path_policy import PathPolicy
+        from onionmesh.runtime.client.control import ControlServer
+        from onionmesh.runtime.client.path_policy import PathPolicy
 
         relays = [
             make_descriptor(

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
-from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from onionmesh.runtime.client.node import ClientConfig, ClientNode
+from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 
 LOOPBACK_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
 

@@ -17,12 +17,12 @@ import pytest
 
 from onionmesh.directory.bridge_line import parse_bridge_line
 from onionmesh.rng import SeededRng
-from onionmesh.runtime import dht_protocol
-from onionmesh.runtime.bridges import BridgeSet
-from onionmesh.runtime.circuits import CircuitMgr
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
-from onionmesh.runtime.relay_node import RelayConfig, RelayNode
-from onionmesh.runtime.ws_front import DECOY_PAGE, SECRET_FILE
+from onionmesh.runtime.client.bridges import BridgeSet
+from onionmesh.runtime.client.circuit_manager import CircuitMgr
+from onionmesh.runtime.client.node import ClientConfig, ClientNode
+from onionmesh.runtime.dht.node import protocol as dht_protocol
+from onionmesh.runtime.relay.node import RelayConfig, RelayNode
+from onionmesh.runtime.transport.ws_front import DECOY_PAGE, SECRET_FILE
 from onionmesh.wire.cell import Cell, CellCommand
 from tests.runtime.conftest import LOOPBACK_EXIT_POLICY, http_get_via_socks, start_mesh, stop_mesh
 

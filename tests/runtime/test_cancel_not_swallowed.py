@@ -13,7 +13,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht.node import DhtNode
 
 ROOT = Path(__file__).resolve().parents[2]
 

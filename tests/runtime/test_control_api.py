@@ -245,7 +245,7 @@ async def test_requests_from_another_origin_are_refused(mesh: Mesh, api) -> None
 
 
 async def test_sessions_and_login_links_expire_on_the_injected_clock(mesh: Mesh) -> None:
-    from onionmesh.runtime.control import LOGIN_TOKEN_LIFETIME, SESSION_LIFETIME, ControlServer
+    from onionmesh.runtime.client.control import LOGIN_TOKEN_LIFETIME, SESSION_LIFETIME, ControlServer
 
     now = [1000.0]
     control = mesh.client.control

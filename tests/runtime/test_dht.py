@@ -30,8 +30,8 @@ from onionmesh.directory.dht_records import (
     verify_hello,
 )
 from onionmesh.rng import SeededRng
-from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_protocol import (
+from onionmesh.runtime.dht.node import DhtNode
+from onionmesh.runtime.dht.protocol import (
     MAX_PER_SUBNET_PER_BUCKET,
     RATE_BURST,
     WAIT_TIMEOUT,

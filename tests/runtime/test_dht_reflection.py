@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bench.dht_reflection import Sink, burst_round, relay_at
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.runtime.dht import DhtNode
+from onionmesh.runtime.dht.node import DhtNode
 
 
 async def test_a_burst_with_fresh_node_ids_gets_back_no_more_bytes_than_it_sent() -> None:

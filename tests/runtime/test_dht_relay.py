@@ -8,8 +8,8 @@ import umsgpack
 
 from onionmesh.directory.dht_records import NONCE_LEN
 from onionmesh.proto.dht_events import DhtRpcRequested
-from onionmesh.runtime import dht_relay
-from onionmesh.runtime.dht_relay import DhtRpcService
+from onionmesh.runtime.relay import dht_answers as dht_relay
+from onionmesh.runtime.relay.dht_answers import DhtRpcService
 from onionmesh.wire.dht_rpc import AnswerAssembler, DhtAnswer, DhtRpc, DhtStatus
 from tests.runtime.test_dht import Net
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from onionmesh.runtime.dht_directory import DhtDirectory
-from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from onionmesh.runtime.client.directory import DhtDirectory
+from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from tests.runtime.conftest import eventually
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.runtime.circuit_handle import StreamFailed
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
-from onionmesh.runtime.exit_limits import StreamCaps, StreamLedger, process_stream_cap
+from onionmesh.runtime.client.circuit_handle import StreamFailed
+from onionmesh.runtime.client.node import ClientConfig, ClientNode
+from onionmesh.runtime.relay.exit_limits import StreamCaps, StreamLedger, process_stream_cap
 from onionmesh.wire.relay_msg import EndReason
 
 NOFILE = 2048

@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from onionmesh.directory.exit_policy import ExitPolicy
-from onionmesh.runtime import exit as exit_mod
+from onionmesh.runtime.relay import exit_rules as exit_mod
 from onionmesh.wire.relay_msg import BeginFlags, EndReason
 
 PUBLIC = "93.184.216.34"  # a public address; never contacted: the connect is a recorder
@@ -85,7 +85,7 @@ async def test_a_loopback_only_exit_never_asks_a_resolver(recorder) -> None:
 # The exit's connect and resolver are wrapped, not replaced: loopback destinations go through,
 # anything else is recorded and refused before a packet leaves, and names never reach a resolver.
 
-from onionmesh.runtime.circuit_handle import StreamFailed  # noqa: E402
+from onionmesh.runtime.client.circuit_handle import StreamFailed  # noqa: E402
 from onionmesh.wire.relay_msg import ResolvedType  # noqa: E402
 from tests.runtime.conftest import start_mesh, stop_mesh  # noqa: E402
 

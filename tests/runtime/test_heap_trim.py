@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from onionmesh.proto.scheduler import QueueBudget
-from onionmesh.runtime import oom
+from onionmesh.runtime.transport import memory_guard as oom
 
 pytestmark = pytest.mark.skipif(oom._malloc_trim is None, reason="needs glibc's malloc_trim")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.fd_budget import descriptor_budget
-from onionmesh.runtime.link import Link, open_link
-from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from onionmesh.runtime.relay.node import RelayConfig, RelayNode
+from onionmesh.runtime.transport.link import Link, open_link
 from tests.runtime.conftest import eventually
 
 CAP = 4

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from onionmesh.rng import SystemRng
-from onionmesh.runtime import link as link_mod
 from onionmesh.runtime.keystore import KeyStore
-from onionmesh.runtime.link import open_link
+from onionmesh.runtime.transport import link as link_mod
+from onionmesh.runtime.transport.link import open_link
 from tests.runtime.conftest import Mesh
 
 

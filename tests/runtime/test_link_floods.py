@@ -19,11 +19,11 @@ import structlog
 
 from onionmesh.proto.link import MSG1_LEN, MSG2_LEN, LinkProtocol, LinkRole
 from onionmesh.rng import SystemRng
-from onionmesh.runtime import link as link_mod
 from onionmesh.runtime import safelog
-from onionmesh.runtime.link import Link, open_link
 from onionmesh.runtime.metrics import relay_metrics
-from onionmesh.runtime.relay_node import RelayConfig, RelayNode
+from onionmesh.runtime.relay.node import RelayConfig, RelayNode
+from onionmesh.runtime.transport import link as link_mod
+from onionmesh.runtime.transport.link import Link, open_link
 
 SOURCES = [f"127.77.{i // 250}.{i % 250 + 1}" for i in range(300)]  # distinct loopback addresses
 

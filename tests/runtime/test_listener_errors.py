@@ -6,7 +6,7 @@ from __future__ import annotations
 from structlog.testing import capture_logs
 
 from onionmesh.rng import SeededRng
-from onionmesh.runtime.circuits import CircuitMgr
+from onionmesh.runtime.client.circuit_manager import CircuitMgr
 
 
 def test_a_failing_listener_is_counted_and_logged_once_per_interval() -> None:

@@ -69,7 +69,12 @@ def test_lines_below_the_level_are_limited_silently(out: io.StringIO) -> None:
 def test_every_peer_triggered_logger_is_the_one_limiter() -> None:
     """SOCKS, the accept loop, the exit's caps and the DHT write their per-peer lines through loglimit
     (no second or third limiter with its own rules)."""
-    from onionmesh.runtime import dht, dht_circuit, dht_directory, exit_streams, listeners, socks_server
+    from onionmesh.runtime.client import dht_over_circuits as dht_circuit
+    from onionmesh.runtime.client import directory as dht_directory
+    from onionmesh.runtime.client import socks_server
+    from onionmesh.runtime.dht.node import node as dht
+    from onionmesh.runtime.relay import exit_streams
+    from onionmesh.runtime.transport import listeners
 
     for logger in (
         socks_server.peer_log, listeners.log, exit_streams.peer_log,

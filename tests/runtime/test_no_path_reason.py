@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onionmesh.runtime.client_node import PREBUILT_CIRCUITS
+from onionmesh.runtime.client.node import PREBUILT_CIRCUITS
 from tests.runtime.conftest import eventually, start_mesh, stop_mesh
 
 

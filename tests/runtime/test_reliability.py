@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from onionmesh.errors import OnionmeshError
-from onionmesh.runtime.client_node import ClientConfig, ClientNode
+from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from onionmesh.runtime.control import COOKIE_NAME, load_or_create_cookie
+from onionmesh.runtime.client.control import COOKIE_NAME, load_or_create_cookie
 from onionmesh.runtime.keystore import InsecurePermissions, write_secret
-from onionmesh.runtime.ws_front import SECRET_FILE, load_or_create_secret
+from onionmesh.runtime.transport.ws_front import SECRET_FILE, load_or_create_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 

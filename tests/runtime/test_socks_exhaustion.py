@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from onionmesh.runtime import socks_server
+from onionmesh.runtime.client import socks_server
 from tests.runtime.conftest import Mesh, curl_via_socks
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""StreamBridge stamps when its buffered data began to wait with an injectable clock, and the
+"""StreamPump stamps when its buffered data began to wait with an injectable clock, and the
 memory guard destroys the circuit whose stream data waited longest: no patching of `time`."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from onionmesh.proto.scheduler import QueueBudget
-from onionmesh.runtime import oom
-from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.runtime.transport import memory_guard as oom
+from onionmesh.runtime.transport.stream_pump import StreamPump
 
 
 class Transport:
@@ -46,7 +46,7 @@ async def test_buffered_since_follows_the_injected_clock_and_decides_the_oom_vic
     now = [100.0]
     ends, writers = [End(), End()], [Writer(), Writer()]
     old, young = (
-        StreamBridge(end, 1, asyncio.StreamReader(), w, lambda: None, clock=lambda: now[0])  # type: ignore[arg-type]
+        StreamPump(end, 1, asyncio.StreamReader(), w, lambda: None, clock=lambda: now[0])  # type: ignore[arg-type]
         for end, w in zip(ends, writers, strict=True)
     )
     assert old.buffered_since == young.buffered_since == 100.0

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from onionmesh.proto.events import SendWindowOpened
-from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
+from onionmesh.runtime.transport.stream_pump import StreamPump, route_stream_event
 
 
 class Flow:
@@ -48,7 +48,7 @@ async def sockets() -> AsyncIterator[list[tuple[asyncio.StreamReader, asyncio.St
 async def test_a_stream_with_credit_waits_behind_a_sibling_served_less_recently(sockets) -> None:  # type: ignore[no-untyped-def]
     end = End(3)
     bridges = {
-        sid: StreamBridge(end, sid, r, w, flush=lambda: None)  # type: ignore[arg-type]
+        sid: StreamPump(end, sid, r, w, flush=lambda: None)  # type: ignore[arg-type]
         for sid, (r, w) in enumerate(sockets, 1)
     }
     a, b, c = bridges[1], bridges[2], bridges[3]
@@ -73,8 +73,8 @@ async def test_a_stream_with_credit_waits_behind_a_sibling_served_less_recently(
 async def test_closing_a_queued_stream_passes_the_turn_on(sockets) -> None:  # type: ignore[no-untyped-def]
     end = End(2)
     (ra, wa), (rb, wb), _ = sockets
-    a = StreamBridge(end, 1, ra, wa, flush=lambda: None)  # type: ignore[arg-type]
-    b = StreamBridge(end, 2, rb, wb, flush=lambda: None)  # type: ignore[arg-type]
+    a = StreamPump(end, 1, ra, wa, flush=lambda: None)  # type: ignore[arg-type]
+    b = StreamPump(end, 2, rb, wb, flush=lambda: None)  # type: ignore[arg-type]
     a.last_turn, b.last_turn = 1, 2
     waiting_a = asyncio.create_task(a._take_turn())
     await asyncio.sleep(0.01)

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 from onionmesh.directory.exit_policy import is_private_address
 from onionmesh.proto.events import BeginRequested, ResolveRequested
-from onionmesh.runtime import exit as exit_mod
-from onionmesh.runtime.exit_limits import StreamCaps, StreamLedger
 from onionmesh.runtime.loglimit import limited
+from onionmesh.runtime.relay import exit_rules as exit_mod
+from onionmesh.runtime.relay.exit_limits import StreamCaps, StreamLedger
 from onionmesh.runtime.safelog import Sensitive, get_logger
-from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
 
 if TYPE_CHECKING:
-    from onionmesh.runtime.relay_switch import CircuitEntry
+    from onionmesh.runtime.relay.switch import CircuitEntry
 
 log = get_logger("onionmesh.exit")
 peer_log = limited(log)  # clients decide how often these happen: rate-limited (runtime.loglimit)
@@ -87,7 +87,7 @@ class ExitService:
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.count("streams_opened")
-        bridge = StreamBridge(
+        bridge = StreamPump(
             entry.circ, sid, reader, writer, lambda: self.flush(entry), on_close=slot.release
         )
         entry.bridges[sid] = bridge

@@ -29,7 +29,7 @@ from onionmesh.crypto.keys import IdentityKey
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify, descriptor_key
 from onionmesh.directory.dht_records import DescriptorStore, node_id_for, sign_hello
 from onionmesh.errors import OnionmeshError
-from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 

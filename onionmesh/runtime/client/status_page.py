@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from onionmesh.runtime.control import ControlServer
+    from onionmesh.runtime.client.control import ControlServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -34,7 +34,7 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-
 
 # The page itself (HTML, inline CSS and JS, no external resources) is a package file; "__NONCE__"
 # marks where each response's CSP nonce goes.
-PAGE = (importlib.resources.files("onionmesh.runtime") / "status_page.html").read_text(encoding="utf-8")
+PAGE = (importlib.resources.files(__package__) / "status_page.html").read_text(encoding="utf-8")
 
 
 def content_security_policy(nonce: str, ws_origin: str | None) -> str:

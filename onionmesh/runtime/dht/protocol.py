@@ -6,7 +6,7 @@ the holes read in the package (docs/protocol.md, "Directory"):
 * garbage datagrams and malformed arguments are dropped and counted, never raised;
 * no reflection or amplification: a request does nothing but earn a RETRY (shorter than any
   request) until its source has echoed an address token (wire.dht_datagram,
-  runtime.dht_validation); only then is it answered, verified or admitted, and every byte sent
+  runtime.dht.validation); only then is it answered, verified or admitted, and every byte sent
   to an unproven address is counted against what it sent;
 * per-source-address token buckets limit requests;
 * a dead contact costs `WAIT_TIMEOUT` (0.5 s), not 5 s, and answers are accepted only from the
@@ -42,8 +42,8 @@ from onionmesh.directory.dht_records import (
     verify_hello,
 )
 from onionmesh.errors import OnionmeshError
-from onionmesh.runtime.dht_routing import ExactRoutingTable, _is_id, _parse_nodes
-from onionmesh.runtime.dht_validation import Address, AddressCheck, norm
+from onionmesh.runtime.dht.routing import ExactRoutingTable, _is_id, _parse_nodes
+from onionmesh.runtime.dht.validation import Address, AddressCheck, norm
 from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.wire.dht_datagram import MSG_ID_LEN, NO_TOKEN, DhtDatagram, Kind, decode_datagram
 

@@ -1,11 +1,11 @@
 """The WebSocket link transport: the link protocol, unchanged, inside binary WebSocket messages.
 
-`runtime.link.Link` drives a reader/writer pair; here the pair is backed by an aiohttp
+`runtime.transport.link.Link` drives a reader/writer pair; here the pair is backed by an aiohttp
 WebSocket instead of a TCP socket, so a bridge's links look like a web site's WebSocket to an
 observer (docs/censorship.md).  Link bytes go in binary messages of at most `CHUNK` bytes; a
 text message, a message over `MAX_MSG`, or anything but binary data closes the connection.
 
-Not in this module: the HTTP side of a bridge (runtime.ws_front), what a link means.
+Not in this module: the HTTP side of a bridge (runtime.transport.ws_front), what a link means.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import aiohttp
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.errors import OnionmeshError
 from onionmesh.rng import Rng
-from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, LinkOwner, initiate_link
 from onionmesh.runtime.safelog import get_logger
+from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, LinkOwner, initiate_link
 
 log = get_logger("onionmesh.ws")
 
@@ -186,7 +186,7 @@ async def open_ws_link(
 ) -> Link:
     """Connect to a bridge's secret URL and finish the link handshake, pinning its identity.
 
-    Raises OSError on any failure, as `runtime.link.open_link` does.
+    Raises OSError on any failure, as `runtime.transport.link.open_link` does.
     """
     session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
     try:

@@ -17,14 +17,14 @@ from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
 from onionmesh.errors import OnionmeshError
 from onionmesh.rng import Rng
-from onionmesh.runtime.link import Link
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.ws_transport import open_ws_link
+from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.websocket import open_ws_link
 from onionmesh.wire.bridge_cells import DescriptorAssembler
 from onionmesh.wire.cell import Cell, CellCommand
 
 if TYPE_CHECKING:
-    from onionmesh.runtime.circuits import CircuitMgr
+    from onionmesh.runtime.client.circuit_manager import CircuitMgr
 
 log = get_logger("onionmesh.bridges")
 

@@ -17,10 +17,10 @@ import time
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
-from onionmesh.runtime.circuits import CircuitMgr, StreamFailed
-from onionmesh.runtime.listeners import accept_loop, bind_listeners
+from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
+from onionmesh.runtime.transport.listeners import accept_loop, bind_listeners
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
 
 log = get_logger("onionmesh.socks")

@@ -22,7 +22,7 @@ READ_CELLS = 16
 _turns = itertools.count(1)  # stamps each stream's last turn at the circuit window
 
 
-class StreamBridge:
+class StreamPump:
     def __init__(
         self,
         endpoint: CircuitEndpoint,
@@ -68,7 +68,7 @@ class StreamBridge:
         less recently is queued for the circuit window.  Without the queue, a stream whose read
         happened to complete while the window had credit sent ahead of siblings that had waited
         for it (200 streams on one circuit: some got twice the turns of others)."""
-        queue: set[StreamBridge] = self.endpoint.turn_queue  # type: ignore[assignment]
+        queue: set[StreamPump] = self.endpoint.turn_queue  # type: ignore[assignment]
         while True:
             if self.closed or self.stream_id not in self.endpoint.streams:
                 self._leave_queue()
@@ -88,7 +88,7 @@ class StreamBridge:
 
     def _leave_queue(self) -> None:
         """Out of the circuit's turn queue; if the window has credit, the next in line goes."""
-        queue: set[StreamBridge] = self.endpoint.turn_queue  # type: ignore[assignment]
+        queue: set[StreamPump] = self.endpoint.turn_queue  # type: ignore[assignment]
         queue.discard(self)
         if queue and self.endpoint.flow.can_send():
             min(queue, key=_last_turn).window_open.set()
@@ -233,11 +233,11 @@ class StreamBridge:
             self._task.cancel()
 
 
-def _last_turn(bridge: StreamBridge | None) -> int:
+def _last_turn(bridge: StreamPump | None) -> int:
     return bridge.last_turn if bridge is not None else 0
 
 
-def route_stream_event(bridges: dict[int, StreamBridge], event: object) -> bool:
+def route_stream_event(bridges: dict[int, StreamPump], event: object) -> bool:
     """Hand a circuit's stream event to its bridge (both ends do the same); False if not a stream event."""
     if isinstance(event, StreamDataReceived):
         bridge = bridges.get(event.stream_id)
@@ -250,7 +250,7 @@ def route_stream_event(bridges: dict[int, StreamBridge], event: object) -> bool:
             # robin; Tor starts at a random stream).  200 streams of 1 MiB in bench/throughput.py:
             # Jain's index 0.79-0.99 over six runs that way, 0.93-1.00 over eleven in turn, both
             # measured while the client still spread such streams over 2-3 circuits.
-            targets: list[StreamBridge | None] = list(bridges.values())
+            targets: list[StreamPump | None] = list(bridges.values())
             if len(targets) > 1:
                 targets.sort(key=_last_turn)
         else:

@@ -5,7 +5,7 @@ circuit to send each RPC for it (wire.dht_rpc).  This is not a UDP proxy:
 
 * only the RPCs a client needs (`ping`, `find_node`, `find_value`, `descriptor`; never
   `store`), with at most `MAX_ARGS` arguments of at most 64 bytes each, sent from this relay's
-  own DHT node (address token and all, runtime.dht_validation);
+  own DHT node (address token and all, runtime.dht.validation);
 * only to DHT contacts this relay knows: itself, its routing table, nodes that proved their IDs
   to it, its bootstrap contacts, and contacts that DHT nodes named in answers relayed on the same
   circuit (which a crawl needs); anything else is refused;
@@ -26,8 +26,8 @@ from typing import Any
 import umsgpack
 
 from onionmesh.proto.dht_events import DhtRpcRequested
-from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_routing import _parse_nodes
+from onionmesh.runtime.dht.node import DhtNode
+from onionmesh.runtime.dht.routing import _parse_nodes
 from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.wire.dht_rpc import MAX_ANSWER, DhtStatus, answer_bodies

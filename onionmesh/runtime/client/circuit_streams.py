@@ -1,5 +1,5 @@
 """Streams on the client's circuits: BEGIN and wait for CONNECTED, RESOLVE, and joining a
-connected stream to its SOCKS socket.  `CircuitMgr` (runtime/circuits.py) carries the cells.
+connected stream to its SOCKS socket.  `CircuitMgr` (runtime/client/circuit_manager.py) carries the cells.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import asyncio
 import time
 
 from onionmesh.proto.events import StreamResolved
-from onionmesh.runtime.circuit_handle import CircuitHandle
-from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
+from onionmesh.runtime.client.circuit_handle import CircuitHandle
+from onionmesh.runtime.transport.stream_pump import StreamPump, route_stream_event
 from onionmesh.wire.relay_msg import EndReason
 
 
@@ -56,8 +56,8 @@ class CircuitStreams:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         early: bytes,
-    ) -> StreamBridge:
-        bridge = StreamBridge(
+    ) -> StreamPump:
+        bridge = StreamPump(
             handle.circ,
             sid,
             reader,

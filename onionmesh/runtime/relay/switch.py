@@ -1,7 +1,7 @@
 """What a relay does with cells: answer CREATE, forward and recognize relay cells, extend
 circuits, hand streams to the exit, tear down, and keep queued memory under its limit.
 
-`RelayNode` (runtime/relay_node.py) is a `CircuitSwitch` that also owns the relay's life: keys,
+`RelayNode` (runtime/relay/node.py) is a `CircuitSwitch` that also owns the relay's life: keys,
 listeners, links, its descriptor.  The per-circuit crypto and parsing is
 `proto.relay_circuit.RelayCircuit`'s; here is which link a circuit continues on, the cell queues
 it fills, and teardown.  One bad peer can only ever destroy its own circuits or close its own
@@ -23,12 +23,13 @@ from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.proto.scheduler import QueueBudget
-from onionmesh.runtime import bridge_relay, oom
-from onionmesh.runtime.link import HANDSHAKE_TIMEOUT, Link, LinkLimits
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.ratelimit import TokenBuckets
+from onionmesh.runtime.relay import bridge as bridge_relay
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.stream_bridge import StreamBridge, route_stream_event
+from onionmesh.runtime.transport import memory_guard as oom
+from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, Link, LinkLimits
+from onionmesh.runtime.transport.stream_pump import StreamPump, route_stream_event
 from onionmesh.wire.cell import (
     Cell,
     CellCommand,
@@ -42,9 +43,9 @@ from onionmesh.wire.cell import (
 from onionmesh.wire.relay_msg import Extend
 
 if TYPE_CHECKING:
-    from onionmesh.runtime.dht_relay import DhtRpcService
-    from onionmesh.runtime.exit_streams import ExitService
     from onionmesh.runtime.keystore import KeyStore
+    from onionmesh.runtime.relay.dht_answers import DhtRpcService
+    from onionmesh.runtime.relay.exit_streams import ExitService
 
 log = limited(get_logger("onionmesh.relay"))  # peers cause these lines: rate-limited (runtime.loglimit)
 
@@ -66,7 +67,7 @@ class CircuitEntry:
     next: Link | None = None
     next_id: int = 0
     created_waiter: asyncio.Future[bytes] | None = None
-    bridges: dict[int, StreamBridge] = field(default_factory=dict)
+    bridges: dict[int, StreamPump] = field(default_factory=dict)
     dead: bool = False
 
 
@@ -222,7 +223,7 @@ class CircuitSwitch:
             entry.created_waiter.cancel()
 
     # --- memory ---------------------------------------------------------------------------------
-    def _exit_streams(self) -> list[tuple[CircuitEntry, Iterable[StreamBridge]]]:
+    def _exit_streams(self) -> list[tuple[CircuitEntry, Iterable[StreamPump]]]:
         """(circuit, its exit streams): an exit's circuit is on its previous link only."""
         return [
             (entry, entry.bridges.values())

@@ -3,7 +3,7 @@
 `CircuitDhtProtocol` is the client's DHT protocol with one change: `call` (the only place a
 request leaves) hands the RPC to `CircuitDhtChannel`, which sends it as DHT_RPC on a circuit
 reserved for DHT traffic and waits for the DHT_ANSWER chunks (wire.dht_rpc).  The last hop
-sends it from its own DHT node (runtime.dht_relay).  Everything else (ID proofs, disjoint
+sends it from its own DHT node (runtime.relay.dht_answers).  Everything else (ID proofs, disjoint
 paths, verification of every descriptor) runs in the client as before.
 
 Which circuit: while the client knows fewer relays than a full path needs (the first crawl in
@@ -23,8 +23,8 @@ import umsgpack
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.proto.dht_events import DhtAnswerReceived
-from onionmesh.runtime.circuits import CircuitHandle, CircuitMgr
-from onionmesh.runtime.dht_protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.client.circuit_manager import CircuitHandle, CircuitMgr
+from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.wire.dht_rpc import AnswerAssembler, DhtRpc, DhtStatus

@@ -2,7 +2,7 @@
 
 A relay started with `--bridge` keeps its descriptor out of the DHT (its DHT node runs as a
 client, with a random node ID, and proves no ID), accepts links over WebSocket at a secret path
-of `--ws-listen` (runtime.ws_front), and prints its bridge line, also written to
+of `--ws-listen` (runtime.transport.ws_front), and prints its bridge line, also written to
 DATA_DIR/bridge-line (0600), for its operator to share out of band.  Any relay answers
 DESCRIPTOR_GET on a link with its signed descriptor: it is how a bridge's client gets the onion
 key it needs for CREATE (wire.bridge_cells).
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 from onionmesh.directory.bridge_line import BridgeLine, parse_bridge_line
 from onionmesh.runtime.keystore import write_secret
-from onionmesh.runtime.link import Link
-from onionmesh.runtime.ws_front import WsFront, load_or_create_secret, server_ssl_context
+from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.ws_front import WsFront, load_or_create_secret, server_ssl_context
 from onionmesh.wire.bridge_cells import descriptor_payloads
 from onionmesh.wire.cell import Cell, CellCommand
 
 if TYPE_CHECKING:
-    from onionmesh.runtime.relay_node import RelayNode
+    from onionmesh.runtime.relay.node import RelayNode
 
 BRIDGE_LINE_FILE = "bridge-line"
 

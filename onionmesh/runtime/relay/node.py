@@ -1,6 +1,6 @@
 """A relay: keys, the listeners (TCP, or a bridge's WebSocket front), links, and its descriptor in
 the DHT.  What it does with cells and circuits (CREATE, forwarding, extending, the exit, teardown,
-the OOM policy) is `runtime.relay_switch.CircuitSwitch`, which `RelayNode` extends.
+the OOM policy) is `runtime.relay.switch.CircuitSwitch`, which `RelayNode` extends.
 """
 
 from __future__ import annotations
@@ -20,21 +20,21 @@ from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.errors import OnionmeshError, PolicyError
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime import bridge_relay
-from onionmesh.runtime import exit as exit_mod
-from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_relay import DhtRpcService
-from onionmesh.runtime.exit_limits import StreamCaps
-from onionmesh.runtime.exit_streams import ExitService
+from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.fd_budget import descriptor_budget
 from onionmesh.runtime.keystore import KeyStore, write_secret
-from onionmesh.runtime.link import Link, accept_link, open_link
 from onionmesh.runtime.metrics import MetricsServer, relay_metrics
-from onionmesh.runtime.oom import DEFAULT_MAX_MEM_IN_QUEUES
 from onionmesh.runtime.ratelimit import ByteBucket, HandshakeGate, TokenBuckets
-from onionmesh.runtime.relay_switch import CircuitEntry, CircuitSwitch, Side
+from onionmesh.runtime.relay import bridge as bridge_relay
+from onionmesh.runtime.relay import exit_rules as exit_mod
+from onionmesh.runtime.relay.dht_answers import DhtRpcService
+from onionmesh.runtime.relay.exit_limits import StreamCaps
+from onionmesh.runtime.relay.exit_streams import ExitService
+from onionmesh.runtime.relay.switch import CircuitEntry, CircuitSwitch, Side
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.ws_front import WsFront
+from onionmesh.runtime.transport.link import Link, accept_link, open_link
+from onionmesh.runtime.transport.memory_guard import DEFAULT_MAX_MEM_IN_QUEUES
+from onionmesh.runtime.transport.ws_front import WsFront
 from onionmesh.wire.cell import (
     DestroyReason,
 )
@@ -69,7 +69,7 @@ class RelayConfig:
     bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
     resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
-    # Bridges (runtime.bridge_relay, docs/censorship.md)
+    # Bridges (runtime.relay.bridge, docs/censorship.md)
     bridge: bool = False  # keep the descriptor out of the DHT; print a bridge line
     ws_listen: tuple[str, int] | None = None  # links over WebSocket behind a decoy web site
     ws_public_url: str | None = None  # wss://HOST[:PORT] of a TLS front, for the bridge line
@@ -78,7 +78,7 @@ class RelayConfig:
     bandwidth_rate: int | None = None  # bytes/s in each direction (Tor's BandwidthRate); None: no limit
     bandwidth_burst: int | None = None  # bucket size in bytes (Tor's BandwidthBurst); default: the rate
     max_mem_in_queues: int = DEFAULT_MAX_MEM_IN_QUEUES  # queued bytes before the OOM policy acts
-    # Exit streams (runtime.exit_limits); None: 512 per circuit, RLIMIT_NOFILE less headroom per
+    # Exit streams (runtime.relay.exit_limits); None: 512 per circuit, RLIMIT_NOFILE less headroom per
     # process, half that per link.
     max_streams_per_circuit: int | None = None
     max_streams_per_link: int | None = None

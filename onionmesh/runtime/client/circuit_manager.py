@@ -27,21 +27,21 @@ from onionmesh.proto.events import (
 )
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime import oom
-from onionmesh.runtime.bridges import BridgeSet
-from onionmesh.runtime.circuit_handle import (
+from onionmesh.runtime.client.bridges import BridgeSet
+from onionmesh.runtime.client.circuit_handle import (
     MAX_DIRTINESS,
     MAX_STREAMS_PER_CIRCUIT_SOFT,
     NO_ISOLATION,
     CircuitHandle,
     StreamFailed,
 )
-from onionmesh.runtime.circuit_streams import CircuitStreams
-from onionmesh.runtime.link import Link, LinkLimits, open_link
+from onionmesh.runtime.client.circuit_streams import CircuitStreams
+from onionmesh.runtime.client.path_policy import PathPolicy
 from onionmesh.runtime.loglimit import limited
-from onionmesh.runtime.path_policy import PathPolicy
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.stream_bridge import route_stream_event
+from onionmesh.runtime.transport import memory_guard as oom
+from onionmesh.runtime.transport.link import Link, LinkLimits, open_link
+from onionmesh.runtime.transport.stream_pump import route_stream_event
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
 from onionmesh.wire.relay_msg import EndReason
 
@@ -97,8 +97,8 @@ class CircuitMgr(CircuitStreams):
             lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
             lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
         )
-        # Bridges (runtime.bridges): hop 1 of every circuit, reached over WebSocket; and where the
-        # answers of DHT RPCs sent over circuits go (runtime.dht_circuit).
+        # Bridges (runtime.client.bridges): hop 1 of every circuit, reached over WebSocket; and where the
+        # answers of DHT RPCs sent over circuits go (runtime.client.dht_over_circuits).
         self.first_hops: BridgeSet | None = None
         self.dht_answers: Callable[[CircuitHandle, DhtAnswerReceived], None] | None = None
 

@@ -1,6 +1,6 @@
 """A client circuit as the rest of the client sees it: its path, link, streams and life times.
 
-`CircuitMgr` (runtime/circuits.py) creates and drives these; the SOCKS listener, the control
+`CircuitMgr` (runtime/client/circuit_manager.py) creates and drives these; the SOCKS listener, the control
 API, metrics and the status page read them.
 """
 
@@ -14,8 +14,8 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import StreamFailed as StreamFailed  # re-exported: circuits imports it from here
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
-from onionmesh.runtime.link import Link
-from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.stream_pump import StreamPump
 
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
@@ -36,7 +36,7 @@ class CircuitHandle:
     build_waiter: asyncio.Future[None] | None = None
     extended: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[int, asyncio.Future[object]] = field(default_factory=dict)
-    bridges: dict[int, StreamBridge] = field(default_factory=dict)
+    bridges: dict[int, StreamPump] = field(default_factory=dict)
     # Events for streams that are connected but not yet joined to their socket (the destination
     # may speak first: DATA and END can arrive in the same batch as CONNECTED).
     unattached: dict[int, list[object]] = field(default_factory=dict)

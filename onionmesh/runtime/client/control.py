@@ -29,14 +29,14 @@ from aiohttp import WSMsgType, web
 
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import OnionmeshError
-from onionmesh.runtime.circuits import CircuitHandle
-from onionmesh.runtime.control_login import Logins, login_failed_page
+from onionmesh.runtime.client.circuit_manager import CircuitHandle
+from onionmesh.runtime.client.control_login import Logins, login_failed_page
 from onionmesh.runtime.http_guard import TRUSTED_FETCH_SITES, host_is_safe, origin_is_own
 from onionmesh.runtime.keystore import write_secret
 
 if TYPE_CHECKING:
     from onionmesh.directory.descriptor import RelayDescriptor
-    from onionmesh.runtime.client_node import ClientNode
+    from onionmesh.runtime.client.node import ClientNode
 
 COOKIE_NAME = "control_auth_cookie"
 SESSION_COOKIE = "om_session"

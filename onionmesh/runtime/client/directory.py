@@ -21,8 +21,8 @@ from onionmesh.directory.descriptor import RelayDescriptor, decode_descriptor_fi
 from onionmesh.directory.view import NetView
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.backoff import Backoff
-from onionmesh.runtime.dht import DhtNode
-from onionmesh.runtime.dht_circuit import CircuitDhtChannel, CircuitDhtProtocol
+from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel, CircuitDhtProtocol
+from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.keystore import write_secret
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
@@ -74,7 +74,8 @@ class DhtDirectory:
         self.last_found = 0  # descriptors the last crawl found
         self.crawls = 0  # crawls the refresh loop finished, failed ones included
         self.crawled = asyncio.Event()
-        # Set before start(): DHT RPCs go through circuits (runtime.dht_circuit) and no UDP socket opens.
+        # Set before start(): DHT RPCs go through circuits (runtime.client.dht_over_circuits)
+        # and no UDP socket opens.
         self.channel: CircuitDhtChannel | None = None
 
     def relays(self) -> list[RelayDescriptor]:

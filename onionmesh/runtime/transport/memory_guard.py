@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 
 from onionmesh.proto.scheduler import QueueBudget
-from onionmesh.runtime.link import Link
-from onionmesh.runtime.stream_bridge import StreamBridge
+from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.stream_pump import StreamPump
 
 RECOVER_TO = 0.9
 DEFAULT_MAX_MEM_IN_QUEUES = 128 * 1024 * 1024
@@ -92,7 +92,7 @@ class MemoryGuard:
         self,
         budget: QueueBudget,
         links: Callable[[], Iterable[Link]],
-        streams: Callable[[], Iterable[tuple[Hashable, Iterable[StreamBridge]]]],
+        streams: Callable[[], Iterable[tuple[Hashable, Iterable[StreamPump]]]],
         circuit_of: Callable[[Link, int], Hashable | None],
         destroy: Callable[[Hashable], None],
         clock: Callable[[], float] = time.monotonic,

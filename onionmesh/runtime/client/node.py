@@ -12,18 +12,18 @@ from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.errors import ListenError, PublicListenerRefused
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime import status_page
 from onionmesh.runtime.backoff import Backoff
-from onionmesh.runtime.bridges import BridgeSet
-from onionmesh.runtime.circuits import NO_ISOLATION, CircuitMgr
-from onionmesh.runtime.control import ControlServer, load_or_create_cookie
-from onionmesh.runtime.dht_circuit import CircuitDhtChannel
-from onionmesh.runtime.dht_directory import DEFAULT_REFRESH, DhtDirectory
+from onionmesh.runtime.client import status_page
+from onionmesh.runtime.client.bridges import BridgeSet
+from onionmesh.runtime.client.circuit_manager import NO_ISOLATION, CircuitMgr
+from onionmesh.runtime.client.control import ControlServer, load_or_create_cookie
+from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel
+from onionmesh.runtime.client.directory import DEFAULT_REFRESH, DhtDirectory
+from onionmesh.runtime.client.path_policy import PathPolicy, no_path_reason
+from onionmesh.runtime.client.socks_server import SocksListener
 from onionmesh.runtime.keystore import private_dir
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
-from onionmesh.runtime.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.socks_server import SocksListener
 
 log = get_logger("onionmesh.client")
 

@@ -5,7 +5,7 @@ site).  Only a WebSocket upgrade request for the secret path (compared in consta
 becomes a link; a plain GET of the secret path gets the same 404 as any other path.  The
 secret path is 256 random bits kept in DATA_DIR/bridge-secret (0600), stable across restarts.
 
-Not in this module: the WebSocket adapter (runtime.ws_transport), what links carry (relay_node).
+Not in this module: the WebSocket adapter (runtime.transport.websocket), what links carry (relay_node).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiohttp import web
 
 from onionmesh.runtime.keystore import check_secret, write_secret
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.ws_transport import MAX_MSG, WsReader, WsWriter, pump
+from onionmesh.runtime.transport.websocket import MAX_MSG, WsReader, WsWriter, pump
 
 log = get_logger("onionmesh.ws_front")
 

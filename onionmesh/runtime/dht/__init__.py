@@ -1,0 +1,1 @@
+"""The Kademlia DHT node: its UDP protocol, address validation and routing table."""
