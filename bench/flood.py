@@ -10,7 +10,8 @@ bench/throughput.py does), then, each bounded in count and time, loopback only:
   - SOCKS flood: idle connections and half-handshakes held at the proxy's SOCKS port; honest
     throughput during it as a fraction of normal (new streams: curl opens a SOCKS connection each
     time) and this process's (the proxy's) peak RSS
-  - DHT: pings and find_node with fresh node IDs from one UDP socket to a relay's DHT port; bytes
+  - DHT: ping, find_node, find_value and store with fresh node IDs, in every framing
+    (bench/dht_reflection.py), from one UDP socket to a relay's DHT port; bytes
     the relay sent back to that unproven address over the bytes it received from it
 
 Targets (issue 15): honest fraction >= 0.5, relay RSS < 120 MB during and < 80 MB within 60 s
@@ -33,11 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import umsgpack
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _load import start_file_server, stop_all, vm_kb
+from dht_reflection import burst_round
 
 from onionmesh.app.testnet import Testnet
 from onionmesh.runtime import safelog
@@ -89,7 +89,8 @@ async def during(
 
 
 async def dht_probe(host: str, port: int, count: int) -> tuple[int, int]:
-    """(bytes sent, bytes received back) for `count` pings and `count` find_node with fresh IDs."""
+    """(bytes sent, bytes received back) for `count` rounds of bench/dht_reflection.py's burst:
+    ping, find_node, find_value and store with fresh node IDs, in every framing."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.66.1.1", 0))
     sock.setblocking(False)
@@ -97,11 +98,10 @@ async def dht_probe(host: str, port: int, count: int) -> tuple[int, int]:
     loop = asyncio.get_running_loop()
     try:
         for i in range(count):
-            for rpc in (["ping", [os.urandom(20)]], ["find_node", [os.urandom(20), os.urandom(20)]]):
-                datagram = b"\x00" + os.urandom(20) + umsgpack.packb(rpc)
+            for datagram in burst_round():
                 sock.sendto(datagram, (host, port))
                 sent += len(datagram)
-            if i % 10 == 9:
+            if i % 5 == 4:
                 await asyncio.sleep(0.05)  # under the relay's per-address rate limit
         deadline = time.monotonic() + 3.0  # answers, and any request the relay sends us back
         while (left := deadline - time.monotonic()) > 0:
@@ -195,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--mib", type=int, default=8, help="size of an honest download")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--recover", type=float, default=60.0, help="longest wait for RSS to fall back")
-    ap.add_argument("--dht", type=int, default=50, help="pings (and as many find_node) to a DHT port")
+    ap.add_argument("--dht", type=int, default=50, help="rounds of the DHT burst (4 RPCs, 3 framings)")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the harness")
     return ap
 
