@@ -17,16 +17,12 @@ import hashlib
 
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
-from onionmesh.errors import OnionmeshError
+from onionmesh.errors import BadOnionAddress
 
 VERSION = 3
 ADDRESS_LABEL_LEN = 56  # base32 characters of PUBKEY(32) | CHECKSUM(2) | VERSION(1)
 CHECKSUM_PREFIX = b".onion checksum"
 SUFFIX = ".onion"
-
-
-class BadOnionAddress(OnionmeshError, ValueError):
-    """A `.onion` name that is not a valid v3 address: refused locally (SOCKS 0xF6)."""
 
 
 def checksum(pubkey: bytes, version: int = VERSION) -> bytes:

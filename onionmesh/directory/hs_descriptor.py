@@ -35,7 +35,7 @@ from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.crypto.keys import verify_signature
 from onionmesh.crypto.x25519 import x25519
 from onionmesh.directory.descriptor import Address, _check_address, _pull_address, _push_address
-from onionmesh.errors import CryptoError, OnionmeshError, RemoteProtocolError, Truncated
+from onionmesh.errors import CryptoError, DescriptorDecryptError, RemoteProtocolError, Truncated
 from onionmesh.rng import Rng
 from onionmesh.wire.buffer import Buffer
 
@@ -57,14 +57,6 @@ MAX_LIFETIME_MIN = 180  # Tor's descriptor-lifetime
 CLOCK_SKEW = 600
 MAX_RECORD_LEN = 3584  # fits one DHT `store` datagram (4096) with its header and msgpack framing
 POW_TYPE_V1 = 1
-
-
-class DescriptorDecryptError(OnionmeshError):
-    """The client could not open a descriptor; `auth` says why, for SOCKS replies 0xF4/0xF5."""
-
-    def __init__(self, message: str, auth: str = "") -> None:
-        super().__init__(message)
-        self.auth = auth  # "missing" (no client key, restricted), "wrong" (key not accepted), ""
 
 
 @dataclass(frozen=True)

@@ -198,9 +198,7 @@ def test_hs_ntor_round_trip_and_tampering() -> None:
     big_b, auth, sub = crypto_scalarmult_base(b), rng.random_bytes(32), rng.random_bytes(32)
     state = hs_ntor.client_start(auth, big_b, sub, rng)
     assert hs_ntor.service_intro_keys(auth, b, big_b, state.x_public, sub) == state.intro
-    assert (
-        hs_ntor.service_intro_keys(auth, b, big_b, state.x_public, bytes(32)) != state.intro
-    )
+    assert hs_ntor.service_intro_keys(auth, b, big_b, state.x_public, bytes(32)) != state.intro
     info, seed = hs_ntor.service_respond(auth, b, big_b, state.x_public, rng)
     client_keys = hs_ntor.e2e_keys(hs_ntor.client_finish(state, info))
     service_keys = hs_ntor.swap_directions(hs_ntor.e2e_keys(seed))
