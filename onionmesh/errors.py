@@ -38,6 +38,19 @@ class DirectoryError(OnionmeshError):
     """A descriptor or directory lookup was unusable."""
 
 
+class BadOnionAddress(OnionmeshError, ValueError):
+    """A `.onion` name that is not a valid v3 address: refused locally (SOCKS 0xF6)."""
+
+
+class DescriptorDecryptError(OnionmeshError):
+    """A client could not open an onion-service descriptor; `auth` says why, for the SOCKS
+    replies: "missing" (restricted, no client key: 0xF4), "wrong" (key not accepted: 0xF5)."""
+
+    def __init__(self, message: str, auth: str = "") -> None:
+        super().__init__(message)
+        self.auth = auth
+
+
 class PolicyError(OnionmeshError):
     """An exit policy string does not parse."""
 

@@ -42,6 +42,16 @@ class RelayCommand(enum.IntEnum):
     RESOLVED = 12
     DHT_RPC = 13  # stream_id = request id: one DHT RPC for the last hop to send (wire.dht_rpc)
     DHT_ANSWER = 14  # stream_id = request id: one chunk of its answer
+    # onion services (Tor's numbers, rend-spec-v3 §0.5; bodies in wire.hs_cells)
+    ESTABLISH_INTRO = 32
+    ESTABLISH_RENDEZVOUS = 33
+    INTRODUCE1 = 34
+    INTRODUCE2 = 35
+    RENDEZVOUS1 = 36
+    RENDEZVOUS2 = 37
+    INTRO_ESTABLISHED = 38
+    RENDEZVOUS_ESTABLISHED = 39
+    INTRODUCE_ACK = 40
 
 
 class EndReason(enum.IntEnum):
@@ -87,6 +97,7 @@ CIRCUIT_COMMANDS = frozenset(
         RelayCommand.TRUNCATE,
         RelayCommand.TRUNCATED,
         RelayCommand.DROP,
+        *(RelayCommand(c) for c in range(32, 41)),  # onion-service messages name no stream
     }
 )
 

@@ -51,6 +51,7 @@ from onionmesh.proto.link import (
 )
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.rng import SeededRng
+from onionmesh.wire import hs_cells as hc
 from onionmesh.wire import relay_msg as rm
 from onionmesh.wire.bridge_cells import DescriptorAssembler, descriptor_payloads
 from onionmesh.wire.cell import (
@@ -493,6 +494,35 @@ def build_cell() -> dict[str, Any]:
     }
 
 
+def _hs_relay_messages(rng: SeededRng) -> list[tuple[str, rm.RelayMessage]]:
+    """The onion-service messages (docs/protocol.md §16.6), bodies from wire.hs_cells."""
+    C = rm.RelayCommand
+    key, mac, sig = rng.random_bytes(32), rng.random_bytes(32), rng.random_bytes(64)
+    cookie, info, x = rng.random_bytes(20), rng.random_bytes(64), rng.random_bytes(32)
+    dos = ((hc.ExtType.DOS_PARAMS, hc.DosParams(25, 200).encode()),)
+    intro = hc.Introduce1(key, (), x, rng.random_bytes(hc.INTRODUCE_PLAINTEXT_LEN), mac)
+    return [
+        (
+            "ESTABLISH_INTRO with DoS parameters",
+            rm.RelayMessage(C.ESTABLISH_INTRO, 0, hc.EstablishIntro(key, dos, mac, sig).encode()),
+        ),
+        (
+            "ESTABLISH_RENDEZVOUS",
+            rm.RelayMessage(C.ESTABLISH_RENDEZVOUS, 0, hc.EstablishRendezvous(cookie).encode()),
+        ),
+        ("INTRODUCE1", rm.RelayMessage(C.INTRODUCE1, 0, intro.encode())),
+        ("INTRODUCE2 (INTRODUCE1's body)", rm.RelayMessage(C.INTRODUCE2, 0, intro.encode())),
+        ("RENDEZVOUS1", rm.RelayMessage(C.RENDEZVOUS1, 0, hc.Rendezvous1(cookie, info).encode())),
+        ("RENDEZVOUS2", rm.RelayMessage(C.RENDEZVOUS2, 0, hc.Rendezvous2(info).encode())),
+        ("INTRO_ESTABLISHED", rm.RelayMessage(C.INTRO_ESTABLISHED, 0, hc.IntroEstablished().encode())),
+        ("RENDEZVOUS_ESTABLISHED", rm.RelayMessage(C.RENDEZVOUS_ESTABLISHED, 0, b"")),
+        (
+            "INTRODUCE_ACK success",
+            rm.RelayMessage(C.INTRODUCE_ACK, 0, hc.IntroduceAck(hc.IntroduceAckStatus.SUCCESS).encode()),
+        ),
+    ]
+
+
 def _relay_messages() -> list[tuple[str, rm.RelayMessage]]:
     rng = SeededRng(SEED_RELAY_MSG)
     identity, skin, reply, digest = (rng.random_bytes(n) for n in (32, 96, 64, 16))
@@ -570,6 +600,7 @@ def _relay_messages() -> list[tuple[str, rm.RelayMessage]]:
             "DHT_ANSWER OK, last chunk",
             rm.RelayMessage(C.DHT_ANSWER, 9, DhtAnswer(DhtStatus.OK, False, b"\x90").encode()),
         ),
+        *_hs_relay_messages(rng),
     ]
 
 
@@ -1127,6 +1158,15 @@ _BODY_CODECS = {
     rm.RelayCommand.TRUNCATED: rm.Truncated_,
     rm.RelayCommand.DHT_RPC: DhtRpc,
     rm.RelayCommand.DHT_ANSWER: DhtAnswer,
+    rm.RelayCommand.ESTABLISH_INTRO: hc.EstablishIntro,
+    rm.RelayCommand.ESTABLISH_RENDEZVOUS: hc.EstablishRendezvous,
+    rm.RelayCommand.INTRODUCE1: hc.Introduce1,
+    rm.RelayCommand.INTRODUCE2: hc.Introduce1,
+    rm.RelayCommand.RENDEZVOUS1: hc.Rendezvous1,
+    rm.RelayCommand.RENDEZVOUS2: hc.Rendezvous2,
+    rm.RelayCommand.INTRO_ESTABLISHED: hc.IntroEstablished,
+    rm.RelayCommand.RENDEZVOUS_ESTABLISHED: hc.RendezvousEstablished,
+    rm.RelayCommand.INTRODUCE_ACK: hc.IntroduceAck,
 }
 
 
