@@ -136,6 +136,19 @@ def test_a_re_signed_descriptor_travels_as_a_101_byte_renew() -> None:
     assert dl.make_diff(SOURCE, old, changed).body[4] == dl.Op.ADD
 
 
+def test_a_renew_whose_signature_is_not_the_relays_is_refused() -> None:
+    """A source that signs its diff cannot re-sign a relay's descriptor for it."""
+    old = build([(0, dl.RUNNING, 5)] + [None] * (len(POOL) - 1))
+    new = build([(1, dl.RUNNING, 5)] + [None] * (len(POOL) - 1), EPOCH + 1)
+    honest = dl.make_diff(SOURCE, old, new)
+    body = honest.body[:-1] + bytes([honest.body[-1] ^ 1])
+    forged = dl.sign_doc(
+        SOURCE, dl.Kind.DIFF, EPOCH + 1, honest.state_digest, body, from_epoch=EPOCH, from_digest=old.digest()
+    )
+    with pytest.raises(CryptoError):
+        dl.apply_diff(old, roundtrip(forged), NOW)
+
+
 def test_a_diff_that_goes_back_to_an_older_descriptor_is_refused() -> None:
     newer = build([(2, dl.RUNNING, 1)] + [None] * (len(POOL) - 1))
     older = build([(0, dl.RUNNING, 1)] + [None] * (len(POOL) - 1), EPOCH + 1)
