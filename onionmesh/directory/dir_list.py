@@ -7,7 +7,7 @@ descriptor is self-signed by its relay and verified here; the source signs only 
 ("my state at epoch E is this"), so a lie (an omission, a stale descriptor) is a signed statement
 that another source's list exposes.
 
-* `DirState`: entries (descriptor, flags, weight) by fingerprint; bucket hashes and state digest.
+* `DirState` (directory.dir_state): entries by fingerprint; bucket hashes and state digest.
 * `DirDoc`: the signed envelope (SNAPSHOT, DIFF, HEAD, SUMMARY, BUCKET), one valid encoding.
 * `make_*` build documents; `state_from_snapshot`, `apply_diff`, `summary_hashes`,
   `bucket_entries` read them, verifying every descriptor at `now`.
@@ -20,28 +20,34 @@ Not in this module: fetching, choosing sources, heartbeats, weights' computation
 from __future__ import annotations
 
 import enum
-import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from onionmesh.crypto.keys import IdentityKey, verify_signature
-from onionmesh.directory.descriptor import MAX_DESCRIPTOR_LEN, RelayDescriptor, decode_and_verify
+from onionmesh.directory.descriptor import decode_and_verify
+from onionmesh.directory.dir_state import (
+    BUCKETS,
+    DIGEST_LEN,
+    FP_LEN,
+    KNOWN_FLAGS,
+    MAX_ENTRIES,
+    RUNNING,
+    DirEntry,
+    DirState,
+    bucket_hash_of,
+    fp_bytes,
+    pull_entry,
+    state_digest,
+)
 from onionmesh.errors import DirectoryError, RemoteProtocolError, Truncated
 from onionmesh.wire.buffer import Buffer
 
 MAGIC = b"OMDL"
 VERSION = 1
 SIGNATURE_CONTEXT = b"onionmesh directory list v1\x00"
-FP_LEN = 20
-DIGEST_LEN = 32
 SIG_LEN = 64
 HEADER_LEN = 4 + 1 + 1 + 32 + 4 + 4 + DIGEST_LEN + DIGEST_LEN + 4  # up to the body
 MAX_BODY = 16 * 1024 * 1024
-MAX_ENTRIES = 65_536
-BUCKETS = 256
-RUNNING = 0x01
-KNOWN_FLAGS = RUNNING
-U32_MAX = 2**32 - 1
 _TAIL = 8 + 8 + SIG_LEN  # published, expires, signature: what a re-signing changes
 _ENTRY_MIN = 1 + 4 + 2
 
@@ -59,107 +65,6 @@ class Op(enum.IntEnum):
     REMOVE = 2
     RENEW = 3
     SET = 4
-
-
-def _h(person: bytes, data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=DIGEST_LEN, person=person).digest()
-
-
-def fp_bytes(desc: RelayDescriptor) -> bytes:
-    return bytes.fromhex(desc.fingerprint)
-
-
-@dataclass(frozen=True)
-class DirEntry:
-    """One relay in a state: its verified descriptor (and exact bytes), flags and weight (kB/s)."""
-
-    descriptor: RelayDescriptor
-    raw: bytes
-    flags: int = RUNNING
-    weight: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.flags <= 0xFF or self.flags & ~KNOWN_FLAGS:
-            raise ValueError("unknown entry flags")
-        if not 0 <= self.weight <= U32_MAX:
-            raise ValueError("weight out of range")
-
-    @classmethod
-    def of(cls, desc: RelayDescriptor, flags: int = RUNNING, weight: int = 0) -> DirEntry:
-        return cls(desc, desc.encode(), flags, weight)
-
-    @property
-    def fp(self) -> bytes:
-        return fp_bytes(self.descriptor)
-
-    @property
-    def running(self) -> bool:
-        return bool(self.flags & RUNNING)
-
-    def encode(self) -> bytes:
-        return Buffer().push_u8(self.flags).push_u32(self.weight).push_vec16(self.raw).getvalue()
-
-    def leaf(self) -> bytes:
-        return _h(b"om-dir-leaf", self.encode())
-
-
-def _pull_entry(buf: Buffer, now: float) -> DirEntry:
-    flags = buf.pull_u8()
-    weight = buf.pull_u32()
-    raw = buf.pull_vec16()
-    if flags & ~KNOWN_FLAGS:
-        raise RemoteProtocolError("unknown entry flags")
-    if len(raw) > MAX_DESCRIPTOR_LEN:
-        raise RemoteProtocolError("descriptor too long")
-    return DirEntry(decode_and_verify(raw, now), raw, flags, weight)
-
-
-class DirState:
-    """A source's (or a client's) list at an epoch: at most one entry per relay identity."""
-
-    def __init__(self, epoch: int, entries: Iterable[DirEntry] = ()) -> None:
-        if not 0 <= epoch <= U32_MAX:
-            raise ValueError("epoch out of range")
-        self.epoch = epoch
-        self.entries: dict[bytes, DirEntry] = {}
-        for entry in entries:
-            if entry.fp in self.entries:
-                raise ValueError("two entries for one relay")
-            self.entries[entry.fp] = entry
-        if len(self.entries) > MAX_ENTRIES:
-            raise ValueError("too many entries")
-
-    def sorted_entries(self) -> list[DirEntry]:
-        return [self.entries[fp] for fp in sorted(self.entries)]
-
-    def bucket(self, b: int) -> list[DirEntry]:
-        return [e for e in self.sorted_entries() if e.fp[0] == b]
-
-    def bucket_hashes(self) -> list[bytes]:
-        leaves: list[list[bytes]] = [[] for _ in range(BUCKETS)]
-        for entry in self.sorted_entries():
-            leaves[entry.fp[0]].append(entry.leaf())
-        return [_bucket_hash(b, ls) for b, ls in enumerate(leaves)]
-
-    def digest(self) -> bytes:
-        return state_digest(self.epoch, self.bucket_hashes())
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-def _bucket_hash(b: int, leaves: list[bytes]) -> bytes:
-    return _h(b"om-dir-bucket", bytes([b]) + b"".join(leaves))
-
-
-def bucket_hash_of(b: int, entries: Iterable[DirEntry]) -> bytes:
-    return _bucket_hash(b, [e.leaf() for e in sorted(entries, key=lambda e: e.fp)])
-
-
-def state_digest(epoch: int, bucket_hashes: list[bytes]) -> bytes:
-    if len(bucket_hashes) != BUCKETS:
-        raise ValueError("need 256 bucket hashes")
-    return _h(b"om-dir-state", epoch.to_bytes(4, "big") + b"".join(bucket_hashes))
 
 
 # --------------------------------------------------------------------------- the envelope
@@ -264,7 +169,7 @@ def _entries_body(entries: list[DirEntry]) -> bytes:
 def _pull_sorted_entries(buf: Buffer, now: float) -> list[DirEntry]:
     out: list[DirEntry] = []
     for _ in range(_count(buf, _ENTRY_MIN)):
-        entry = _pull_entry(buf, now)
+        entry = pull_entry(buf, now)
         if out and entry.fp <= out[-1].fp:
             raise RemoteProtocolError("entries not in strictly ascending fingerprint order")
         out.append(entry)
@@ -390,7 +295,7 @@ def apply_diff(state: DirState, doc: DirDoc, now: float) -> DirState:
         for _ in range(_count(buf, 1 + FP_LEN)):
             op = buf.pull_u8()
             if op == Op.ADD:
-                entry = _pull_entry(buf, now)
+                entry = pull_entry(buf, now)
                 fp = entry.fp
                 held = entries.get(fp)
                 if held is not None and entry.descriptor.published <= held.descriptor.published:
