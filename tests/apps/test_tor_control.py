@@ -102,8 +102,9 @@ def test_a_stem_script_sees_circuits_events_and_newnym(
 ) -> None:
     port, page = www
     url = f"http://127.0.0.1:{port}/page"
+    script = str(CLIENTS / "stem_session.py")
     run = subprocess.run(
-        [SYSTEM_PYTHON, str(CLIENTS / "stem_session.py"), str(control_port(testnet)), str(testnet["socks"]), url],
+        [SYSTEM_PYTHON, script, str(control_port(testnet)), str(testnet["socks"]), url],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
