@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runtime.transport",),  # links over TCP and WebSocket, the stream pump, the memory guard
     ("runtime.dht",),  # the Kademlia node
     ("runtime.metrics",),  # reads every role's counters at scrape time
+    ("runtime.torcontrol",),  # Tor's control port: reaches a node only through its ControlTarget
     ("runtime.relay", "runtime.client"),  # the two roles: neither imports the other
     ("app",),  # the command
     ("__main__",),  # python -m onionmesh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -94,8 +95,17 @@ def cmd_relay(args: argparse.Namespace) -> int:
         print(f"onionmesh relay: {exc}", file=sys.stderr)
         return 2
 
+    tor_control: list[object] = []
+
     async def start() -> None:
         await node.start()
+        if args.tor_control is not None:  # off by default: an operator watching a relay with nyx
+            from onionmesh.runtime.relay.torcontrol_target import start_tor_control
+
+            passwords = (args.hashed_control_password,) if args.hashed_control_password else ()
+            server = await start_tor_control(node, args.tor_control, passwords)
+            server.on_shutdown = stop_self
+            tor_control.append(server)
         if node.bridge_line is not None and config.bridge:
             print(
                 "onionmesh bridge line (share it out of band; also in "
@@ -103,8 +113,18 @@ def cmd_relay(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    run(run_until_signalled(start, node.stop))
+    async def stop() -> None:
+        for server in tor_control:
+            await server.stop()  # type: ignore[attr-defined]
+        await node.stop()
+
+    run(run_until_signalled(start, stop))
     return 0
+
+
+def stop_self() -> None:
+    """What the Tor control port's SHUTDOWN does: the same as SIGTERM to this very process."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -126,11 +146,15 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             bridges=tuple(parse_bridge_line(line) for line in args.bridges),
             dht_over_circuits=bool(args.dht_over_circuits),
             allow_public_listeners=args.allow_public_listeners,
+            torcontrol=args.tor_control,
+            torcontrol_passwords=(args.hashed_control_password,) if args.hashed_control_password else (),
         )
     )
 
     async def start() -> None:
         await node.start()
+        if node.torcontrol is not None:  # SIGNAL SHUTDOWN, TAKEOWNERSHIP: stop like SIGTERM
+            node.torcontrol.on_shutdown = stop_self
         assert node.control is not None
         print(
             f"onionmesh proxy: SOCKS5 at {node.config.socks_host}:{node.socks.port}; "
@@ -154,10 +178,14 @@ def cmd_testnet(args: argparse.Namespace) -> int:
         hops=args.hops,
         log_level=args.log_level,
         allow_public_listeners=args.allow_public_listeners,
+        tor_control=args.tor_control,
+        hashed_control_password=args.hashed_control_password,
     )
 
     async def start() -> None:
         info = await net.start()
+        if net.client is not None and net.client.torcontrol is not None:
+            net.client.torcontrol.on_shutdown = stop_self
         print(
             f"onionmesh testnet ready: SOCKS5 at {info['socks']} ({args.relays} relays, "
             f"{exits_for(args.relays)} exits, {net.hops} hops); state in {args.state_dir / 'testnet.json'}",

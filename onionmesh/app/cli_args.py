@@ -37,7 +37,13 @@ def _add_control_target(p: argparse.ArgumentParser, *, again: bool = False) -> N
     p.add_argument(
         "--testnet", type=Path, default=default(None), metavar="STATE_DIR", help="the testnet in STATE_DIR"
     )
-    p.add_argument("--control", type=host_port, default=default(("127.0.0.1", 9051)), metavar="HOST:PORT")
+    p.add_argument(
+        "--control",
+        type=host_port,
+        default=default(("127.0.0.1", 9052)),
+        metavar="HOST:PORT",
+        help="the proxy's JSON control API (default 127.0.0.1:9052; 9051 speaks Tor's protocol)",
+    )
     p.add_argument(
         "--data-dir", type=Path, default=default(DEFAULT_HOME / "client"), help="where the cookie is"
     )
@@ -77,6 +83,24 @@ def _add_public_listeners(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let --socks/--control listen on a non-loopback address (anyone who reaches it can "
         "use the proxy; refused without this flag, and warned about with it)",
+    )
+
+
+def _add_tor_control(p: argparse.ArgumentParser, default: tuple[str, int] | None) -> None:
+    shown = "off" if default is None else f"{default[0]}:{default[1]}"
+    p.add_argument(
+        "--tor-control",
+        type=host_port,
+        default=default,
+        metavar="HOST:PORT",
+        help=f"Tor's control protocol for stem, nyx, OnionShare, Bitcoin Core (default {shown}; "
+        "docs/control-port.md)",
+    )
+    p.add_argument(
+        "--hashed-control-password",
+        default=None,
+        metavar="16:HEX",
+        help="also accept this password on --tor-control (make one with tor --hash-password)",
     )
 
 
@@ -151,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve Prometheus /metrics here (loopback only; off by default)",
     )
+    _add_tor_control(relay, None)
     relay.add_argument(
         "--family",
         action="append",
@@ -187,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     proxy = sub.add_parser("proxy", help="run the client: a local SOCKS5 proxy")
     proxy.add_argument("--socks", type=host_port, default=("127.0.0.1", 9050), metavar="HOST:PORT")
-    proxy.add_argument("--control", type=host_port, default=("127.0.0.1", 9051), metavar="HOST:PORT")
+    proxy.add_argument(
+        "--control", type=host_port, default=("127.0.0.1", 9052), metavar="HOST:PORT", help="JSON API"
+    )
+    _add_tor_control(proxy, ("127.0.0.1", 9051))
     proxy.add_argument("--data-dir", type=Path, default=DEFAULT_HOME / "client")
     _add_public_listeners(proxy)
     _add_bootstrap(proxy, "the client discovers relays through the DHT these lead to")
@@ -219,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     testnet.add_argument("--relays", type=int, default=5)
     testnet.add_argument("--socks", type=host_port, default=("127.0.0.1", 9050), metavar="HOST:PORT")
     testnet.add_argument("--control", type=host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
+    _add_tor_control(testnet, ("127.0.0.1", 0))
     testnet.add_argument("--state-dir", type=Path, default=Path("onionmesh-testnet"))
     testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
     _add_public_listeners(testnet)

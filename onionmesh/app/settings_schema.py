@@ -55,6 +55,12 @@ class Key:
         return "one of " + ", ".join(self.choices) if self.choices else what.get(self.kind, "a string")
 
 
+def _check_hashed_password(text: str) -> str | None:
+    if re.fullmatch(r"16:[0-9A-Fa-f]{58}", text):
+        return None
+    return 'a hashed control password is "16:" and 58 hex digits (tor --hash-password PASSWORD)'
+
+
 def _check_nickname(text: str) -> str | None:
     return (
         None
@@ -173,7 +179,22 @@ _KEYS = {
         Key("bridges", "bridges", (), "bridge lines: webtunnel wss://HOST:PORT/SECRET IDENTITY"),
         Key("dht_over_circuits", "bool", False, "send DHT RPCs through circuits, no UDP (bridges: always)"),
         Key("socks", "hostport", ("127.0.0.1", 9050), "SOCKS5 proxy address (keep it on loopback)"),
-        Key("control", "hostport", ("127.0.0.1", 9051), "JSON control API (keep it on loopback)"),
+        Key("control", "hostport", ("127.0.0.1", 9052), "JSON control API, status page (loopback)"),
+        Key(
+            "tor_control",
+            "hostport",
+            ("127.0.0.1", 9051),
+            "Tor's control protocol for stem, nyx, OnionShare (docs/control-port.md)",
+            optional=True,
+        ),
+        Key(
+            "hashed_control_password",
+            "str",
+            None,
+            "a 16: hash (tor --hash-password) that also opens the Tor control port",
+            optional=True,
+            check=_check_hashed_password,
+        ),
         Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
         Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8),
         Key("relays", "int", 5, "how many relays the testnet runs", lo=1),
@@ -188,21 +209,28 @@ _RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwi
 _RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_mem_in_queues"
 _RELAY += " max_streams_per_circuit max_streams_per_link max_exit_streams"
 _RELAY += " bridge ws_listen ws_public_url tls_cert tls_key"
+_TOR_CONTROL = ("tor_control", "hashed_control_password")
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
-    "relay": {name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},
+    "relay": {
+        **{name: _KEYS[name] for name in (*_RELAY.split(), *_LOG)},
+        "tor_control": replace(_KEYS["tor_control"], default=None, doc="Tor's control port (off)"),
+        "hashed_control_password": _KEYS["hashed_control_password"],
+    },
     "proxy": {
         "socks": _KEYS["socks"],
         "control": _KEYS["control"],
         "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
         "bootstrap": _KEYS["bootstrap"],
         **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
-        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits")},
+        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits", *_TOR_CONTROL)},
     },
     "testnet": {
         "relays": _KEYS["relays"],
         "socks": _KEYS["socks"],
         "control": replace(_KEYS["control"], default=("127.0.0.1", 0), doc="control API (0: any port)"),
+        "tor_control": replace(_KEYS["tor_control"], default=("127.0.0.1", 0), doc="Tor control (0: any)"),
+        "hashed_control_password": _KEYS["hashed_control_password"],
         **{name: _KEYS[name] for name in ("state_dir", "hops", *_LOG)},
     },
 }

@@ -81,6 +81,8 @@ class Testnet:
         log_level: str = "warning",
         relay_args: tuple[str, ...] = (),
         allow_public_listeners: bool = False,
+        tor_control: tuple[str, int] | None = ("127.0.0.1", 0),
+        hashed_control_password: str | None = None,
     ) -> None:
         if not 1 <= relays <= 250:
             raise ValueError("a testnet has 1 to 250 relays")
@@ -92,8 +94,10 @@ class Testnet:
         self.log_level = log_level
         self.relay_args = relay_args  # more `onionmesh relay` options for every relay (benchmarks, tests)
         self.allow_public_listeners = allow_public_listeners
+        self.tor_control = tor_control
+        self.passwords = (hashed_control_password,) if hashed_control_password else ()
         exposed = public_listeners(
-            ClientConfig(self.state_dir, socks[0], socks[1], control[0], control[1])
+            ClientConfig(self.state_dir, socks[0], socks[1], control[0], control[1], torcontrol=tor_control)
         )
         if exposed and not allow_public_listeners:  # before any relay starts
             raise PublicListenerRefused(
@@ -170,6 +174,8 @@ class Testnet:
                 dht_refresh=TESTNET_DHT_REFRESH,
                 hops=self.hops,
                 allow_public_listeners=self.allow_public_listeners,
+                torcontrol=self.tor_control,
+                torcontrol_passwords=self.passwords,
             )
         )
         await self.client.start()
@@ -179,6 +185,8 @@ class Testnet:
             "socks": f"{self.socks[0]}:{self.client.socks.port}",
             "control": f"{self.control[0]}:{self.client.control.port}",
             "cookie": str(self.state_dir / "client" / "control_auth_cookie"),
+            # Tor's control protocol (docs/control-port.md); its cookie is the same file
+            "torcontrol": self.client.torcontrol.listeners()[0] if self.client.torcontrol else None,
             "bootstrap": [f"{h}:{p}" for h, p in bootstrap],
             "hops": self.hops,
             "relays": [

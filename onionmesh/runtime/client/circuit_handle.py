@@ -41,6 +41,8 @@ class CircuitHandle:
     # may speak first: DATA and END can arrive in the same batch as CONNECTED).
     unattached: dict[int, list[object]] = field(default_factory=dict)
     hop_times: list[float] = field(default_factory=list)
+    # "host:port" of each open stream, for the Tor control port's STREAM lines (never logged)
+    stream_targets: dict[int, str] = field(default_factory=dict)
 
     @property
     def exit(self) -> RelayDescriptor:

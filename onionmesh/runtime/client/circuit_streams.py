@@ -24,6 +24,7 @@ class CircuitStreams:
 
     async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:
         sid = handle.circ.begin(host, port)
+        handle.stream_targets[sid] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if handle.dirty_since is None:
             handle.dirty_since = time.monotonic()
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -34,8 +35,12 @@ class CircuitStreams:
                 await waiter
         except TimeoutError:
             handle.pending.pop(sid, None)
+            handle.stream_targets.pop(sid, None)
             handle.circ.end_stream(sid, EndReason.TIMEOUT)
             self._flush(handle)
+            raise
+        except BaseException:
+            handle.stream_targets.pop(sid, None)
             raise
         return sid
 
@@ -48,6 +53,10 @@ class CircuitStreams:
             result = await waiter
         assert isinstance(result, StreamResolved)
         return result
+
+    def _stream_closed(self, handle: CircuitHandle, sid: int) -> None:
+        self._emit_stream("closed", handle, sid)
+        handle.stream_targets.pop(sid, None)
 
     def attach(
         self,
@@ -63,7 +72,7 @@ class CircuitStreams:
             reader,
             writer,
             lambda: self._flush(handle),
-            on_close=lambda: self._emit_stream("closed", handle, sid),
+            on_close=lambda: self._stream_closed(handle, sid),
         )
         handle.bridges[sid] = bridge
         self._emit_stream("attached", handle, sid)

@@ -21,9 +21,11 @@ from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel
 from onionmesh.runtime.client.directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.client.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.client.socks_server import SocksListener
+from onionmesh.runtime.client.torcontrol_target import start_tor_control
 from onionmesh.runtime.keystore import private_dir
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
 from onionmesh.runtime.safelog import get_logger
+from onionmesh.runtime.torcontrol.server import TorControlServer
 
 log = get_logger("onionmesh.client")
 
@@ -50,6 +52,10 @@ class ClientConfig:
     bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
     dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
     allow_public_listeners: bool = False  # SOCKS/control on a non-loopback address (--allow-public-listeners)
+    # Tor's control protocol (runtime/torcontrol, docs/control-port.md): off unless given; the
+    # commands default it to 127.0.0.1:9051. Passwords are `16:` hashes (tor --hash-password).
+    torcontrol: tuple[str, int] | None = None
+    torcontrol_passwords: tuple[str, ...] = ()
 
 
 def public_listeners(config: ClientConfig) -> list[str]:
@@ -58,6 +64,7 @@ def public_listeners(config: ClientConfig) -> list[str]:
     for what, host, port in (
         ("SOCKS", config.socks_host, config.socks_port),
         ("control", config.control_host, config.control_port),
+        *([("Tor control", *config.torcontrol)] if config.torcontrol else []),
     ):
         if not is_loopback_host(host):
             out.append(f"{what} {host}:{port}")
@@ -93,6 +100,7 @@ class ClientNode:
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None
+        self.torcontrol: TorControlServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         # What the pre-build loop did, for tests and the curious: wake-ups and builds it started.
@@ -117,6 +125,8 @@ class ClientNode:
         except OSError as exc:
             self.control = None
             raise ListenError("control", self.config.control_host, self.config.control_port, exc) from None
+        if self.config.torcontrol is not None:  # Tor's control port: runtime/client/torcontrol_target.py
+            self.torcontrol = await start_tor_control(self, cookie)
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(*self.config.metrics, lambda: client_metrics(self))
             try:
@@ -219,6 +229,8 @@ class ClientNode:
             await self.metrics_server.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.torcontrol is not None:
+            await self.torcontrol.stop()
         if self._tasks:  # bounded: a task that swallowed its cancel must not hang the shutdown
             await asyncio.wait(self._tasks, timeout=2.0)
         self.circuits.close_all()
