@@ -100,3 +100,36 @@ class ListenError(OnionmeshError, OSError):
 
 class PublicListenerRefused(OnionmeshError, ValueError):
     """SOCKS or control on a non-loopback address without the explicit override."""
+
+
+# --- Tor's control port: each carries the status code its reply gets ---------------------------
+class ControlSyntaxError(RemoteProtocolError):
+    """The peer's bytes are not control-protocol lines (too long, binary): answer, then close."""
+
+
+class ControlReplyError(OnionmeshError):
+    """A control-port command refused with one of Tor's status codes (512, 551, 552, ...)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OnionArgError(ControlReplyError, ValueError):
+    """ADD_ONION / DEL_ONION / ONION_CLIENT_AUTH_* arguments refused, with Tor's status code."""
+
+
+class ConfError(ControlReplyError):
+    """GETCONF / SETCONF / RESETCONF refused, with Tor's status code."""
+
+
+class InfoError(ControlReplyError):
+    """GETINFO refused, with Tor's status code."""
+
+
+class Unsupported(OnionmeshError):
+    """The node cannot do this (yet): the control port answers 551 (or 555) with the message."""
+
+
+class NotFound(OnionmeshError):
+    """No such circuit, stream or service: 552."""

@@ -14,16 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from onionmesh.errors import RemoteProtocolError
+from onionmesh.errors import ControlSyntaxError
 
 MAX_LINE = 8192  # Tor's own commands are far shorter; a GETINFO of many keys fits
 MAX_DATA = 64 * 1024  # a +LOADCONF body / a data block
 CRLF = "\r\n"
 HTTP_VERBS = ("GET ", "POST ", "PUT ", "HEAD ", "OPTIONS ", "DELETE ", "CONNECT ", "PATCH ")
-
-
-class ControlSyntaxError(RemoteProtocolError):
-    """The peer's bytes are not control-protocol lines (too long, binary): answer, then close."""
 
 
 @dataclass(frozen=True, slots=True)

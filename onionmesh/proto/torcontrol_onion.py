@@ -15,6 +15,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
+from onionmesh.errors import OnionArgError
 from onionmesh.proto.torcontrol import parse_args
 
 KNOWN_FLAGS = frozenset(
@@ -26,14 +27,6 @@ MAX_CLIENT_AUTH = 64
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _B32_KEY = re.compile(r"[A-Za-z2-7]{52}")
 _SERVICE_ID = re.compile(r"[a-z2-7]{56}")
-
-
-class OnionArgError(ValueError):
-    """A refusal with Tor's status code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

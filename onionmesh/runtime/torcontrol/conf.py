@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from onionmesh.errors import ConfError
 from onionmesh.runtime.torcontrol.target import ControlTarget
 
 # name -> fixed value(s): read-only facts about this control port and this kind of node
@@ -41,12 +42,6 @@ FIXED: dict[str, list[str]] = {
 }
 # Options a controller may set that only change what the control port itself does.
 SETTABLE_HERE = {"__OwningControllerProcess"}
-
-
-class ConfError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Options:

@@ -12,6 +12,7 @@ import resource
 import time
 from collections.abc import Callable
 
+from onionmesh.errors import InfoError
 from onionmesh.proto.torcontrol import quote
 from onionmesh.runtime.torcontrol.lines import circuit_line, ns_entry, stream_status_line, tor_version
 from onionmesh.runtime.torcontrol.target import ControlTarget
@@ -49,12 +50,6 @@ EVENT_NAMES = (
     "HS_DESC_CONTENT",
     "NETWORK_LIVENESS",
 )
-
-
-class InfoError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class GetInfo:

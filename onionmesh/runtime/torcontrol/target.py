@@ -16,14 +16,6 @@ PURPOSE_GENERAL = "GENERAL"
 PURPOSE_CONTROLLER = "CONTROLLER"
 
 
-class Unsupported(Exception):
-    """The node cannot do this (yet): the control port answers 551 with the message."""
-
-
-class NotFound(Exception):
-    """No such circuit, stream or service: 552."""
-
-
 @dataclass(frozen=True)
 class Hop:
     fingerprint: str  # 40 hex, upper case (Tor's $FP)
