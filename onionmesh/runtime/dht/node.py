@@ -224,18 +224,21 @@ class DhtNode(Server):
         results = await asyncio.gather(*(self.protocol.call_store(n, key, raw) for n in found.nodes))
         return sum(1 for ok, accepted in results if ok and accepted)
 
-    async def publish_hs(self, raw: bytes) -> list[int]:
+    async def publish_hs(self, raw: bytes, seeds: Callable[[bytes], list[Node]] | None = None) -> list[int]:
         """Store an onion-service record at the nodes closest to each of its four replica keys,
         one disjoint lookup per replica, all at once; per replica, how many nodes accepted it.
-        (A service runs this on a DHT node whose RPCs go through circuits: the storing nodes
-        must not see its address.)"""
+        `seeds(key)` adds starting contacts (a DHT node over circuits has no routing table of its
+        own).  A service runs this on a DHT node whose RPCs go through circuits: the storing
+        nodes must not see its address."""
         record = parse_record(raw)
         keys = store_keys(record.blinded_pk, record.period)
-        return list(await asyncio.gather(*(self._store_at(key, raw) for key in keys)))
+        return list(
+            await asyncio.gather(*(self._store_at(k, raw, seeds(k) if seeds else None) for k in keys))
+        )
 
-    async def _store_at(self, key: bytes, raw: bytes) -> int:
+    async def _store_at(self, key: bytes, raw: bytes, seeds: list[Node] | None = None) -> int:
         assert self.protocol is not None
-        found = await self.lookup(key)
+        found = await self.lookup(key, seeds=seeds)
         if self.identity is not None and (
             not found.nodes or self.node.distance_to(Node(key)) < found.nodes[-1].distance_to(Node(key))
         ):
