@@ -19,13 +19,23 @@ import enum
 import hashlib
 from collections.abc import Callable
 
-from onionmesh.crypto.hs_blinding import PERIOD_LENGTH_MIN
+from onionmesh.crypto.hs_blinding import PERIOD_LENGTH_MIN, period_start
 from onionmesh.directory.hs_descriptor import MAX_RECORD_LEN, OuterRecord, parse_record
 from onionmesh.errors import OnionmeshError
 
 REPLICAS = 4
 REPLICA_BITS = 2
 KEY_LEN = 20
+# A record is dropped at the end of its period plus this slack, even if its signed lifetime runs
+# longer: clients whose clock is behind still find the old period's record for an hour after the
+# boundary (the storing checks already accept 600 s of skew), and no record outlives its period
+# by more, so a node holds at most two or three periods' records of one service.
+PERIOD_SLACK = 3600
+
+
+def record_expiry(record: OuterRecord) -> int:
+    """When a storing node drops `record`: its signed expiry, or its period's end plus slack."""
+    return min(record.expires, period_start(record.period + 1) + PERIOD_SLACK)
 
 
 def store_key(blinded_pk: bytes, replica: int, period: int, length_min: int = PERIOD_LENGTH_MIN) -> bytes:
@@ -68,6 +78,8 @@ def check_for_storage(key: object, value: object, now: float) -> OuterRecord | H
         record.check(now)
     except OnionmeshError:
         return HsStoreResult.INVALID
+    if now >= record_expiry(record):
+        return HsStoreResult.INVALID
     if key not in store_keys(record.blinded_pk, record.period):
         return HsStoreResult.WRONG_KEY
     return record
@@ -75,12 +87,14 @@ def check_for_storage(key: object, value: object, now: float) -> OuterRecord | H
 
 class HsDescriptorStore:
     """One record per key, boundedly; a newer revision replaces an older one; expiry from the
-    signed times only."""
+    signed times and the period only (`record_expiry`), never from when a record arrived, so
+    holders that keep re-replicating a record cannot keep it alive."""
 
     def __init__(self, clock: Callable[[], float], max_entries: int = 10_000) -> None:
         self.clock = clock
         self.max_entries = max_entries
         self._data: dict[bytes, OuterRecord] = {}
+        self._received: dict[bytes, float] = {}
         self.refused: dict[HsStoreResult, int] = {}
 
     def offer(self, key: object, value: object) -> HsStoreResult:
@@ -96,24 +110,29 @@ class HsDescriptorStore:
             return checked
         assert isinstance(key, bytes)
         held = self._data.get(key)
-        if held is not None and held.expires > now:
+        if held is not None and record_expiry(held) > now:
             if held.raw == checked.raw:
                 return HsStoreResult.ALREADY_HELD
             if held.blinded_pk == checked.blinded_pk and checked.revision <= held.revision:
                 return HsStoreResult.OLDER
         elif len(self._data) >= self.max_entries:
-            self._expire(now)
+            self._expire(now)  # the expired go first
             if len(self._data) >= self.max_entries:
-                victim = min(self._data, key=lambda k: self._data[k].expires)
-                if self._data[victim].expires >= checked.expires:
+                victim = min(self._data, key=lambda k: record_expiry(self._data[k]))
+                if record_expiry(self._data[victim]) >= record_expiry(checked):
                     return HsStoreResult.FULL
-                del self._data[victim]
+                self._drop(victim)
         self._data[key] = checked
+        self._received[key] = now
         return HsStoreResult.STORED
 
+    def _drop(self, key: bytes) -> None:
+        self._data.pop(key, None)
+        self._received.pop(key, None)
+
     def _expire(self, now: float) -> None:
-        for key in [k for k, r in self._data.items() if r.expires <= now]:
-            del self._data[key]
+        for key in [k for k, r in self._data.items() if record_expiry(r) <= now]:
+            self._drop(key)
 
     def get(self, key: bytes) -> bytes | None:
         """The raw record to serve, if held and still valid now (re-checked: the period may have moved)."""
@@ -122,9 +141,15 @@ class HsDescriptorStore:
             return None
         checked = check_for_storage(key, record.raw, self.clock())
         if isinstance(checked, HsStoreResult):
-            del self._data[key]
+            self._drop(key)
             return None
         return record.raw
+
+    def items(self, older_than: float = 0.0) -> list[tuple[bytes, bytes]]:
+        """(key, raw) of every record still held, received at least `older_than` seconds ago."""
+        now = self.clock()
+        self._expire(now)
+        return [(k, r.raw) for k, r in self._data.items() if now - self._received[k] >= older_than]
 
     def __len__(self) -> int:
         return len(self._data)

@@ -6,7 +6,8 @@ circuit's last hop, which sends it from its own DHT node to the named contact an
 answer in DHT_ANSWER messages (the relay message's stream_id is the request id).
 
     DHT_RPC    = address (push_address: IPv4/IPv6 only) | port u16 | vec16 request
-                 request = msgpack [name, [args...]] without the padding a datagram would carry
+                 request = msgpack [name, [args...]] (<= MAX_REQUEST; the last hop accepts more than
+                 1024 bytes only for a `store` of an onion-service record)
     DHT_ANSWER = status u8 | flags u8 (bit 0: more chunks follow) | vec16 chunk
                  the chunks of an OK answer concatenate to the msgpack answer (<= MAX_ANSWER)
 """
@@ -21,7 +22,7 @@ from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire.buffer import Buffer
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX, _decoding, pull_address, push_address
 
-MAX_REQUEST = 1024
+MAX_REQUEST = 3712  # a `store` of an onion-service record (<= 3584 bytes) with its framing
 MAX_ANSWER = 4096  # a DHT datagram is at most this long
 MORE = 0x01
 CHUNK_MAX = RELAY_BODY_MAX - 4  # status, flags, length u16

@@ -6,7 +6,11 @@ identity, which no honest node will add to its routing table.  On top of the pac
 * `lookup(key)` runs S/Kademlia's lookup over `DISJOINT_PATHS` paths that never share a node,
   so one clean path is enough; for values, every answer is verified and the newest valid
   descriptor wins (not the most common answer of the first round, as in the package).
-* `publish(raw)` stores a relay's descriptor at the nodes closest to its key.
+* `publish(raw)` stores a relay's descriptor at the nodes closest to its key;
+  `publish_hs(raw)` stores an onion-service record at the nodes closest to each of its four
+  replica keys (directory.hs_placement), each replica through its own disjoint lookup.
+* Values of both kinds are told apart by the value itself (directory.dht_storage) and verified
+  by every holder and every reader; for onion-service records the newest revision wins.
 * `crawl()` enumerates the whole network and fetches every node's descriptor from the node
   itself, verified; it is how clients discover relays (docs/protocol.md, "Discovery").
 """
@@ -27,7 +31,10 @@ from kademlia.node import Node, NodeHeap
 
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify, descriptor_key
-from onionmesh.directory.dht_records import DescriptorStore, node_id_for, sign_hello
+from onionmesh.directory.dht_records import node_id_for, sign_hello
+from onionmesh.directory.dht_storage import DhtStorage, is_hs_record
+from onionmesh.directory.hs_descriptor import OuterRecord, parse_record
+from onionmesh.directory.hs_placement import HsStoreResult, check_for_storage, store_keys
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 from onionmesh.runtime.loglimit import limited
@@ -60,6 +67,7 @@ class LookupResult:
     rounds: list[int] = field(default_factory=list)  # per path: how many hops it took
     queries: int = 0
     forged: int = 0  # values that did not verify
+    hs_record: OuterRecord | None = None  # for an onion-service key: the newest valid revision
 
 
 class DhtNode(Server):
@@ -71,11 +79,12 @@ class DhtNode(Server):
         ksize: int = KSIZE,
         alpha: int = ALPHA,
         max_stored: int = 10_000,
+        max_hs_stored: int = 10_000,
     ) -> None:
         node_id = node_id_for(identity.public) if identity is not None else os.urandom(20)
-        store = DescriptorStore(clock, max_stored)
+        store = DhtStorage(clock, max_stored, max_hs_stored)
         super().__init__(ksize, alpha, node_id, storage=store)
-        self.storage: DescriptorStore = (
+        self.storage: DhtStorage = (
             store  # set again: the package tests `storage or ...`, and empty is falsy
         )
         self.identity = identity
@@ -181,6 +190,14 @@ class DhtNode(Server):
         return result
 
     def _take_value(self, result: LookupResult, key: bytes, raw: bytes) -> bool:
+        if is_hs_record(raw):  # every check a storing node makes, by the reader too
+            record = check_for_storage(key, raw, self.clock())
+            if isinstance(record, HsStoreResult):
+                result.forged += 1
+                return False
+            if result.hs_record is None or record.revision > result.hs_record.revision:
+                result.hs_record, result.raw = record, raw
+            return True
         try:
             desc = decode_and_verify(raw, self.clock())
         except OnionmeshError:
@@ -207,8 +224,34 @@ class DhtNode(Server):
         results = await asyncio.gather(*(self.protocol.call_store(n, key, raw) for n in found.nodes))
         return sum(1 for ok, accepted in results if ok and accepted)
 
+    async def publish_hs(self, raw: bytes, seeds: Callable[[bytes], list[Node]] | None = None) -> list[int]:
+        """Store an onion-service record at the nodes closest to each of its four replica keys,
+        one disjoint lookup per replica, all at once; per replica, how many nodes accepted it.
+        `seeds(key)` adds starting contacts (a DHT node over circuits has no routing table of its
+        own).  A service runs this on a DHT node whose RPCs go through circuits: the storing
+        nodes must not see its address."""
+        record = parse_record(raw)
+        keys = store_keys(record.blinded_pk, record.period)
+        return list(
+            await asyncio.gather(*(self._store_at(k, raw, seeds(k) if seeds else None) for k in keys))
+        )
+
+    async def _store_at(self, key: bytes, raw: bytes, seeds: list[Node] | None = None) -> int:
+        assert self.protocol is not None
+        found = await self.lookup(key, seeds=seeds)
+        if self.identity is not None and (
+            not found.nodes or self.node.distance_to(Node(key)) < found.nodes[-1].distance_to(Node(key))
+        ):
+            self.storage[key] = raw
+        results = await asyncio.gather(*(self.protocol.call_store(n, key, raw) for n in found.nodes))
+        return sum(1 for ok, accepted in results if ok and accepted)
+
     async def set_digest(self, dkey: bytes, value: bytes) -> bool:
         """The package's hourly republication of held values goes through validation too."""
+        if is_hs_record(value):
+            if isinstance(check_for_storage(dkey, value, self.clock()), HsStoreResult):
+                return False
+            return await self._store_at(dkey, value) > 0
         with contextlib.suppress(OnionmeshError):
             if decode_and_verify(value, self.clock()).dht_key == dkey:
                 return await self.publish(value) > 0

@@ -14,7 +14,8 @@ the holes read in the package (docs/protocol.md, "Directory"):
 * a node enters the routing table only after it proved its ID (`descriptor` RPC: its signed
   descriptor, whose identity key hashes to the node ID, and a signature over our nonce), and at
   most `MAX_PER_SUBNET_PER_BUCKET` nodes of one subnet share a bucket;
-* STORE goes through the validating `DescriptorStore`; keys handed to new nodes are not digested
+* STORE goes through the validating `DhtStorage` (relay descriptors and onion-service records,
+  told apart by the value); keys handed to new nodes are not digested
   twice (the package's `welcome_if_new` bug).
 """
 
@@ -34,13 +35,8 @@ from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
-from onionmesh.directory.dht_records import (
-    NONCE_LEN,
-    DescriptorStore,
-    StoreResult,
-    subnet_of,
-    verify_hello,
-)
+from onionmesh.directory.dht_records import NONCE_LEN, subnet_of, verify_hello
+from onionmesh.directory.dht_storage import DhtStorage
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.dht.routing import ExactRoutingTable, _is_id, _parse_nodes
 from onionmesh.runtime.dht.validation import Address, AddressCheck, norm
@@ -61,7 +57,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
     def __init__(
         self,
         source_node: Node,
-        storage: DescriptorStore,
+        storage: DhtStorage,
         ksize: int,
         own_descriptor: Callable[[], tuple[bytes, Callable[[bytes], bytes]] | None],
         clock: Callable[[], float] = time.time,
@@ -69,7 +65,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         super().__init__(source_node, storage, ksize)
         self.router = ExactRoutingTable(self, ksize, source_node)
         self._wait_timeout = WAIT_TIMEOUT
-        self.storage: DescriptorStore = storage
+        self.storage: DhtStorage = storage
         self.own_descriptor = own_descriptor
         self.clock = clock
         self.stats: Counter[str] = Counter()
@@ -231,7 +227,7 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         result = self.storage.offer(key, value)
         self.stats[f"store_{result.value}"] += 1
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
-        return result in (StoreResult.STORED, StoreResult.ALREADY_HELD)
+        return self.storage.accepted(result)
 
     def rpc_find_node(self, sender: tuple[str, int], nodeid: object, key: object) -> list[Any]:
         if not _is_id(nodeid) or not _is_id(key):

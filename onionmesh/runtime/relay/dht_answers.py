@@ -3,9 +3,12 @@
 A client in bridge mode (or with `--dht-over-circuits`) sends no UDP; it asks the last hop of a
 circuit to send each RPC for it (wire.dht_rpc).  This is not a UDP proxy:
 
-* only the RPCs a client needs (`ping`, `find_node`, `find_value`, `descriptor`; never
-  `store`), with at most `MAX_ARGS` arguments of at most 64 bytes each, sent from this relay's
-  own DHT node (address token and all, runtime.dht.validation);
+* only the RPCs a client needs (`ping`, `find_node`, `find_value`, `descriptor`), with at most
+  `MAX_ARGS` arguments of at most 64 bytes each, and `store` of an onion-service record only
+  (a service publishes through circuits so that no storing node sees its address): the record
+  must pass every storing node's check here first (directory.hs_placement), so this is never a
+  way to write anything else into the DHT; all sent from this relay's own DHT node (address
+  token and all, runtime.dht.validation);
 * only to DHT contacts this relay knows: itself, its routing table, nodes that proved their IDs
   to it, its bootstrap contacts, and contacts that DHT nodes named in answers relayed on the same
   circuit (which a crawl needs); anything else is refused;
@@ -25,6 +28,8 @@ from typing import Any
 
 import umsgpack
 
+from onionmesh.directory.dht_storage import is_hs_record
+from onionmesh.directory.hs_placement import HsStoreResult, check_for_storage
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.dht.routing import _parse_nodes
@@ -40,6 +45,7 @@ MAX_IN_FLIGHT = 64
 MAX_ARGS = 3
 MAX_LEARNED = 4096  # contacts remembered per circuit from answers relayed on it
 CLIENT_RPCS = frozenset({"ping", "find_node", "find_value", "descriptor"})
+STORE_RPC = "store"  # of onion-service records only (see _parse)
 CONTACTS_RPC = "contacts"  # not a DHT RPC: "which DHT contacts do you know?" (a bridge client's seeds)
 MAX_SEEDS = 16
 
@@ -86,11 +92,19 @@ class DhtRpcService:
         if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], str)):
             raise ValueError("not [name, args]")
         name, args = data
-        if name not in CLIENT_RPCS and name != CONTACTS_RPC:
+        if name not in CLIENT_RPCS and name not in (CONTACTS_RPC, STORE_RPC):
             raise ValueError("not an RPC a client may send")
         if not isinstance(args, list) or len(args) > MAX_ARGS:
             raise ValueError("bad arguments")
-        if not all(isinstance(a, bytes) and len(a) <= 64 for a in args):
+        if name == STORE_RPC and len(args) == 3 and is_hs_record(args[2]):
+            short, record = args[:2], args[2]
+            if isinstance(check_for_storage(args[1], record, self.dht.clock()), HsStoreResult):
+                raise ValueError("not a valid onion-service record for this key")
+        else:
+            short = args
+            if name not in CLIENT_RPCS and name != CONTACTS_RPC:
+                raise ValueError("not an RPC a client may send")
+        if not all(isinstance(a, bytes) and len(a) <= 64 for a in short):
             raise ValueError("bad arguments")
         return name, args
 

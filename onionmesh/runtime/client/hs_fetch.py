@@ -1,0 +1,168 @@
+"""The client's fetch of an onion service's descriptor, by address, through circuits.
+
+    result = await fetch_onion_descriptor(dht, "xyz….onion", relays, client_secret=key)
+
+* The address gives the service's key `A` (a malformed one: BAD_ADDRESS, 0xF6, and nothing is
+  sent).  For the current period (and, near a boundary, the adjacent one: a skewed clock, here or
+  at the service) the client blinds `A` itself and computes the four replica keys
+  (directory.hs_placement); it looks up all of them at once, each over the DHT's disjoint paths
+  (runtime.dht.node.lookup), so a Sybil cluster near one replica withholds one of four.
+* Every answer is checked as a storing node checks it (signature by the blinded key, size,
+  period, times, key); the newest verifiable revision wins, the current period first.  It is
+  then opened with `decrypt_record` (with the client's authorization key, if any).
+* The DHT node must send through circuits (`circuit_dht_node`): the storing nodes see the last
+  hop's address, never the client's.  A UDP DHT node is refused (`DirectFetchRefused`).
+
+Outcomes map to Tor's SOCKS5 extended errors, so a SOCKS front end can answer with
+`result.outcome.value`: 0xF0 not found, 0xF1 invalid, 0xF4 auth missing, 0xF5 auth wrong,
+0xF6 bad address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kademlia.node import Node
+
+from onionmesh.crypto.hs_address import parse_onion_host
+from onionmesh.crypto.hs_blinding import PERIOD_LENGTH_MIN, blind_public, period_num, period_start
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.dht_records import node_id_for
+from onionmesh.directory.hs_descriptor import InnerDescriptor, OuterRecord, decrypt_record
+from onionmesh.directory.hs_placement import store_keys
+from onionmesh.errors import BadOnionAddress, DescriptorDecryptError, OnionmeshError
+from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel, CircuitDhtProtocol
+from onionmesh.runtime.dht.node import KSIZE, DhtNode
+
+FETCH_DEADLINE = 30.0  # Tor's SocksTimeout scale: the whole fetch, all replicas and periods
+ADJACENT_WINDOW = 3600  # this close to a boundary, the adjacent period is asked too
+
+
+class FetchOutcome(enum.IntEnum):
+    """The fetch's result; the value is the SOCKS5 reply code Tor uses for it (0 = found)."""
+
+    OK = 0x00
+    NOT_FOUND = 0xF0
+    INVALID = 0xF1
+    AUTH_MISSING = 0xF4
+    AUTH_WRONG = 0xF5
+    BAD_ADDRESS = 0xF6
+
+
+@dataclass
+class FetchResult:
+    outcome: FetchOutcome
+    descriptor: InnerDescriptor | None = None
+    record: OuterRecord | None = None  # the record it came from (period, revision)
+    service_pk: bytes | None = None
+    found: dict[int, int] = field(default_factory=dict)  # period -> replicas that returned a valid record
+
+    @property
+    def socks_reply(self) -> int:
+        return int(self.outcome)
+
+
+class DirectFetchRefused(OnionmeshError):
+    """An HS descriptor fetch from the client's own address: the issue forbids it."""
+
+
+def circuit_dht_node(channel: CircuitDhtChannel) -> DhtNode:
+    """A DHT node with no socket whose every RPC travels through `channel`'s circuits
+    (runtime.client.dht_over_circuits): the one to fetch (and publish) onion descriptors with."""
+    dht = DhtNode(None)
+    dht.protocol = CircuitDhtProtocol(
+        dht.node, dht.storage, dht.ksize, lambda: None, dht.clock, channel=channel
+    )
+    return dht
+
+
+def seeds_near(key: bytes, dht: DhtNode, relays: Sequence[RelayDescriptor], k: int = KSIZE) -> list[Node]:
+    """Starting contacts for a lookup of `key`: the k closest of the routing table and of the
+    client's verified view (a DHT node over circuits has no table of its own)."""
+    target = Node(key)
+    nodes: dict[bytes, Node] = {}
+    for desc in relays:
+        if desc.dht_contact is not None:
+            nid = node_id_for(desc.identity_pk)
+            nodes[nid] = Node(nid, desc.dht_contact[0], desc.dht_contact[1])
+    if dht.protocol is not None:
+        for n in dht.protocol.router.find_neighbors(target, k=k):
+            nodes.setdefault(n.id, n)
+    return sorted(nodes.values(), key=lambda n: n.distance_to(target))[:k]
+
+
+def periods_to_fetch(now: float, length_min: int = PERIOD_LENGTH_MIN) -> list[int]:
+    """The current period first, then the adjacent one if `now` is near a boundary."""
+    current = period_num(int(now), length_min)
+    out = [current]
+    if now >= period_start(current + 1, length_min) - ADJACENT_WINDOW:
+        out.append(current + 1)
+    if now < period_start(current, length_min) + ADJACENT_WINDOW:
+        out.append(current - 1)
+    return out
+
+
+def _check_channel(dht: DhtNode) -> None:
+    if not isinstance(dht.protocol, CircuitDhtProtocol) or dht.transport is not None:
+        raise DirectFetchRefused("onion descriptors are fetched through circuits only")
+
+
+async def _newest(
+    dht: DhtNode, keys: Sequence[bytes], relays: Sequence[RelayDescriptor]
+) -> list[OuterRecord]:
+    results = await asyncio.gather(
+        *(dht.lookup(key, want_value=True, seeds=seeds_near(key, dht, relays)) for key in keys)
+    )
+    return [r.hs_record for r in results if r.hs_record is not None]
+
+
+async def fetch_onion_descriptor(
+    dht: DhtNode,
+    host: str,
+    relays: Sequence[RelayDescriptor],
+    *,
+    client_secret: bytes | None = None,
+    now: float | None = None,
+    deadline: float = FETCH_DEADLINE,
+) -> FetchResult:
+    """Find, verify and open the descriptor of the service at `host` (see the module doc)."""
+    try:
+        service_pk = parse_onion_host(host)
+    except BadOnionAddress:
+        return FetchResult(FetchOutcome.BAD_ADDRESS)
+    _check_channel(dht)
+    now = time.time() if now is None else now
+    periods = periods_to_fetch(now)
+    keys = {p: store_keys(blind_public(service_pk, p), p) for p in periods}
+    result = FetchResult(FetchOutcome.NOT_FOUND, service_pk=service_pk)
+    found: dict[int, list[OuterRecord]] = {}
+    try:
+        async with asyncio.timeout(deadline):
+            answers = await asyncio.gather(*(_newest(dht, keys[p], relays) for p in periods))
+        found = dict(zip(periods, answers, strict=True))
+    except TimeoutError:
+        pass
+    errors: list[FetchOutcome] = []
+    for period in periods:
+        records = found.get(period, [])
+        result.found[period] = len(records)
+        if not records:
+            continue
+        newest = max(records, key=lambda r: r.revision)
+        try:
+            result.descriptor = decrypt_record(newest, service_pk, client_secret)
+        except DescriptorDecryptError as exc:
+            errors.append(FetchOutcome.AUTH_MISSING if exc.auth == "missing" else FetchOutcome.AUTH_WRONG)
+            continue
+        except OnionmeshError:
+            errors.append(FetchOutcome.INVALID)
+            continue
+        result.outcome, result.record = FetchOutcome.OK, newest
+        return result
+    if errors:  # an auth verdict explains more than "invalid"
+        result.outcome = min(errors, key=lambda e: (e is FetchOutcome.INVALID, e.value))
+    return result
