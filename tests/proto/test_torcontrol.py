@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onionmesh.errors import OnionArgError
 from onionmesh.proto.torcontrol import (
     Command,
     CommandReader,
@@ -29,7 +30,7 @@ from onionmesh.proto.torcontrol_auth import (
     safecookie_client_hash,
     safecookie_server_hash,
 )
-from onionmesh.proto.torcontrol_onion import OnionArgError, parse_add_onion, parse_client_auth_add
+from onionmesh.proto.torcontrol_onion import parse_add_onion, parse_client_auth_add
 
 # stem's test password "pw" (torproject/stem test/runner.py, HashedControlPassword of its test torrc)
 STEM_PW_HASH = "16:8C423A41EF4A542C6078985270AE28A4E04D056FB63F9F201505DB8E06"

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from onionmesh import __version__
 from onionmesh.directory.path_selection import exit_accepts_port
-from onionmesh.errors import ListenError
+from onionmesh.errors import ListenError, NotFound, Unsupported
 from onionmesh.proto.torcontrol_onion import AddOnion, ClientAuthAdd
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
@@ -27,11 +27,9 @@ from onionmesh.runtime.torcontrol.target import (
     CircuitInfo,
     Event,
     Hop,
-    NotFound,
     OnionService,
     RelayEntry,
     StreamInfo,
-    Unsupported,
 )
 
 CONTROLLER_ISOLATION = ("control",)

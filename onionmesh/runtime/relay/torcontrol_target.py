@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onionmesh import __version__
-from onionmesh.errors import ListenError
+from onionmesh.errors import ListenError, NotFound, Unsupported
 from onionmesh.proto.torcontrol_onion import AddOnion, ClientAuthAdd
 from onionmesh.rng import DEFAULT_RNG
 from onionmesh.runtime.keystore import write_secret
@@ -21,11 +21,9 @@ from onionmesh.runtime.torcontrol.server import TorControlServer, cookie_auth
 from onionmesh.runtime.torcontrol.target import (
     CircuitInfo,
     Event,
-    NotFound,
     OnionService,
     RelayEntry,
     StreamInfo,
-    Unsupported,
 )
 
 NOT_A_CLIENT = "a relay builds no circuits of its own and hosts no onion services"

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from onionmesh.proto.torcontrol import CommandReader, ControlSyntaxError, format_event, simple
+from onionmesh.errors import ControlSyntaxError
+from onionmesh.proto.torcontrol import CommandReader, format_event, simple
 from onionmesh.proto.torcontrol_auth import AuthConfig
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger

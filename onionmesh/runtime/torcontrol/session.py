@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
+from onionmesh.errors import ConfError, InfoError, NotFound, Unsupported
 from onionmesh.proto.torcontrol import Command, DataLine, format_reply, parse_args, quote, simple
 from onionmesh.proto.torcontrol_auth import AuthConfig, AuthSession
 from onionmesh.proto.torcontrol_onion import (
@@ -19,10 +20,10 @@ from onionmesh.proto.torcontrol_onion import (
     parse_client_auth_add,
     parse_service_id,
 )
-from onionmesh.runtime.torcontrol.conf import ConfError, Options
-from onionmesh.runtime.torcontrol.getinfo import EVENT_NAMES, GetInfo, InfoError
+from onionmesh.runtime.torcontrol.conf import Options
+from onionmesh.runtime.torcontrol.getinfo import EVENT_NAMES, GetInfo
 from onionmesh.runtime.torcontrol.lines import tor_version
-from onionmesh.runtime.torcontrol.target import ControlTarget, NotFound, Unsupported
+from onionmesh.runtime.torcontrol.target import ControlTarget
 
 
 class _Server(Protocol):
