@@ -124,7 +124,6 @@ class CircuitDhtChannel:
         self.stats["rpcs"] += 1
         try:
             handle.circ.dht_rpc(rid, DhtRpc(address[0], address[1], request))
-            self.mgr._flush(handle)
             async with asyncio.timeout(RPC_TIMEOUT):
                 return await future
         except (TimeoutError, OnionmeshError, ValueError):
