@@ -58,7 +58,7 @@ class ExitService:
         if self.rules is None:
             self._end(entry, sid, EndReason.EXITPOLICY)
             return
-        slot = self.streams.admit(entry, entry.prev)
+        slot = self.streams.admit(entry, entry.prev.link)
         if isinstance(slot, str):
             self._refused_at_cap(slot)
             self._end(entry, sid, EndReason.RESOURCELIMIT)
