@@ -16,7 +16,7 @@ from onionmesh.proto.client_circuit import ClientCircuit
 from onionmesh.proto.events import BeginRequested
 from onionmesh.proto.scheduler import CIRCUIT_QUEUE_MAX_CELLS, QueueBudget
 from onionmesh.rng import SeededRng
-from onionmesh.runtime.client.circuit_manager import CircuitMgr
+from onionmesh.runtime.client.circuit_manager import CircuitHandle, CircuitMgr
 from onionmesh.runtime.keystore import KeyStore
 from onionmesh.runtime.relay.circuit_entry import Join, RelayCircuitEntry
 from onionmesh.runtime.relay.switch import CircuitSwitch
@@ -118,16 +118,20 @@ async def test_a_stream_crosses_circuit_manager_switch_and_pumps_in_memory(tmp_p
     assert got == data
     assert relay.exit.begun == ["echo.example"]
     assert relay.switch.stats["circuits"] == 1
-    # Output was pulled: the client's link took its cells in far fewer pulls than cells.
     assert handle.circ.bytes_out == len(data) and handle.slot is not None and handle.slot.attached
     mgr.close_all()
 
 
-async def test_a_link_pulls_each_ready_circuit_once_per_turn(tmp_path: Path) -> None:
-    relay = MemRelay(tmp_path / "relay", 2)
+async def one_built_circuit(tmp_path: Path, seed: int) -> tuple[CircuitMgr, CircuitHandle]:
+    relay = MemRelay(tmp_path / "relay", seed)
     mgr = await client_over_memory(relay)
     async with asyncio.timeout(WAIT):
         handle = await mgr.build(hops=1, exit_fp=relay.descriptor.fingerprint, wait_directory=False)
+    return mgr, handle
+
+
+async def test_a_link_pulls_each_ready_circuit_once_per_turn(tmp_path: Path) -> None:
+    mgr, handle = await one_built_circuit(tmp_path, 2)
     assert handle.slot is not None
     pulls = 0
     outbox = handle.slot.outbox
@@ -148,10 +152,7 @@ async def test_a_link_pulls_each_ready_circuit_once_per_turn(tmp_path: Path) -> 
 
 
 async def test_a_circuit_that_overflows_its_queue_is_closed(tmp_path: Path) -> None:
-    relay = MemRelay(tmp_path / "relay", 3)
-    mgr = await client_over_memory(relay)
-    async with asyncio.timeout(WAIT):
-        handle = await mgr.build(hops=1, exit_fp=relay.descriptor.fingerprint, wait_directory=False)
+    mgr, handle = await one_built_circuit(tmp_path, 3)
     link = handle.link
     link._draining = True  # the socket does not drain: cells stay in the circuit's queue
     for _ in range(CIRCUIT_QUEUE_MAX_CELLS + 1):

@@ -39,23 +39,6 @@ class BridgeUser(LinkOwner[Any], Protocol):
     async def link_to_bridge(self, identity_pk: bytes) -> Link[Any]: ...
 
 
-class FirstHops(Protocol):
-    """What the circuit manager needs of its first hops when they are bridges."""
-
-    def owns(self, identity_pk: bytes) -> bool: ...
-
-    async def open_link(self, mgr: BridgeUser, identity_pk: bytes) -> Link[Any]: ...
-
-    async def constrain(
-        self,
-        mgr: BridgeUser,
-        relays: list[RelayDescriptor],
-        hops: int,
-        via: list[str] | None,
-        exit_fp: str | None,
-    ) -> tuple[list[RelayDescriptor], list[str] | None, str | None]: ...
-
-
 class _BridgeLinkOwner:
     """Takes DESCRIPTOR cells off a bridge link; everything else goes to the circuit manager."""
 

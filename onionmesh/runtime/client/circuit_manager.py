@@ -31,7 +31,7 @@ from onionmesh.proto.events import (
 )
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
-from onionmesh.runtime.client.bridges import FirstHops
+from onionmesh.runtime.client.bridges import BridgeSet
 from onionmesh.runtime.client.circuit_handle import (
     MAX_DIRTINESS,
     MAX_STREAMS_PER_CIRCUIT_SOFT,
@@ -105,7 +105,7 @@ class CircuitMgr:
         self.streams = CircuitStreams(self._emit_stream)
         # Bridges (runtime.client.bridges): hop 1 of every circuit, reached over WebSocket; and where the
         # answers of DHT RPCs sent over circuits go (runtime.client.dht_over_circuits).
-        self.first_hops: FirstHops | None = None
+        self.first_hops: BridgeSet | None = None
         self.dht_answers: Callable[[CircuitHandle, DhtAnswerReceived], None] | None = None
 
     @property
