@@ -44,8 +44,9 @@ from onionmesh.runtime.client.path_policy import PathPolicy
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.transport import memory_guard as oom
-from onionmesh.runtime.transport.link import CircuitSlot, Link, LinkLimits, open_link
+from onionmesh.runtime.transport.link import CircuitSlot, Link, LinkLimits
 from onionmesh.runtime.transport.link_manager import LinkManager
+from onionmesh.runtime.transport.link_setup import open_link
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason
 from onionmesh.wire.relay_msg import EndReason
 

@@ -36,7 +36,8 @@ from onionmesh.runtime.relay.exit_limits import StreamCaps
 from onionmesh.runtime.relay.exit_streams import ExitService
 from onionmesh.runtime.relay.switch import CircuitSwitch, RelayLink
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.transport.link import LinkLimits, accept_link, open_link
+from onionmesh.runtime.transport.link import LinkLimits
+from onionmesh.runtime.transport.link_setup import accept_link, open_link
 from onionmesh.runtime.transport.ws_front import WsFront
 
 log = get_logger("onionmesh.relay")

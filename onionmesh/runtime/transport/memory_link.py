@@ -13,7 +13,8 @@ from typing import Any
 
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.rng import Rng
-from onionmesh.runtime.transport.link import C, Link, LinkLimits, LinkOwner, accept_link, initiate_link
+from onionmesh.runtime.transport.link import C, Link, LinkLimits, LinkOwner
+from onionmesh.runtime.transport.link_setup import accept_link, initiate_link
 
 
 class MemoryWriter:
