@@ -20,7 +20,7 @@ from onionmesh.rng import SeededRng
 from onionmesh.runtime.client.bridges import BridgeSet
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
-from onionmesh.runtime.dht.node import protocol as dht_protocol
+from onionmesh.runtime.dht import protocol as dht_protocol
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from onionmesh.runtime.transport.ws_front import DECOY_PAGE, SECRET_FILE
 from onionmesh.wire.cell import Cell, CellCommand

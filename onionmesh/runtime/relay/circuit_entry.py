@@ -32,7 +32,7 @@ class Onward(Protocol):
 class RelayCircuitEntry:
     """A relay's circuit; every link slot of it holds this same object."""
 
-    __slots__ = ("circ", "created_waiter", "dead", "onward", "prev", "streams")
+    __slots__ = ("__weakref__", "circ", "created_waiter", "dead", "onward", "prev", "streams")  # dht_answers: weak keys
 
     def __init__(self, circ: RelayCircuit, link: Link[RelayCircuitEntry], circ_id: int) -> None:
         self.circ = circ
