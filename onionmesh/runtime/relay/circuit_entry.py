@@ -32,7 +32,8 @@ class Onward(Protocol):
 class RelayCircuitEntry:
     """A relay's circuit; every link slot of it holds this same object."""
 
-    __slots__ = ("__weakref__", "circ", "created_waiter", "dead", "onward", "prev", "streams")  # dht_answers: weak keys
+    # __weakref__: relay.dht_answers keeps what it learned per circuit in a WeakKeyDictionary
+    __slots__ = ("__weakref__", "circ", "created_waiter", "dead", "onward", "prev", "streams")
 
     def __init__(self, circ: RelayCircuit, link: Link[RelayCircuitEntry], circ_id: int) -> None:
         self.circ = circ
