@@ -133,3 +133,11 @@ class Unsupported(OnionmeshError):
 
 class NotFound(OnionmeshError):
     """No such circuit, stream or service: 552."""
+
+
+class NoHsPath(OnionmeshError):
+    """No onion-service path satisfies the rules with the relays known."""
+
+
+class DirectFetchRefused(OnionmeshError):
+    """An HS descriptor fetch from the client's own address: the issue forbids it."""

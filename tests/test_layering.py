@@ -50,29 +50,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # Import cycles the runtime/ split (issue 16) removes: it empties this list. Each entry is one
 # strongly connected component of the module graph, exactly; a cycle that grows, a new cycle,
 # or an entry that no longer exists fails the test, so the list can only shrink.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # CircuitEntry, ExitService, start_front, send_descriptor: the relay's glue
-        frozenset(
-            {
-                "onionmesh.runtime.relay.bridge",
-                "onionmesh.runtime.relay.exit_streams",
-                "onionmesh.runtime.relay.node",
-                "onionmesh.runtime.relay.switch",
-            }
-        ),
-        # BridgeSet is typed against CircuitMgr, which owns a BridgeSet
-        frozenset({"onionmesh.runtime.client.bridges", "onionmesh.runtime.client.circuit_manager"}),
-        # the client node serves the control API and status page, which are typed against it
-        frozenset(
-            {
-                "onionmesh.runtime.client.node",
-                "onionmesh.runtime.client.control",
-                "onionmesh.runtime.client.status_page",
-            }
-        ),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 def module_name(path: Path, root: Path) -> str:

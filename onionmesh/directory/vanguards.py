@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import bandwidth_weight, relays_conflict, weighted_index
-from onionmesh.errors import OnionmeshError
+from onionmesh.errors import NoHsPath
 from onionmesh.rng import Rng
 
 NUM_LAYER2 = 4
@@ -46,10 +46,6 @@ class HsPurpose(enum.Enum):
     SERVICE_INTRO = "service-intro"
     SERVICE_REND = "service-rend"
     SERVICE_HSDIR = "service-hsdir"
-
-
-class NoHsPath(OnionmeshError):
-    """No onion-service path satisfies the rules with the relays known."""
 
 
 @dataclass(frozen=True)

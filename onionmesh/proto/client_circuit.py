@@ -81,6 +81,7 @@ class ClientCircuit(CircuitEndpoint):
             raise LocalProtocolError("circuit already created")
         self._pending, skin = ntor.client_start(identity_pk, onion_pk, self.rng, handshake_type)
         self._out.append(Cell(self.circ_id, CellCommand.CREATE, create_payload(handshake_type, skin)))
+        self.on_output()
         self.state = CircuitState.BUILDING
 
     def extend(
@@ -138,6 +139,7 @@ class ClientCircuit(CircuitEndpoint):
             self._relay_early_sent += 1
             command = CellCommand.RELAY_EARLY
         self._out.append(Cell(self.circ_id, command, payload))
+        self.on_output()
         return digest
 
     def _peel(self, payload: bytes) -> tuple[int, RelayMessage, bytes]:

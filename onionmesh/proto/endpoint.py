@@ -2,7 +2,8 @@
 
 A `CircuitEndpoint` is the client (talking to its exit) or the exit (talking to its client).
 Subclasses supply `_seal(msg)`, which layers a relay message and queues the cell; incoming
-messages reach `_on_stream_message` after the subclass has peeled and recognized them.
+messages reach `_on_stream_message` after the subclass has peeled and recognized them.  Whenever
+a cell is queued, `on_output` is called: the runtime's link then pulls the cells (no I/O here).
 
 Not in this module: layers and hops (client_circuit / relay_circuit), sockets.
 """
@@ -13,7 +14,7 @@ import enum
 from collections.abc import Callable
 
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
-from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded
+from onionmesh.proto.events import CircuitEvent, SendWindowOpened, StreamDataReceived, StreamEnded
 from onionmesh.proto.flow import CircuitFlow, StreamFlow
 from onionmesh.rng import Rng
 from onionmesh.wire.relay_msg import (
@@ -31,6 +32,10 @@ MAX_STREAMS_PER_CIRCUIT = 512
 
 def no_clock() -> float:
     return 0.0
+
+
+def no_output() -> None:
+    """The default `on_output`: nobody to tell (a machine driven by hand, as in proto tests)."""
 
 
 class StreamState(enum.Enum):
@@ -56,8 +61,10 @@ class CircuitEndpoint:
         self.clock = clock  # seconds, for congestion control's RTTs; the runtime supplies a real one
         self.streams: dict[int, Stream] = {}
         self.flow = CircuitFlow()
-        self.turn_queue: set[object] = set()  # the runtime's streams queued for the circuit window
-        self.events: list[object] = []
+        self.events: list[CircuitEvent] = []
+        # Called after every queued cell: the runtime marks the circuit ready on its link, whose
+        # writer then takes the cells (output is pulled by links, never pushed by callers).
+        self.on_output: Callable[[], None] = no_output
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -156,7 +163,7 @@ class CircuitEndpoint:
             return False
         return True
 
-    def take_events(self) -> list[object]:
+    def take_events(self) -> list[CircuitEvent]:
         out, self.events = self.events, []
         return out
 

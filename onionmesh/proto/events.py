@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onionmesh.wire.relay_msg import Begin, EndReason, Extend, ResolvedType
+from onionmesh.proto.dht_events import DhtAnswerReceived, DhtRpcRequested
+from onionmesh.wire.relay_msg import Begin, EndReason, Extend, RelayMessage, ResolvedType
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +59,21 @@ class ResolveRequested:
 @dataclass(frozen=True, slots=True)
 class ExtendRequested:
     extend: Extend
+
+
+@dataclass(frozen=True, slots=True)
+class MessageForHandler:
+    """At a relay: a message that terminates here and that a handler registered for its command
+    takes (the runtime's seam for new relay roles, e.g. joining two circuits)."""
+
+    message: RelayMessage
+
+
+# One union per machine, consumed with `match`: what either end's streams see, what the client's
+# circuit reports, what a relay's circuit asks of the world.
+StreamEvent = StreamDataReceived | SendWindowOpened | StreamEnded
+ClientEvent = CircuitExtended | StreamConnected | StreamResolved | DhtAnswerReceived | StreamEvent
+RelayEvent = (
+    ExtendRequested | BeginRequested | ResolveRequested | DhtRpcRequested | MessageForHandler | StreamEvent
+)
+CircuitEvent = ClientEvent | RelayEvent

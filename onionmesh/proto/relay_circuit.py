@@ -13,14 +13,20 @@ Not in this module: the CREATE handshake's key lookup (runtime), sockets, exit p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from onionmesh.crypto.ntor import HopKeys
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
-from onionmesh.proto.events import BeginRequested, ExtendRequested, ResolveRequested
+from onionmesh.proto.events import (
+    BeginRequested,
+    ExtendRequested,
+    MessageForHandler,
+    RelayEvent,
+    ResolveRequested,
+)
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import MAX_RELAY_EARLY, CellCommand
 from onionmesh.wire.dht_rpc import DhtRpc
@@ -41,8 +47,17 @@ from onionmesh.wire.relay_msg import (
 
 
 class RelayCircuit(CircuitEndpoint):
-    def __init__(self, keys: HopKeys, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
+    def __init__(
+        self,
+        keys: HopKeys,
+        rng: Rng,
+        clock: Callable[[], float] = no_clock,
+        handled: Container[RelayCommand] = frozenset(),
+    ) -> None:
         super().__init__(rng, clock)
+        # Commands the runtime has a handler for (rendezvous, introduction...): they become
+        # MessageForHandler events instead of "unexpected at a relay".
+        self.handled = handled
         self._forward = OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite)
         self._backward = OnionLayer(keys.backward_stream, keys.backward_mac, keys.suite)
         self.has_next = False
@@ -64,6 +79,7 @@ class RelayCircuit(CircuitEndpoint):
         elif self.has_next:
             self.cells_forwarded += 1
             self.forward_out.append((command, payload))
+            self.on_output()
         else:
             raise RemoteProtocolError("unrecognized relay cell at the last hop")
 
@@ -86,10 +102,12 @@ class RelayCircuit(CircuitEndpoint):
             self._open_stream(msg, ResolveRequested(msg.stream_id, Resolve.decode(msg.body).host))
         elif msg.command is RelayCommand.DHT_RPC and msg.stream_id:  # bridges: DHT over circuits
             self.events.append(DhtRpcRequested(msg.stream_id, DhtRpc.decode(msg.body)))
+        elif msg.command in self.handled:
+            self.events.append(MessageForHandler(msg))
         else:
             raise RemoteProtocolError(f"unexpected {msg.command.name} at a relay")
 
-    def _open_stream(self, msg: RelayMessage, event: object) -> None:
+    def _open_stream(self, msg: RelayMessage, event: RelayEvent) -> None:
         if msg.stream_id in self.streams:
             raise RemoteProtocolError("stream id already in use")
         if len(self.streams) >= MAX_STREAMS_PER_CIRCUIT:
@@ -103,9 +121,11 @@ class RelayCircuit(CircuitEndpoint):
         payload = self._backward.apply(payload)
         self.cells_forwarded += 1
         self.backward_out.append(payload)
+        self.on_output()
 
     def _seal(self, msg: RelayMessage, nonce: bytes = b"") -> bytes:
         self.backward_out.append(self._backward.apply(msg.encode_plain(nonce)))
+        self.on_output()
         return self._backward.digest()
 
     # --- answers from the runtime --------------------------------------------------------------
@@ -113,6 +133,11 @@ class RelayCircuit(CircuitEndpoint):
         self.extending = False
         self.has_next = True
         self._seal(RelayMessage(RelayCommand.EXTENDED, 0, Extended(reply).encode()))
+
+    def join(self) -> None:
+        """This circuit now continues into another (a handler joined them end to end): cells this
+        hop does not recognize go on, as at a middle hop, instead of being a violation."""
+        self.has_next = True
 
     def extend_failed(self, reason: int) -> None:
         self.extending = False

@@ -191,8 +191,8 @@ def relay_metrics(node: Any) -> list[Metric]:
         suite = SUITE_NAMES.get(getattr(link, "suite", None))
         if suite is not None:
             suites[suite] += 1
-        for record in list((getattr(link, "circuits", None) or {}).values()):
-            entries.add(id(record[0] if isinstance(record, tuple) else record))
+        for slot in list((getattr(link, "circuits", None) or {}).values()):
+            entries.add(id(getattr(slot, "circuit", slot)))  # a CircuitSlot holds the relay's entry
         proto = getattr(link, "proto", None)
         bytes_in += getattr(proto, "bytes_received", 0) or 0
         bytes_out += getattr(proto, "bytes_sent", 0) or 0

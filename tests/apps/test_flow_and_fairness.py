@@ -98,7 +98,7 @@ async def test_a_slow_reader_keeps_every_relay_flat(tmp_path: Path) -> None:
         for _ in range(16):
             await asyncio.sleep(0.5)
             samples.append({p.pid: rss_kb(p.pid) for p in net.procs})
-            bridges = [b for h in net.client.circuits.circuits.values() for b in h.bridges.values()]
+            bridges = [b for h in net.client.circuits.circuits.values() for b in h.pumps.values()]
             assert sum(b.buffered_bytes for b in bridges) <= CLIENT_STREAM_BOUND
         for pid, start in before.items():
             growth = max(s[pid] for s in samples) - start

@@ -16,7 +16,7 @@ import time
 
 from onionmesh.crypto import ntor
 from onionmesh.rng import SystemRng
-from onionmesh.runtime.transport.link import open_link
+from onionmesh.runtime.transport.link_setup import open_link
 from onionmesh.wire.cell import Cell, CellCommand, create_payload
 
 

@@ -230,6 +230,5 @@ async def test_cells_queued_on_a_bridge_link_count_against_the_clients_queue_bud
             await asyncio.sleep(0.01)
         assert budget.used == 0, "and the budget is given back once they are written"
     finally:
-        for link in list(mgr._links.values()):
-            link.close()
+        mgr.links.close_all()
         await bridge.stop()

@@ -110,7 +110,7 @@ async def _client(tmp_path: Path, name: str, desc: RelayDescriptor) -> ClientNod
 async def _open(client: ClientNode, handle, port: int, n: int) -> list[EndReason | None]:  # type: ignore[no-untyped-def]
     async def one() -> EndReason | None:
         try:
-            await client.circuits.open_stream(handle, "127.0.0.1", port, 60)
+            await client.circuits.streams.open_stream(handle, "127.0.0.1", port, 60)
         except StreamFailed as failed:
             return failed.reason
         return None

@@ -124,7 +124,7 @@ async def _one_hop(tmp_path, **kw):  # type: ignore[no-untyped-def]
 
 async def _begin(mesh, handle, host: str, port: int) -> EndReason | None:  # type: ignore[no-untyped-def]
     try:
-        sid = await mesh.client.circuits.open_stream(handle, host, port, 30)
+        sid = await mesh.client.circuits.streams.open_stream(handle, host, port, 30)
     except StreamFailed as failed:
         return failed.reason
     handle.circ.end_stream(sid, EndReason.DONE)
@@ -160,9 +160,9 @@ async def test_a_non_testnet_exit_drops_private_answers(tmp_path, guarded) -> No
     mgr = mesh.client.circuits
     try:
         for name in ("localhost", "intranet.example"):
-            answered = await mgr.resolve(handle, name, 30)
+            answered = await mgr.streams.resolve(handle, name, 30)
             assert [t for t, _, _ in answered.answers] == [ResolvedType.ERROR_NONTRANSIENT], name
-        mixed = await mgr.resolve(handle, "mixed.example", 30)
+        mixed = await mgr.streams.resolve(handle, "mixed.example", 30)
         assert [(t, a) for t, a, _ in mixed.answers] == [(ResolvedType.IPV4, "93.184.216.34")]
         assert guarded["refused_connects"] == [] and guarded["lookups"] == []
     finally:

@@ -12,8 +12,8 @@ import pytest
 from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.rng import SystemRng
-from onionmesh.runtime.relay.node import CircuitEntry, RelayNode
-from onionmesh.runtime.transport.link import open_link
+from onionmesh.runtime.relay.node import RelayNode
+from onionmesh.runtime.transport.link_setup import open_link
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, create_payload, destroy_payload
 from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
@@ -33,17 +33,21 @@ class RecordingRelay(RelayNode):
             await begin(entry, event)
 
         self.exit_service.begin = recording_begin  # type: ignore[method-assign]
+        on_create = self.switch.on_create
+
+        def recording_create(link, cell) -> None:
+            on_create(link, cell)
+            slot = link.circuits.get(cell.circ_id)
+            if slot is not None:
+                self._record(slot.circuit.circ)
+
+        self.switch.on_create = recording_create  # type: ignore[method-assign]
 
     def _on_accept(self, reader, writer) -> None:
         self.link_peers.append(writer.get_extra_info("peername")[0])
         super()._on_accept(reader, writer)
 
-    def _on_create(self, link, cell) -> None:
-        super()._on_create(link, cell)
-        record = link.circuits.get(cell.circ_id)
-        if record is None:
-            return
-        circ = record[0].circ
+    def _record(self, circ) -> None:
         original = circ._dispatch
 
         def dispatch(msg, digest, command):
@@ -94,10 +98,21 @@ class TamperingRelay(RelayNode):
         super().__init__(*args, **kwargs)
         self.forwarded = 0
         self._held: tuple[CellCommand, bytes] | None = None
+        on_create = self.switch.on_create
 
-    def _flush(self, entry: CircuitEntry) -> None:
+        def tampering_create(link, cell) -> None:
+            on_create(link, cell)
+            slot = link.circuits.get(cell.circ_id)
+            if slot is not None:  # the cells this hop forwards pass through tamper() when pulled
+                circ = slot.circuit.circ
+                take = circ.take_forward
+                circ.take_forward = lambda: self.tamper(take())  # type: ignore[method-assign]
+
+        self.switch.on_create = tampering_create  # type: ignore[method-assign]
+
+    def tamper(self, cells: list[tuple[CellCommand, bytes]]) -> list[tuple[CellCommand, bytes]]:
         out = []
-        for command, payload in entry.circ.take_forward():
+        for command, payload in cells:
             self.forwarded += 1
             if self.forwarded != self.after:
                 out.append((command, payload))
@@ -115,8 +130,7 @@ class TamperingRelay(RelayNode):
                 self._held = (command, payload)
             elif self.mode == "inject":
                 out += [(command, os.urandom(len(payload))), (command, payload)]
-        entry.circ.forward_out = out
-        super()._flush(entry)
+        return out
 
 
 @pytest.mark.parametrize("mode", ["flip", "replay", "drop", "reorder", "inject"])

@@ -9,7 +9,8 @@ from pathlib import Path
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.fd_budget import descriptor_budget
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
-from onionmesh.runtime.transport.link import Link, open_link
+from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.link_setup import open_link
 from tests.runtime.conftest import eventually
 
 CAP = 4

@@ -11,7 +11,7 @@ import pytest
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.keystore import KeyStore
 from onionmesh.runtime.transport import link as link_mod
-from onionmesh.runtime.transport.link import open_link
+from onionmesh.runtime.transport.link_setup import open_link
 from tests.runtime.conftest import Mesh
 
 

@@ -23,7 +23,8 @@ from onionmesh.runtime import safelog
 from onionmesh.runtime.metrics import relay_metrics
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from onionmesh.runtime.transport import link as link_mod
-from onionmesh.runtime.transport.link import Link, open_link
+from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.link_setup import open_link
 
 SOURCES = [f"127.77.{i // 250}.{i % 250 + 1}" for i in range(300)]  # distinct loopback addresses
 

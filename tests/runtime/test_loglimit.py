@@ -72,7 +72,7 @@ def test_every_peer_triggered_logger_is_the_one_limiter() -> None:
     from onionmesh.runtime.client import dht_over_circuits as dht_circuit
     from onionmesh.runtime.client import directory as dht_directory
     from onionmesh.runtime.client import socks_server
-    from onionmesh.runtime.dht.node import node as dht
+    from onionmesh.runtime.dht import node as dht
     from onionmesh.runtime.relay import exit_streams
     from onionmesh.runtime.transport import listeners
 

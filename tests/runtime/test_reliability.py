@@ -177,7 +177,7 @@ async def test_an_interrupted_stream_ends_with_a_clean_close(mesh: Mesh) -> None
 
     task = asyncio.create_task(asyncio.to_thread(download))
     for _ in range(200):
-        circuits = [h for h in mesh.client.circuits.circuits.values() if h.bridges]
+        circuits = [h for h in mesh.client.circuits.circuits.values() if h.pumps]
         if circuits and circuits[0].circ.bytes_in > 500_000:
             break
         await asyncio.sleep(0.01)

@@ -7,7 +7,7 @@ import asyncio
 
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.runtime.transport import memory_guard as oom
-from onionmesh.runtime.transport.stream_pump import StreamPump
+from onionmesh.runtime.transport.stream_pump import StreamGroup, StreamPump
 
 
 class Transport:
@@ -46,7 +46,7 @@ async def test_buffered_since_follows_the_injected_clock_and_decides_the_oom_vic
     now = [100.0]
     ends, writers = [End(), End()], [Writer(), Writer()]
     old, young = (
-        StreamPump(end, 1, asyncio.StreamReader(), w, lambda: None, clock=lambda: now[0])  # type: ignore[arg-type]
+        StreamPump(end, StreamGroup(), 1, asyncio.StreamReader(), w, clock=lambda: now[0])  # type: ignore[arg-type]
         for end, w in zip(ends, writers, strict=True)
     )
     assert old.buffered_since == young.buffered_since == 100.0

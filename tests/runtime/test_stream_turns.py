@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from onionmesh.proto.events import SendWindowOpened
-from onionmesh.runtime.transport.stream_pump import StreamPump, route_stream_event
+from onionmesh.runtime.transport.stream_pump import StreamGroup, StreamPump
 
 
 class Flow:
@@ -27,7 +27,6 @@ class End:
     def __init__(self, n: int) -> None:
         self.streams = dict.fromkeys(range(1, n + 1))
         self.flow = Flow()
-        self.turn_queue: set[object] = set()
 
     def can_send(self, stream_id: int) -> bool:
         return self.flow.open
@@ -47,34 +46,34 @@ async def sockets() -> AsyncIterator[list[tuple[asyncio.StreamReader, asyncio.St
 
 async def test_a_stream_with_credit_waits_behind_a_sibling_served_less_recently(sockets) -> None:  # type: ignore[no-untyped-def]
     end = End(3)
-    bridges = {
-        sid: StreamPump(end, sid, r, w, flush=lambda: None)  # type: ignore[arg-type]
-        for sid, (r, w) in enumerate(sockets, 1)
-    }
-    a, b, c = bridges[1], bridges[2], bridges[3]
+    group = StreamGroup()
+    for sid, (r, w) in enumerate(sockets, 1):
+        StreamPump(end, group, sid, r, w)  # type: ignore[arg-type]
+    a, b, c = group.pumps[1], group.pumps[2], group.pumps[3]
     a.last_turn, b.last_turn, c.last_turn = 1, 2, 9  # c was served most recently
     waiting_a = asyncio.create_task(a._take_turn())  # the window is closed: a queues
     waiting_b = asyncio.create_task(b._take_turn())
     await asyncio.sleep(0.01)
-    assert end.turn_queue == {a, b} and not waiting_a.done()
+    assert group.turn_queue == {a, b} and not waiting_a.done()
     end.flow.open = True  # credit arrives, but c's task runs before the SENDME's wake-ups
     c_turn = asyncio.create_task(c._take_turn())
     await asyncio.sleep(0.01)
-    assert not c_turn.done() and c in end.turn_queue  # c did not jump the queue
+    assert not c_turn.done() and c in group.turn_queue  # c did not jump the queue
     order: list[int] = []
     for sid, task in ((1, waiting_a), (2, waiting_b), (3, c_turn)):
         task.add_done_callback(lambda t, sid=sid: order.append(sid))
-    route_stream_event(bridges, SendWindowOpened(0))  # the SENDME wakes the queue, oldest first
+    group.route(SendWindowOpened(0))  # the SENDME wakes the queue, oldest first
     assert await asyncio.wait_for(asyncio.gather(waiting_a, waiting_b, c_turn), 1) == [True, True, True]
     assert order == [1, 2, 3]  # least recently served first, c last
-    assert not end.turn_queue
+    assert not group.turn_queue
 
 
 async def test_closing_a_queued_stream_passes_the_turn_on(sockets) -> None:  # type: ignore[no-untyped-def]
     end = End(2)
+    group = StreamGroup()
     (ra, wa), (rb, wb), _ = sockets
-    a = StreamPump(end, 1, ra, wa, flush=lambda: None)  # type: ignore[arg-type]
-    b = StreamPump(end, 2, rb, wb, flush=lambda: None)  # type: ignore[arg-type]
+    a = StreamPump(end, group, 1, ra, wa)  # type: ignore[arg-type]
+    b = StreamPump(end, group, 2, rb, wb)  # type: ignore[arg-type]
     a.last_turn, b.last_turn = 1, 2
     waiting_a = asyncio.create_task(a._take_turn())
     await asyncio.sleep(0.01)

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
 from onionmesh.errors import OnionmeshError
 from onionmesh.rng import Rng
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.transport.link import Link
+from onionmesh.runtime.transport.link import Link, LinkLimits, LinkOwner
 from onionmesh.runtime.transport.websocket import open_ws_link
 from onionmesh.wire.bridge_cells import DescriptorAssembler
 from onionmesh.wire.cell import Cell, CellCommand
-
-if TYPE_CHECKING:
-    from onionmesh.runtime.client.circuit_manager import CircuitMgr
 
 log = get_logger("onionmesh.bridges")
 
@@ -32,15 +29,25 @@ DESCRIPTOR_TIMEOUT = 10.0
 REFRESH_BEFORE_EXPIRY = 600.0
 
 
+class BridgeUser(LinkOwner[Any], Protocol):
+    """What the bridge set needs of the client's circuit manager: it owns the links (and their
+    budget), and opens a bridge's link through the set, sharing it like any first hop's."""
+
+    @property
+    def limits(self) -> LinkLimits: ...
+
+    async def link_to_bridge(self, identity_pk: bytes) -> Link[Any]: ...
+
+
 class _BridgeLinkOwner:
     """Takes DESCRIPTOR cells off a bridge link; everything else goes to the circuit manager."""
 
-    def __init__(self, mgr: CircuitMgr, waiter: asyncio.Future[bytes]) -> None:
+    def __init__(self, mgr: BridgeUser, waiter: asyncio.Future[bytes]) -> None:
         self.mgr = mgr
         self.waiter = waiter
         self.assembler = DescriptorAssembler()
 
-    def cell_received(self, link: Link, cell: Cell) -> None:
+    def cell_received(self, link: Link[Any], cell: Cell) -> None:
         if cell.command is CellCommand.DESCRIPTOR and cell.circ_id == 0:
             try:
                 raw = self.assembler.feed(cell.payload)
@@ -52,10 +59,16 @@ class _BridgeLinkOwner:
             return
         self.mgr.cell_received(link, cell)
 
-    def link_closed(self, link: Link) -> None:
+    def link_closed(self, link: Link[Any]) -> None:
         if not self.waiter.done():
             self.waiter.set_exception(OSError("bridge link closed"))
         self.mgr.link_closed(link)
+
+    def circuit_overflowed(self, slot: Any) -> None:
+        self.mgr.circuit_overflowed(slot)
+
+    def budget_exceeded(self) -> None:
+        self.mgr.budget_exceeded()
 
 
 class BridgeSet:
@@ -74,7 +87,7 @@ class BridgeSet:
     def fingerprints(self) -> set[str]:
         return {line.fingerprint for line in self.lines.values()}
 
-    async def open_link(self, mgr: CircuitMgr, identity_pk: bytes) -> Link:
+    async def open_link(self, mgr: BridgeUser, identity_pk: bytes) -> Link[Any]:
         """A link to this bridge over WebSocket; its descriptor is fetched (again) on it."""
         line = self.lines[identity_pk]
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -96,7 +109,7 @@ class BridgeSet:
         self._failed.pop(identity_pk, None)
         return link
 
-    async def _fresh(self, mgr: CircuitMgr) -> list[RelayDescriptor]:
+    async def _fresh(self, mgr: BridgeUser) -> list[RelayDescriptor]:
         """Descriptors of bridges that answered, opening links to those not known (yet)."""
         now = time.time()
         for identity_pk in self._order():
@@ -121,7 +134,7 @@ class BridgeSet:
 
     async def constrain(
         self,
-        mgr: CircuitMgr,
+        mgr: BridgeUser,
         relays: list[RelayDescriptor],
         hops: int,
         via: list[str] | None,

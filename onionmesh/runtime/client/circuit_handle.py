@@ -14,8 +14,9 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import StreamFailed as StreamFailed  # re-exported: circuits imports it from here
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
-from onionmesh.runtime.transport.link import Link
-from onionmesh.runtime.transport.stream_pump import StreamPump
+from onionmesh.proto.events import StreamEvent
+from onionmesh.runtime.transport.link import CircuitSlot, Link
+from onionmesh.runtime.transport.stream_pump import StreamGroup
 
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
@@ -26,7 +27,7 @@ NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS reques
 class CircuitHandle:
     number: int
     circ: ClientCircuit
-    link: Link
+    link: Link[CircuitHandle]
     path: list[RelayDescriptor]
     isolation: object
     created_at: float = field(default_factory=time.monotonic)
@@ -36,13 +37,18 @@ class CircuitHandle:
     build_waiter: asyncio.Future[None] | None = None
     extended: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[int, asyncio.Future[object]] = field(default_factory=dict)
-    bridges: dict[int, StreamPump] = field(default_factory=dict)
+    pumps: StreamGroup = field(default_factory=StreamGroup)  # its streams joined to SOCKS sockets
     # Events for streams that are connected but not yet joined to their socket (the destination
     # may speak first: DATA and END can arrive in the same batch as CONNECTED).
-    unattached: dict[int, list[object]] = field(default_factory=dict)
+    unattached: dict[int, list[StreamEvent]] = field(default_factory=dict)
     hop_times: list[float] = field(default_factory=list)
     # "host:port" of each open stream, for the Tor control port's STREAM lines (never logged)
     stream_targets: dict[int, str] = field(default_factory=dict)
+    slot: CircuitSlot[CircuitHandle] | None = None  # its entry in the link's table; the link pulls its cells
+
+    def __post_init__(self) -> None:
+        self.slot = self.link.attach(self.circ.circ_id, self, self.circ.cells_to_send)
+        self.circ.on_output = self.slot.wake
 
     @property
     def exit(self) -> RelayDescriptor:

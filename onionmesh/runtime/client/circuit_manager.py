@@ -1,6 +1,8 @@
 """The client's circuits: building them over links, carrying their cells, reusing and closing them.
 
-`CircuitMgr` owns the links to first hops and every `ClientCircuit`.  Streams are opened on
+`CircuitMgr` owns the links to first hops (a `transport.link_manager.LinkManager`, as a relay's
+switch does) and every `ClientCircuit`; it is the links' owner.  Each circuit sits in its
+link's table as a `CircuitSlot` whose link pulls the cells the circuit queues.  Streams are opened on
 an open circuit whose exit may accept the port and whose isolation key (the SOCKS
 username/password) matches, the one already in use first (as Tor); concurrent requests share a
 circuit being built.
@@ -21,7 +23,9 @@ from onionmesh.proto.client_circuit import ClientCircuit
 from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.proto.events import (
     CircuitExtended,
+    SendWindowOpened,
     StreamConnected,
+    StreamDataReceived,
     StreamEnded,
     StreamResolved,
 )
@@ -40,9 +44,10 @@ from onionmesh.runtime.client.path_policy import PathPolicy
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.transport import memory_guard as oom
-from onionmesh.runtime.transport.link import Link, LinkLimits, open_link
-from onionmesh.runtime.transport.stream_pump import route_stream_event
-from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, destroy_payload
+from onionmesh.runtime.transport.link import CircuitSlot, Link, LinkLimits
+from onionmesh.runtime.transport.link_manager import LinkManager
+from onionmesh.runtime.transport.link_setup import open_link
+from onionmesh.wire.cell import Cell, CellCommand, DestroyReason
 from onionmesh.wire.relay_msg import EndReason
 
 log = get_logger("onionmesh.circuits")
@@ -64,7 +69,10 @@ def _preference(handle: CircuitHandle) -> tuple[int, float]:
     return 1, -(handle.built_at or handle.created_at)
 
 
-class CircuitMgr(CircuitStreams):
+ClientLink = Link[CircuitHandle]
+
+
+class CircuitMgr:
     def __init__(
         self,
         relays: Callable[[], list[RelayDescriptor]],
@@ -80,8 +88,6 @@ class CircuitMgr(CircuitStreams):
         self.directory_ready: asyncio.Event | None = None  # set once the first directory crawl is done
         self._newnym_exits: set[str] = set()
         self.circuits: dict[int, CircuitHandle] = {}
-        self._links: dict[bytes, Link] = {}
-        self._link_locks: dict[bytes, asyncio.Lock] = {}
         self._numbers = itertools.count(1)
         self._building: list[tuple[object, int | None, asyncio.Task[CircuitHandle]]] = []
         self.listeners: list[Callable[[str, CircuitHandle], None]] = []
@@ -89,55 +95,55 @@ class CircuitMgr(CircuitStreams):
         self.closed_bytes = [0, 0]  # bytes in/out of circuits already closed, for running totals
         self.listener_errors = 0  # exceptions raised by listeners (control API, status page)
         budget = QueueBudget(oom.DEFAULT_MAX_MEM_IN_QUEUES)
-        self.limits = LinkLimits(budget)
+        self.links: LinkManager[CircuitHandle] = LinkManager(LinkLimits(budget))
         self.memory = oom.MemoryGuard(
             budget,
-            lambda: self._links.values(),
-            lambda: [(h, h.bridges.values()) for h in list(self.circuits.values())],
-            lambda link, cid: link.circuits.get(cid),  # type: ignore[arg-type,return-value]
+            lambda: self.links.links,
+            lambda: [(h, h.pumps.values()) for h in list(self.circuits.values())],
+            self.links.circuit_of,  # type: ignore[arg-type]  # Hashable: handles hash by identity
             lambda h: self._close(h, "out of memory for queues"),  # type: ignore[arg-type]
         )
+        self.streams = CircuitStreams(self._emit_stream)
         # Bridges (runtime.client.bridges): hop 1 of every circuit, reached over WebSocket; and where the
         # answers of DHT RPCs sent over circuits go (runtime.client.dht_over_circuits).
         self.first_hops: BridgeSet | None = None
         self.dht_answers: Callable[[CircuitHandle, DhtAnswerReceived], None] | None = None
 
-    # --- links ---------------------------------------------------------------------------------
-    async def link_to_bridge(self, identity_pk: bytes) -> Link:
-        """A link to one of our bridges, shared like any first hop's link."""
-        assert self.first_hops is not None
-        async with self._link_locks.setdefault(identity_pk, asyncio.Lock()):
-            link = self._links.get(identity_pk)
-            if link is None or link.closed:
-                link = await self.first_hops.open_link(self, identity_pk)
-                self._links[identity_pk] = link
-            return link
+    @property
+    def limits(self) -> LinkLimits:
+        return self.links.limits
 
-    async def _link_to(self, desc: RelayDescriptor) -> Link:
+    # --- links ---------------------------------------------------------------------------------
+    async def link_to_bridge(self, identity_pk: bytes) -> ClientLink:
+        """A link to one of our bridges, shared like any first hop's link."""
+        first_hops = self.first_hops
+        assert first_hops is not None
+        return await self.links.get_or_open(identity_pk, lambda: first_hops.open_link(self, identity_pk))
+
+    async def _link_to(self, desc: RelayDescriptor) -> ClientLink:
         if self.first_hops is not None and self.first_hops.owns(desc.identity_pk):
             return await self.link_to_bridge(desc.identity_pk)
-        link = self._links.get(desc.identity_pk)
-        if link is not None and not link.closed:
-            return link
-        async with self._link_locks.setdefault(desc.identity_pk, asyncio.Lock()):
-            link = self._links.get(desc.identity_pk)
-            if link is not None and not link.closed:
-                return link
+
+        async def opener() -> ClientLink:
             error: Exception = OSError("relay has no address")
             for host, port in desc.link_addresses:
                 try:
-                    link = await open_link(host, port, desc.identity_pk, self, self.rng, limits=self.limits)
+                    return await open_link(host, port, desc.identity_pk, self, self.rng, limits=self.limits)
                 except (OSError, OnionmeshError) as exc:
                     error = exc
-                    continue
-                self._links[desc.identity_pk] = link
-                return link
             raise OSError(f"cannot reach first hop: {error}")
 
-    def link_closed(self, link: Link) -> None:
-        for handle in list(link.circuits.values()):
-            self._close(handle, "link closed", send_destroy=False)  # type: ignore[arg-type]
-        link.circuits.clear()
+        return await self.links.get_or_open(desc.identity_pk, opener)
+
+    def link_closed(self, link: ClientLink) -> None:
+        for handle in self.links.closed(link):
+            self._close(handle, "link closed", send_destroy=False)
+
+    def circuit_overflowed(self, slot: CircuitSlot[CircuitHandle]) -> None:
+        self._close(slot.circuit, "circuit queue full")
+
+    def budget_exceeded(self) -> None:
+        self.reclaim_memory()
 
     # --- building ------------------------------------------------------------------------------
     def _emit(self, what: str, handle: CircuitHandle) -> None:
@@ -203,8 +209,7 @@ class CircuitMgr(CircuitStreams):
             raise
         cid = link.allocate_circ_id()
         circ = ClientCircuit(cid, self.rng, time.monotonic)
-        handle = CircuitHandle(next(self._numbers), circ, link, path, isolation)
-        link.circuits[cid] = handle
+        handle = CircuitHandle(next(self._numbers), circ, link, path, isolation)  # enters link.circuits
         self.circuits[handle.number] = handle
         self._emit("launched", handle)
         try:
@@ -231,7 +236,6 @@ class CircuitMgr(CircuitStreams):
                 handle.circ.create(desc.identity_pk, desc.onion_pk, htype)
             else:
                 handle.circ.extend(desc.identity_pk, desc.onion_pk, desc.link_addresses, htype)
-            self._flush(handle)
             while len(handle.circ.hops) <= i:
                 if handle.closed_reason is not None:
                     raise OSError(handle.closed_reason)
@@ -261,15 +265,6 @@ class CircuitMgr(CircuitStreams):
             self._building = [b for b in self._building if not b[2].done()]
 
     # --- cells ---------------------------------------------------------------------------------
-    def _flush(self, handle: CircuitHandle) -> None:
-        fits = True
-        for cell in handle.circ.cells_to_send():
-            fits &= handle.link.send_cell(cell)
-        if not fits:
-            self._close(handle, "circuit queue full")
-        elif self.memory.budget.over():
-            self.reclaim_memory()
-
     def reclaim_memory(self) -> None:
         """The OOM policy (as a relay's): close the circuits with the oldest queued data."""
         self._after_reclaim(self.memory.reclaim())
@@ -278,10 +273,11 @@ class CircuitMgr(CircuitStreams):
         if killed:
             log.warning("out of memory for queues: closed the stalest circuits", circuits=killed)
 
-    def cell_received(self, link: Link, cell: Cell) -> None:
-        handle = link.circuits.get(cell.circ_id)
-        if not isinstance(handle, CircuitHandle):
+    def cell_received(self, link: ClientLink, cell: Cell) -> None:
+        slot = link.circuits.get(cell.circ_id)
+        if slot is None:
             return
+        handle = slot.circuit
         if cell.command is CellCommand.DESTROY:
             self._close(
                 handle, f"destroyed by relay ({DestroyReason.of(cell.payload[0]).name})", send_destroy=False
@@ -293,48 +289,50 @@ class CircuitMgr(CircuitStreams):
             log.info("circuit destroyed: protocol violation", number=handle.number, detail=str(exc))
             self._close(handle, "protocol violation")
             return
-        self._dispatch(handle)
+        if handle.circ.events:
+            self._dispatch(handle)
 
     def _dispatch(self, handle: CircuitHandle) -> None:
         for event in handle.circ.take_events():
-            if isinstance(event, CircuitExtended):
-                handle.extended.set()
-            elif isinstance(event, (StreamConnected, StreamResolved)):
-                waiter = handle.pending.pop(event.stream_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(event)
-                    if isinstance(event, StreamConnected):
-                        handle.unattached[event.stream_id] = []
-            elif getattr(event, "stream_id", None) in handle.unattached:
-                handle.unattached[event.stream_id].append(event)  # type: ignore[attr-defined]
-            elif isinstance(event, DhtAnswerReceived):
-                if self.dht_answers is not None:
-                    self.dht_answers(handle, event)
-            elif isinstance(event, StreamEnded) and event.stream_id in handle.pending:
-                waiter = handle.pending.pop(event.stream_id)
-                if not waiter.done():
-                    waiter.set_exception(StreamFailed(event.reason))
-            else:
-                route_stream_event(handle.bridges, event)
-        self._flush(handle)
+            match event:
+                case CircuitExtended():
+                    handle.extended.set()
+                case StreamConnected(sid) | StreamResolved(sid) if sid in handle.pending:
+                    waiter = handle.pending.pop(sid)
+                    if not waiter.done():
+                        waiter.set_result(event)
+                        if isinstance(event, StreamConnected):
+                            handle.unattached[sid] = []
+                case StreamDataReceived(sid) | SendWindowOpened(sid) | StreamEnded(sid) if (
+                    sid in handle.unattached
+                ):
+                    handle.unattached[sid].append(event)
+                case StreamEnded(sid, reason) if sid in handle.pending:
+                    waiter = handle.pending.pop(sid)
+                    if not waiter.done():
+                        waiter.set_exception(StreamFailed(reason))
+                case StreamDataReceived() | SendWindowOpened() | StreamEnded():
+                    handle.pumps.route(event)
+                case DhtAnswerReceived():
+                    if self.dht_answers is not None:
+                        self.dht_answers(handle, event)
+                case _:
+                    pass  # CONNECTED or RESOLVED for a request already given up (timed out)
 
     def _close(self, handle: CircuitHandle, reason: str, *, send_destroy: bool = True) -> None:
         if handle.closed_reason is not None:
             return
         handle.closed_reason = reason
-        cid = handle.circ.circ_id
-        if send_destroy and not handle.link.closed and cid in handle.link.circuits:
-            handle.link.send_cell(Cell(cid, CellCommand.DESTROY, destroy_payload(DestroyReason.REQUESTED)))
-        handle.link.forget_circuit(cid)
+        if handle.slot is not None:
+            attached = handle.slot.attached
+            handle.slot.detach(DestroyReason.REQUESTED if send_destroy and attached else None)
         handle.circ.mark_closed()
         handle.circ.take_events()
         for waiter in handle.pending.values():
             if not waiter.done():
                 waiter.set_exception(StreamFailed(EndReason.DESTROY))
         handle.pending.clear()
-        for bridge in handle.bridges.values():
-            bridge.remote_closed()
-        handle.bridges.clear()
+        handle.pumps.close_all(remote=True)
         handle.unattached.clear()
         handle.extended.set()
         if self.circuits.pop(handle.number, None) is not None:
@@ -352,8 +350,7 @@ class CircuitMgr(CircuitStreams):
     def close_all(self) -> None:
         for handle in list(self.circuits.values()):
             self._close(handle, "shutting down")
-        for link in list(self._links.values()):
-            link.close()
+        self.links.close_all()
 
     def retire_all(self) -> None:
         """New identity (Tor's NEWNYM): no current circuit takes new streams, and the next circuits

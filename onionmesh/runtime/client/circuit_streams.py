@@ -1,26 +1,27 @@
 """Streams on the client's circuits: BEGIN and wait for CONNECTED, RESOLVE, and joining a
-connected stream to its SOCKS socket.  `CircuitMgr` (runtime/client/circuit_manager.py) carries the cells.
+connected stream to its SOCKS socket.  `CircuitMgr` (runtime/client/circuit_manager.py) owns one
+and carries the cells; what a stream queues, the circuit's link pulls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from onionmesh.proto.events import StreamResolved
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
-from onionmesh.runtime.transport.stream_pump import StreamPump, route_stream_event
+from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.relay_msg import EndReason
+
+StreamListener = Callable[[str, CircuitHandle, int], None]
 
 
 class CircuitStreams:
-    """The stream half of `CircuitMgr`, which provides `_flush` and `_emit_stream`."""
+    """The stream half of the client's circuits; `emit` tells listeners of attached and closed streams."""
 
-    def _flush(self, handle: CircuitHandle) -> None:
-        raise NotImplementedError
-
-    def _emit_stream(self, what: str, handle: CircuitHandle, stream_id: int) -> None:
-        raise NotImplementedError
+    def __init__(self, emit: StreamListener) -> None:
+        self.emit = emit
 
     async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:
         sid = handle.circ.begin(host, port)
@@ -29,7 +30,6 @@ class CircuitStreams:
             handle.dirty_since = time.monotonic()
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         handle.pending[sid] = waiter
-        self._flush(handle)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
@@ -37,7 +37,6 @@ class CircuitStreams:
             handle.pending.pop(sid, None)
             handle.stream_targets.pop(sid, None)
             handle.circ.end_stream(sid, EndReason.TIMEOUT)
-            self._flush(handle)
             raise
         except BaseException:
             handle.stream_targets.pop(sid, None)
@@ -48,14 +47,13 @@ class CircuitStreams:
         sid = handle.circ.resolve(host)
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         handle.pending[sid] = waiter
-        self._flush(handle)
         async with asyncio.timeout(timeout):
             result = await waiter
         assert isinstance(result, StreamResolved)
         return result
 
     def _stream_closed(self, handle: CircuitHandle, sid: int) -> None:
-        self._emit_stream("closed", handle, sid)
+        self.emit("closed", handle, sid)
         handle.stream_targets.pop(sid, None)
 
     def attach(
@@ -66,18 +64,16 @@ class CircuitStreams:
         writer: asyncio.StreamWriter,
         early: bytes,
     ) -> StreamPump:
-        bridge = StreamPump(
+        pump = StreamPump(
             handle.circ,
+            handle.pumps,
             sid,
             reader,
             writer,
-            lambda: self._flush(handle),
             on_close=lambda: self._stream_closed(handle, sid),
         )
-        handle.bridges[sid] = bridge
-        self._emit_stream("attached", handle, sid)
-        bridge.start(early)
+        self.emit("attached", handle, sid)
+        pump.start(early)
         for event in handle.unattached.pop(sid, []):
-            route_stream_event(handle.bridges, event)
-        self._flush(handle)
-        return bridge
+            handle.pumps.route(event)
+        return pump

@@ -23,20 +23,18 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import OnionmeshError
-from onionmesh.runtime.client.circuit_manager import CircuitHandle
+from onionmesh.runtime.client.circuit_manager import CircuitHandle, CircuitMgr
 from onionmesh.runtime.client.control_login import Logins, login_failed_page
+from onionmesh.runtime.client.path_policy import PathPolicy
 from onionmesh.runtime.http_guard import TRUSTED_FETCH_SITES, host_is_safe, origin_is_own
 from onionmesh.runtime.keystore import write_secret
-
-if TYPE_CHECKING:
-    from onionmesh.directory.descriptor import RelayDescriptor
-    from onionmesh.runtime.client.node import ClientNode
 
 COOKIE_NAME = "control_auth_cookie"
 SESSION_COOKIE = "om_session"
@@ -130,10 +128,23 @@ SESSION_GONE = (
 )
 
 
+class ApiTarget(Protocol):
+    """What the JSON control API reads and drives: the client node (runtime.client.node.ClientNode).
+    Tor's control port has its own seam (runtime.torcontrol.target.ControlTarget)."""
+
+    circuits: CircuitMgr
+    policy: PathPolicy
+
+    @property
+    def relays(self) -> list[RelayDescriptor]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class ControlServer:
     def __init__(
         self,
-        node: ClientNode,
+        node: ApiTarget,
         host: str,
         port: int,
         cookie: bytes,

@@ -14,7 +14,6 @@ then a full circuit, so that no one relay sees both the client and its lookups.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from typing import Any
@@ -124,7 +123,6 @@ class CircuitDhtChannel:
         self.stats["rpcs"] += 1
         try:
             handle.circ.dht_rpc(rid, DhtRpc(address[0], address[1], request))
-            self.mgr._flush(handle)
             async with asyncio.timeout(RPC_TIMEOUT):
                 return await future
         except (TimeoutError, OnionmeshError, ValueError):
@@ -140,9 +138,26 @@ class CircuitDhtChannel:
         status, answer = await self.rpc(("0.0.0.0", 1), umsgpack.packb([CONTACTS_RPC, []]))
         if status is not DhtStatus.OK:
             return []
-        with contextlib.suppress(Exception):
-            return [(str(h), int(p)) for h, p in umsgpack.unpackb(answer)][:16]
-        return []
+        contacts = parse_contacts(answer)
+        if contacts is None:
+            self.stats["garbage"] = self.stats.get("garbage", 0) + 1
+            log.info("DHT contacts answer was not a list of contacts")
+            return []
+        return contacts
+
+
+# What msgpack junk can raise in parse_contacts (tests/runtime/test_seed_contacts.py, hypothesis):
+# umsgpack's own errors, RecursionError for deeply nested arrays, and the shapes that are not
+# (host, port) pairs or whose port is no integer.
+CONTACT_JUNK = (umsgpack.UnpackException, RecursionError, TypeError, ValueError, OverflowError)
+
+
+def parse_contacts(answer: bytes) -> list[tuple[str, int]] | None:
+    """The first 16 (host, port) pairs of a contacts answer, or None when it is not one."""
+    try:
+        return [(str(h), int(p)) for h, p in umsgpack.unpackb(answer)][:16]
+    except CONTACT_JUNK:
+        return None
 
 
 class CircuitDhtProtocol(OnionmeshDhtProtocol):

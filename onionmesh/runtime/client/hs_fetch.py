@@ -34,7 +34,7 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.dht_records import node_id_for
 from onionmesh.directory.hs_descriptor import InnerDescriptor, OuterRecord, decrypt_record
 from onionmesh.directory.hs_placement import store_keys
-from onionmesh.errors import BadOnionAddress, DescriptorDecryptError, OnionmeshError
+from onionmesh.errors import BadOnionAddress, DescriptorDecryptError, DirectFetchRefused, OnionmeshError
 from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel, CircuitDhtProtocol
 from onionmesh.runtime.dht.node import KSIZE, DhtNode
 
@@ -64,10 +64,6 @@ class FetchResult:
     @property
     def socks_reply(self) -> int:
         return int(self.outcome)
-
-
-class DirectFetchRefused(OnionmeshError):
-    """An HS descriptor fetch from the client's own address: the issue forbids it."""
 
 
 def circuit_dht_node(channel: CircuitDhtChannel) -> DhtNode:

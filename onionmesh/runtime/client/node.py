@@ -10,7 +10,7 @@ from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.errors import ListenError, PublicListenerRefused
+from onionmesh.errors import ListenError, OnionmeshError, PublicListenerRefused
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.client import status_page
@@ -23,11 +23,13 @@ from onionmesh.runtime.client.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.client.socks_server import SocksListener
 from onionmesh.runtime.client.torcontrol_target import start_tor_control
 from onionmesh.runtime.keystore import private_dir
+from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.torcontrol.server import TorControlServer
 
 log = get_logger("onionmesh.client")
+bug_log = limited(log)  # a bug that fails every pre-build must not fill the disk
 
 PREBUILT_CIRCUITS = 2
 POOL_PORTS = 4  # pre-build for at most this many recently used destination ports
@@ -106,6 +108,8 @@ class ClientNode:
         # What the pre-build loop did, for tests and the curious: wake-ups and builds it started.
         self.prebuild_wakeups = 0
         self.prebuild_attempts = 0
+        self.prebuild_failures = 0  # builds the network failed (no path, timeouts, unreachable relays)
+        self.prebuild_errors = 0  # builds that raised anything else: a bug, logged (rate-limited)
         self._build_backoff = Backoff(base=PREBUILD_BACKOFF_BASE, cap=PREBUILD_BACKOFF_CAP, rng=rng)
         self.no_path: str | None = None  # why the known relays can form no path, once said
 
@@ -177,9 +181,15 @@ class ClientNode:
                     self.prebuild_attempts += 1
                     try:
                         await self.circuits.build(port=port, wait_directory=False)
-                    except Exception as exc:  # any failure: back off, and say why once
+                    except (OnionmeshError, OSError, TimeoutError) as exc:  # the network's doing
                         failed = True
+                        self.prebuild_failures += 1
                         self._explain_failure(relays, exc)
+                        break
+                    except Exception as exc:  # a bug: it must not stop the loop, nor pass unseen
+                        failed = True
+                        self.prebuild_errors += 1
+                        bug_log.error("pre-build failed: internal error", error=type(exc).__name__)
                         break
                     self._build_backoff.reset()
                     self.no_path = None
@@ -246,4 +256,6 @@ class ClientNode:
             "no_path": self.no_path,  # why the known relays can form no path, if they cannot
             "prebuild_wakeups": self.prebuild_wakeups,
             "prebuild_attempts": self.prebuild_attempts,
+            "prebuild_failures": self.prebuild_failures,
+            "prebuild_errors": self.prebuild_errors,
         }

@@ -255,7 +255,7 @@ class SocksListener:
                 else:
                     async with asyncio.timeout(remaining):
                         handle = await self.circuits.get_circuit(request.port, isolation)
-                sid = await self.circuits.open_stream(
+                sid = await self.circuits.streams.open_stream(
                     handle,
                     request.host,
                     request.port,
@@ -277,7 +277,7 @@ class SocksListener:
                 code = SocksReply.GENERAL_FAILURE
                 continue
             self._reply(machine, writer, SocksReply.SUCCEEDED)
-            self.circuits.attach(handle, sid, reader, writer, machine.take_leftover())
+            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover())
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
         self._reply(machine, writer, code)
@@ -291,7 +291,7 @@ class SocksListener:
         try:
             async with asyncio.timeout(REQUEST_DEADLINE):
                 handle = await self.circuits.get_circuit(None, (request.username, request.password))
-            resolved = await self.circuits.resolve(handle, request.host, STREAM_TIMEOUT)
+            resolved = await self.circuits.streams.resolve(handle, request.host, STREAM_TIMEOUT)
             for kind, value, _ttl in resolved.answers:
                 if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:
                     code, answer = SocksReply.SUCCEEDED, value

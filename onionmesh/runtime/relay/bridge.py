@@ -11,22 +11,29 @@ key it needs for CREATE (wire.bridge_cells).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from onionmesh.directory.bridge_line import BridgeLine, parse_bridge_line
-from onionmesh.runtime.keystore import write_secret
+from onionmesh.rng import Rng
+from onionmesh.runtime.keystore import KeyStore, write_secret
+from onionmesh.runtime.relay.config import RelayConfig
 from onionmesh.runtime.transport.link import Link
-from onionmesh.runtime.transport.ws_front import WsFront, load_or_create_secret, server_ssl_context
+from onionmesh.runtime.transport.ws_front import OnLink, WsFront, load_or_create_secret, server_ssl_context
 from onionmesh.wire.bridge_cells import descriptor_payloads
 from onionmesh.wire.cell import Cell, CellCommand
-
-if TYPE_CHECKING:
-    from onionmesh.runtime.relay.node import RelayNode
 
 BRIDGE_LINE_FILE = "bridge-line"
 
 
-def send_descriptor(link: Link, raw: bytes | None) -> None:
+class BridgeHost(Protocol):
+    """What the bridge role needs of its relay."""
+
+    rng: Rng
+    keys: KeyStore
+    config: RelayConfig
+
+
+def send_descriptor(link: Link[Any], raw: bytes | None) -> None:
     """Answer DESCRIPTOR_GET; a relay without a descriptor yet says nothing."""
     if raw is None:
         return
@@ -34,14 +41,16 @@ def send_descriptor(link: Link, raw: bytes | None) -> None:
         link.send_cell(Cell(0, CellCommand.DESCRIPTOR, payload))
 
 
-async def start_front(relay: RelayNode) -> tuple[WsFront, BridgeLine]:
+async def start_front(
+    relay: BridgeHost, on_accept: OnLink
+) -> tuple[WsFront, BridgeLine]:
     """Serve the decoy site on --ws-listen and hand WebSocket links at the secret path to the relay;
     a bridge also writes its bridge line to DATA_DIR/bridge-line."""
     config = relay.config
     assert config.ws_listen is not None
     secret = load_or_create_secret(Path(config.data_dir), relay.rng.random_bytes)
     tls = server_ssl_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
-    front = WsFront(config.ws_listen[0], config.ws_listen[1], secret, relay._on_accept, tls)  # type: ignore[arg-type]
+    front = WsFront(config.ws_listen[0], config.ws_listen[1], secret, on_accept, tls)
     await front.start()
     line = bridge_line(relay, front)
     if config.bridge:
@@ -49,7 +58,7 @@ async def start_front(relay: RelayNode) -> tuple[WsFront, BridgeLine]:
     return front, line
 
 
-def bridge_line(relay: RelayNode, front: WsFront) -> BridgeLine:
+def bridge_line(relay: BridgeHost, front: WsFront) -> BridgeLine:
     """The line users need: `--ws-public-url` (a TLS front's wss://HOST[:PORT]) or the listen address."""
     config = relay.config
     secret = load_or_create_secret(Path(config.data_dir), relay.rng.random_bytes)

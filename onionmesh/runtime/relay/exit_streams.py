@@ -1,6 +1,6 @@
 """The exit's side of a relay: open the streams circuits ask for, answer their RESOLVE requests.
 
-`exit.py` decides (policy, private addresses, resolution); this module acts on a circuit: it
+`exit_rules.py` decides (policy, private addresses, resolution); this module acts on a circuit: it
 connects, joins the connection to the stream, or ends the stream with the reason that decided.
 Every stream holds a slot of `exit_limits.StreamLedger` from its BEGIN until it closes; a BEGIN
 past a cap gets END RESOURCELIMIT before any resolve or connect.
@@ -13,19 +13,16 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from onionmesh.directory.exit_policy import is_private_address
 from onionmesh.proto.events import BeginRequested, ResolveRequested
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.relay import exit_rules as exit_mod
+from onionmesh.runtime.relay.circuit_entry import RelayCircuitEntry
 from onionmesh.runtime.relay.exit_limits import StreamCaps, StreamLedger
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
-
-if TYPE_CHECKING:
-    from onionmesh.runtime.relay.switch import CircuitEntry
 
 log = get_logger("onionmesh.exit")
 peer_log = limited(log)  # clients decide how often these happen: rate-limited (runtime.loglimit)
@@ -36,20 +33,17 @@ class ExitService:
         self,
         rules: exit_mod.ExitRules | None,
         local_host_for: Callable[[str], str | None],
-        flush: Callable[[CircuitEntry], None],
         count: Callable[[str], None],
         caps: StreamCaps | None = None,
     ) -> None:
         self.rules = rules  # None: not an exit
         self.local_host_for = local_host_for
-        self.flush = flush
         self.count = count
         self.streams = StreamLedger(caps or StreamCaps.derive())
 
-    def _end(self, entry: CircuitEntry, sid: int, reason: EndReason) -> None:
+    def _end(self, entry: RelayCircuitEntry, sid: int, reason: EndReason) -> None:
         if not entry.dead:
             entry.circ.end_stream(sid, reason)
-            self.flush(entry)
 
     def _refused_at_cap(self, cap: str) -> None:
         """Count it (metrics: streams refused, by cap); warn at most once a minute (runtime.loglimit)."""
@@ -58,13 +52,13 @@ class ExitService:
             "exit streams refused at a cap (END RESOURCELIMIT)", cap=cap, open_streams=self.streams.total
         )
 
-    async def begin(self, entry: CircuitEntry, event: BeginRequested) -> None:
+    async def begin(self, entry: RelayCircuitEntry, event: BeginRequested) -> None:
         sid, begin = event.stream_id, event.begin
         log.debug("stream requested", host=Sensitive(begin.host), port=begin.port)
         if self.rules is None:
             self._end(entry, sid, EndReason.EXITPOLICY)
             return
-        slot = self.streams.admit(entry, entry.prev)
+        slot = self.streams.admit(entry, entry.prev.link)
         if isinstance(slot, str):
             self._refused_at_cap(slot)
             self._end(entry, sid, EndReason.RESOURCELIMIT)
@@ -87,15 +81,11 @@ class ExitService:
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.count("streams_opened")
-        bridge = StreamPump(
-            entry.circ, sid, reader, writer, lambda: self.flush(entry), on_close=slot.release
-        )
-        entry.bridges[sid] = bridge
+        pump = StreamPump(entry.circ, entry.streams, sid, reader, writer, on_close=slot.release)
         entry.circ.connected(sid, address)
-        self.flush(entry)
-        bridge.start()
+        pump.start()
 
-    async def resolve(self, entry: CircuitEntry, event: ResolveRequested) -> None:
+    async def resolve(self, entry: RelayCircuitEntry, event: ResolveRequested) -> None:
         answers: tuple[tuple[ResolvedType, str, int], ...]
         try:
             answers = await self._answers(event.host)
@@ -103,7 +93,6 @@ class ExitService:
             answers = ((ResolvedType.ERROR_NONTRANSIENT, "", 0),)
         if not entry.dead:
             entry.circ.resolved(event.stream_id, answers)
-            self.flush(entry)
 
     async def _answers(self, host: str) -> tuple[tuple[ResolvedType, str, int], ...]:
         rules = self.rules

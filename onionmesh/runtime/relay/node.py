@@ -1,6 +1,7 @@
-"""A relay: keys, the listeners (TCP, or a bridge's WebSocket front), links, and its descriptor in
-the DHT.  What it does with cells and circuits (CREATE, forwarding, extending, the exit, teardown,
-the OOM policy) is `runtime.relay.switch.CircuitSwitch`, which `RelayNode` extends.
+"""A relay: keys, the listeners (TCP, or a bridge's WebSocket front), inbound link admission,
+and its descriptor in the DHT.  What it does with cells and circuits (CREATE, forwarding,
+extending, the exit, teardown, the OOM policy) is its `runtime.relay.switch.CircuitSwitch`,
+which owns every link; the node gives it keys, the exit, DHT answers and a way to reach relays.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import contextlib
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN, RelayDescriptor
@@ -27,17 +29,16 @@ from onionmesh.runtime.metrics import MetricsServer, relay_metrics
 from onionmesh.runtime.ratelimit import ByteBucket, HandshakeGate, TokenBuckets
 from onionmesh.runtime.relay import bridge as bridge_relay
 from onionmesh.runtime.relay import exit_rules as exit_mod
+from onionmesh.runtime.relay.circuit_entry import RelayCircuitEntry
+from onionmesh.runtime.relay.config import RelayConfig
 from onionmesh.runtime.relay.dht_answers import DhtRpcService
 from onionmesh.runtime.relay.exit_limits import StreamCaps
 from onionmesh.runtime.relay.exit_streams import ExitService
-from onionmesh.runtime.relay.switch import CircuitEntry, CircuitSwitch, Side
+from onionmesh.runtime.relay.switch import CircuitSwitch, RelayLink
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.transport.link import Link, accept_link, open_link
-from onionmesh.runtime.transport.memory_guard import DEFAULT_MAX_MEM_IN_QUEUES
+from onionmesh.runtime.transport.link import LinkLimits
+from onionmesh.runtime.transport.link_setup import accept_link, open_link
 from onionmesh.runtime.transport.ws_front import WsFront
-from onionmesh.wire.cell import (
-    DestroyReason,
-)
 
 log = get_logger("onionmesh.relay")
 
@@ -54,49 +55,9 @@ DESCRIPTOR_LIFETIME = 3 * 3600
 REPUBLISH_INTERVAL = 1800  # well before expiry; at once on any change
 
 
-@dataclass
-class RelayConfig:
-    listen_host: str
-    listen_port: int
-    data_dir: Path
-    nickname: str = "Unnamed"
-    exit_policy: str = ""
-    allow_private_destinations: bool = False
-    bandwidth: int = 10_000_000
-    advertise: tuple[str, int] | None = None
-    family: tuple[bytes, ...] = ()
-    dht: tuple[str, int] | None = None  # UDP address of our DHT node; default: the listen host, port 0
-    bootstrap: tuple[tuple[str, int], ...] = ()  # none: this relay starts a new network
-    resolve_overrides: dict[str, list[str]] = field(default_factory=dict)  # names the exit answers itself
-    metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
-    # Bridges (runtime.relay.bridge, docs/censorship.md)
-    bridge: bool = False  # keep the descriptor out of the DHT; print a bridge line
-    ws_listen: tuple[str, int] | None = None  # links over WebSocket behind a decoy web site
-    ws_public_url: str | None = None  # wss://HOST[:PORT] of a TLS front, for the bridge line
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    bandwidth_rate: int | None = None  # bytes/s in each direction (Tor's BandwidthRate); None: no limit
-    bandwidth_burst: int | None = None  # bucket size in bytes (Tor's BandwidthBurst); default: the rate
-    max_mem_in_queues: int = DEFAULT_MAX_MEM_IN_QUEUES  # queued bytes before the OOM policy acts
-    # Exit streams (runtime.relay.exit_limits); None: 512 per circuit, RLIMIT_NOFILE less headroom per
-    # process, half that per link.
-    max_streams_per_circuit: int | None = None
-    max_streams_per_link: int | None = None
-    max_exit_streams: int | None = None
-    # Inbound links at once, over all addresses; None: half the descriptor budget (runtime.fd_budget).
-    max_inbound_links: int | None = None
-
-    @property
-    def advertised_bandwidth(self) -> int:
-        """What the descriptor says we can carry: never more than the rate limit lets through."""
-        if self.bandwidth_rate is None:
-            return self.bandwidth
-        return min(self.bandwidth, self.bandwidth_rate)
-
-
-class RelayNode(CircuitSwitch):
-    """A relay's life: keys, listeners and links, its descriptor in the DHT; what it does with
-    cells and circuits is `CircuitSwitch`'s."""
+class RelayNode:
+    """A relay's life: keys, listeners and inbound links, its descriptor in the DHT; what it does
+    with cells and circuits is its `switch`'s."""
 
     def __init__(self, config: RelayConfig, rng: Rng = DEFAULT_RNG) -> None:
         self.config = config
@@ -115,9 +76,6 @@ class RelayNode(CircuitSwitch):
             else None
         )
         self.allow_private_links = is_private_address(config.listen_host)
-        self.links: set[Link] = set()
-        self._out_links: dict[bytes, Link] = {}
-        self._link_locks: dict[bytes, asyncio.Lock] = {}
         self._server: asyncio.base_events.Server | None = None
         self.descriptor: RelayDescriptor | None = None
         self.dht = DhtNode(None if config.bridge else self.keys.identity)  # a bridge's DHT node is a client
@@ -127,16 +85,27 @@ class RelayNode(CircuitSwitch):
         caps = StreamCaps.derive(
             config.max_streams_per_circuit, config.max_streams_per_link, config.max_exit_streams
         )
-        self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._flush, self._count, caps)
+        self.stats: dict[str, int] = {}
+        self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._count, caps)
         self.metrics_server: MetricsServer | None = None
         self._inbound_per_ip: dict[str, int] = {}
-        self._inbound_ip: dict[Link, str] = {}
+        self._inbound_ip: dict[RelayLink, str] = {}
         self.max_inbound_links = config.max_inbound_links or max(1, descriptor_budget() // 2)
         self.inbound_links_shed = 0  # idle inbound links closed to make room (the global link cap)
         self.inbound_links_refused_cap = 0  # newcomers closed: at the cap and every link carries circuits
         self._accept_budget = TokenBuckets(ACCEPT_RATE, ACCEPT_BURST, 65536)
         self.handshakes = HandshakeGate(HANDSHAKE_RATE, HANDSHAKE_BURST, MAX_PENDING_HANDSHAKES)
-        super().__init__(QueueBudget(config.max_mem_in_queues))
+        self.switch = CircuitSwitch(
+            self.keys,
+            rng,
+            QueueBudget(config.max_mem_in_queues),
+            self.exit_service,
+            self.dht_rpc,
+            lambda: self.descriptor.encode() if self.descriptor else None,
+            self._link_to,
+            self._link_gone,
+            self.stats,
+        )
         if config.bandwidth_rate is not None:
             rate = config.bandwidth_rate
             burst = config.bandwidth_burst or rate
@@ -147,10 +116,27 @@ class RelayNode(CircuitSwitch):
     def fingerprint(self) -> str:
         return self.keys.identity.fingerprint
 
+    @property
+    def links(self) -> set[RelayLink]:
+        return self.switch.links.links
+
+    @property
+    def limits(self) -> LinkLimits:
+        return self.switch.links.limits
+
+    def queued_bytes(self) -> int:
+        return self.switch.queued_bytes()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.switch.count(name, n)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self.switch.spawn(coro, name)
+
     # --- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         if self.config.bridge:  # links over WebSocket only: no onionmesh port for a censor to scan for
-            self.front, self.bridge_line = await bridge_relay.start_front(self)
+            self.front, self.bridge_line = await bridge_relay.start_front(self, self._on_accept)  # type: ignore[arg-type]
             self.config.listen_port = self.front.port
         else:
             self._server = await asyncio.start_server(
@@ -166,9 +152,9 @@ class RelayNode(CircuitSwitch):
         if not self.config.bridge:
             self._spawn(self._publish_to_dht(), "relay-publish")
         if self.config.ws_listen is not None and self.front is None:
-            self.front, self.bridge_line = await bridge_relay.start_front(self)
+            self.front, self.bridge_line = await bridge_relay.start_front(self, self._on_accept)  # type: ignore[arg-type]
         self._spawn(self._maintenance(), "relay-maintenance")
-        self._spawn(self._memory_watch(), "relay-memory")
+        self._spawn(self.switch.memory_watch(), "relay-memory")
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(*self.config.metrics, lambda: relay_metrics(self))
             await self.metrics_server.start()
@@ -191,8 +177,7 @@ class RelayNode(CircuitSwitch):
         if self.front is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.front.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        self.switch.cancel_tasks()
         if self._server is not None:
             with contextlib.suppress(OSError, RuntimeError, TimeoutError):
                 async with asyncio.timeout(2):
@@ -277,11 +262,11 @@ class RelayNode(CircuitSwitch):
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = accept_link(
-            reader, writer, self.keys.identity, self, self.rng, self.limits, self.handshakes.finished
+            reader, writer, self.keys.identity, self.switch, self.rng, self.limits, self.handshakes.finished
         )
         self._inbound_per_ip[ip] = self._inbound_per_ip.get(ip, 0) + 1
         self._inbound_ip[link] = ip
-        self.links.add(link)
+        self.switch.links.add(link)
         displaced = self.handshakes.started(link)
         if displaced is not None:
             self._count("handshakes_displaced")
@@ -299,36 +284,29 @@ class RelayNode(CircuitSwitch):
         victim.close()  # calls link_closed: its slot is free at once
         return True
 
-    async def _link_to(self, addresses: tuple[tuple[str, int], ...], identity_pk: bytes) -> Link:
-        link = self._out_links.get(identity_pk)
-        if link is not None and not link.closed:
-            return link
-        lock = self._link_locks.setdefault(identity_pk, asyncio.Lock())
-        async with lock:
-            link = self._out_links.get(identity_pk)
-            if link is not None and not link.closed:
-                return link
+    async def _link_to(self, addresses: tuple[tuple[str, int], ...], identity_pk: bytes) -> RelayLink:
+        """The link to the next hop of an EXTEND: the open one, else one over its first usable address."""
+
+        async def opener() -> RelayLink:
             last_error: Exception = OSError("no usable address")
             for host, port in addresses:
                 if is_private_address(host) and not self.allow_private_links:
                     continue
                 try:
-                    link = await open_link(
+                    return await open_link(
                         host,
                         port,
                         identity_pk,
-                        self,
+                        self.switch,
                         self.rng,
                         local_host=self._local_host_for(host),
                         limits=self.limits,
                     )
                 except (OSError, TimeoutError, OnionmeshError) as exc:
                     last_error = exc
-                    continue
-                self.links.add(link)
-                self._out_links[identity_pk] = link
-                return link
             raise OSError(str(last_error))
+
+        return await self.switch.links.get_or_open(identity_pk, opener)
 
     def _local_host_for(self, host: str) -> str | None:
         """Bind outgoing links to our listen address when it is a specific address of the same family."""
@@ -342,8 +320,8 @@ class RelayNode(CircuitSwitch):
             return None
         return ours
 
-    def link_closed(self, link: Link) -> None:
-        self.links.discard(link)
+    def _link_gone(self, link: RelayLink) -> None:
+        """After the switch tore down the link's circuits: the node's own bookkeeping."""
         self.handshakes.finished(link)
         ip = self._inbound_ip.pop(link, None)
         if ip is not None:
@@ -358,11 +336,6 @@ class RelayNode(CircuitSwitch):
         self.stats["closed_link_bytes_out"] = (
             self.stats.get("closed_link_bytes_out", 0) + link.proto.bytes_sent
         )
-        if link.peer_identity is not None and self._out_links.get(link.peer_identity) is link:
-            del self._out_links[link.peer_identity]
-        for entry, _side in list(link.circuits.values()):  # type: ignore[misc]
-            self._destroy(entry, DestroyReason.CHANNEL_CLOSED, came_from=link)
-        link.circuits.clear()
 
 
 def _is_ip(text: str) -> bool:
@@ -373,4 +346,4 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-__all__ = ["CircuitEntry", "CircuitSwitch", "RelayConfig", "RelayNode", "Side"]
+__all__ = ["CircuitSwitch", "RelayCircuitEntry", "RelayConfig", "RelayNode"]

@@ -1,27 +1,30 @@
 """A link over TCP: drives `proto.link.LinkProtocol` from an asyncio stream pair.
 
 One reader task per link feeds bytes to the sans-I/O protocol and hands each cell to the
-owner (`LinkOwner.cell_received`).  Outgoing relay cells wait in their circuit's queue in a
-`LinkScheduler`; once per event loop turn the link takes cells, EWMA-fairly and a record at a
-time, for as long as the socket's buffer is under WRITE_HIGH_WATER, then waits for it to drain.
+owner (`LinkOwner.cell_received`).  Each circuit on the link has one `CircuitSlot` in the
+link's table (`circuits`), the same type on clients and relays.  Output is pulled: a circuit
+that queued cells marks its slot ready (`CircuitSlot.wake`, called by the state machine's
+`on_output`), and once per event loop turn the link pulls the cells of every ready slot into
+that circuit's queue in a `LinkScheduler` (counted against the node's budget and capped, even
+while the socket drains), then takes cells EWMA-fairly and a record at a time, for as long as
+the socket's buffer is under WRITE_HIGH_WATER, then waits for it to drain.
 So cells queue only where they can be counted, capped and dropped with their circuit, and a
 slow peer slows its senders instead of growing a buffer.  A relay's bandwidth limits, if any,
 gate reads and writes.  Keep-alive PADDING cells go out when the link is quiet; a link that
 hears nothing for `idle_timeout` is closed.
 
-Not in this module: what cells mean (relay_node, client_node).
+Not in this module: what cells mean (runtime.relay.switch, runtime.client.circuit_manager),
+which link to reuse (link_manager).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-from onionmesh.crypto.keys import IdentityKey
 from onionmesh.errors import OnionmeshError, RemoteProtocolError
 from onionmesh.proto.link import MAX_CELLS_PER_RECORD, LinkEstablished, LinkProtocol, LinkRole
 from onionmesh.proto.scheduler import LinkScheduler, QueueBudget
@@ -29,7 +32,14 @@ from onionmesh.rng import Rng
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.ratelimit import ByteBucket
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.wire.cell import CELL_LEN, INITIATOR_CIRC_BIT, Cell, CellCommand
+from onionmesh.wire.cell import (
+    CELL_LEN,
+    INITIATOR_CIRC_BIT,
+    Cell,
+    CellCommand,
+    DestroyReason,
+    destroy_payload,
+)
 
 log = limited(get_logger("onionmesh.link"))  # every line here is a peer's doing: rate-limited
 
@@ -42,9 +52,54 @@ PADDING_CELL = Cell(0, CellCommand.PADDING).encode()
 CIRCUIT_COMMANDS = frozenset({CellCommand.RELAY, CellCommand.RELAY_EARLY})
 
 
-class LinkOwner(Protocol):
-    def cell_received(self, link: Link, cell: Cell) -> None: ...
-    def link_closed(self, link: Link) -> None: ...
+C = TypeVar("C")  # the owner's circuit: a client's CircuitHandle, a relay's RelayCircuitEntry
+
+
+class LinkOwner(Protocol[C]):
+    """What a link needs of the node that owns it."""
+
+    def cell_received(self, link: Link[C], cell: Cell) -> None: ...
+    def link_closed(self, link: Link[C]) -> None: ...
+    def circuit_overflowed(self, slot: CircuitSlot[C]) -> None:
+        """The circuit's queue on this link is full: its peer ignores flow control."""
+
+    def budget_exceeded(self) -> None:
+        """Queued bytes passed the node's budget (the OOM policy acts)."""
+
+
+class CircuitSlot(Generic[C]):
+    """One circuit on one link: the only kind of entry in a link's circuit table.
+
+    `outbox` hands over the cells the circuit has for this link; the link calls it when it
+    pulls, after `wake` marked the slot ready (at most once per loop turn however many cells).
+    """
+
+    __slots__ = ("attached", "circ_id", "circuit", "link", "outbox", "ready")
+
+    def __init__(
+        self, link: Link[C], circ_id: int, circuit: C, outbox: Callable[[], Iterable[Cell]]
+    ) -> None:
+        self.link = link
+        self.circ_id = circ_id
+        self.circuit = circuit
+        self.outbox = outbox
+        self.ready = False
+        self.attached = True
+
+    def wake(self) -> None:
+        """The circuit has cells for this link: the link pulls them on its next turn."""
+        if not self.ready and self.attached:
+            self.ready = True
+            self.link.want_pull(self)
+
+    def detach(self, reason: DestroyReason | None = None) -> None:
+        """Leave the link's table (its queued cells are dropped); with a reason, tell the peer."""
+        link = self.link
+        if self.attached and link.circuits.get(self.circ_id) is self:
+            link.forget_circuit(self.circ_id)
+        self.attached = False
+        if reason is not None and not link.closed:
+            link.send_cell(Cell(self.circ_id, CellCommand.DESTROY, destroy_payload(reason)))
 
 
 @dataclass
@@ -56,13 +111,13 @@ class LinkLimits:
     write: ByteBucket | None = None
 
 
-class Link:
+class Link(Generic[C]):
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         proto: LinkProtocol,
-        owner: LinkOwner,
+        owner: LinkOwner[C],
         rng: Rng,
         limits: LinkLimits | None = None,
     ) -> None:
@@ -71,7 +126,8 @@ class Link:
         self.proto = proto
         self.owner = owner
         self.rng = rng
-        self.circuits: dict[int, object] = {}
+        self.circuits: dict[int, CircuitSlot[C]] = {}
+        self._ready: list[CircuitSlot[C]] = []  # slots with cells to pull, in the order they woke
         self.closed = False
         self.limits = limits or LinkLimits()
         self.scheduler = LinkScheduler(self.limits.budget)
@@ -88,7 +144,7 @@ class Link:
         self.established = asyncio.Event()
         self.peer_identity: bytes | None = None
         self.suite: int | None = None  # the record suite (proto.link.SUITE_*), once established
-        self.on_established: Callable[[Link], None] | None = None  # the owner's hook, if it wants one
+        self.on_established: Callable[[Link[C]], None] | None = None  # the owner's hook, if it wants one
         self._deadline: asyncio.TimerHandle | None = None
 
     @property
@@ -120,18 +176,46 @@ class Link:
         self._tasks.append(asyncio.create_task(self._keepalive_loop(), name="link-keepalive"))
 
     # --- sending -----------------------------------------------------------------------------
+    def attach(self, circ_id: int, circuit: C, outbox: Callable[[], Iterable[Cell]]) -> CircuitSlot[C]:
+        """Enter a circuit in this link's table; its cells are pulled from `outbox` when it wakes."""
+        slot = CircuitSlot(self, circ_id, circuit, outbox)
+        self.circuits[circ_id] = slot
+        return slot
+
     def send_cell(self, cell: Cell) -> bool:
         """Queue a cell; False when it is a relay cell whose circuit's queue is full (the caller
         must then destroy that circuit: its peer ignores flow control)."""
         if self.closed:
             return True
-        if cell.command in CIRCUIT_COMMANDS:
-            if not self.scheduler.push(cell.circ_id, cell.encode(), self._loop.time()):
-                return False
-        else:
-            self.scheduler.push_control(cell.encode())
+        if not self._queue(cell):
+            return False
         self._schedule_flush()
         return True
+
+    def _queue(self, cell: Cell) -> bool:
+        if cell.command in CIRCUIT_COMMANDS:
+            return self.scheduler.push(cell.circ_id, cell.encode(), self._loop.time())
+        self.scheduler.push_control(cell.encode())
+        return True
+
+    def want_pull(self, slot: CircuitSlot[C]) -> None:
+        if not self.closed:
+            self._ready.append(slot)
+            self._schedule_flush()
+
+    def _pull(self) -> None:
+        """Take the cells of every ready circuit into its queue (counted and capped there)."""
+        ready, self._ready = self._ready, []
+        for slot in ready:
+            slot.ready = False
+            if not slot.attached:
+                continue
+            for cell in slot.outbox():
+                if not self._queue(cell):
+                    self.owner.circuit_overflowed(slot)
+                    break
+        if self.scheduler.budget.over():
+            self.owner.budget_exceeded()
 
     def send_raw(self, encoded: bytes) -> None:
         """A link-level cell already encoded (keep-alive PADDING)."""
@@ -141,17 +225,25 @@ class Link:
 
     def forget_circuit(self, circ_id: int) -> None:
         """The circuit is gone: drop what it still had queued here and its id."""
-        self.circuits.pop(circ_id, None)
+        slot = self.circuits.pop(circ_id, None)
+        if slot is not None:
+            slot.attached = False
         self.scheduler.drop(circ_id)
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._draining:
+        if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Move cells from the queues to the socket while its buffer has room (and tokens allow)."""
+        """Pull ready circuits' cells, then move cells from the queues to the socket while its
+        buffer has room (and tokens allow).  While the socket drains, cells are still pulled,
+        so that every cell waiting to go out counts against the budget and the circuit's cap."""
         self._flush_scheduled = False
+        if self._ready:
+            self._pull()
+        if self._draining:
+            return
         while self.scheduler and not self.closed:
             room = WRITE_HIGH_WATER - self.write_buffer_size
             if room <= 0:
@@ -166,11 +258,15 @@ class Link:
                 n = granted // CELL_LEN
                 bucket.tokens += granted - n * CELL_LEN
                 if n == 0:
-                    self._flush_scheduled = True
-                    self._loop.call_later(bucket.wait_for(CELL_LEN, now), self._flush)
+                    self._draining = True  # waits for tokens as for a drain; pulls go on meanwhile
+                    self._loop.call_later(bucket.wait_for(CELL_LEN, now), self._tokens_back)
                     return
             self.proto.send_cells(self.scheduler.pop(n, self._loop.time()))
             self._write(self.proto.data_to_send())
+
+    def _tokens_back(self) -> None:
+        self._draining = False
+        self._schedule_flush()
 
     async def _drain_then_flush(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -278,6 +374,7 @@ class Link:
         self.closed = True
         self._cancel_deadline()
         self.proto.close()
+        self._ready.clear()
         for circ_id in list(self.scheduler.queues):  # what never left counts against no budget
             self.scheduler.drop(circ_id)
         with contextlib.suppress(OSError, RuntimeError):  # a socket already gone, a loop closing
@@ -289,69 +386,3 @@ class Link:
         self.established.set()
         self.on_established = None
         self.owner.link_closed(self)
-
-
-async def open_link(
-    host: str,
-    port: int,
-    identity_pk: bytes,
-    owner: LinkOwner,
-    rng: Rng,
-    timeout: float = HANDSHAKE_TIMEOUT,
-    local_host: str | None = None,
-    limits: LinkLimits | None = None,
-) -> Link:
-    """Connect to a relay and finish the handshake, pinning its identity; raises OSError on failure.
-
-    A relay passes its own address as `local_host`, so its peers see the relay's address.
-    """
-    local = (local_host, 0) if local_host else None
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-    with contextlib.suppress(OSError):
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return await initiate_link(reader, writer, identity_pk, owner, rng, timeout, limits)
-
-
-async def initiate_link(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    identity_pk: bytes,
-    owner: LinkOwner,
-    rng: Rng,
-    timeout: float = HANDSHAKE_TIMEOUT,
-    limits: LinkLimits | None = None,
-) -> Link:
-    """Run the initiator's handshake over any connected stream pair (TCP, or a WebSocket's)."""
-    proto = LinkProtocol(LinkRole.INITIATOR, rng, expected_identity=identity_pk)
-    link = Link(reader, writer, proto, owner, rng, limits)
-    proto.initiate()
-    writer.write(proto.data_to_send())
-    link.start()
-    try:
-        async with asyncio.timeout(timeout):
-            await link.established.wait()
-    except TimeoutError:
-        link.close()
-        raise OSError("link handshake timed out") from None
-    if link.closed:
-        raise OSError("link handshake failed")
-    return link
-
-
-def accept_link(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    identity: IdentityKey,
-    owner: LinkOwner,
-    rng: Rng,
-    limits: LinkLimits | None = None,
-    on_established: Callable[[Link], None] | None = None,
-) -> Link:
-    """Answer a peer's handshake on a connected stream pair; the link closes if the peer has not
-    finished it within HANDSHAKE_TIMEOUT.  `on_established` is called once when it is done."""
-    proto = LinkProtocol(LinkRole.RESPONDER, rng, identity=identity)
-    link = Link(reader, writer, proto, owner, rng, limits)
-    link.on_established = on_established
-    link.start(HANDSHAKE_TIMEOUT)
-    return link

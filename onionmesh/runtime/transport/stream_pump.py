@@ -1,7 +1,10 @@
 """Join a TCP socket to a circuit stream, in both directions, under flow control.
 
 Used at both ends: the client joins a SOCKS connection to its stream, the exit joins its
-connection to the destination.  Reading from the socket stops while the stream or circuit
+connection to the destination.  A circuit's pumps form a `StreamGroup`, which routes the
+circuit's stream events to them and keeps their turns at the circuit window.  A pump never
+flushes: what it hands the circuit is queued there, and the circuit's link pulls it.
+Reading from the socket stops while the stream or circuit
 window is closed (so memory stays bounded by the windows); credit for received data goes
 back to the sender only after the socket has taken it (so a slow reader slows the sender).
 """
@@ -14,7 +17,7 @@ import itertools
 from collections.abc import Callable
 
 from onionmesh.proto.endpoint import CircuitEndpoint
-from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded
+from onionmesh.proto.events import SendWindowOpened, StreamDataReceived, StreamEnded, StreamEvent
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX, EndReason
 
 WRITE_HIGH_WATER = 256 * 1024
@@ -22,14 +25,67 @@ READ_CELLS = 16
 _turns = itertools.count(1)  # stamps each stream's last turn at the circuit window
 
 
+class StreamGroup:
+    """The pumps of one circuit, by stream id, and their queue for the circuit window."""
+
+    __slots__ = ("pumps", "turn_queue")
+
+    def __init__(self) -> None:
+        self.pumps: dict[int, StreamPump] = {}
+        self.turn_queue: set[StreamPump] = set()  # pumps waiting for the circuit window
+
+    def __len__(self) -> int:
+        return len(self.pumps)
+
+    def values(self) -> list[StreamPump]:
+        return list(self.pumps.values())
+
+    def route(self, event: StreamEvent) -> None:
+        """Hand a circuit's stream event to its pump (both ends do the same)."""
+        match event:
+            case StreamDataReceived(stream_id, data):
+                pump = self.pumps.get(stream_id)
+                if pump is not None:
+                    pump.deliver(data)
+            case SendWindowOpened(0):
+                # The circuit window opened for every stream, and the first woken takes the first
+                # credit: wake the streams that waited longest since their last turn first (round
+                # robin; Tor starts at a random stream).  200 streams of 1 MiB in
+                # bench/throughput.py: Jain's index 0.79-0.99 over six runs that way, 0.93-1.00
+                # over eleven in turn, both measured while the client still spread such streams
+                # over 2-3 circuits.
+                targets = list(self.pumps.values())
+                if len(targets) > 1:
+                    targets.sort(key=_last_turn)
+                for target in targets:
+                    target.window_open.set()
+            case SendWindowOpened(stream_id):
+                pump = self.pumps.get(stream_id)
+                if pump is not None:
+                    pump.window_open.set()
+            case StreamEnded(stream_id):
+                ended = self.pumps.pop(stream_id, None)
+                if ended is not None:
+                    ended.remote_closed()
+
+    def close_all(self, *, remote: bool) -> None:
+        """The circuit is gone: `remote` lets each pump finish writing what arrived first."""
+        pumps, self.pumps = self.pumps, {}
+        for pump in pumps.values():
+            if remote:
+                pump.remote_closed()
+            else:
+                pump.close()
+
+
 class StreamPump:
     def __init__(
         self,
         endpoint: CircuitEndpoint,
+        group: StreamGroup,
         stream_id: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        flush: Callable[[], None],
         on_close: Callable[[], None] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -41,7 +97,8 @@ class StreamPump:
         self.stream_id = stream_id
         self.reader = reader
         self.writer = writer
-        self.flush = flush
+        self.group = group
+        group.pumps[stream_id] = self
         self.window_open = asyncio.Event()
         self.last_turn = 0  # when this stream last sent (a _turns stamp; 0: never)
         self.closed = False
@@ -68,7 +125,7 @@ class StreamPump:
         less recently is queued for the circuit window.  Without the queue, a stream whose read
         happened to complete while the window had credit sent ahead of siblings that had waited
         for it (200 streams on one circuit: some got twice the turns of others)."""
-        queue: set[StreamPump] = self.endpoint.turn_queue  # type: ignore[assignment]
+        queue = self.group.turn_queue
         while True:
             if self.closed or self.stream_id not in self.endpoint.streams:
                 self._leave_queue()
@@ -88,7 +145,7 @@ class StreamPump:
 
     def _leave_queue(self) -> None:
         """Out of the circuit's turn queue; if the window has credit, the next in line goes."""
-        queue: set[StreamPump] = self.endpoint.turn_queue  # type: ignore[assignment]
+        queue = self.group.turn_queue
         queue.discard(self)
         if queue and self.endpoint.flow.can_send():
             min(queue, key=_last_turn).window_open.set()
@@ -101,7 +158,6 @@ class StreamPump:
             if not await self._wait_window():
                 return False
             off += self.endpoint.send_data(self.stream_id, data[off : off + RELAY_BODY_MAX])
-            self.flush()
         self.last_turn = next(_turns)
         self._leave_queue()
         return True
@@ -130,7 +186,6 @@ class StreamPump:
             reason = EndReason.CONNRESET
         if not self.closed:
             self.endpoint.end_stream(self.stream_id, reason)
-            self.flush()
             self.close()
 
     def deliver(self, data: bytes) -> None:
@@ -141,7 +196,6 @@ class StreamPump:
         transport = self.writer.transport
         if transport is None or transport.is_closing():  # our side hung up: tell the far end now
             self.endpoint.end_stream(self.stream_id, EndReason.CONNRESET)
-            self.flush()
             self.close()
             return
         self._pending.append(data)
@@ -183,7 +237,6 @@ class StreamPump:
         n, self._unacked = self._unacked, 0
         if n:
             self.endpoint.data_consumed(self.stream_id, n)
-            self.flush()
 
     async def _drain_then_ack(self) -> None:
         try:
@@ -197,6 +250,8 @@ class StreamPump:
             self._ack()
 
     def _closed_once(self) -> None:
+        if self.group.pumps.get(self.stream_id) is self:
+            del self.group.pumps[self.stream_id]
         if self.on_close is not None:
             callback, self.on_close = self.on_close, None
             callback()
@@ -233,35 +288,5 @@ class StreamPump:
             self._task.cancel()
 
 
-def _last_turn(bridge: StreamPump | None) -> int:
-    return bridge.last_turn if bridge is not None else 0
-
-
-def route_stream_event(bridges: dict[int, StreamPump], event: object) -> bool:
-    """Hand a circuit's stream event to its bridge (both ends do the same); False if not a stream event."""
-    if isinstance(event, StreamDataReceived):
-        bridge = bridges.get(event.stream_id)
-        if bridge is not None:
-            bridge.deliver(event.data)
-    elif isinstance(event, SendWindowOpened):
-        if event.stream_id == 0:
-            # The circuit window opened for every stream, and the first woken takes the first
-            # credit: wake the streams that waited longest since their last turn first (round
-            # robin; Tor starts at a random stream).  200 streams of 1 MiB in bench/throughput.py:
-            # Jain's index 0.79-0.99 over six runs that way, 0.93-1.00 over eleven in turn, both
-            # measured while the client still spread such streams over 2-3 circuits.
-            targets: list[StreamPump | None] = list(bridges.values())
-            if len(targets) > 1:
-                targets.sort(key=_last_turn)
-        else:
-            targets = [bridges.get(event.stream_id)]
-        for target in targets:
-            if target is not None:
-                target.window_open.set()
-    elif isinstance(event, StreamEnded):
-        ended = bridges.pop(event.stream_id, None)
-        if ended is not None:
-            ended.remote_closed()
-    else:
-        return False
-    return True
+def _last_turn(pump: StreamPump) -> int:
+    return pump.last_turn

@@ -21,7 +21,8 @@ from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.errors import OnionmeshError
 from onionmesh.rng import Rng
 from onionmesh.runtime.safelog import get_logger
-from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, LinkOwner, initiate_link
+from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, Link, LinkLimits, LinkOwner
+from onionmesh.runtime.transport.link_setup import initiate_link
 
 log = get_logger("onionmesh.ws")
 
