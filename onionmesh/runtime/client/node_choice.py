@@ -56,7 +56,7 @@ def load_geoip(geoip_file: str | Path | None = None, geoip6_file: str | Path | N
     if v6 is not None:
         parts.append(f"IPv6 from {Path(geoip6_file).name} ({len(v6)} ranges)")  # type: ignore[arg-type]
     if (v4 is None or v6 is None) and fallback is not None:
-        parts.append("otherwise iptocc (regional registries' delegations)")
+        parts.append(("otherwise " if parts else "") + "iptocc (regional registries' delegations)")
     source = "; ".join(parts) or "none (iptocc not installed: every country is ??)"
     return GeoIP(v4, v6, fallback, source)
 
