@@ -104,8 +104,13 @@ def mesh() -> list:
 def choose(relays: list, rules: NodeRestrictions, port: int | None, seed: int, **kw: object) -> list:
     allowed = rules.resolve(relays, country)
     req = PathRequest(
-        hops=3, port=port, excluded=allowed.excluded, exits=allowed.exits, restriction=rules.describe(),
-        distinct_subnets=False, **kw,  # type: ignore[arg-type]
+        hops=3,
+        port=port,
+        excluded=allowed.excluded,
+        exits=allowed.exits,
+        restriction=rules.describe(),
+        distinct_subnets=False,
+        **kw,  # type: ignore[arg-type]
     )
     return select_path(relays, req, SeededRng(seed))
 
