@@ -141,3 +141,16 @@ class NoHsPath(OnionmeshError):
 
 class DirectFetchRefused(OnionmeshError):
     """An HS descriptor fetch from the client's own address: the issue forbids it."""
+
+
+class GeoIPError(OnionmeshError):
+    """A GeoIP file line that does not parse, or ranges that overlap."""
+
+
+class RestrictionError(OnionmeshError, ValueError):
+    """A node list that does not parse."""
+
+
+class RestrictedExitError(DirectoryError):
+    """No exit allowed by the node restrictions (ExitNodes, ExcludeExitNodes, ExcludeNodes)
+    accepts the port, though unrestricted exits exist: the SOCKS client is refused, not rerouted."""

@@ -7,10 +7,15 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onionmesh.app.cli_args import DEFAULT_HOME, bootstrap_contacts, build_parser, host_port
 from onionmesh.errors import PolicyError
 from onionmesh.runtime import safelog
+
+if TYPE_CHECKING:
+    from onionmesh.directory.geoip import GeoIP
+    from onionmesh.directory.node_restrictions import NodeRestrictions
 
 
 def resolve_overrides(items: list[str]) -> dict[str, list[str]]:
@@ -127,6 +132,19 @@ def stop_self() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def node_choice(args: argparse.Namespace) -> tuple[GeoIP, NodeRestrictions]:
+    """The client's GeoIP database and node restrictions from the settings; ValueError/OSError
+    with a message when a GeoIP file or a node list is bad."""
+    from onionmesh.directory.node_restrictions import NodeRestrictions
+    from onionmesh.runtime.client.node_choice import load_geoip
+
+    geoip = load_geoip(args.geoip_file, args.geoip6_file)
+    rules = NodeRestrictions.parse(
+        args.exit_nodes, args.exclude_nodes, args.exclude_exit_nodes, bool(args.strict_nodes)
+    )
+    return geoip, rules
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.directory.bridge_line import parse_bridge_line
@@ -150,6 +168,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             torcontrol_passwords=(args.hashed_control_password,) if args.hashed_control_password else (),
         )
     )
+    try:
+        node.policy.geoip, node.policy.restrictions = node_choice(args)
+    except (OSError, ValueError) as exc:
+        print(f"onionmesh proxy: {exc}", file=sys.stderr)
+        return 2
 
     async def start() -> None:
         await node.start()
@@ -181,6 +204,11 @@ def cmd_testnet(args: argparse.Namespace) -> int:
         tor_control=args.tor_control,
         hashed_control_password=args.hashed_control_password,
     )
+    try:
+        net.geoip, net.restrictions = node_choice(args)
+    except (OSError, ValueError) as exc:
+        print(f"onionmesh testnet: {exc}", file=sys.stderr)
+        return 2
 
     async def start() -> None:
         info = await net.start()

@@ -104,6 +104,22 @@ def _add_tor_control(p: argparse.ArgumentParser, default: tuple[str, int] | None
     )
 
 
+def _add_node_choice(p: argparse.ArgumentParser) -> None:
+    """Tor's ExitNodes, ExcludeNodes, ExcludeExitNodes, StrictNodes, GeoIPFile, GeoIPv6File."""
+    lists = "comma-separated {cc} country codes ({??}: unknown), $FINGERPRINTs, ADDRESS[/BITS]"
+    p.add_argument("--exit-nodes", default="", metavar="LIST", help=f"exits only from these: {lists}")
+    p.add_argument("--exclude-nodes", default="", metavar="LIST", help="never use these relays anywhere")
+    p.add_argument("--exclude-exit-nodes", default="", metavar="LIST", help="never use these as exit")
+    p.add_argument(
+        "--strict-nodes",
+        action="store_true",
+        default=None,
+        help="never fall back, even for streams whose SOCKS username allowed it",
+    )
+    p.add_argument("--geoip-file", type=Path, default=None, help="Tor-format IPv4 GeoIP file (not iptocc)")
+    p.add_argument("--geoip6-file", type=Path, default=None, help="Tor-format IPv6 GeoIP file")
+
+
 def _defer_to_config(command: str, parser: argparse.ArgumentParser) -> None:
     """Settings come from flags, then ONIONMESH_* variables, then the config file, then defaults
     (onionmesh.app.config): argparse must only report the flags actually given."""
@@ -241,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="send DHT lookups through circuits, never UDP (always so with --bridge)",
     )
+    _add_node_choice(proxy)
     _add_logging(proxy)
 
     testnet = sub.add_parser("testnet", help="run a whole mesh on loopback")
@@ -250,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tor_control(testnet, ("127.0.0.1", 0))
     testnet.add_argument("--state-dir", type=Path, default=Path("onionmesh-testnet"))
     testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    _add_node_choice(testnet)
     _add_public_listeners(testnet)
     _add_logging(testnet)
 
@@ -261,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--hops", type=int, default=None)
     build.add_argument("--exit", default=None, metavar="FINGERPRINT")
     build.add_argument("--via", default=None, metavar="FP,FP")
+    build.add_argument("--exit-country", default=None, metavar="CC", help="an exit in this country")
     close = csub.add_parser("close", help="close a circuit")
     close.add_argument("id", type=int)
     show = csub.add_parser("show", help="one circuit, each hop with its measured round-trip time")

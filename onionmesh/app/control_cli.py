@@ -87,7 +87,8 @@ class ControlClient:
 
 
 def _hops(c: dict[str, Any]) -> str:
-    return " -> ".join(f"{h['nickname']}({h['address']})" for h in c["hops"])
+    """nickname[CC](address) per hop; CC is the client's own GeoIP judgement ("??": unknown)."""
+    return " -> ".join(f"{h['nickname']}[{h.get('country', '??')}]({h['address']})" for h in c["hops"])
 
 
 def format_circuit(c: dict[str, Any]) -> str:
@@ -109,7 +110,8 @@ def format_hop_table(c: dict[str, Any]) -> str:
         rtt = f"{hop['rtt_ms']:.2f} ms" if hop["rtt_ms"] is not None else "-"
         layer = hop.get("layer") or "-"
         lines.append(
-            f"  hop {i} {role:<6} {hop['nickname']:<19} {hop['address']:<22} {hop['fingerprint'][:16]}"
+            f"  hop {i} {role:<6} {hop['nickname']:<19} {hop.get('country', '??'):<3}"
+            f"{hop['address']:<22} {hop['fingerprint'][:16]}"
             f"  {rtt:>9}  {layer}"
         )
     return "\n".join(lines)
@@ -226,6 +228,8 @@ def cmd_circuit(args: argparse.Namespace) -> int:
             body["exit"] = args.exit
         if args.via:
             body["via"] = [v.strip() for v in args.via.split(",") if v.strip()]
+        if args.exit_country:
+            body["exit_country"] = args.exit_country.strip("{}").lower()
         result = _run_build(client, body, show=not args.json)
         print(json.dumps(result, indent=2) if args.json else f"circuit {result['id']} built")
     elif args.action == "show":

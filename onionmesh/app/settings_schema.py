@@ -107,6 +107,16 @@ def _check_exit_policy(text: str) -> str | None:
     return None
 
 
+def _check_node_list(text: str) -> str | None:
+    from onionmesh.directory.node_restrictions import RestrictionError, RouterSet
+
+    try:
+        RouterSet.parse(text)
+    except RestrictionError as exc:
+        return f"is not a node list ({{cc}}, $FINGERPRINT, ADDRESS[/BITS], comma-separated): {exc}"
+    return None
+
+
 _KEYS = {
     k.name: k
     for k in (
@@ -178,6 +188,12 @@ _KEYS = {
         Key("tls_key", "path", None, "TLS private key (PEM) for wss:// on ws_listen", optional=True),
         Key("bridges", "bridges", (), "bridge lines: webtunnel wss://HOST:PORT/SECRET IDENTITY"),
         Key("dht_over_circuits", "bool", False, "send DHT RPCs through circuits, no UDP (bridges: always)"),
+        Key("exit_nodes", "str", "", "exits only from these: {de},$FP,ADDR/BITS", check=_check_node_list),
+        Key("exclude_nodes", "str", "", "never use these relays at any position", check=_check_node_list),
+        Key("exclude_exit_nodes", "str", "", "never use these relays as exit", check=_check_node_list),
+        Key("strict_nodes", "bool", False, "never fall back, even for streams that allowed it"),
+        Key("geoip_file", "path", None, "Tor-format IPv4 GeoIP file (INTLOW,INTHIGH,CC)", optional=True),
+        Key("geoip6_file", "path", None, "Tor-format IPv6 GeoIP file (LOW,HIGH,CC)", optional=True),
         Key("socks", "hostport", ("127.0.0.1", 9050), "SOCKS5 proxy address (keep it on loopback)"),
         Key("control", "hostport", ("127.0.0.1", 9052), "JSON control API, status page (loopback)"),
         Key(
@@ -210,6 +226,7 @@ _RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_me
 _RELAY += " max_streams_per_circuit max_streams_per_link max_exit_streams"
 _RELAY += " bridge ws_listen ws_public_url tls_cert tls_key"
 _TOR_CONTROL = ("tor_control", "hashed_control_password")
+_NODES = ("exit_nodes", "exclude_nodes", "exclude_exit_nodes", "strict_nodes", "geoip_file", "geoip6_file")
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
     "relay": {
@@ -223,7 +240,7 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
         "bootstrap": _KEYS["bootstrap"],
         **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
-        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits", *_TOR_CONTROL)},
+        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits", *_TOR_CONTROL, *_NODES)},
     },
     "testnet": {
         "relays": _KEYS["relays"],
@@ -231,7 +248,7 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "control": replace(_KEYS["control"], default=("127.0.0.1", 0), doc="control API (0: any port)"),
         "tor_control": replace(_KEYS["tor_control"], default=("127.0.0.1", 0), doc="Tor control (0: any)"),
         "hashed_control_password": _KEYS["hashed_control_password"],
-        **{name: _KEYS[name] for name in ("state_dir", "hops", *_LOG)},
+        **{name: _KEYS[name] for name in ("state_dir", "hops", *_NODES, *_LOG)},
     },
 }
 ALL_KEYS: dict[str, Key] = {name: key for schema in SCHEMAS.values() for name, key in schema.items()}

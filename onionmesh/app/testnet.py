@@ -27,6 +27,8 @@ from pathlib import Path
 
 from onionmesh.app.run import PARENT_ENV
 from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.geoip import GeoIP
+from onionmesh.directory.node_restrictions import NodeRestrictions
 from onionmesh.errors import PublicListenerRefused
 from onionmesh.runtime.client.node import ClientConfig, ClientNode, public_listeners
 from onionmesh.runtime.keystore import private_dir
@@ -106,6 +108,9 @@ class Testnet:
             )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.client: ClientNode | None = None
+        # The proxy's GeoIP database and node restrictions (--geoip-file, --exit-nodes, ...).
+        self.geoip: GeoIP | None = None
+        self.restrictions = NodeRestrictions()
 
     def _relay_args(self, i: int, bootstrap: tuple[str, int] | None) -> list[str]:
         data = self.state_dir / f"relay{i}"
@@ -178,6 +183,9 @@ class Testnet:
                 torcontrol_passwords=self.passwords,
             )
         )
+        if self.geoip is not None:
+            self.client.policy.geoip = self.geoip
+        self.client.policy.restrictions = self.restrictions
         await self.client.start()
         await self.client.directory.wait_for(self.n, START_TIMEOUT)
         assert self.client.control is not None

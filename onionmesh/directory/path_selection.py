@@ -26,7 +26,7 @@ from itertools import chain
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.exit_policy import ExitPolicy
 from onionmesh.directory.subnets import subnet
-from onionmesh.errors import DirectoryError, PolicyError
+from onionmesh.errors import DirectoryError, PolicyError, RestrictedExitError
 from onionmesh.rng import Rng
 
 MAX_ADVERTISED_BANDWIDTH = 10_000_000  # bytes/s: a relay's self-reported bandwidth counts at most this
@@ -119,7 +119,10 @@ class PathRequest:
     guard are not drawn.  With one hop the exit is hop 1 and must be a guard, unless `exit_fp`
     names it.  `avoid` relays are used only when nothing else works for that position.
     `distinct_subnets=False` is Tor's `EnforceDistinctSubnets 0`, for test meshes whose relays
-    all listen on loopback."""
+    all listen on loopback.  `excluded` relays (ExcludeNodes, resolved by
+    directory.node_restrictions) are never used at any position, even when named by `via` or
+    `exit_fp`; `exits`, when not None, are the only relays allowed as exit (ExitNodes minus
+    ExcludeExitNodes; `exit_fp` included), and `restriction` says so in words for the error."""
 
     hops: int = 3
     port: int | None = None
@@ -128,6 +131,9 @@ class PathRequest:
     avoid: frozenset[str] = frozenset()
     guards: tuple[str, ...] = ()
     distinct_subnets: bool = True
+    excluded: frozenset[str] = frozenset()
+    exits: frozenset[str] | None = None
+    restriction: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "via", tuple(fp.upper() for fp in self.via))
@@ -227,6 +233,14 @@ def select_path(relays: Sequence[RelayDescriptor], req: PathRequest, rng: Rng) -
         room = req.hops - 1
         raise DirectoryError(f"--via names {len(req.via)} relays; a {req.hops}-hop path has room for {room}")
     by_fp = _dedupe(relays)
+    for fp in (*req.via, *((req.exit_fp,) if req.exit_fp else ())):
+        if fp in req.excluded:
+            raise DirectoryError(f"relay {fp[:16]} is excluded (ExcludeNodes)")
+    if req.exit_fp is not None and req.exits is not None and req.exit_fp not in req.exits:
+        raise RestrictedExitError(
+            f"exit {req.exit_fp[:16]} is not allowed by {req.restriction or 'the node restrictions'}"
+        )
+    by_fp = {fp: r for fp, r in by_fp.items() if fp not in req.excluded}
     everyone = tuple(by_fp.values())
     use_guards = bool(req.guards) and not req.via
     guard_pool = tuple(by_fp[fp] for fp in dict.fromkeys(req.guards) if fp in by_fp)
@@ -235,14 +249,20 @@ def select_path(relays: Sequence[RelayDescriptor], req: PathRequest, rng: Rng) -
 
     if req.exit_fp is not None:
         exit_slot = _Slot("forced", (_lookup(by_fp, req.exit_fp, "exit"),))
-    elif req.hops == 1 and use_guards:
-        exit_slot = _Slot("ordered", tuple(r for r in guard_pool if exit_accepts_port(r.desc, req.port)))
     else:
-        exit_slot = _Slot("weighted", tuple(r for r in everyone if exit_accepts_port(r.desc, req.port)))
-    if not exit_slot.pool:
-        port_text = "any port" if req.port is None else f"port {req.port}"
-        among = " among the guards" if exit_slot.kind == "ordered" else ""
-        raise DirectoryError(f"no exit relay{among} accepts {port_text}")
+        candidates = guard_pool if req.hops == 1 and use_guards else everyone
+        accepting = tuple(r for r in candidates if exit_accepts_port(r.desc, req.port))
+        allowed = accepting if req.exits is None else tuple(r for r in accepting if r.fp in req.exits)
+        exit_slot = _Slot("ordered" if req.hops == 1 and use_guards else "weighted", allowed)
+        if not allowed:
+            port_text = "any port" if req.port is None else f"port {req.port}"
+            among = " among the guards" if exit_slot.kind == "ordered" else ""
+            if accepting:
+                raise RestrictedExitError(
+                    f"no exit relay{among} allowed by {req.restriction or 'the node restrictions'}"
+                    f" accepts {port_text}"
+                )
+            raise DirectoryError(f"no exit relay{among} accepts {port_text}")
     slots = [exit_slot]
     for hop in range(1, req.hops):  # hop 1 .. hops-1 (the exit is hop `hops`)
         if hop <= len(req.via):

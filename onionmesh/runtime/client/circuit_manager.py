@@ -199,7 +199,8 @@ class CircuitMgr:
                 self, relays, hops or self.hops, via, exit_fp
             )
         path = self.policy.choose(
-            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid
+            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid,
+            isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
         )
         start = time.monotonic()
         try:

@@ -51,7 +51,14 @@ def load_or_create_cookie(data_dir: Path, random_bytes: bytes) -> bytes:
     return random_bytes
 
 
-def circuit_json(handle: CircuitHandle) -> dict[str, Any]:
+def _no_country(_desc: RelayDescriptor) -> str:
+    return "??"
+
+
+def circuit_json(
+    handle: CircuitHandle, country: Callable[[RelayDescriptor], str] = _no_country
+) -> dict[str, Any]:
+    """A circuit for the API; `country` is the client's GeoIP judgement of a relay (PathPolicy.country)."""
     now = time.monotonic()
     username = handle.isolation[0] if isinstance(handle.isolation, tuple) and handle.isolation else None
     return {
@@ -62,6 +69,7 @@ def circuit_json(handle: CircuitHandle) -> dict[str, Any]:
                 "fingerprint": d.fingerprint,
                 "nickname": d.nickname,
                 "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
+                "country": country(d),  # from OUR GeoIP database, never from the relay
                 # The EXTEND round trip to this hop: the client's measured RTT to it.
                 "rtt_ms": round(handle.hop_times[i] * 1000, 2) if i < len(handle.hop_times) else None,
                 # the relay-crypto layer suite the circuit handshake chose for this hop
@@ -93,11 +101,17 @@ def stream_json(handle: CircuitHandle, stream_id: int) -> dict[str, Any]:
     }
 
 
-def relay_json(desc: RelayDescriptor, guards: list[str], now: float) -> dict[str, Any]:
+def relay_json(
+    desc: RelayDescriptor,
+    guards: list[str],
+    now: float,
+    country: Callable[[RelayDescriptor], str] = _no_country,
+) -> dict[str, Any]:
     return {
         "fingerprint": desc.fingerprint,
         "nickname": desc.nickname,
         "address": f"{desc.link_addresses[0][0]}:{desc.link_addresses[0][1]}",
+        "country": country(desc),
         "exit": desc.is_exit,
         "web_exit": exit_accepts_port(desc, 443) or exit_accepts_port(desc, 80),
         "guard": desc.fingerprint in guards,
@@ -291,11 +305,14 @@ class ControlServer:
             await self._runner.cleanup()
 
     # --- endpoints ---------------------------------------------------------------------------------
+    def _circuit(self, handle: CircuitHandle) -> dict[str, Any]:
+        return circuit_json(handle, self.node.policy.country)
+
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.node.status())
 
     async def _list(self, _request: web.Request) -> web.Response:
-        return web.json_response([circuit_json(h) for h in self.node.circuits.circuits.values()])
+        return web.json_response([self._circuit(h) for h in self.node.circuits.circuits.values()])
 
     def _handle(self, request: web.Request) -> CircuitHandle | None:
         try:
@@ -308,7 +325,7 @@ class ControlServer:
         if handle is None:
             return _bad("no such circuit", 404)
         return web.json_response(
-            circuit_json(handle) | {"stream_list": [stream_json(handle, s) for s in handle.circ.streams]}
+            self._circuit(handle) | {"stream_list": [stream_json(handle, s) for s in handle.circ.streams]}
         )
 
     async def _build(self, request: web.Request) -> web.Response:
@@ -316,22 +333,28 @@ class ControlServer:
             body = await request.json() if request.can_read_body else {}
         except (ValueError, LookupError, RecursionError):  # not JSON, an unknown charset, absurd nesting
             return _bad("body is not JSON")
-        if not isinstance(body, dict) or set(body) - {"hops", "exit", "via"}:
-            return _bad('body must be an object with optional "hops", "exit", "via"')
+        if not isinstance(body, dict) or set(body) - {"hops", "exit", "via", "exit_country"}:
+            return _bad('body must be an object with optional "hops", "exit", "via", "exit_country"')
         hops, via, exit_fp = body.get("hops"), body.get("via"), body.get("exit")
+        country = body.get("exit_country")
         if hops is not None and (type(hops) is not int or not 1 <= hops <= 8):
             return _bad("hops must be 1..8")
         if via is not None and (not isinstance(via, list) or not all(isinstance(v, str) for v in via)):
             return _bad("via must be a list of fingerprints")
         if exit_fp is not None and not isinstance(exit_fp, str):
             return _bad("exit must be a fingerprint")
+        if country is not None and not (
+            isinstance(country, str) and len(country) == 2 and country.isascii() and country.isalpha()
+        ):
+            return _bad("exit_country must be a two-letter country code")
+        # The country travels as the circuit's isolation key, as a SOCKS username `exit={cc}` would
+        # (runtime.client.path_policy): the path policy restricts the exit by its own GeoIP database.
+        isolation = (f"exit={{{country.lower()}}}", "control") if country else ("control",)
         try:
-            handle = await self.node.circuits.build(
-                hops=hops, exit_fp=exit_fp, via=via, isolation=("control",)
-            )
-        except (OSError, TimeoutError) as exc:
+            handle = await self.node.circuits.build(hops=hops, exit_fp=exit_fp, via=via, isolation=isolation)
+        except (OSError, TimeoutError, OnionmeshError) as exc:
             return _bad(f"circuit build failed: {type(exc).__name__} {exc}", 502)
-        return web.json_response(circuit_json(handle))
+        return web.json_response(self._circuit(handle))
 
     async def _close(self, request: web.Request) -> web.Response:
         handle = self._handle(request)
@@ -348,7 +371,10 @@ class ControlServer:
         guards = self.node.policy.primary_guards(relays)
         now = time.time()
         return web.json_response(
-            [relay_json(d, guards, now) for d in sorted(relays, key=lambda d: d.nickname)]
+            [
+                relay_json(d, guards, now, self.node.policy.country)
+                for d in sorted(relays, key=lambda d: d.nickname)
+            ]
         )
 
     async def _newnym(self, _request: web.Request) -> web.Response:
@@ -393,7 +419,7 @@ class ControlServer:
                 asyncio.get_running_loop().create_task(ws.send_str(text))
 
     def _on_circuit(self, what: str, handle: CircuitHandle) -> None:
-        self._broadcast({"type": "circuit", "what": what, "circuit": circuit_json(handle)})
+        self._broadcast({"type": "circuit", "what": what, "circuit": self._circuit(handle)})
 
     def _on_stream(self, what: str, handle: CircuitHandle, stream_id: int) -> None:
         self._broadcast({"type": "stream", "what": what, "stream": stream_json(handle, stream_id)})

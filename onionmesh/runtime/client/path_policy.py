@@ -8,6 +8,11 @@
 * **Relays that failed lately** (a build died at them, their exit refused without reason) are
   avoided for `AVOID_SECONDS` once they failed `AVOID_AFTER` times within that window.
 
+* **Node restrictions** (`directory.node_restrictions`: ExitNodes, ExcludeNodes, ...), global
+  (`restrictions`, settable at run time through runtime/client/node_choice.py) and per stream
+  (a SOCKS username `exit=...`, which reaches us inside the circuit's isolation key), judged
+  with the client's own GeoIP database (`geoip`), never with what a relay says about itself.
+
 Path selection itself is `directory.path_selection.select_path` (bandwidth-weighted, exit first,
 distinct /16s and families).
 """
@@ -15,17 +20,25 @@ distinct /16s and families).
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from onionmesh.directory.cbt import BuildTimeLearner
 from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.geoip import GeoIP
 from onionmesh.directory.guards import GuardSet
-from onionmesh.directory.path_selection import PathRequest, relay_subnets, select_path
+from onionmesh.directory.node_restrictions import NodeRestrictions, StreamRestriction
+from onionmesh.directory.path_selection import PathRequest, RestrictedExitError, relay_subnets, select_path
 from onionmesh.rng import Rng
 from onionmesh.runtime.keystore import write_secret
+from onionmesh.runtime.loglimit import limited
+from onionmesh.runtime.safelog import get_logger
+
+log = limited(get_logger("onionmesh.path"))  # a refused stream can be repeated at will
 
 AVOID_AFTER = 2
 AVOID_SECONDS = 300.0
@@ -58,6 +71,8 @@ class PathPolicy:
             self._read("cbt.json"), initial_timeout=INITIAL_BUILD_TIMEOUT, min_timeout=MIN_BUILD_TIMEOUT
         )
         self._failures: dict[str, deque[float]] = {}
+        self.restrictions = NodeRestrictions()
+        self.geoip = GeoIP()
 
     # --- persistence -----------------------------------------------------------------------------
     def _read(self, name: str) -> str:
@@ -99,6 +114,15 @@ class PathPolicy:
     def primary_guards(self, relays: list[RelayDescriptor]) -> list[str]:
         return self.guards.primary(time.time(), relays)
 
+    def restrictions_for(self, isolation: object = None) -> NodeRestrictions:
+        """The global restrictions narrowed by the stream's (its isolation key's first item, the
+        SOCKS username, may say `exit=...`); RestrictionError if that does not parse."""
+        return self.restrictions.with_stream(stream_restriction(isolation))
+
+    def country(self, desc: RelayDescriptor) -> str:
+        """The relay's country by our database (its first address), "??" when unknown."""
+        return self.geoip.country(desc.link_addresses[0][0]) if desc.link_addresses else "??"
+
     def choose(
         self,
         relays: list[RelayDescriptor],
@@ -108,11 +132,19 @@ class PathPolicy:
         exit_fp: str | None = None,
         via: list[str] | None = None,
         avoid: set[str] | None = None,
+        isolation: object = None,
     ) -> list[RelayDescriptor]:
+        """A path; DirectoryError when none exists, RestrictedExitError when the node restrictions
+        leave no exit for the port (never silently widened: only a stream that asked for
+        `fallback`, without StrictNodes, is given any permitted exit instead, and the log says so)."""
         now = time.time()
+        rules = self.restrictions_for(isolation)
+        allowed = rules.resolve(relays, self.geoip.country) if rules else None
         guards: tuple[str, ...] = ()
         if self.use_guards and hops > 1 and not via:
-            guards = tuple(self.guards.primary(now, relays))
+            out = allowed.excluded if allowed else frozenset()
+            usable = [d for d in relays if d.fingerprint not in out]
+            guards = tuple(self.guards.primary(now, usable))
         request = PathRequest(
             hops=hops,
             port=port,
@@ -120,8 +152,29 @@ class PathPolicy:
             via=tuple(via or ()),
             avoid=frozenset(avoid or ()) | self.avoided(now),
             guards=guards,
+            excluded=allowed.excluded if allowed else frozenset(),
+            exits=allowed.exits if allowed else None,
+            restriction=rules.describe() if rules else "",
         )
-        return select_path(relays, request, self.rng)
+        try:
+            return select_path(relays, request, self.rng)
+        except RestrictedExitError as exc:
+            if not rules.fallback:
+                log.warning("stream refused: no permitted exit", reason=str(exc))
+                raise
+            wider = self.restrictions.resolve(relays, self.geoip.country) if self.restrictions else None
+            log.warning(
+                "no exit for the stream's own restriction; it allowed fallback (StrictNodes is off): "
+                "using any exit the global restrictions permit",
+                reason=str(exc),
+            )
+            request = replace(
+                request,
+                excluded=wider.excluded if wider else frozenset(),
+                exits=wider.exits if wider else None,
+                restriction=self.restrictions.describe(),
+            )
+            return select_path(relays, request, self.rng)
 
     def build_timeout(self) -> float:
         return self.cbt.timeout()
@@ -151,6 +204,22 @@ class PathPolicy:
         times = self._failures.setdefault(fingerprint, deque(maxlen=16))
         now = time.time()
         times.extend([now] * count)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_username(username: bytes | str) -> StreamRestriction | None:
+    return StreamRestriction.from_username(username)
+
+
+def stream_restriction(isolation: object) -> StreamRestriction | None:
+    """What the isolation key asks: its first item is the SOCKS username (or the control API's
+    `exit=...` text); RestrictionError when it starts with `exit=` but does not parse."""
+    if not isinstance(isolation, tuple) or not isolation:
+        return None
+    first = isolation[0]
+    if not isinstance(first, bytes | str) or len(first) > 4096:
+        return None
+    return _parse_username(first)
 
 
 def no_path_reason(relays: list[RelayDescriptor], hops: int) -> str | None:

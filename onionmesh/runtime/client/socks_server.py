@@ -4,6 +4,9 @@ Replies mean what they say: 0x02 the exit's policy refused, 0x04 the name did no
 the host is unreachable, 0x05 the destination refused, 0x06 nothing answered in time,
 0x07/0x08 unsupported command or address type (decided by the parser).  A request is retried
 on a circuit through another exit when the first exit refused or failed, within one deadline.
+0x02 also answers a request that the node restrictions leave no exit for (ExitNodes, or a
+username `exit={cc}` whose countries have no exit for the port) and one whose `exit=` username
+does not parse: "not allowed by ruleset", the user's ruleset; never a silent other exit.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import resource
 import socket
 import time
 
+from onionmesh.directory.node_restrictions import RestrictionError
+from onionmesh.directory.path_selection import RestrictedExitError
 from onionmesh.errors import OnionmeshError
 from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
+from onionmesh.runtime.client.path_policy import stream_restriction
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.transport.listeners import accept_loop, bind_listeners
@@ -237,6 +243,10 @@ class SocksListener:
     ) -> bool:
         """Open the stream (retrying through other exits); True once the socket is attached to it."""
         isolation = (request.username, request.password)
+        if not _restriction_parses(isolation):
+            self._reply(machine, writer, SocksReply.NOT_ALLOWED)
+            await _close(writer)
+            return False
         deadline = time.monotonic() + REQUEST_DEADLINE
         self.circuits.ports_seen[request.port] = time.monotonic()
         code = SocksReply.GENERAL_FAILURE
@@ -272,6 +282,9 @@ class SocksListener:
             except TimeoutError:
                 code = SocksReply.TTL_EXPIRED
                 continue
+            except RestrictedExitError:  # path_policy logged why (rate-limited); no other exit
+                code = SocksReply.NOT_ALLOWED
+                break
             except (OnionmeshError, OSError) as exc:
                 peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
                 code = SocksReply.GENERAL_FAILURE
@@ -288,6 +301,10 @@ class SocksListener:
         self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter
     ) -> None:
         code, answer = SocksReply.HOST_UNREACHABLE, None
+        if not _restriction_parses((request.username, request.password)):
+            self._reply(machine, writer, SocksReply.NOT_ALLOWED)
+            await _close(writer)
+            return
         try:
             async with asyncio.timeout(REQUEST_DEADLINE):
                 handle = await self.circuits.get_circuit(None, (request.username, request.password))
@@ -303,10 +320,23 @@ class SocksListener:
             code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
         except TimeoutError:
             code = SocksReply.TTL_EXPIRED
+        except RestrictedExitError:
+            code = SocksReply.NOT_ALLOWED
         except (OnionmeshError, OSError):
             code = SocksReply.GENERAL_FAILURE
         self._reply(machine, writer, code, answer)
         await _close(writer)
+
+
+def _restriction_parses(isolation: tuple[bytes | None, bytes | None]) -> bool:
+    """False (and a rate-limited log line) when the username starts with `exit=` but its node
+    list does not parse: such a request is refused, never served without its restriction."""
+    try:
+        stream_restriction(isolation)
+    except RestrictionError as exc:
+        peer_log.warning("SOCKS request refused: bad exit= in username", error=str(exc)[:120])
+        return False
+    return True
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
