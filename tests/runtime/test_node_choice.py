@@ -12,7 +12,6 @@ from onionmesh.directory.geoip import GeoIPError
 from onionmesh.directory.node_restrictions import NodeRestrictions
 from onionmesh.errors import DirectoryError
 from onionmesh.rng import SeededRng
-from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.node_choice import load_geoip, set_restrictions
 from onionmesh.runtime.client.path_policy import PathPolicy
 from tests.directory.test_path_selection import relay
@@ -47,8 +46,9 @@ def test_a_bad_file_is_an_error_naming_the_line(tmp_path: Path) -> None:
         load_geoip(tmp_path / "bad")
 
 
-def handle(number: int, path: list, isolation: object = (None, None)) -> CircuitHandle:
-    return CircuitHandle(number, None, None, path, isolation)  # type: ignore[arg-type]
+def handle(number: int, path: list, isolation: object = (None, None)) -> SimpleNamespace:
+    """What set_restrictions reads of a CircuitHandle (its path and isolation) and writes."""
+    return SimpleNamespace(number=number, path=path, exit=path[-1], isolation=isolation, dirty_since=None)
 
 
 def test_setting_restrictions_at_run_time_retires_circuits_that_break_them(tmp_path: Path) -> None:
