@@ -28,13 +28,13 @@ RELAYS = 8
 WAIT = 90.0  # liveness bound only
 
 
-async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service") -> ClientNode:
+async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service", relays: int = RELAYS) -> ClientNode:
     node = ClientNode(
         ClientConfig(data_dir=tmp_path / name, socks_port=0, control_port=0,
                      bootstrap=(mesh.relays[0].dht.address,), prebuilt_circuits=0)
     )  # fmt: skip
     await node.start()
-    assert await node.directory.wait_for(len(mesh.relays), 30) == len(mesh.relays)
+    assert await node.directory.wait_for(relays, 30) >= relays
     return node
 
 
@@ -67,7 +67,9 @@ async def test_service_reached_by_name_through_socks_byte_exact(tmp_path: Path) 
         service = await publish(node, mesh)
         assert service.state == "published" and len(service.address) == 62
         assert len([s for s in service.intros if s.established.is_set()]) == 3
-        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/300000")
+        body = await asyncio.to_thread(
+            http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/300000"
+        )
         assert body == mesh.origin.blob(300000)
         # curl resolves nothing itself (--socks5-hostname): the name goes to the proxy
         proc = await asyncio.create_subprocess_exec(
@@ -117,6 +119,58 @@ async def test_socks_codes_typo_unpublished_stopped(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         code = await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, service.address, 80, 120)
         assert code in (0xF2, 0xF0), hex(code)
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_killed_intro_point_replaced_and_restart_keeps_address(tmp_path: Path) -> None:
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        key = ExpandedKey.from_seed(os.urandom(32))
+        service = await publish(node, mesh, key)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+        # kill one intro point that is nobody's guard and not the DHT's bootstrap node
+        guards = set(mesh.client.circuits.policy.primary_guards(mesh.client.relays))
+        guards |= set(node.circuits.policy.primary_guards(node.relays))
+        intro_fps = [
+            s.relay.fingerprint for s in service.intros if s.relay.fingerprint != mesh.relays[0].fingerprint
+        ]
+        victim = sorted(intro_fps, key=lambda fp: fp in guards)[0]  # not a guard if it can help
+        uploads = service.stats.get("desc_uploaded", 0)
+        await mesh.relay(victim).stop()
+        assert await eventually(
+            lambda: (
+                len([s for s in service.intros if s.established.is_set()]) == 3
+                and victim not in {s.relay.fingerprint for s in service.intros}
+                and service.stats.get("desc_uploaded", 0) > uploads
+            ),
+            WAIT,
+        ), service.stats
+        assert service.stats.get("intro_lost", 0) >= 1
+        # a fresh client (no cached descriptor) reaches it through the new descriptor
+        fresh = await service_node(mesh, tmp_path, "fresh", RELAYS - 1)
+        try:
+            separate_guards(node, fresh)
+            got = await asyncio.to_thread(
+                http_get_via_socks, fresh.socks.port, service.address, 80, "/blob/2000"
+            )
+            assert got == mesh.origin.blob(2000)
+            # restart with the same key: same address, reachable again (the client's cached
+            # descriptor names intro points that are gone: it fetches the new one)
+            address = service.address
+            await node.remove_onion_service(service.service_id)
+            await asyncio.sleep(1.1)  # the time-derived revision must grow (directory.hs_publish)
+            again = await publish(node, mesh, key)
+            assert again.address == address
+            got = await asyncio.to_thread(http_get_via_socks, fresh.socks.port, address, 80, "/blob/3000")
+            assert got == mesh.origin.blob(3000)
+            assert fresh.onion.stats.get("descriptor_refetch", 0) >= 1
+        finally:
+            await fresh.stop()
     finally:
         await node.stop()
         await stop_mesh(mesh, extras)

@@ -97,9 +97,7 @@ class HsCircuits:
             relays = [*relays, last_hop]
         guards = self.mgr.policy.primary_guards(relays)
         by_fp = {r.fingerprint: r for r in relays}
-        guard = next(
-            (g for g in guards if g in by_fp and not relays_conflict(by_fp[g], last_hop)), None
-        )
+        guard = next((g for g in guards if g in by_fp and not relays_conflict(by_fp[g], last_hop)), None)
         if guard is None:
             raise NoHsPath("no guard fits this last hop")
         before = [v.fingerprint for v in self.vanguards.vanguards]

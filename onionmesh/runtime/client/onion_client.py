@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from onionmesh.crypto import hs_address, hs_blinding, hs_ntor, hs_pow
 from onionmesh.crypto.hs_intro import seal_introduce1
+from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.hs_descriptor import InnerDescriptor, IntroPoint
 from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.errors import BadOnionAddress, CryptoError, OnionConnectFailed, OnionmeshError
@@ -51,6 +52,7 @@ CONNECT_DEADLINE = 60.0  # the whole attempt (the SOCKS request's deadline)
 STEP_TIMEOUT = 15.0  # one message awaited on one circuit
 DESCRIPTOR_CACHE = 64
 DESCRIPTOR_TTL = 600.0
+BUILD_TRIES = 3  # circuits to other rendezvous points (or through other hops) before giving up
 MAX_POW_TRIALS = 1 << 22  # a client pays at most this many hashes for one introduction
 
 
@@ -133,19 +135,9 @@ class OnionConnector:
 
     async def _attempt(self, host: str, service_pk: bytes, service_id: str, *, fresh: bool) -> CircuitHandle:
         desc, subcred, blinded = await self._descriptor(host, service_id, service_pk, fresh)
-        rp = self.hs.choose_last_hop(set())
-        try:
-            rend = await self.hs.build(HsPurpose.CLIENT_REND, rp, service_id)
-        except (OnionmeshError, OSError, TimeoutError) as exc:
-            self.count("rend_circuit_failed")
-            raise OnionConnectFailed(REND_FAILED, f"no rendezvous circuit: {type(exc).__name__}") from None
+        rend, cookie, rp = await self._rendezvous_circuit(service_id)
         ok = False
         try:
-            cookie = self.rng.random_bytes(20)
-            rend.hs_state = "HSCR_CONNECTING"
-            rend.circ.send_message(RelayCommand.ESTABLISH_RENDEZVOUS, EstablishRendezvous(cookie).encode())
-            await self._expect(rend, RelayCommand.RENDEZVOUS_ESTABLISHED, REND_FAILED)
-            rend.hs_state = "HSCR_ESTABLISHED_IDLE"
             plaintext = IntroducePlaintext(cookie, rp.onion_pk, link_specs(rp))
             state = await self._introduce(desc, subcred, blinded, plaintext)
             rend.hs_state = "HSCR_ESTABLISHED_WAITING"
@@ -165,6 +157,33 @@ class OnionConnector:
             if not ok:
                 self.hs.forget(rend)
                 self.hs.mgr.close_circuit(rend.number)
+
+    async def _rendezvous_circuit(self, service_id: str) -> tuple[CircuitHandle, bytes, RelayDescriptor]:
+        """A circuit waiting at a rendezvous point under a fresh cookie (another point if one fails)."""
+        tried: set[str] = set()
+        for _ in range(BUILD_TRIES):
+            rp = self.hs.choose_last_hop(tried)
+            tried.add(rp.fingerprint)
+            try:
+                rend = await self.hs.build(HsPurpose.CLIENT_REND, rp, service_id)
+            except (OnionmeshError, OSError, TimeoutError):
+                self.count("rend_circuit_failed")
+                continue
+            cookie = self.rng.random_bytes(20)
+            rend.hs_state = "HSCR_CONNECTING"
+            try:
+                rend.circ.send_message(
+                    RelayCommand.ESTABLISH_RENDEZVOUS, EstablishRendezvous(cookie).encode()
+                )
+                await self._expect(rend, RelayCommand.RENDEZVOUS_ESTABLISHED, REND_FAILED)
+            except (OnionConnectFailed, OnionmeshError):
+                self.count("rend_circuit_failed")
+                self.hs.forget(rend)
+                self.hs.mgr.close_circuit(rend.number)
+                continue
+            rend.hs_state = "HSCR_ESTABLISHED_IDLE"
+            return rend, cookie, rp
+        raise OnionConnectFailed(REND_FAILED, "no rendezvous circuit")
 
     async def _expect(self, handle: CircuitHandle, command: RelayCommand, code: int):  # type: ignore[no-untyped-def]
         try:
@@ -203,10 +222,15 @@ class OnionConnector:
         exts: Extensions = ()
         if desc.pow is not None and desc.pow.suggested_effort > 0:
             exts = await self._solve(desc, blinded, state.x_public)
-        try:
-            intro = await self.hs.build(HsPurpose.CLIENT_INTRO, relay, None)
-        except (OnionmeshError, OSError, TimeoutError):
-            raise OnionConnectFailed(INTRO_FAILED, "no introduction circuit") from None
+        intro = None
+        for _ in range(BUILD_TRIES):  # another vanguard and middle if a hop on the way failed
+            try:
+                intro = await self.hs.build(HsPurpose.CLIENT_INTRO, relay, None)
+                break
+            except (OnionmeshError, OSError, TimeoutError):
+                self.count("intro_circuit_failed")
+        if intro is None:
+            raise OnionConnectFailed(INTRO_FAILED, "no introduction circuit")
         try:
             intro.hs_state = "HSCI_CONNECTING"
             intro.circ.send_message(RelayCommand.INTRODUCE1, seal_introduce1(state, plaintext, exts).encode())
@@ -239,4 +263,3 @@ class OnionConnector:
             with contextlib.suppress(Exception):
                 self.hs.mgr.close_circuit(handle.number)
         self._circuits.clear()
-
