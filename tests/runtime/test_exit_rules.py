@@ -87,7 +87,7 @@ async def test_a_loopback_only_exit_never_asks_a_resolver(recorder) -> None:
 
 from onionmesh.runtime.client.circuit_handle import StreamFailed  # noqa: E402
 from onionmesh.wire.relay_msg import ResolvedType  # noqa: E402
-from tests.runtime.conftest import start_mesh, stop_mesh  # noqa: E402
+from tests.helpers.mesh import start_mesh, stop_mesh  # noqa: E402
 
 
 @pytest.fixture

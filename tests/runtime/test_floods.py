@@ -23,7 +23,7 @@ from pathlib import Path
 import socks
 
 from onionmesh.directory.descriptor import RelayDescriptor
-from tests.runtime.conftest import start_mesh, stop_mesh
+from tests.helpers.mesh import start_mesh, stop_mesh
 
 SIZE = 6_000_000
 FLOOD_SECONDS = 8.0
