@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.mesh import Mesh, http_get_via_socks
 
-SPEC = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+SPEC = json.loads((Path(__file__).resolve().parents[3] / "docs" / "openapi.json").read_text())
 
 
 def schema_for(path: str, method: str, status: int) -> dict | None:

@@ -81,7 +81,7 @@ async def test_a_loopback_only_exit_never_asks_a_resolver(recorder) -> None:
 
 
 # --------------------------------------------------------------------------- over real sockets
-# A real relay and client on loopback (tests/runtime/conftest.py), one-hop circuits to the exit.
+# A real relay and client on loopback (tests/helpers/mesh.py), one-hop circuits to the exit.
 # The exit's connect and resolver are wrapped, not replaced: loopback destinations go through,
 # anything else is recorded and refused before a packet leaves, and names never reach a resolver.
 
