@@ -166,3 +166,7 @@ class OnionConnectFailed(OnionmeshError):
     def __init__(self, code: int, detail: str = "") -> None:
         super().__init__(detail or f"onion service unreachable (SOCKS 0x{code:02X})")
         self.code = code
+
+
+class ListenerClash(OnionmeshError, ValueError):
+    """Two of a node's own listeners were given the same address."""

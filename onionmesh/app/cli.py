@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
-    from onionmesh.errors import PublicListenerRefused
+    from onionmesh.errors import ListenerClash, PublicListenerRefused
     from onionmesh.runtime.keystore import InsecurePermissions
 
     try:
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except InsecurePermissions as exc:
         print(f"onionmesh {args.command}: refusing to start: {exc}", file=sys.stderr)
         return 2
-    except PublicListenerRefused as exc:
+    except (PublicListenerRefused, ListenerClash) as exc:
         print(f"onionmesh {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a data directory that cannot be created: one line

@@ -10,7 +10,14 @@ from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.errors import ConfigError, ListenError, NotFound, OnionmeshError, PublicListenerRefused
+from onionmesh.errors import (
+    ConfigError,
+    ListenerClash,
+    ListenError,
+    NotFound,
+    OnionmeshError,
+    PublicListenerRefused,
+)
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.client import status_page
@@ -65,6 +72,26 @@ class ClientConfig:
     torcontrol_passwords: tuple[str, ...] = ()
 
 
+def clashing_listeners(config: ClientConfig) -> str | None:
+    """Two of this proxy's own listeners asked for one address (port 0 means "any": never a clash).
+    The JSON control API moved from 9051 to 9052 when Tor's control port took 9051, so an old
+    `--control 127.0.0.1:9051` must get this sentence, not "address already in use"."""
+    seen: dict[tuple[str, int], str] = {}
+    for what, host, port in (
+        ("--socks", config.socks_host, config.socks_port),
+        ("--control", config.control_host, config.control_port),
+        *([("--tor-control", *config.torcontrol)] if config.torcontrol else []),
+    ):
+        if port and (host, port) in seen:
+            return (
+                f"{seen[(host, port)]} and {what} both ask for {host}:{port}; Tor's control port "
+                "(--tor-control) is 127.0.0.1:9051 and the JSON control API (--control) 127.0.0.1:9052 "
+                "by default (docs/control-port.md)"
+            )
+        seen[(host, port)] = what
+    return None
+
+
 def public_listeners(config: ClientConfig) -> list[str]:
     """The listeners others than this machine's users could reach, as "SOCKS 0.0.0.0:9050"."""
     out = []
@@ -82,6 +109,9 @@ class ClientNode:
     def __init__(self, config: ClientConfig, rng: Rng = DEFAULT_RNG) -> None:
         self.config = config
         self.rng = rng
+        clash = clashing_listeners(config)
+        if clash:
+            raise ListenerClash(clash)
         exposed = public_listeners(config)
         if exposed and not config.allow_public_listeners:
             raise PublicListenerRefused(
