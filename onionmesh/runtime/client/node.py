@@ -57,7 +57,7 @@ class ClientConfig:
     socks_host: str = "127.0.0.1"
     socks_port: int = 9050
     control_host: str = "127.0.0.1"
-    control_port: int = 9051
+    control_port: int = 9052  # the JSON API; Tor's control protocol has 9051 (torcontrol)
     bootstrap: tuple[tuple[str, int], ...] = ()
     dht_refresh: float = DEFAULT_REFRESH
     hops: int = 3
