@@ -87,9 +87,14 @@ class ControlClient:
             raise fail(f"the proxy is not running at {self.base} ({reason})") from None
 
 
+def _country(hop: dict[str, Any]) -> str:
+    """`CC Name` (the client's own GeoIP judgement; "?? unknown" when it has none)."""
+    return f"{hop.get('country', '??')} {hop.get('country_name', 'unknown')}"
+
+
 def _hops(c: dict[str, Any]) -> str:
-    """nickname[CC](address) per hop; CC is the client's own GeoIP judgement ("??": unknown)."""
-    return " -> ".join(f"{h['nickname']}[{h.get('country', '??')}]({h['address']})" for h in c["hops"])
+    """nickname[CC Name](address) per hop."""
+    return " -> ".join(f"{h['nickname']}[{_country(h)}]({h['address']})" for h in c["hops"])
 
 
 def format_circuit(c: dict[str, Any]) -> str:
@@ -111,7 +116,7 @@ def format_hop_table(c: dict[str, Any]) -> str:
         rtt = f"{hop['rtt_ms']:.2f} ms" if hop["rtt_ms"] is not None else "-"
         layer = hop.get("layer") or "-"
         lines.append(
-            f"  hop {i} {role:<6} {hop['nickname']:<19} {hop.get('country', '??'):<3}"
+            f"  hop {i} {role:<6} {hop['nickname']:<19} {_country(hop)[:22]:<23}"
             f"{hop['address']:<22} {hop['fingerprint'][:16]}"
             f"  {rtt:>9}  {layer}"
         )

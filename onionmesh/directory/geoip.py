@@ -120,7 +120,12 @@ class GeoIP:
     v6: GeoIPTable | None = None
     fallback: Callable[[str], str | None] | None = None
     source: str = "none"  # what answers, in words, for status output
+    files: tuple[str, str] = ("", "")  # the GeoIPFile, GeoIPv6File it was read from ("": none)
     _cache: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def available(self, version: int) -> bool:
+        """Does anything answer for this address family (Tor's `ip-to-country/ipv4-available`)?"""
+        return (self.v4 if version == 4 else self.v6) is not None or self.fallback is not None
 
     def country(self, ip: str) -> str:
         """Upper-case two-letter code of `ip`, or "??" (unknown, private or not an address)."""

@@ -259,11 +259,35 @@ def client_metrics(node: Any) -> list[Metric]:
         _one("onionmesh_client_streams", "Streams open on client circuits.", streams),
         _by("onionmesh_client_bytes_total", "direction", "Stream payload bytes on client circuits.",
             {"in": bytes_in, "out": bytes_out}),
-        _one("onionmesh_client_relays_known", "Relays in the client's view.",
-             _safe_len(getattr(directory, "view", ()))),
+        *relays_by_country(node),
         *dht_metrics(getattr(directory, "dht", None)),
         *process_metrics(),
     ]  # fmt: skip
+
+
+def relays_by_country(node: Any) -> list[Metric]:
+    """Relays and exits in the client's view per country, judged by the CLIENT's GeoIP database
+    (node.policy.country), labelled with Tor's lower-case codes ("??" unknown): what a user who
+    pins `ExitNodes {cc}` chooses among.  At most one sample per country code (~260)."""
+    relays: dict[str, float] = {}
+    exits: dict[str, float] = {}
+    country = getattr(getattr(node, "policy", None), "country", None)
+    try:
+        known = list(getattr(node, "relays", None) or [])
+    except (AttributeError, TypeError):
+        known = []
+    for desc in known:
+        cc = str(country(desc)).lower() if callable(country) else "??"
+        relays[cc] = relays.get(cc, 0) + 1
+        exits.setdefault(cc, 0)
+        if getattr(desc, "is_exit", False):
+            exits[cc] += 1
+    return [
+        _by("onionmesh_client_relays_known", "country", "Relays in the client's view, by country.", relays),
+        _by(
+            "onionmesh_client_exits_known", "country", "Exit relays in the client's view, by country.", exits
+        ),
+    ]
 
 
 # --- the endpoint -----------------------------------------------------------------------------

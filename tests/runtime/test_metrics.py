@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
 import pytest
 
 from onionmesh.crypto.sodium import HARDWARE_AES
+from onionmesh.rng import SeededRng
+from onionmesh.runtime.client.node_choice import load_geoip
+from onionmesh.runtime.client.path_policy import PathPolicy
 from onionmesh.runtime.metrics import (
     CONTENT_TYPE,
     Metric,
@@ -18,6 +22,7 @@ from onionmesh.runtime.metrics import (
     relay_metrics,
     render,
 )
+from tests.helpers.descriptors import relay as descriptor
 from tests.helpers.mesh import Mesh, http_get_via_socks
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -27,6 +32,12 @@ TRICKY = 'back\\slash "quoted"\nnew line, and {braces}=1'
 
 def parse(text: str) -> dict[str, object]:
     return {f.name: f for f in parser.text_string_to_metric_families(text)}
+
+
+def total(families: dict[str, object], family: str) -> float:
+    """The sum of a family's samples (0 when the family has none)."""
+    fam = families.get(family)
+    return sum(s.value for s in fam.samples) if fam is not None else 0.0  # type: ignore[attr-defined]
 
 
 def value(families: dict[str, object], family: str, sample: str | None = None, **labels: str) -> float:
@@ -101,8 +112,29 @@ def test_collectors_read_missing_fields_as_zero() -> None:
     assert value(families, "onionmesh_relay_circuits_created", "onionmesh_relay_circuits_created_total") == 7
     families = parse(render(client_metrics(object())))
     assert value(families, "onionmesh_client_circuits", state="open") == 0
-    assert value(families, "onionmesh_client_relays_known") == 0
+    assert total(families, "onionmesh_client_relays_known") == 0
     assert value(families, "onionmesh_process_resident_memory_bytes") > 0
+
+
+def test_client_relays_and_exits_per_country_as_the_clients_geoip_judges(tmp_path: Path) -> None:
+    (tmp_path / "geoip").write_text("167837696,167903231,DE\n167903232,167968767,FR\n")  # 10.1/16, 10.2/16
+    policy = PathPolicy(None, SeededRng(1))
+    policy.geoip = load_geoip(tmp_path / "geoip")
+    relays = [
+        descriptor(1, "10.1.0.1"),
+        descriptor(2, "10.1.0.2"),
+        descriptor(3, "10.1.0.3", policy=""),  # no exit policy: not an exit
+        descriptor(4, "10.2.0.1", policy=""),  # no exit policy: not an exit
+        descriptor(5, "10.9.0.1"),
+    ]
+    families = parse(render(client_metrics(SimpleNamespace(policy=policy, relays=relays))))
+    assert families["onionmesh_client_relays_known"].type == "gauge"  # type: ignore[attr-defined]
+    for name, want in (
+        ("onionmesh_client_relays_known", {"de": 3, "fr": 1, "??": 1}),
+        ("onionmesh_client_exits_known", {"de": 2, "fr": 0, "??": 1}),
+    ):
+        samples = families[name].samples  # type: ignore[attr-defined]
+        assert {s.labels["country"]: s.value for s in samples} == want
 
 
 # --- on a live mesh -----------------------------------------------------------------------------
@@ -172,7 +204,10 @@ async def test_relay_and_client_metrics_move_with_traffic(mesh: Mesh) -> None:
             families, "onionmesh_client_bytes", "onionmesh_client_bytes_total", direction="in"
         ) >= len(want)
         assert value(families, "onionmesh_client_circuits", state="open") >= 1
-        assert value(families, "onionmesh_client_relays_known") == len(mesh.relays)
+        assert total(families, "onionmesh_client_relays_known") == len(mesh.relays)
+        assert total(families, "onionmesh_client_exits_known") == sum(
+            1 for d in mesh.client.relays if d.is_exit
+        )
     finally:
         for server in servers:
             await server.stop()

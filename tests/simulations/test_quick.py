@@ -176,3 +176,27 @@ def test_cached_hop1_is_select_paths_hop1() -> None:
             assert paths.hop1(primary, exit_fp, conflicts) == direct
     assert (True, False, False) in patterns  # the exit is the first guard: hop 1 is the second
     assert paths.real_paths < 120 + 2 * 4  # one call per guards and pattern, not per exit
+
+
+def test_exit_country_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations import exit_country
+
+    assert exit_country.main(["--quick"]) == 0
+    lines = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
+    figure = {name: float(text.split()[0]) for name, text in lines.items()}
+    shares = [figure[f"pin_{cc}.exit_weight_share"] for cc in exit_country.PINS]
+    assert shares == sorted(shares, reverse=True) and abs(shares[0] - 33.0) < 2  # the cited shares hold
+    # pinning narrows the choice: fewer exits, fewer effective ones, a larger top exit; smaller
+    # countries narrow it more and carry more load when the same share of users pins them
+    for cc in exit_country.PINS:
+        assert figure[f"pin_{cc}.exits"] < figure["nopin.exits"]
+        assert figure[f"pin_{cc}.effective_exits"] < figure["nopin.effective_exits"]
+        assert figure[f"pin_{cc}.top_exit_probability"] > figure["nopin.top_exit_probability"]
+    loads = [figure[f"pin_{cc}.load_factor_at_10pct_pinning"] for cc in exit_country.PINS]
+    assert loads == sorted(loads) and loads[0] > 1
+    # an adversary whose exits sit in the pinned country holds more of the user's exits and
+    # compromises more circuits than one spread like everyone
+    for cc in exit_country.PINS:
+        spread, inside = f"pin_{cc}.spread", f"pin_{cc}.in_country"
+        assert figure[f"{inside}.adversary_exit_probability"] > figure[f"{spread}.adversary_exit_probability"]
+        assert figure[f"{inside}.circuits_compromised"] > figure["nopin.circuits_compromised"]

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from onionmesh.directory.countries import country_name
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import OnionmeshError
@@ -70,6 +71,7 @@ def circuit_json(
                 "nickname": d.nickname,
                 "address": f"{d.link_addresses[0][0]}:{d.link_addresses[0][1]}",
                 "country": country(d),  # from OUR GeoIP database, never from the relay
+                "country_name": country_name(country(d)),
                 # The EXTEND round trip to this hop: the client's measured RTT to it.
                 "rtt_ms": round(handle.hop_times[i] * 1000, 2) if i < len(handle.hop_times) else None,
                 # the relay-crypto layer suite the circuit handshake chose for this hop
@@ -112,6 +114,7 @@ def relay_json(
         "nickname": desc.nickname,
         "address": f"{desc.link_addresses[0][0]}:{desc.link_addresses[0][1]}",
         "country": country(desc),
+        "country_name": country_name(country(desc)),
         "exit": desc.is_exit,
         "web_exit": exit_accepts_port(desc, 443) or exit_accepts_port(desc, 80),
         "guard": desc.fingerprint in guards,

@@ -20,6 +20,7 @@ from onionmesh.errors import ListenError, NotFound, Unsupported
 from onionmesh.proto.torcontrol_onion import AddOnion, ClientAuthAdd
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
+from onionmesh.runtime.client.node_choice import CONF_OPTIONS, conf_values, prepare_conf
 from onionmesh.runtime.torcontrol.server import TorControlServer, cookie_auth
 from onionmesh.runtime.torcontrol.target import (
     PURPOSE_CONTROLLER,
@@ -191,19 +192,24 @@ class ClientControlTarget:
             "UseBridges": ["1" if config.bridges else "0"],
             "CircuitBuildTimeout": [str(int(self.node.policy.build_timeout()))],
             "NumEntryGuards": ["1"],
+            **conf_values(self.node.policy),  # ExitNodes ... GeoIPv6File (runtime/client/node_choice.py)
         }
         if name == "__names__":
             return sorted(values)
         return values.get(name)
 
     def set_conf(self, values: dict[str, str | None]) -> None:
+        apply_node_choice = prepare_conf(self.node.policy, self.node.circuits, values)  # ConfError: refused
         for name, value in values.items():
+            if name in CONF_OPTIONS:
+                continue
             if name == "DisableNetwork" and value in (None, "0"):
                 continue
             current = self.get_conf(name)
             if value is not None and current is not None and [value] == current:
                 continue
             raise ValueError(f"{name} cannot be changed at run time (restart the proxy with the new setting)")
+        apply_node_choice()
 
     # --- actions ---------------------------------------------------------------------------------
     def newnym(self) -> None:
@@ -282,6 +288,13 @@ class ClientControlTarget:
             self._emit(Event("STREAM", stream=self._stream(handle, sid, "SUCCEEDED")))
         elif what == "closed":
             self._emit(Event("STREAM", stream=self._stream(handle, sid, "CLOSED")))
+
+    # --- GeoIP (exit by country: GETINFO ip-to-country/) -----------------------------------------
+    def geoip_available(self, version: int) -> bool:
+        return bool(self.node.policy.geoip.available(version))
+
+    def ip_to_country(self, ip: str) -> str:
+        return str(self.node.policy.geoip.country(ip))
 
 
 async def start_tor_control(node: _Node, cookie: bytes) -> TorControlServer:

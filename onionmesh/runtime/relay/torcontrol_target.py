@@ -127,6 +127,12 @@ class RelayControlTarget:
     def client_auth_view(self, service_id: str | None) -> list[str]:
         return []
 
+    def geoip_available(self, version: int) -> bool:
+        return False  # a relay holds no GeoIP database: ip-to-country is "GeoIP data not loaded"
+
+    def ip_to_country(self, ip: str) -> str:
+        return "??"
+
 
 async def start_tor_control(
     node: RelayNode, address: tuple[str, int], passwords: tuple[str, ...] = ()

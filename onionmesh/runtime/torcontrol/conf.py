@@ -21,8 +21,6 @@ FIXED: dict[str, list[str]] = {
     "Log": ["notice stdout"],
     "MaxCircuitDirtiness": ["600"],
     "AvoidDiskWrites": ["0"],
-    "GeoIPFile": [],
-    "GeoIPv6File": [],
     "ClientOnly": ["0"],
     "UseMicrodescriptors": ["0"],
     "DirPort": ["0"],

@@ -7,6 +7,7 @@ for this node (a relay's `fingerprint` on a client) is `551` with the reason, as
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import resource
 import time
@@ -110,8 +111,8 @@ class GetInfo:
             "accounting/enabled": lambda: "0",
             "dormant": lambda: "0",
             "bw-event-cache": lambda: "",
-            "ip-to-country/ipv4-available": lambda: "0",
-            "ip-to-country/ipv6-available": lambda: "0",
+            "ip-to-country/ipv4-available": lambda: "1" if target.geoip_available(4) else "0",
+            "ip-to-country/ipv6-available": lambda: "1" if target.geoip_available(6) else "0",
             "onions/current": lambda: "",
             "onions/detached": lambda: "",
         }
@@ -129,6 +130,17 @@ class GetInfo:
             raise InfoError(551, "Not running in server mode")
         return fp
 
+    def _ip_to_country(self, text: str) -> str:
+        """Tor's getinfo_helper_geoip: the lower-case code, "??" when no range holds the address,
+        551 for a non-address or a family no database covers."""
+        try:
+            addr = ipaddress.ip_address(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
+        except ValueError:
+            raise InfoError(551, "Invalid address family") from None
+        if not self.target.geoip_available(addr.version):
+            raise InfoError(551, "GeoIP data not loaded")
+        return self.target.ip_to_country(str(addr)).lower()
+
     def _or_listeners(self) -> str:
         return " ".join(quote(a) for a in self.target.get_conf("ORPort") or [] if a and a != "0")
 
@@ -143,7 +155,7 @@ class GetInfo:
                     return ns_entry(relay).rstrip("\n")
             raise InfoError(552, f"Unrecognized key {quote(key)}")  # Tor's answer for an unknown relay
         if key.startswith("ip-to-country/"):
-            return "??"  # no GeoIP database yet (exit-by-country is another issue)
+            return self._ip_to_country(key[len("ip-to-country/") :])
         if key.startswith(("desc/", "md/", "extra-info/", "dir/", "entry-guards", "address")):
             raise InfoError(551, f"{key.split('/')[0]} is not available: onionmesh has no Tor directory")
         raise InfoError(552, f"Unrecognized key {quote(key)}")
