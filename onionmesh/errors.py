@@ -76,6 +76,10 @@ class InsecurePermissions(OnionmeshError, OSError):
     """A data directory or key file that others may read: refuse to run, as Tor does."""
 
 
+class OnionConfigError(OnionmeshError, ValueError):
+    """A persistent onion service's settings or files (port mapping, key file, .auth_private) are unusable."""
+
+
 class ConfigError(OnionmeshError, ValueError):
     """The settings are unusable; ``problems`` lists every problem found, not just the first."""
 
