@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
-from onionmesh.errors import ConfError, InfoError, NotFound, Unsupported
+from onionmesh.errors import ConfError, ConfigError, InfoError, NotFound, Unsupported
 from onionmesh.proto.torcontrol import Command, DataLine, format_reply, parse_args, quote, simple
 from onionmesh.proto.torcontrol_auth import AuthConfig, AuthSession
 from onionmesh.proto.torcontrol_onion import (
@@ -36,6 +36,7 @@ class _Server(Protocol):
     auth_failures: int
 
     async def signal(self, name: str, session: Session) -> None: ...
+
 
 MAX_KEYS = 256  # GETINFO/GETCONF keys in one command
 SIGNALS = {
@@ -252,6 +253,10 @@ class Session:
             service = await self.server.target.add_onion(request)
         except Unsupported as exc:
             return simple(551, str(exc))
+        except ConfigError as exc:  # the node refused the spec: Tor's words for a key already running
+            text = _one_line(exc)
+            already = "already running" in text
+            return simple(550 if already else 512, "Onion address collision" if already else text)
         lines = [f"ServiceID={service.service_id}"]
         if service.private_key is not None and "DiscardPK" not in request.flags:
             lines.append(f"PrivateKey=ED25519-V3:{encode_expanded_key(service.private_key)}")
@@ -305,6 +310,14 @@ class Session:
             return simple(551, str(exc))
         return format_reply(250, ["ONION_CLIENT_AUTH_VIEW" + (f" {service_id}" if service_id else ""),
                                   *[f"CLIENT {c}" for c in credentials], "OK"])  # fmt: skip
+
+
+def _one_line(exc: ConfigError) -> str:
+    """A ConfigError as one reply line (it may have been built from a plain string, one problem a
+    character), bounded, with no CR or LF to break the reply's framing."""
+    parts = exc.problems
+    text = "".join(parts) if all(len(p) <= 1 for p in parts) else "; ".join(parts)
+    return " ".join(text.split())[:200]
 
 
 class _Close(Exception):
