@@ -87,6 +87,13 @@ class ConfigError(OnionmeshError, ValueError):
         super().__init__("\n".join(problems))
         self.problems = list(problems)
 
+    def one_line(self) -> str:
+        """The problems on one bounded line (a reply's framing allows no CR or LF).  Built from a
+        plain string by mistake, `problems` holds one character each: joined back, not spaced."""
+        parts = self.problems
+        text = "".join(parts) if all(len(p) <= 1 for p in parts) else "; ".join(parts)
+        return " ".join(text.split())[:200]
+
 
 class ListenError(OnionmeshError, OSError):
     """A listener could not be opened: the message is the whole story, for one line on stderr."""

@@ -254,7 +254,7 @@ class Session:
         except Unsupported as exc:
             return simple(551, str(exc))
         except ConfigError as exc:  # the node refused the spec: Tor's words for a key already running
-            text = _one_line(exc)
+            text = exc.one_line()
             already = "already running" in text
             return simple(550 if already else 512, "Onion address collision" if already else text)
         lines = [f"ServiceID={service.service_id}"]
@@ -310,14 +310,6 @@ class Session:
             return simple(551, str(exc))
         return format_reply(250, ["ONION_CLIENT_AUTH_VIEW" + (f" {service_id}" if service_id else ""),
                                   *[f"CLIENT {c}" for c in credentials], "OK"])  # fmt: skip
-
-
-def _one_line(exc: ConfigError) -> str:
-    """A ConfigError as one reply line (it may have been built from a plain string, one problem a
-    character), bounded, with no CR or LF to break the reply's framing."""
-    parts = exc.problems
-    text = "".join(parts) if all(len(p) <= 1 for p in parts) else "; ".join(parts)
-    return " ".join(text.split())[:200]
 
 
 class _Close(Exception):
