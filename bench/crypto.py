@@ -11,33 +11,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import per_call_us
 
 from onionmesh.crypto import sodium
 from onionmesh.crypto.onion_layer import LOCAL_SUITES, LayerSuite, OnionLayer
 from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN
 
 RECORD_CELLS = 16  # what one stream read brings (runtime.transport.stream_pump.READ_CELLS)
-
-
-def per_call_us(fn: Callable[[], object], seconds: float) -> float:
-    """Best of 5 loops of about seconds/5 each: the machine's quiet-moment cost."""
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 0.05:
-        fn()
-        n += 1
-    calls = max(1, int(n * seconds / 5 / 0.05))
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best * 1e6
 
 
 def main() -> None:

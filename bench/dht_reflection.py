@@ -4,7 +4,7 @@ One relay (a real `DhtNode` with an identity and a descriptor) on 127.0.0.1; one
 socket on 127.0.0.1 sends `--rounds` rounds of ping, find_node, find_value and store, each with a
 fresh random node ID, in every DHT framing (the pre-token one, the current one with no token and
 with a made-up token), as a reflector's victim would see them arrive with its address as source.
-`tests/runtime/test_dht_reflection.py` sends the same burst (`burst_round`, `relay_at`, `Sink`);
+`tests/runtime/dht/test_dht_reflection.py` sends the same burst (`burst_round`, `relay_at`, `Sink`);
 the burst is built byte by byte (no import of the DHT's framing modules) so that it runs against
 code of either era.  Prints the
 bytes sent, the bytes that came back to that socket, and their ratio (the amplification).

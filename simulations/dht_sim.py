@@ -189,9 +189,9 @@ def place_descriptors(network: DhtNetwork, among: set[int] | None = None) -> int
         window = order[max(0, pos - 4 * ksize) : pos + 4 * ksize]
         target = Node(key)
         holders = heapq.nsmallest(ksize, window, key=lambda h: target.distance_to(h.contact))
-        first = holders[0].dht.storage.relays
+        first = holders[0].dht.storage
         first.offer(key, node.relay.raw)
-        entry = first._data.get(key)
+        entry = first.relays._data.get(key)  # relay descriptors' half of the node's DhtStorage
         if entry is None:
             raise RuntimeError("a synthetic descriptor did not validate")
         for holder in holders[1:]:

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
-    from onionmesh.errors import OnionConfigError, PublicListenerRefused, Unsupported
+    from onionmesh.errors import ListenerClash, OnionConfigError, PublicListenerRefused, Unsupported
     from onionmesh.runtime.keystore import InsecurePermissions
 
     try:
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except InsecurePermissions as exc:
         print(f"onionmesh {args.command}: refusing to start: {exc}", file=sys.stderr)
         return 2
-    except (PublicListenerRefused, Unsupported, OnionConfigError) as exc:  # an onion service's files
+    except (PublicListenerRefused, ListenerClash, Unsupported, OnionConfigError) as exc:  # onion files too
         print(f"onionmesh {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a data directory that cannot be created: one line

@@ -48,7 +48,8 @@ class ControlClient:
     def not_ours(self, what: str) -> SystemExit:
         return fail(
             f"{self.address} is not an onionmesh control port ({what}); "
-            "give the proxy's --control HOST:PORT (default 127.0.0.1:9051)"
+            "give the proxy's --control HOST:PORT (default 127.0.0.1:9052; "
+            "9051 speaks Tor's control protocol)"
         )
 
     def refused(self, status: int, body: bytes) -> SystemExit:

@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from onionmesh.runtime.client.control import ControlServer
-from tests.apps.test_browser import (
-    live_chromium,
-    needs_chromium,
-    status_server,
-    traffic_through,
-    wait_for_circuits,
-    wait_for_streams,
-)
-from tests.runtime.conftest import Mesh, start_mesh, stop_mesh
+from tests.helpers.chromium import live_chromium, needs_chromium, traffic_through, wait_for_streams
+from tests.helpers.mesh import Mesh
 
 STATE = """JSON.stringify(Array.from(document.querySelectorAll(".circuit")).map(function (row) {
   var hops = row.querySelectorAll(".node.hop");
@@ -27,19 +17,6 @@ STATE = """JSON.stringify(Array.from(document.querySelectorAll(".circuit")).map(
           last: hops[hops.length - 1].querySelector(".role").textContent,
           tags: row.querySelectorAll(".exit-tag").length};
 }).concat([{events: document.getElementById("events").textContent}]))"""
-
-
-@pytest.fixture
-async def page_mesh(tmp_path: Path) -> AsyncIterator[tuple[Mesh, ControlServer]]:
-    mesh, extras = await start_mesh(tmp_path, prebuilt=2)
-    server, own = await status_server(mesh)
-    try:
-        await wait_for_circuits(mesh, 2)
-        yield mesh, server
-    finally:
-        if own:
-            await server.stop()
-        await stop_mesh(mesh, extras)
 
 
 @needs_chromium

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
 from onionmesh.runtime.client.control import ControlServer
-from tests.apps.test_browser import live_chromium, needs_chromium, status_server, wait_for_circuits
-from tests.runtime.conftest import Mesh, start_mesh, stop_mesh
+from tests.helpers.chromium import live_chromium, needs_chromium
+from tests.helpers.mesh import Mesh, serve
 
 ATTACK_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>cat pictures</title></head>
 <body><p>nothing to see</p><script>
@@ -70,24 +68,11 @@ ATTACK_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>cat pic
 """
 
 
-@pytest.fixture
-async def victim(tmp_path: Path) -> AsyncIterator[tuple[Mesh, ControlServer]]:
-    mesh, extras = await start_mesh(tmp_path, prebuilt=2)
-    server, own = await status_server(mesh)
-    try:
-        await wait_for_circuits(mesh, 2)
-        yield mesh, server
-    finally:
-        if own:
-            await server.stop()
-        await stop_mesh(mesh, extras)
-
-
 @needs_chromium
 async def test_a_page_on_another_loopback_port_can_neither_read_nor_drive_the_control_api(
-    victim: tuple[Mesh, ControlServer], tmp_path: Path
+    page_mesh: tuple[Mesh, ControlServer], tmp_path: Path
 ) -> None:
-    mesh, server = victim
+    mesh, server = page_mesh  # the victim: a proxy whose status page the user has open
     report: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
 
     async def page(_request: web.Request) -> web.Response:
@@ -101,11 +86,7 @@ async def test_a_page_on_another_loopback_port_can_neither_read_nor_drive_the_co
     app = web.Application()
     app.router.add_get("/", page)
     app.router.add_post("/report", got_report)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    attacker = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, attacker = await serve(app)
 
     launched: list[tuple[int, int]] = []  # (circuit, hops) of every circuit begun during the attack
     mesh.client.circuits.listeners.append(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import Mesh, start_mesh, stop_mesh
+from tests.helpers.mesh import Mesh, start_mesh, stop_mesh
 
 ROOT = Path(__file__).resolve().parents[2]
 

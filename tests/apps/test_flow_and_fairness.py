@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from onionmesh.app import testnet
 from onionmesh.proto.flow import STREAM_WINDOW
-from onionmesh.runtime import safelog
 from onionmesh.runtime.transport.stream_pump import WRITE_HIGH_WATER
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX
-from tests.runtime.conftest import start_origin
+from tests.helpers.mesh import start_origin
+from tests.helpers.testnet import socks_get, start_testnet
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc for RSS")
 
@@ -41,17 +40,6 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def socks_get(socks_port: int, port: int, path: str, user: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    import socks
-
-    s = socks.socksocket()
-    s.set_proxy(socks.SOCKS5, "127.0.0.1", socks_port, rdns=True, username=user, password="x")
-    s.settimeout(timeout)
-    s.connect(("localhost", port))
-    s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-    return s
-
-
 def fetch_small(socks_port: int, port: int, user: str) -> float:
     """Seconds for a whole 1 KiB fetch on an open circuit (new stream)."""
     t0 = time.monotonic()
@@ -62,13 +50,6 @@ def fetch_small(socks_port: int, port: int, user: str) -> float:
     s.close()
     assert got > 1024
     return time.monotonic() - t0
-
-
-async def start_testnet(tmp_path: Path, *relay_args: str) -> testnet.Testnet:
-    safelog.configure("warning")
-    net = testnet.Testnet(tmp_path / "net", 3, ("127.0.0.1", 0), ("127.0.0.1", 0), relay_args=relay_args)
-    await net.start()
-    return net
 
 
 async def test_a_slow_reader_keeps_every_relay_flat(tmp_path: Path) -> None:

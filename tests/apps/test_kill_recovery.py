@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps.test_testnet_cli import ONIONMESH, free_port, www  # noqa: F401 - the www fixture
-from tests.runtime.conftest import http_get_via_socks, socks5_connect
+from tests.helpers.mesh import http_get_via_socks, socks5_connect
+from tests.helpers.testnet import ONIONMESH, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
@@ -36,7 +36,7 @@ def control(info: dict, path: str) -> object:
         return json.loads(resp.read())
 
 
-def test_sigkilled_relays_are_survived(tmp_path: Path, www: tuple[int, Path]) -> None:  # noqa: F811
+def test_sigkilled_relays_are_survived(tmp_path: Path, www: tuple[int, Path]) -> None:
     wport, root = www
     port = free_port()
     state = tmp_path / "tn"

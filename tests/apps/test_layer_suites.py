@@ -16,8 +16,8 @@ import pytest
 from onionmesh.crypto.onion_layer import LayerSuite
 from onionmesh.crypto.sodium import HARDWARE_AES
 from onionmesh.proto.link import SUITE_AEGIS256, SUITE_CHACHA20_POLY1305
-from tests.apps.test_flow_and_fairness import socks_get, start_testnet
-from tests.runtime.conftest import start_origin
+from tests.helpers.mesh import start_origin
+from tests.helpers.testnet import socks_get, start_testnet
 
 SIZE = 3 * 1024 * 1024
 

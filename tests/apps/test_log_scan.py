@@ -8,13 +8,13 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.apps.test_testnet_cli import ONIONMESH, free_port, www  # noqa: F401 - the www fixture
-from tests.runtime.conftest import http_get_via_socks, raw_socks5_reply
+from tests.helpers.mesh import http_get_via_socks, raw_socks5_reply
+from tests.helpers.testnet import ONIONMESH, free_port
 
 SECRET = "logscan-secret-destination"
 
 
-def test_no_destination_or_client_address_in_any_log(tmp_path: Path, www: tuple[int, Path]) -> None:  # noqa: F811
+def test_no_destination_or_client_address_in_any_log(tmp_path: Path, www: tuple[int, Path]) -> None:
     wport, root = www
     port = free_port()
     state = tmp_path / "tn"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.client.path_policy import SAVE_INTERVAL, PathPolicy
-from tests.runtime.conftest import start_mesh, stop_mesh
+from tests.helpers.mesh import start_mesh, stop_mesh
 
 ROOT = Path(__file__).resolve().parents[2]
 

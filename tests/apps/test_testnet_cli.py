@@ -11,51 +11,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import http_get_via_socks
+from tests.helpers.mesh import http_get_via_socks
+from tests.helpers.testnet import ONIONMESH, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
-
-ONIONMESH = [sys.executable, "-m", "onionmesh"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # clients cut off mid-download (by design in the kill tests) are not errors here
-
-
-@pytest.fixture(scope="module")
-def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    root = tmp_path_factory.mktemp("www")
-    (root / "blob").write_bytes(os.urandom(50 * 1024 * 1024))
-    (root / "m1").write_bytes(os.urandom(1024 * 1024))
-    server = QuietServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], root
-    server.shutdown()
-
 
 @pytest.fixture(scope="module")
 def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:

@@ -125,3 +125,12 @@ def test_public_socks_with_the_override_is_accepted_and_named(tmp_path: Path) ->
     config = ClientConfig(tmp_path / "c", socks_host="0.0.0.0", allow_public_listeners=True)
     ClientNode(config)
     assert public_listeners(config) == ["SOCKS 0.0.0.0:9050"]
+
+
+def test_two_listeners_on_one_address_say_which(tmp_path: Path) -> None:
+    """An old `--control 127.0.0.1:9051` (the JSON API's port before Tor's control port took it)
+    gets a sentence naming both flags and the new ports, not "address already in use"."""
+    line = _one_line(_run(*_proxy(tmp_path, "--socks", "127.0.0.1:0", "--control", "127.0.0.1:9051")))
+    assert "--control and --tor-control both ask for 127.0.0.1:9051" in line, line
+    assert "9052" in line and "already in use" not in line, line
+    assert not (tmp_path / "c").exists()  # refused before anything was created

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onionmesh.crypto.keys import IdentityKey, OnionKey, OnionKeyCert
-from onionmesh.directory.descriptor import MAX_DESCRIPTOR_LEN, RelayDescriptor, decode_and_verify
+from onionmesh.directory.descriptor import MAX_DESCRIPTOR_LEN, decode_and_verify
 from onionmesh.directory.dht_records import (
     HELLO_CONTEXT,
     NODE_ID_LEN,
@@ -28,11 +27,7 @@ from onionmesh.directory.dht_records import (
 )
 from onionmesh.directory.view import MISSED_CRAWLS_TO_DROP, NetView
 from onionmesh.errors import CryptoError
-from onionmesh.rng import SeededRng
-
-T0 = 1_700_000_000
-HOUR = 3600
-DAY = 24 * HOUR
+from tests.helpers.descriptors import DAY, HOUR, T0, identity, make
 
 
 class Clock:
@@ -41,35 +36,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def identity(seed: int) -> IdentityKey:
-    return IdentityKey.generate(SeededRng(seed))
-
-
-def make(
-    seed: int = 1,
-    *,
-    published: int = T0,
-    lifetime: int = 18 * HOUR,
-    ip: str | None = None,
-    cert_until: int | None = None,
-) -> RelayDescriptor:
-    ident = identity(seed)
-    onion = OnionKey.generate(SeededRng(10_000 + seed))
-    cert = OnionKeyCert.issue(ident, onion.public, published - HOUR, cert_until or published + 7 * DAY)
-    ip = ip or f"10.{seed % 250}.{seed // 250}.1"
-    return RelayDescriptor.create(
-        identity=ident,
-        onion_cert=cert,
-        nickname=f"relay{seed}",
-        link_addresses=[(ip, 9001)],
-        dht_contact=(ip, 4000),
-        exit_policy="",
-        bandwidth=1000,
-        published=published,
-        lifetime=lifetime,
-    )
 
 
 def flip(raw: bytes, index: int, bit: int = 0) -> bytes:

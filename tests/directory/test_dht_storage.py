@@ -12,8 +12,7 @@ from onionmesh.directory import hs_descriptor as hd
 from onionmesh.directory import hs_placement as hp
 from onionmesh.directory.dht_storage import DhtStorage, is_hs_record
 from onionmesh.rng import SeededRng
-from tests.directory.test_dht_records import make
-from tests.directory.test_hs_descriptor import _identity, _inner
+from tests.helpers.descriptors import hs_identity, hs_inner, make
 
 PERIOD = 20450
 START = hs_blinding.period_start(PERIOD)
@@ -24,7 +23,7 @@ def record(
     seed: int, *, valid_after: int, revision: int = 1, period: int = PERIOD, lifetime: int = 180
 ) -> bytes:
     return hd.build_record(
-        _identity(seed), _inner(), period=period, revision=revision, valid_after=valid_after,
+        hs_identity(seed), hs_inner(), period=period, revision=revision, valid_after=valid_after,
         lifetime_min=lifetime, rng=SeededRng(seed),
     )  # fmt: skip
 

@@ -23,7 +23,7 @@ from onionmesh.directory.guards import (
 )
 from onionmesh.directory.path_selection import MAX_ADVERTISED_BANDWIDTH
 from onionmesh.rng import SeededRng
-from tests.directory.test_path_selection import relay
+from tests.helpers.descriptors import relay
 
 NOW = 1_700_000_000.0
 HOUR = 3600.0

@@ -1,6 +1,6 @@
 """Onion-service descriptors (directory.hs_descriptor, hs_placement): both layers, restricted
 discovery, what a storing node sees and checks, DHT placement, and the vectors in
-tests/vectors/hs_descriptor.json (`python tests/directory/test_hs_descriptor.py` rewrites them;
+tests/vectors/hs_descriptor.json (`python -m tests.directory.test_hs_descriptor --write` rewrites them;
 only for a deliberate format change)."""
 
 from __future__ import annotations
@@ -20,27 +20,11 @@ from onionmesh.directory import hs_descriptor as hd
 from onionmesh.directory import hs_placement as hp
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.rng import SeededRng
+from tests.helpers.descriptors import hs_identity, hs_inner
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "hs_descriptor.json"
 NOW = 1_767_000_000  # 2025-12-29, inside period 20450
 PERIOD = hs_blinding.period_num(NOW)
-
-
-def _identity(seed: int = 1) -> ExpandedKey:
-    return ExpandedKey.from_seed(SeededRng(seed).random_bytes(32))
-
-
-def _inner(n: int = 3, pow_params: hd.PowParams | None = None) -> hd.InnerDescriptor:
-    rng = SeededRng(99)
-    points = tuple(
-        hd.IntroPoint(
-            rng.random_bytes(32), rng.random_bytes(32),
-            ((f"192.0.2.{i + 1}", 9001),) + (((f"2001:db8::{i + 1}", 9001),) if i % 2 else ()),
-            rng.random_bytes(32), rng.random_bytes(32),
-        )
-        for i in range(n)
-    )  # fmt: skip
-    return hd.InnerDescriptor(points, pow_params)
 
 
 def _record(
@@ -58,8 +42,8 @@ def _record(
 
 
 def test_client_that_knows_the_address_reads_it() -> None:
-    ident = _identity()
-    inner = _inner(3, hd.PowParams(b"s" * 32, 50, NOW + 7200))
+    ident = hs_identity()
+    inner = hs_inner(3, hd.PowParams(b"s" * 32, 50, NOW + 7200))
     raw = _record(ident, inner)
     pk = hs_address.parse_onion_host(hs_address.encode_address(ident.public))
     rec = hd.parse_record(raw)
@@ -69,8 +53,8 @@ def test_client_that_knows_the_address_reads_it() -> None:
 
 
 def test_a_storing_node_learns_nothing_from_the_bytes() -> None:
-    ident = _identity()
-    inner = _inner(8)
+    ident = hs_identity()
+    inner = hs_inner(8)
     raw = _record(ident, inner)
     needles = [
         ident.public,
@@ -83,22 +67,22 @@ def test_a_storing_node_learns_nothing_from_the_bytes() -> None:
         assert needle not in raw
     # fixed sizes: 1 and 8 intro points, with and without restricted discovery (up to 8 clients) look alike
     client = crypto_scalarmult_base(b"c" * 32)
-    sizes = {len(_record(ident, _inner(n), c)) for n in (1, 8) for c in ((), (client,))}
+    sizes = {len(_record(ident, hs_inner(n), c)) for n in (1, 8) for c in ((), (client,))}
     assert sizes == {len(raw)}
     other_period = hd.parse_record(_record(ident, inner, period=PERIOD + 1))
     assert other_period.blinded_pk != hd.parse_record(raw).blinded_pk  # unlinkable across periods
 
 
 def test_another_service_key_cannot_open_it() -> None:
-    rec = hd.parse_record(_record(_identity(1), _inner()))
+    rec = hd.parse_record(_record(hs_identity(1), hs_inner()))
     with pytest.raises(RemoteProtocolError):
-        hd.decrypt_record(rec, _identity(2).public)
+        hd.decrypt_record(rec, hs_identity(2).public)
 
 
 def test_restricted_discovery() -> None:
-    ident = _identity()
+    ident = hs_identity()
     alice, bob, eve = (SeededRng(s).random_bytes(32) for s in (11, 12, 13))
-    inner = _inner(2)
+    inner = hs_inner(2)
     rec = hd.parse_record(_record(ident, inner, (crypto_scalarmult_base(alice), crypto_scalarmult_base(bob))))
     assert hd.decrypt_record(rec, ident.public, alice) == inner
     assert hd.decrypt_record(rec, ident.public, bob) == inner
@@ -113,8 +97,8 @@ def test_restricted_discovery() -> None:
 
 
 def test_every_flipped_byte_fails_a_check() -> None:
-    ident = _identity()
-    raw = _record(ident, _inner(1))
+    ident = hs_identity()
+    raw = _record(ident, hs_inner(1))
     for i in range(0, len(raw), 5):
         bad = bytearray(raw)
         bad[i] ^= 0x01
@@ -125,8 +109,8 @@ def test_every_flipped_byte_fails_a_check() -> None:
 
 
 def test_storing_node_checks() -> None:
-    ident = _identity()
-    raw = _record(ident, _inner())
+    ident = hs_identity()
+    raw = _record(ident, hs_inner())
     rec = hd.parse_record(raw)
     keys = hp.store_keys(rec.blinded_pk, PERIOD)
     clock = [float(NOW)]
@@ -140,11 +124,11 @@ def test_storing_node_checks() -> None:
     assert store.offer(keys[1], b"x" * (hd.MAX_RECORD_LEN + 1)) is hp.HsStoreResult.OVERSIZED
     assert store.offer(keys[1], "text") is hp.HsStoreResult.OVERSIZED
     assert store.offer(b"short", raw) is hp.HsStoreResult.BAD_KEY
-    assert store.offer(keys[0], _record(ident, _inner(), revision=4, seed=8)) is hp.HsStoreResult.OLDER
-    assert store.offer(keys[0], _record(ident, _inner(), revision=5, seed=8)) is hp.HsStoreResult.OLDER
-    newer = _record(ident, _inner(), revision=6, seed=8)
+    assert store.offer(keys[0], _record(ident, hs_inner(), revision=4, seed=8)) is hp.HsStoreResult.OLDER
+    assert store.offer(keys[0], _record(ident, hs_inner(), revision=5, seed=8)) is hp.HsStoreResult.OLDER
+    newer = _record(ident, hs_inner(), revision=6, seed=8)
     assert store.offer(keys[0], newer) is hp.HsStoreResult.STORED and store.get(keys[0]) == newer
-    far = _record(ident, _inner(), period=PERIOD + 2)
+    far = _record(ident, hs_inner(), period=PERIOD + 2)
     assert (
         store.offer(hp.store_key(hd.parse_record(far).blinded_pk, 0, PERIOD + 2), far)
         is hp.HsStoreResult.INVALID
@@ -157,11 +141,11 @@ def test_storing_node_checks() -> None:
 
 
 def test_placement_replicas_in_four_quarters_and_moving_each_period() -> None:
-    blinded = hs_blinding.blind_public(_identity().public, PERIOD)
+    blinded = hs_blinding.blind_public(hs_identity().public, PERIOD)
     keys = hp.store_keys(blinded, PERIOD)
     assert [k[0] >> 6 for k in keys] == [0, 1, 2, 3] and all(len(k) == 20 for k in keys)
     assert set(keys).isdisjoint(
-        hp.store_keys(hs_blinding.blind_public(_identity().public, PERIOD + 1), PERIOD + 1)
+        hp.store_keys(hs_blinding.blind_public(hs_identity().public, PERIOD + 1), PERIOD + 1)
     )
 
 
@@ -189,9 +173,9 @@ def test_inner_decode_refuses_junk_cleanly(junk: bytes, n: int) -> None:
 @given(st.integers(1, 8), st.booleans(), st.integers(0, 24))
 @settings(max_examples=30, deadline=None)
 def test_round_trip_any_shape(n: int, with_pow: bool, n_clients: int) -> None:
-    ident = _identity(n)
+    ident = hs_identity(n)
     secrets = [SeededRng(100 + i).random_bytes(32) for i in range(n_clients)]
-    inner = _inner(n, hd.PowParams(b"p" * 32, 7, NOW) if with_pow else None)
+    inner = hs_inner(n, hd.PowParams(b"p" * 32, 7, NOW) if with_pow else None)
     raw = _record(ident, inner, tuple(crypto_scalarmult_base(s) for s in secrets))
     assert len(raw) <= hd.MAX_RECORD_LEN
     rec = hd.parse_record(raw)
@@ -229,9 +213,9 @@ def build_vectors() -> dict:
         "records": [],
     }
     for name, inner, clients in (
-        ("open, 1 intro point", _inner(1), ()),
-        ("open, 3 intro points, PoW", _inner(3, hd.PowParams(b"s" * 32, 50, NOW + 7200)), ()),
-        ("restricted to client_pk, 2 intro points", _inner(2), (crypto_scalarmult_base(client_secret),)),
+        ("open, 1 intro point", hs_inner(1), ()),
+        ("open, 3 intro points, PoW", hs_inner(3, hd.PowParams(b"s" * 32, 50, NOW + 7200)), ()),
+        ("restricted to client_pk, 2 intro points", hs_inner(2), (crypto_scalarmult_base(client_secret),)),
     ):
         raw = _record(ident, inner, clients)
         out["records"].append({

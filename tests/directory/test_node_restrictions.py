@@ -20,7 +20,7 @@ from onionmesh.directory.node_restrictions import (
 from onionmesh.directory.path_selection import PathRequest, RestrictedExitError, select_path, subnet16
 from onionmesh.errors import DirectoryError
 from onionmesh.rng import SeededRng
-from tests.directory.test_path_selection import relay
+from tests.helpers.descriptors import relay
 
 # 10.1.0.0/16 DE, 10.2.0.0/16 FR, 10.3.0.0/16 US; everything else unknown.
 GEO = GeoIP(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import itertools
 from collections import Counter
@@ -12,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from onionmesh.crypto.keys import OnionKeyCert
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import (
     MAX_ADVERTISED_BANDWIDTH,
@@ -27,42 +25,10 @@ from onionmesh.directory.path_selection import (
 )
 from onionmesh.errors import DirectoryError
 from onionmesh.rng import SeededRng
+from tests.helpers.descriptors import T0, relay
 
-T0 = 1_700_000_000
 LOOPBACK_ONLY = "accept 127.0.0.0/8:*; reject *:*"
 POLICIES = ["", "accept *:*", LOOPBACK_ONLY, "reject *:25; accept *:*", "accept *:80,443", "reject *:*"]
-
-
-def ident(i: int) -> bytes:
-    return hashlib.sha256(b"identity %d" % i).digest()
-
-
-def relay(
-    i: int,
-    addrs: Sequence[tuple[str, int]] | str = (),
-    *,
-    policy: str = "accept *:*",
-    bw: int = 1_000_000,
-    family: Sequence[int] = (),
-    published: int = T0,
-) -> RelayDescriptor:
-    if isinstance(addrs, str):
-        addrs = [(addrs, 9001)]
-    return RelayDescriptor(
-        version=1,
-        nickname=f"r{i}",
-        identity_pk=ident(i),
-        onion_cert=OnionKeyCert(bytes(32), 0, 2**40, bytes(64)),
-        link_addresses=tuple(addrs) or ((f"10.{i}.0.1", 9001),),
-        dht_contact=None,
-        exit_policy=policy,
-        bandwidth=bw,
-        family=tuple(sorted(ident(j) for j in set(family))),
-        protocols="",
-        published=published,
-        expires=published + 3600,
-        signature=bytes(64),
-    )
 
 
 def fps(path: Sequence[RelayDescriptor]) -> list[str]:

@@ -19,7 +19,7 @@ from onionmesh.directory.vanguards import (
 )
 from onionmesh.rng import SeededRng
 from onionmesh.runtime.client.vanguard_state import load_vanguards, save_vanguards
-from tests.directory.test_dht_records import T0, make
+from tests.helpers.descriptors import T0, make
 
 
 def relays(n: int = 20) -> list:  # type: ignore[type-arg]

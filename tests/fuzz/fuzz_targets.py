@@ -38,6 +38,7 @@ from onionmesh.directory.descriptor import (
     encode_descriptor_file,
 )
 from onionmesh.directory.dht_records import DescriptorStore, StoreResult, node_id_for, sign_hello
+from onionmesh.directory.dht_storage import DhtStorage
 from onionmesh.directory.exit_policy import DEFAULT_EXIT_POLICY, MAX_POLICY_CHARS, ExitPolicy, summary_allows
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import OnionmeshError, PolicyError, RemoteProtocolError
@@ -688,7 +689,7 @@ async def _dht_session(data: bytes) -> str:
     from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 
     own_id, own_desc = descriptors()[0]
-    store = DescriptorStore(lambda: NOW)
+    store = DhtStorage(lambda: NOW)  # what every DHT node stores with: relay and onion-service records
     proto = OnionmeshDhtProtocol(
         Node(node_id_for(own_id.public), "127.0.0.1", 7000),
         store,

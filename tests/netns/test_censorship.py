@@ -296,7 +296,7 @@ def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path:
     assert ports == {DHT_PORT}
 
     # Without a bridge: the client knows a DHT contact, but nothing it sends gets past the censor.
-    plain = ["proxy", "--socks", "127.0.0.1:9050", "--control", "127.0.0.1:9051"]
+    plain = ["proxy", "--socks", "127.0.0.1:9050", "--control", "127.0.0.1:9052"]
     plain += ["--data-dir", str(tmp_path / "client-plain"), "--bootstrap", f"{RELAYS[0]}:{DHT_PORT}"]
     proxy = net.spawn("cli", "proxy-plain", *onionmesh(*plain))
     wait_for_text(tmp_path / "proxy-plain.log", "SOCKS5 at", net)
@@ -314,7 +314,7 @@ def test_a_censor_blocks_the_public_network_but_not_a_bridge(net: Net, tmp_path:
     pcap = tmp_path / "censor-c1.pcap"
     dump = net.spawn("cen", "tcpdump", "tcpdump", "-i", "c1", "-nn", "-U", "-w", str(pcap))
     time.sleep(1.0)
-    bridged = ["proxy", "--socks", "127.0.0.1:9050", "--control", "127.0.0.1:9051"]
+    bridged = ["proxy", "--socks", "127.0.0.1:9050", "--control", "127.0.0.1:9052"]
     bridged += ["--data-dir", str(tmp_path / "client-bridge"), "--bridge", line]
     net.spawn("cli", "proxy-bridge", *onionmesh(*bridged))
     deadline = time.monotonic() + 45

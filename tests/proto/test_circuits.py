@@ -38,7 +38,7 @@ from onionmesh.wire.relay_msg import (
     ResolvedType,
     Sendme,
 )
-from tests.proto.circuit_harness import (
+from tests.helpers.circuit_harness import (
     Chain,
     ExitAnswer,
     built_chain,

@@ -8,7 +8,7 @@ from onionmesh.errors import RemoteProtocolError
 from onionmesh.proto.dht_events import DhtAnswerReceived, DhtRpcRequested
 from onionmesh.wire.dht_rpc import AnswerAssembler, DhtRpc, DhtStatus, answer_bodies
 from onionmesh.wire.relay_msg import RelayCommand, RelayMessage
-from tests.proto.circuit_harness import built_chain
+from tests.helpers.circuit_harness import built_chain
 
 
 def test_an_rpc_reaches_the_last_hop_only_and_its_answer_comes_back_in_chunks() -> None:

@@ -318,7 +318,7 @@ def test_stream_flow_between_two_ends(ops: list[str]) -> None:
 
 def test_every_sendme_inc_th_data_cell_carries_an_unpredictable_nonce() -> None:
     """The DATA cells whose digest a SENDME echoes carry 16 random bytes the receiver cannot guess."""
-    from tests.proto.circuit_harness import built_chain
+    from tests.helpers.circuit_harness import built_chain
 
     chain = built_chain(3)
     sid = chain.client.begin("example.org", 80)

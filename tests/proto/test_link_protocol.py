@@ -27,7 +27,7 @@ from onionmesh.proto.link import (
 )
 from onionmesh.rng import SeededRng
 from onionmesh.wire.cell import CELL_LEN, CELL_PAYLOAD_LEN, Cell
-from tests.proto.link_harness import (
+from tests.helpers.link_harness import (
     AEGIS,
     BOTH,
     BUFFER_BOUND,

@@ -24,7 +24,7 @@ from onionmesh.proto.link import (
 )
 from onionmesh.rng import SeededRng
 from onionmesh.wire.cell import CELL_LEN
-from tests.proto.link_harness import (
+from tests.helpers.link_harness import (
     AEGIS,
     BOTH,
     CHACHA,

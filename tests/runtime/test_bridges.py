@@ -24,7 +24,7 @@ from onionmesh.runtime.dht import protocol as dht_protocol
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from onionmesh.runtime.transport.ws_front import DECOY_PAGE, SECRET_FILE
 from onionmesh.wire.cell import Cell, CellCommand
-from tests.runtime.conftest import LOOPBACK_EXIT_POLICY, http_get_via_socks, start_mesh, stop_mesh
+from tests.helpers.mesh import LOOPBACK_EXIT_POLICY, http_get_via_socks, start_mesh, stop_mesh
 
 HANDSHAKE_MARKERS = (b"onionmesh", b"om-link")
 

@@ -15,7 +15,7 @@ from onionmesh.rng import SystemRng
 from onionmesh.runtime.relay.node import RelayNode
 from onionmesh.runtime.transport.link_setup import open_link
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, create_payload, destroy_payload
-from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
+from tests.helpers.mesh import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
 
 class RecordingRelay(RelayNode):

@@ -36,8 +36,8 @@ from onionmesh.runtime.client.hs_fetch import (
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.wire.dht_datagram import HEADER_LEN, NO_TOKEN
-from tests.runtime.conftest import Mesh, start_mesh, stop_mesh
-from tests.runtime.test_dht import RawPeer
+from tests.helpers.dht import RawPeer
+from tests.helpers.mesh import Mesh, start_mesh, stop_mesh
 
 RELAYS = 5
 

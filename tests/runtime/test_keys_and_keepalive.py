@@ -12,7 +12,7 @@ from onionmesh.rng import SystemRng
 from onionmesh.runtime.keystore import KeyStore
 from onionmesh.runtime.transport import link as link_mod
 from onionmesh.runtime.transport.link_setup import open_link
-from tests.runtime.conftest import Mesh
+from tests.helpers.mesh import Mesh
 
 
 def test_key_files_are_private_and_survive_restart(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.runtime.conftest import (
+from tests.helpers.mesh import (
     Mesh,
     curl_via_socks,
     http_get_via_socks,
@@ -39,7 +39,7 @@ async def test_pysocks_remote_dns_and_upload(mesh: Mesh) -> None:
     data = bytes(range(256)) * 4000
 
     def upload() -> bytes:
-        from tests.runtime.conftest import socks5_connect
+        from tests.helpers.mesh import socks5_connect
 
         s = socks5_connect(mesh.socks_port, "localhost", mesh.origin.port)
         s.sendall(b"POST /upload HTTP/1.0\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)

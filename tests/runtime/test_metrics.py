@@ -18,7 +18,7 @@ from onionmesh.runtime.metrics import (
     relay_metrics,
     render,
 )
-from tests.runtime.conftest import Mesh, http_get_via_socks
+from tests.helpers.mesh import Mesh, http_get_via_socks
 
 parser = pytest.importorskip("prometheus_client.parser")
 

@@ -146,7 +146,7 @@ class CircuitDhtChannel:
         return contacts
 
 
-# What msgpack junk can raise in parse_contacts (tests/runtime/test_seed_contacts.py, hypothesis):
+# What msgpack junk can raise in parse_contacts (tests/runtime/client/test_seed_contacts.py, hypothesis):
 # umsgpack's own errors, RecursionError for deeply nested arrays, and the shapes that are not
 # (host, port) pairs or whose port is no integer.
 CONTACT_JUNK = (umsgpack.UnpackException, RecursionError, TypeError, ValueError, OverflowError)

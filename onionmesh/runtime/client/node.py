@@ -10,7 +10,14 @@ from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.errors import ListenError, OnionmeshError, PublicListenerRefused
+from onionmesh.errors import (
+    ConfigError,
+    ListenerClash,
+    ListenError,
+    NotFound,
+    OnionmeshError,
+    PublicListenerRefused,
+)
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.client import status_page
@@ -19,9 +26,14 @@ from onionmesh.runtime.client.circuit_manager import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.client.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel
 from onionmesh.runtime.client.directory import DEFAULT_REFRESH, DhtDirectory
+from onionmesh.runtime.client.hs_circuits import HsCircuits
+from onionmesh.runtime.client.hs_fetch import circuit_dht_node
+from onionmesh.runtime.client.onion_client import OnionConnector
+from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, check_spec
 from onionmesh.runtime.client.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.client.socks_server import SocksListener
 from onionmesh.runtime.client.torcontrol_target import start_tor_control
+from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.keystore import private_dir
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
@@ -45,7 +57,7 @@ class ClientConfig:
     socks_host: str = "127.0.0.1"
     socks_port: int = 9050
     control_host: str = "127.0.0.1"
-    control_port: int = 9051
+    control_port: int = 9052  # the JSON API; Tor's control protocol has 9051 (torcontrol)
     bootstrap: tuple[tuple[str, int], ...] = ()
     dht_refresh: float = DEFAULT_REFRESH
     hops: int = 3
@@ -58,6 +70,26 @@ class ClientConfig:
     # commands default it to 127.0.0.1:9051. Passwords are `16:` hashes (tor --hash-password).
     torcontrol: tuple[str, int] | None = None
     torcontrol_passwords: tuple[str, ...] = ()
+
+
+def clashing_listeners(config: ClientConfig) -> str | None:
+    """Two of this proxy's own listeners asked for one address (port 0 means "any": never a clash).
+    The JSON control API moved from 9051 to 9052 when Tor's control port took 9051, so an old
+    `--control 127.0.0.1:9051` must get this sentence, not "address already in use"."""
+    seen: dict[tuple[str, int], str] = {}
+    for what, host, port in (
+        ("--socks", config.socks_host, config.socks_port),
+        ("--control", config.control_host, config.control_port),
+        *([("--tor-control", *config.torcontrol)] if config.torcontrol else []),
+    ):
+        if port and (host, port) in seen:
+            return (
+                f"{seen[(host, port)]} and {what} both ask for {host}:{port}; Tor's control port "
+                "(--tor-control) is 127.0.0.1:9051 and the JSON control API (--control) 127.0.0.1:9052 "
+                "by default (docs/control-port.md)"
+            )
+        seen[(host, port)] = what
+    return None
 
 
 def public_listeners(config: ClientConfig) -> list[str]:
@@ -77,6 +109,9 @@ class ClientNode:
     def __init__(self, config: ClientConfig, rng: Rng = DEFAULT_RNG) -> None:
         self.config = config
         self.rng = rng
+        clash = clashing_listeners(config)
+        if clash:
+            raise ListenerClash(clash)
         exposed = public_listeners(config)
         if exposed and not config.allow_public_listeners:
             raise PublicListenerRefused(
@@ -100,6 +135,14 @@ class ClientNode:
         if config.bridges or config.dht_over_circuits:
             self.directory.channel = CircuitDhtChannel(self.circuits)
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
+        # Onion services (docs/protocol.md §16.13): the services this node runs, the clients' keys
+        # for restricted discovery (service id -> x25519 private key), and the SOCKS side's connector.
+        self.onion_services: dict[str, OnionService] = {}
+        self.client_auth: dict[str, bytes] = {}
+        self.hs = HsCircuits(self.circuits, Path(config.data_dir), rng)
+        self._hs_dht: DhtNode | None = None
+        self.onion = OnionConnector(self.hs, self.hs_dht, self.client_auth, rng)
+        self.socks.onion = self.onion
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None
         self.torcontrol: TorControlServer | None = None
@@ -116,6 +159,33 @@ class ClientNode:
     @property
     def relays(self) -> list[RelayDescriptor]:
         return self.directory.relays()
+
+    def hs_dht(self) -> DhtNode:
+        """The DHT node onion descriptors are published and fetched with: its RPCs go through
+        circuits (the directory's channel when it has one), never from this node's address."""
+        if self._hs_dht is None:
+            channel = self.directory.channel or CircuitDhtChannel(self.circuits)
+            self._hs_dht = circuit_dht_node(channel)
+        return self._hs_dht
+
+    async def add_onion_service(self, spec: OnionServiceSpec) -> OnionService:
+        """Start a service (intro circuits, then publication); `wait_published` says when it is reachable.
+        ConfigError for a spec that cannot run; a key already running here is refused the same way."""
+        check_spec(spec)
+        service = OnionService(spec, self.hs, self.hs_dht(), self.rng)
+        if service.service_id in self.onion_services:
+            raise ConfigError(f"onion service {service.service_id} is already running")
+        self.onion_services[service.service_id] = service
+        service.start()
+        log.info("onion service started", ports=len(spec.ports))
+        return service
+
+    async def remove_onion_service(self, service_id: str) -> None:
+        """Stop a service: its circuits close and its descriptor expires (NotFound if not running)."""
+        service = self.onion_services.pop(service_id.removesuffix(".onion").lower(), None)
+        if service is None:
+            raise NotFound(f"no onion service {service_id}")
+        await service.stop()
 
     async def start(self) -> None:
         """Open every listener; one that cannot be opened raises ListenError (one line, no traceback)."""
@@ -233,6 +303,9 @@ class ClientNode:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for service in list(self.onion_services.values()):
+            await service.stop()
+        self.onion.close()
         await self.socks.stop()
         await self.directory.stop()
         if self.metrics_server is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onionmesh.runtime.client.node import PREBUILT_CIRCUITS
-from tests.runtime.conftest import eventually, start_mesh, stop_mesh
+from tests.helpers.mesh import eventually, start_mesh, stop_mesh
 
 
 async def test_relays_in_one_16_are_explained(tmp_path: Path) -> None:

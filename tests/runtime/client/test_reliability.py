@@ -9,7 +9,7 @@ from pathlib import Path
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
-from tests.runtime.conftest import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
+from tests.helpers.mesh import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
 
 def fetch_as(port: int, user: str, dport: int, path: str) -> bytes:

@@ -11,7 +11,7 @@ from onionmesh.runtime.fd_budget import descriptor_budget
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from onionmesh.runtime.transport.link import Link
 from onionmesh.runtime.transport.link_setup import open_link
-from tests.runtime.conftest import eventually
+from tests.helpers.mesh import eventually
 
 CAP = 4
 

@@ -11,9 +11,9 @@ import aiohttp
 import jsonschema
 import pytest
 
-from tests.runtime.conftest import Mesh, http_get_via_socks
+from tests.helpers.mesh import Mesh, http_get_via_socks
 
-SPEC = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+SPEC = json.loads((Path(__file__).resolve().parents[3] / "docs" / "openapi.json").read_text())
 
 
 def schema_for(path: str, method: str, status: int) -> dict | None:

@@ -1,7 +1,7 @@
 """A relay under a flood keeps serving honest circuits.
 
 The victim is a relay process of its own (as relays run), the guard of an honest circuit whose
-other hops, client and destination run in the test process. Another process (tests/runtime/
+other hops, client and destination run in the test process. Another process (tests/helpers/
 flooder.py) opens 10,000 junk connections and sends 1,000 CREATE cells per second at it, for a
 bounded time. The honest circuit carries whole downloads during the flood (their throughput
 against the normal one is printed, a figure, not an assertion), the relay's limits engage, and
@@ -23,12 +23,12 @@ from pathlib import Path
 import socks
 
 from onionmesh.directory.descriptor import RelayDescriptor
-from tests.runtime.conftest import start_mesh, stop_mesh
+from tests.helpers.mesh import start_mesh, stop_mesh
 
 SIZE = 6_000_000
 FLOOD_SECONDS = 8.0
 RSS_CAP_MB = 150
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def fetch(port: int, dport: int, path: str) -> float:
@@ -82,7 +82,7 @@ async def test_honest_circuits_survive_a_flood(tmp_path: Path) -> None:
         rss_before = rss_mb(victim.pid)
         host, port = guard.link_addresses[0]
         flooder = subprocess.Popen(
-            ["nice", "-n", "19", sys.executable, "-m", "tests.runtime.flooder", host, str(port),
+            ["nice", "-n", "19", sys.executable, "-m", "tests.helpers.flooder", host, str(port),
              guard.identity_pk.hex(),
              guard.onion_pk.hex(), str(FLOOD_SECONDS), "10000", "1000"],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from onionmesh.runtime.relay.node import RelayNode
-from tests.runtime.conftest import start_mesh, stop_mesh
+from tests.helpers.mesh import start_mesh, stop_mesh
 
 # One stream holds at most its window (500 cells, 2 MB) plus the 256 KB ack threshold: two do not fit.
 LIMIT = 3_000_000

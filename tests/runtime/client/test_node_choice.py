@@ -14,7 +14,7 @@ from onionmesh.errors import DirectoryError
 from onionmesh.rng import SeededRng
 from onionmesh.runtime.client.node_choice import load_geoip, set_restrictions
 from onionmesh.runtime.client.path_policy import PathPolicy
-from tests.directory.test_path_selection import relay
+from tests.helpers.descriptors import relay
 
 V4 = "167837696,167903231,DE\n167903232,167968767,FR\n"  # 10.1.0.0/16 DE, 10.2.0.0/16 FR
 V6 = "2001:db8::,2001:db8:ffff:ffff:ffff:ffff:ffff:ffff,NL\n"

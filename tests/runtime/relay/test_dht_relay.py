@@ -11,7 +11,7 @@ from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.runtime.relay import dht_answers as dht_relay
 from onionmesh.runtime.relay.dht_answers import DhtRpcService
 from onionmesh.wire.dht_rpc import AnswerAssembler, DhtAnswer, DhtRpc, DhtStatus
-from tests.runtime.test_dht import Net
+from tests.helpers.dht import Net
 
 
 def ask(service: DhtRpcService, circuit: object, host: str, port: int, request: object) -> object:

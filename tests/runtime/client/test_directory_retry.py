@@ -9,7 +9,7 @@ from pathlib import Path
 
 from onionmesh.runtime.client.directory import DhtDirectory
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
-from tests.runtime.conftest import eventually
+from tests.helpers.mesh import eventually
 
 
 def _free_udp_port(host: str) -> int:

@@ -1,6 +1,6 @@
 """A hostile client, run as its own process: junk connections and CREATE cells against one relay.
 
-    python -m tests.runtime.flooder HOST PORT IDENTITY_HEX ONION_HEX SECONDS JUNK CREATES_PER_S
+    python -m tests.helpers.flooder HOST PORT IDENTITY_HEX ONION_HEX SECONDS JUNK CREATES_PER_S
 
 Prints one JSON line of what it did. Bounded in time and count; loopback targets only.
 """

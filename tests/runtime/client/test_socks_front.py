@@ -7,7 +7,7 @@ import socket
 
 import socks
 
-from tests.runtime.conftest import Mesh
+from tests.helpers.mesh import Mesh
 
 
 def _fetch(sock: socket.socket, host: str, path: str) -> bytes:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from onionmesh.runtime.client import socks_server
-from tests.runtime.conftest import Mesh, curl_via_socks
+from tests.helpers.mesh import Mesh, curl_via_socks
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
 

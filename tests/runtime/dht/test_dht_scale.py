@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from onionmesh.directory.view import MISSED_CRAWLS_TO_DROP
-from tests.runtime.conftest import http_get_via_socks, start_mesh, stop_mesh
+from tests.helpers.mesh import http_get_via_socks, start_mesh, stop_mesh
 
 
 async def test_fifty_relays_discovered_within_30s_and_circuits_work(tmp_path: Path) -> None:

@@ -81,13 +81,13 @@ async def test_a_loopback_only_exit_never_asks_a_resolver(recorder) -> None:
 
 
 # --------------------------------------------------------------------------- over real sockets
-# A real relay and client on loopback (tests/runtime/conftest.py), one-hop circuits to the exit.
+# A real relay and client on loopback (tests/helpers/mesh.py), one-hop circuits to the exit.
 # The exit's connect and resolver are wrapped, not replaced: loopback destinations go through,
 # anything else is recorded and refused before a packet leaves, and names never reach a resolver.
 
 from onionmesh.runtime.client.circuit_handle import StreamFailed  # noqa: E402
 from onionmesh.wire.relay_msg import ResolvedType  # noqa: E402
-from tests.runtime.conftest import start_mesh, stop_mesh  # noqa: E402
+from tests.helpers.mesh import start_mesh, stop_mesh  # noqa: E402
 
 
 @pytest.fixture

@@ -1,0 +1,49 @@
+"""The testnet as a user runs it (`python -m onionmesh testnet` in a subprocess) or in process
+(onionmesh.app.testnet with relay processes), and the small pieces its tests share: a free port, a
+quiet web server for the files they fetch, a SOCKS GET with an isolation username."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from onionmesh.app import testnet
+from onionmesh.runtime import safelog
+
+ONIONMESH = [sys.executable, "-m", "onionmesh"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients cut off mid-download (by design in the kill tests) are not errors here
+
+
+def socks_get(socks_port: int, port: int, path: str, user: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    import socks
+
+    s = socks.socksocket()
+    s.set_proxy(socks.SOCKS5, "127.0.0.1", socks_port, rdns=True, username=user, password="x")
+    s.settimeout(timeout)
+    s.connect(("localhost", port))
+    s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+    return s
+
+
+async def start_testnet(tmp_path: Path, *relay_args: str) -> testnet.Testnet:
+    safelog.configure("warning")
+    net = testnet.Testnet(tmp_path / "net", 3, ("127.0.0.1", 0), ("127.0.0.1", 0), relay_args=relay_args)
+    await net.start()
+    return net
