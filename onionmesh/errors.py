@@ -165,3 +165,15 @@ class RestrictionError(OnionmeshError, ValueError):
 class RestrictedExitError(DirectoryError):
     """No exit allowed by the node restrictions (ExitNodes, ExcludeExitNodes, ExcludeNodes)
     accepts the port, though unrestricted exits exist: the SOCKS client is refused, not rerouted."""
+
+
+class HsCircuitClosed(OnionmeshError):
+    """An onion-service circuit closed (or sent the wrong message) while a step waited on it."""
+
+
+class OnionConnectFailed(OnionmeshError):
+    """Reaching an onion service failed; `code` is Tor's extended SOCKS reply (0xF0-0xF7)."""
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        super().__init__(detail or f"onion service unreachable (SOCKS 0x{code:02X})")
+        self.code = code

@@ -17,11 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from onionmesh.crypto import ntor
+from onionmesh.crypto.hs_intro import circuit_binding_key
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
 from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
-from onionmesh.proto.events import CircuitExtended, StreamConnected, StreamEnded, StreamResolved
+from onionmesh.proto.events import (
+    BeginRequested,
+    CircuitExtended,
+    MessageForHandler,
+    StreamConnected,
+    StreamEnded,
+    StreamResolved,
+)
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import (
     MAX_RELAY_EARLY,
@@ -35,6 +43,7 @@ from onionmesh.wire.relay_msg import (
     Begin,
     BeginFlags,
     Connected,
+    End,
     EndReason,
     Extend,
     Extended,
@@ -59,6 +68,10 @@ class Hop:
     identity_pk: bytes
     forward: OnionLayer
     backward: OnionLayer
+    binding_key: bytes = b""  # crypto.hs_intro.circuit_binding_key of the keys as made (ESTABLISH_INTRO)
+    # An onion service's end of the end-to-end hop (docs/protocol.md §16.7): it is the "relay" of
+    # that layer, so it seals and peels with `apply`, where a client's hop uses `unapply`.
+    relay_side: bool = False
 
 
 class ClientCircuit(CircuitEndpoint):
@@ -73,6 +86,11 @@ class ClientCircuit(CircuitEndpoint):
         self._next_stream_id = 1
         self._resolving: set[int] = set()
         self.dht_pending: set[int] = set()  # DHT_RPC request ids awaiting their DHT_ANSWER
+        # Onion services (runtime/client/onion_*): commands the runtime takes from the last hop as
+        # MessageForHandler (INTRO_ESTABLISHED, INTRODUCE2, RENDEZVOUS2...), and whether BEGIN from
+        # the end-to-end hop opens a stream here (the service's side of a rendezvous circuit).
+        self.handled: frozenset[RelayCommand] = frozenset()
+        self.accepts_streams = False
 
     # --- construction ------------------------------------------------------------------------
     def create(self, identity_pk: bytes, onion_pk: bytes, handshake_type: int = ntor.LOCAL_TYPES[0]) -> None:
@@ -108,11 +126,35 @@ class ClientCircuit(CircuitEndpoint):
                 self._pending.identity_pk,
                 OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite),
                 OnionLayer(keys.backward_stream, keys.backward_mac, keys.suite),
+                circuit_binding_key(keys),
             )
         )
         self._pending = None
         self.state = CircuitState.OPEN
         self.events.append(CircuitExtended(len(self.hops)))
+
+    def add_virtual_hop(self, keys: ntor.HopKeys, *, service_side: bool) -> None:
+        """Add the onion-service end-to-end hop (hs-ntor's keys, §16.7) after the rendezvous point:
+        the client's keys as `hs_ntor.e2e_keys` gives them, the service's swapped.  From then on
+        messages to and from the last hop are end to end."""
+        if self.state is not CircuitState.OPEN or self._pending is not None or len(self.hops) >= MAX_HOPS:
+            raise LocalProtocolError("can only add a hop to an open, idle circuit")
+        self.hops.append(
+            Hop(
+                b"",
+                OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite),
+                OnionLayer(keys.backward_stream, keys.backward_mac, keys.suite),
+                relay_side=service_side,
+            )
+        )
+        self.accepts_streams = service_side
+
+    def send_message(self, command: RelayCommand, body: bytes, *, hop: int | None = None) -> None:
+        """A circuit-level message (stream 0) to hop `hop` (default: the last): ESTABLISH_INTRO,
+        INTRODUCE1, ESTABLISH_RENDEZVOUS, RENDEZVOUS1."""
+        if self.state is not CircuitState.OPEN:
+            raise LocalProtocolError("circuit is not open")
+        self._seal(RelayMessage(command, 0, body), hop=hop)
 
     # --- layering ----------------------------------------------------------------------------
     def _seal(
@@ -128,7 +170,7 @@ class ClientCircuit(CircuitEndpoint):
             raise LocalProtocolError("no such hop")
         payload = msg.encode_plain(nonce)
         layer = self.hops[target].forward
-        payload = layer.unapply(payload)
+        payload = layer.apply(payload) if self.hops[target].relay_side else layer.unapply(payload)
         digest = layer.digest()
         for i in range(target - 1, -1, -1):
             payload = self.hops[i].forward.unapply(payload)
@@ -144,7 +186,7 @@ class ClientCircuit(CircuitEndpoint):
 
     def _peel(self, payload: bytes) -> tuple[int, RelayMessage, bytes]:
         for i, hop in enumerate(self.hops):
-            payload = hop.backward.unapply(payload)
+            payload = hop.backward.apply(payload) if hop.relay_side else hop.backward.unapply(payload)
             if is_recognized(payload):
                 return i, RelayMessage.decode_plain(payload), hop.backward.digest()
         raise RemoteProtocolError("inbound relay cell recognized by no hop")
@@ -175,6 +217,12 @@ class ClientCircuit(CircuitEndpoint):
             raise RemoteProtocolError("stream message from a middle hop")
         if self._on_common(msg, digest):
             return
+        if msg.command in self.handled:
+            self.events.append(MessageForHandler(msg))
+            return
+        if msg.command is RelayCommand.BEGIN and self.accepts_streams:
+            self._on_begin(msg)
+            return
         handler = {
             RelayCommand.CONNECTED: self._on_connected,
             RelayCommand.RESOLVED: self._on_resolved,
@@ -190,6 +238,26 @@ class ClientCircuit(CircuitEndpoint):
             raise RemoteProtocolError("CONNECTED for no pending stream")
         stream.state = StreamState.OPEN
         self.events.append(StreamConnected(msg.stream_id, Connected.decode(msg.body).address))
+
+    def _on_begin(self, msg: RelayMessage) -> None:
+        """A BEGIN from the client of an onion service (end to end): a stream the runtime connects
+        to the service's target, answering `connected` or `end_stream`."""
+        begin = Begin.decode(msg.body)
+        if msg.stream_id == 0 or msg.stream_id in self.streams:
+            raise RemoteProtocolError("BEGIN with a bad or used stream id")
+        if len(self.streams) >= MAX_STREAMS_PER_CIRCUIT:
+            self._seal(RelayMessage(RelayCommand.END, msg.stream_id, End(EndReason.RESOURCELIMIT).encode()))
+            return
+        self._new_stream(msg.stream_id, StreamState.CONNECTING)
+        self.events.append(BeginRequested(msg.stream_id, begin))
+
+    def connected(self, stream_id: int) -> None:
+        """The service side: the stream's target accepted; CONNECTED (no address: there is none to tell)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.state is not StreamState.CONNECTING:
+            return
+        stream.state = StreamState.OPEN
+        self._seal(RelayMessage(RelayCommand.CONNECTED, stream_id, Connected(None, 0).encode()))
 
     def _on_resolved(self, msg: RelayMessage) -> None:
         if msg.stream_id not in self._resolving:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 
+from onionmesh.crypto.hs_intro import circuit_binding_key
 from onionmesh.crypto.ntor import HopKeys
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import RemoteProtocolError
@@ -60,6 +61,8 @@ class RelayCircuit(CircuitEndpoint):
         self.handled = handled
         self._forward = OnionLayer(keys.forward_stream, keys.forward_mac, keys.suite)
         self._backward = OnionLayer(keys.backward_stream, keys.backward_mac, keys.suite)
+        # ESTABLISH_INTRO's HANDSHAKE_AUTH is keyed by this (crypto.hs_intro): from the keys as made
+        self.binding_key = circuit_binding_key(keys)
         self.has_next = False
         self.extending = False
         self.relay_early_seen = 0
@@ -159,6 +162,11 @@ class RelayCircuit(CircuitEndpoint):
         """Send the DHT_ANSWER messages of one DHT_RPC back to the client."""
         for body in bodies:
             self._seal(RelayMessage(RelayCommand.DHT_ANSWER, request_id, body))
+
+    def send_message(self, command: RelayCommand, body: bytes) -> None:
+        """A circuit-level message to this circuit's client (a handler's answer: INTRO_ESTABLISHED,
+        INTRODUCE2, INTRODUCE_ACK, RENDEZVOUS_ESTABLISHED, RENDEZVOUS2)."""
+        self._seal(RelayMessage(command, 0, body))
 
     def take_forward(self) -> list[tuple[CellCommand, bytes]]:
         out, self.forward_out = self.forward_out, []

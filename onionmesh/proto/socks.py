@@ -88,6 +88,15 @@ class SocksReply(enum.IntEnum):
     TTL_EXPIRED = 0x06
     COMMAND_NOT_SUPPORTED = 0x07
     ADDRESS_TYPE_NOT_SUPPORTED = 0x08
+    # Tor's extended replies for onion services (docs/protocol.md §16.11, §16.13)
+    ONION_DESC_NOT_FOUND = 0xF0
+    ONION_DESC_INVALID = 0xF1
+    ONION_INTRO_FAILED = 0xF2
+    ONION_REND_FAILED = 0xF3
+    ONION_CLIENT_AUTH_MISSING = 0xF4
+    ONION_CLIENT_AUTH_WRONG = 0xF5
+    ONION_BAD_ADDRESS = 0xF6
+    ONION_INTRO_TIMEOUT = 0xF7
 
 
 class SocksState(enum.Enum):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import StreamFailed as StreamFailed  # re-exported: circuits imports it from here
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
-from onionmesh.proto.events import StreamEvent
+from onionmesh.proto.events import BeginRequested, StreamEvent
 from onionmesh.runtime.transport.link import CircuitSlot, Link
 from onionmesh.runtime.transport.stream_pump import StreamGroup
+from onionmesh.wire.relay_msg import RelayMessage
 
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
@@ -45,6 +47,15 @@ class CircuitHandle:
     # "host:port" of each open stream, for the Tor control port's STREAM lines (never logged)
     stream_targets: dict[int, str] = field(default_factory=dict)
     slot: CircuitSlot[CircuitHandle] | None = None  # its entry in the link's table; the link pulls its cells
+    # What the circuit is for (Tor's PURPOSE=): "general" carries SOCKS streams; onion-service
+    # circuits ("hs_client_intro", "hs_client_rend", "hs_service_intro", "hs_service_rend") never do.
+    purpose: str = "general"
+    hs_service_id: str | None = None  # the onion service it serves or reaches (Tor's REND_QUERY=)
+    hs_state: str | None = None  # Tor's HS_STATE= (e.g. "HSCI_CONNECTING", "HSSR_JOINED")
+    # Onion services: the runtime's taker of MessageForHandler (INTRO_ESTABLISHED, INTRODUCE2,
+    # RENDEZVOUS2...) and, on a service's rendezvous circuit, of BEGIN from the client.
+    on_message: Callable[[RelayMessage], None] | None = None
+    on_begin: Callable[[BeginRequested], None] | None = None
 
     def __post_init__(self) -> None:
         self.slot = self.link.attach(self.circ.circ_id, self, self.circ.cells_to_send)
@@ -57,6 +68,7 @@ class CircuitHandle:
     def usable_for(self, port: int | None, isolation: object, now: float) -> bool:
         return (
             self.circ.state is CircuitState.OPEN
+            and self.purpose == "general"
             and self.closed_reason is None
             and len(self.circ.hops) == len(self.path)
             and self.isolation == isolation

@@ -22,7 +22,9 @@ from onionmesh.errors import DirectoryError, OnionmeshError
 from onionmesh.proto.client_circuit import ClientCircuit
 from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.proto.events import (
+    BeginRequested,
     CircuitExtended,
+    MessageForHandler,
     SendWindowOpened,
     StreamConnected,
     StreamDataReceived,
@@ -181,6 +183,9 @@ class CircuitMgr:
         avoid: set[str] | None = None,
         progress: Callable[[int, float], None] | None = None,
         wait_directory: bool = True,
+        path: list[RelayDescriptor] | None = None,
+        purpose: str = "general",
+        hs_service_id: str | None = None,
     ) -> CircuitHandle:
         """Build a circuit hop by hop; raises OnionmeshError/OSError/TimeoutError when it fails.
 
@@ -192,16 +197,8 @@ class CircuitMgr:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DIRECTORY_WAIT):  # wait_for (3.11) may lose a cancel
                     await self.directory_ready.wait()
-        avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
-        relays = self.relays()
-        if self.first_hops is not None:
-            relays, via, exit_fp = await self.first_hops.constrain(
-                self, relays, hops or self.hops, via, exit_fp
-            )
-        path = self.policy.choose(
-            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid,
-            isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
-        )
+        if path is None:  # onion-service circuits come with their vanguards path (directory.vanguards)
+            path = await self._choose(port, isolation, hops, exit_fp, via, avoid)
         start = time.monotonic()
         try:
             link = await self._link_to(path[0])
@@ -211,6 +208,7 @@ class CircuitMgr:
         cid = link.allocate_circ_id()
         circ = ClientCircuit(cid, self.rng, time.monotonic)
         handle = CircuitHandle(next(self._numbers), circ, link, path, isolation)  # enters link.circuits
+        handle.purpose, handle.hs_service_id = purpose, hs_service_id
         self.circuits[handle.number] = handle
         self._emit("launched", handle)
         try:
@@ -227,6 +225,26 @@ class CircuitMgr:
         log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
         self._emit("built", handle)
         return handle
+
+    async def _choose(
+        self,
+        port: int | None,
+        isolation: object,
+        hops: int | None,
+        exit_fp: str | None,
+        via: list[str] | None,
+        avoid: set[str] | None,
+    ) -> list[RelayDescriptor]:
+        avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
+        relays = self.relays()
+        if self.first_hops is not None:
+            relays, via, exit_fp = await self.first_hops.constrain(
+                self, relays, hops or self.hops, via, exit_fp
+            )
+        return self.policy.choose(
+            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid,
+            isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
+        )  # fmt: skip
 
     async def _extend_all(self, handle: CircuitHandle, progress: Callable[[int, float], None] | None) -> None:
         for i, desc in enumerate(handle.path):
@@ -317,6 +335,10 @@ class CircuitMgr:
                 case DhtAnswerReceived():
                     if self.dht_answers is not None:
                         self.dht_answers(handle, event)
+                case MessageForHandler(message) if handle.on_message is not None:
+                    handle.on_message(message)
+                case BeginRequested() if handle.on_begin is not None:
+                    handle.on_begin(event)
                 case _:
                     pass  # CONNECTED or RESOLVED for a request already given up (timed out)
 
@@ -367,6 +389,8 @@ class CircuitMgr:
         for handle in list(self.circuits.values()):
             if handle.built_at is None or handle.circ.streams or handle.pending:
                 continue
+            if handle.purpose != "general":
+                continue  # onion-service circuits live as long as their service or connector keeps them
             expired = handle.dirty_since is not None and now - handle.dirty_since >= MAX_DIRTINESS
             idle = handle.dirty_since is None and now - handle.built_at >= MAX_IDLE
             if expired or idle:

@@ -10,7 +10,7 @@ from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.errors import ListenError, OnionmeshError, PublicListenerRefused
+from onionmesh.errors import ConfigError, ListenError, NotFound, OnionmeshError, PublicListenerRefused
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.client import status_page
@@ -19,9 +19,14 @@ from onionmesh.runtime.client.circuit_manager import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.client.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel
 from onionmesh.runtime.client.directory import DEFAULT_REFRESH, DhtDirectory
+from onionmesh.runtime.client.hs_circuits import HsCircuits
+from onionmesh.runtime.client.hs_fetch import circuit_dht_node
+from onionmesh.runtime.client.onion_client import OnionConnector
+from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, check_spec
 from onionmesh.runtime.client.path_policy import PathPolicy, no_path_reason
 from onionmesh.runtime.client.socks_server import SocksListener
 from onionmesh.runtime.client.torcontrol_target import start_tor_control
+from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.keystore import private_dir
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.metrics import MetricsServer, client_metrics, is_loopback_host
@@ -100,6 +105,14 @@ class ClientNode:
         if config.bridges or config.dht_over_circuits:
             self.directory.channel = CircuitDhtChannel(self.circuits)
         self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
+        # Onion services (docs/protocol.md §16.13): the services this node runs, the clients' keys
+        # for restricted discovery (service id -> x25519 private key), and the SOCKS side's connector.
+        self.onion_services: dict[str, OnionService] = {}
+        self.client_auth: dict[str, bytes] = {}
+        self.hs = HsCircuits(self.circuits, Path(config.data_dir), rng)
+        self._hs_dht: DhtNode | None = None
+        self.onion = OnionConnector(self.hs, self.hs_dht, self.client_auth, rng)
+        self.socks.onion = self.onion
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None
         self.torcontrol: TorControlServer | None = None
@@ -116,6 +129,33 @@ class ClientNode:
     @property
     def relays(self) -> list[RelayDescriptor]:
         return self.directory.relays()
+
+    def hs_dht(self) -> DhtNode:
+        """The DHT node onion descriptors are published and fetched with: its RPCs go through
+        circuits (the directory's channel when it has one), never from this node's address."""
+        if self._hs_dht is None:
+            channel = self.directory.channel or CircuitDhtChannel(self.circuits)
+            self._hs_dht = circuit_dht_node(channel)
+        return self._hs_dht
+
+    async def add_onion_service(self, spec: OnionServiceSpec) -> OnionService:
+        """Start a service (intro circuits, then publication); `wait_published` says when it is reachable.
+        ConfigError for a spec that cannot run; a key already running here is refused the same way."""
+        check_spec(spec)
+        service = OnionService(spec, self.hs, self.hs_dht(), self.rng)
+        if service.service_id in self.onion_services:
+            raise ConfigError(f"onion service {service.service_id} is already running")
+        self.onion_services[service.service_id] = service
+        service.start()
+        log.info("onion service started", ports=len(spec.ports))
+        return service
+
+    async def remove_onion_service(self, service_id: str) -> None:
+        """Stop a service: its circuits close and its descriptor expires (NotFound if not running)."""
+        service = self.onion_services.pop(service_id.removesuffix(".onion").lower(), None)
+        if service is None:
+            raise NotFound(f"no onion service {service_id}")
+        await service.stop()
 
     async def start(self) -> None:
         """Open every listener; one that cannot be opened raises ListenError (one line, no traceback)."""
@@ -233,6 +273,9 @@ class ClientNode:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for service in list(self.onion_services.values()):
+            await service.stop()
+        self.onion.close()
         await self.socks.stop()
         await self.directory.stop()
         if self.metrics_server is not None:

@@ -18,11 +18,13 @@ import resource
 import socket
 import time
 
+from onionmesh.crypto.hs_address import is_onion_host
 from onionmesh.directory.node_restrictions import RestrictionError
 from onionmesh.directory.path_selection import RestrictedExitError
-from onionmesh.errors import OnionmeshError
+from onionmesh.errors import OnionConnectFailed, OnionmeshError
 from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
+from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
@@ -100,6 +102,7 @@ class SocksListener:
         self._conns: set[asyncio.StreamWriter] = set()
         # Connections that have not sent their request yet, oldest first (the writer once it exists).
         self._handshaking: dict[socket.socket, asyncio.StreamWriter | None] = {}
+        self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
         self.refused = 0  # closed at once: max_connections reached
         self.evicted = 0  # closed in their handshake to make room for a newcomer
 
@@ -183,7 +186,13 @@ class SocksListener:
                 self._handshaking.pop(conn, None)
             if request is None:
                 return
-            if request.command is SocksCommand.CONNECT:
+            if is_onion_host(request.host):  # never resolved, never sent to an exit
+                if request.command is SocksCommand.CONNECT:
+                    attached = await self._connect_onion(machine, request, reader, writer)
+                else:
+                    self._reply(machine, writer, SocksReply.ONION_BAD_ADDRESS)
+                    await _close(writer)
+            elif request.command is SocksCommand.CONNECT:
                 attached = await self._connect(machine, request, reader, writer)
             else:
                 await self._resolve(machine, request, writer)
@@ -294,6 +303,47 @@ class SocksListener:
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
         self._reply(machine, writer, code)
+        await _close(writer)
+        return False
+
+    async def _connect_onion(
+        self,
+        machine: SocksServer,
+        request: SocksRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """A stream to an onion service over its rendezvous circuit (runtime.client.onion_client);
+        failures answer Tor's extended codes 0xF0-0xF7 within REQUEST_DEADLINE."""
+        code: int = SocksReply.GENERAL_FAILURE
+        deadline = time.monotonic() + REQUEST_DEADLINE
+        if self.onion is None:
+            code = SocksReply.ONION_BAD_ADDRESS
+        else:
+            isolation = (request.username, request.password)
+            for _attempt in range(2):  # a cached rendezvous circuit may have died under us: once more
+                try:
+                    left = deadline - time.monotonic()
+                    handle = await self.onion.circuit_for(request.host, isolation, left)
+                    left = max(1.0, min(STREAM_TIMEOUT, deadline - time.monotonic()))
+                    sid = await self.circuits.streams.open_stream(handle, request.host, request.port, left)
+                except OnionConnectFailed as failed:
+                    code = failed.code
+                    break
+                except StreamFailed as failed:
+                    code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+                    if failed.reason is EndReason.EXITPOLICY:  # the service maps no target to this port
+                        code = SocksReply.CONNECTION_REFUSED
+                    if failed.reason is not EndReason.DESTROY:
+                        break
+                    continue
+                except TimeoutError:
+                    code = SocksReply.TTL_EXPIRED
+                    break
+                self._reply(machine, writer, SocksReply.SUCCEEDED)
+                self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover())
+                return True
+        self._reply(machine, writer, SocksReply(code))
         await _close(writer)
         return False
 

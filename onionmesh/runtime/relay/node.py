@@ -34,6 +34,8 @@ from onionmesh.runtime.relay.config import RelayConfig
 from onionmesh.runtime.relay.dht_answers import DhtRpcService
 from onionmesh.runtime.relay.exit_limits import StreamCaps
 from onionmesh.runtime.relay.exit_streams import ExitService
+from onionmesh.runtime.relay.hs_intro_point import IntroPoint
+from onionmesh.runtime.relay.hs_rend_point import RendezvousPoint
 from onionmesh.runtime.relay.switch import CircuitSwitch, RelayLink
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.transport.link import LinkLimits
@@ -106,6 +108,11 @@ class RelayNode:
             self._link_gone,
             self.stats,
         )
+        # Onion services: introduction and rendezvous points are handlers at the switch's seam.
+        self.intro_point = IntroPoint(self.switch.destroy, self.switch.count)
+        self.intro_point.register(self.switch.handlers)
+        self.rend_point = RendezvousPoint(self.switch.destroy, self.switch.count)
+        self.rend_point.register(self.switch.handlers)
         if config.bandwidth_rate is not None:
             rate = config.bandwidth_rate
             burst = config.bandwidth_burst or rate

@@ -1,0 +1,176 @@
+"""Onion services end to end on a real-socket testnet: relays (intro and rendezvous handlers at
+their switches), a service run by one ClientNode for a local HTTP server, a client reaching it by
+its .onion name through its SOCKS port (pysocks and curl --socks5-hostname), byte-exact.
+
+Also: which relays each side's circuits used (no relay is both sides' first hop, the rendezvous
+point is neither side's first hop), Tor's extended SOCKS codes (0xF6 typo, 0xF0 unpublished,
+0xF2/0xF0 stopped), an intro point killed and replaced, a restart with the same key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from onionmesh.crypto.hs_blinding import ExpandedKey
+from onionmesh.runtime.client.node import ClientConfig, ClientNode
+from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, PortMap
+from tests.runtime.conftest import (
+    Mesh,
+    eventually,
+    http_get_via_socks,
+    raw_socks5_reply,
+    start_mesh,
+    stop_mesh,
+)
+
+RELAYS = 8
+WAIT = 90.0  # liveness bound only
+
+
+async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service", relays: int = RELAYS) -> ClientNode:
+    node = ClientNode(
+        ClientConfig(data_dir=tmp_path / name, socks_port=0, control_port=0,
+                     bootstrap=(mesh.relays[0].dht.address,), prebuilt_circuits=0)
+    )  # fmt: skip
+    await node.start()
+    assert await node.directory.wait_for(relays, 30) >= relays
+    return node
+
+
+def separate_guards(service: ClientNode, client: ClientNode) -> None:
+    """The test's client must not share a guard with the service (two users of one network
+    usually do not); the property checked is what the runtime then adds on top."""
+    theirs = set(service.circuits.policy.primary_guards(service.relays))
+    now = __import__("time").time()
+    for fp in theirs:
+        client.circuits.policy.guards.mark_failure(fp, now)
+
+
+async def publish(node: ClientNode, mesh: Mesh, key: ExpandedKey | None = None) -> OnionService:
+    key = key or ExpandedKey.from_seed(os.urandom(32))
+    spec = OnionServiceSpec(key, (PortMap(80, "127.0.0.1", mesh.origin.port),))
+    service = await node.add_onion_service(spec)
+    assert await service.wait_published(WAIT), service.stats
+    return service
+
+
+def paths(node: ClientNode, purpose: str) -> list[list[str]]:
+    return [[d.fingerprint for d in h.path] for h in node.circuits.circuits.values() if h.purpose == purpose]
+
+
+async def test_service_reached_by_name_through_socks_byte_exact(tmp_path: Path) -> None:
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        assert service.state == "published" and len(service.address) == 62
+        assert len([s for s in service.intros if s.established.is_set()]) == 3
+        body = await asyncio.to_thread(
+            http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/300000"
+        )
+        assert body == mesh.origin.blob(300000)
+        # curl resolves nothing itself (--socks5-hostname): the name goes to the proxy
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-sS", "--fail", "--max-time", "60",
+            "--socks5-hostname", f"127.0.0.1:{mesh.socks_port}",
+            f"http://{service.address}/blob/70000",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        assert out == mesh.origin.blob(70000)
+        # one rendezvous circuit, reused by the second stream
+        assert mesh.client.onion.stats.get("joined") == 1
+        # Who saw whom: each side's first hop sees its address; nobody else does.
+        client_rend = paths(mesh.client, "hs_client_rend")
+        service_rend = paths(node, "hs_service_rend")
+        assert len(client_rend) == 1 and len(service_rend) >= 1
+        rp = client_rend[0][-1]
+        assert any(p[-1] == rp for p in service_rend)
+        client_firsts = {p[0] for p in client_rend} | {p[0] for p in paths(mesh.client, "general")}
+        service_firsts = {p[0] for p in service_rend} | {p[0] for p in paths(node, "hs_service_intro")}
+        assert rp not in client_firsts | service_firsts
+        assert not client_firsts & service_firsts
+        assert len(client_rend[0]) == 3 and all(len(p) == 4 for p in service_rend)
+        # the rendezvous point joined two circuits; the intro points forwarded one introduction
+        stats = mesh.relay(rp).stats
+        assert stats.get("hs_rend_joined") == 1
+        assert sum(r.stats.get("hs_introduce_forwarded", 0) for r in mesh.relays) == 1
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_socks_codes_typo_unpublished_stopped(tmp_path: Path) -> None:
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        typo = service.address[:10] + ("a" if service.address[10] != "a" else "b") + service.address[11:]
+        assert await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, typo, 80) == 0xF6
+        assert await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, "nonsense.onion", 80) == 0xF6
+        unpublished = OnionServiceSpec(ExpandedKey.from_seed(os.urandom(32)), (PortMap(80, "127.0.0.1", 1),))
+        other = OnionService(unpublished, node.hs, node.hs_dht(), node.rng).address
+        assert await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, other, 80) == 0xF0
+        await node.remove_onion_service(service.service_id)
+        await asyncio.sleep(0.5)
+        code = await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, service.address, 80, 120)
+        assert code in (0xF2, 0xF0), hex(code)
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_killed_intro_point_replaced_and_restart_keeps_address(tmp_path: Path) -> None:
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        key = ExpandedKey.from_seed(os.urandom(32))
+        service = await publish(node, mesh, key)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+        # kill one intro point that is nobody's guard and not the DHT's bootstrap node
+        guards = set(mesh.client.circuits.policy.primary_guards(mesh.client.relays))
+        guards |= set(node.circuits.policy.primary_guards(node.relays))
+        intro_fps = [
+            s.relay.fingerprint for s in service.intros if s.relay.fingerprint != mesh.relays[0].fingerprint
+        ]
+        victim = sorted(intro_fps, key=lambda fp: fp in guards)[0]  # not a guard if it can help
+        uploads = service.stats.get("desc_uploaded", 0)
+        await mesh.relay(victim).stop()
+        assert await eventually(
+            lambda: (
+                len([s for s in service.intros if s.established.is_set()]) == 3
+                and victim not in {s.relay.fingerprint for s in service.intros}
+                and service.stats.get("desc_uploaded", 0) > uploads
+            ),
+            WAIT,
+        ), service.stats
+        assert service.stats.get("intro_lost", 0) >= 1
+        # a fresh client (no cached descriptor) reaches it through the new descriptor
+        fresh = await service_node(mesh, tmp_path, "fresh", RELAYS - 1)
+        try:
+            separate_guards(node, fresh)
+            got = await asyncio.to_thread(
+                http_get_via_socks, fresh.socks.port, service.address, 80, "/blob/2000"
+            )
+            assert got == mesh.origin.blob(2000)
+            # restart with the same key: same address, reachable again (the client's cached
+            # descriptor names intro points that are gone: it fetches the new one)
+            address = service.address
+            await node.remove_onion_service(service.service_id)
+            await asyncio.sleep(1.1)  # the time-derived revision must grow (directory.hs_publish)
+            again = await publish(node, mesh, key)
+            assert again.address == address
+            got = await asyncio.to_thread(http_get_via_socks, fresh.socks.port, address, 80, "/blob/3000")
+            assert got == mesh.origin.blob(3000)
+            assert fresh.onion.stats.get("descriptor_refetch", 0) >= 1
+        finally:
+            await fresh.stop()
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
