@@ -168,13 +168,23 @@ async def run_client(
 
 
 async def availability(
-    n: int, n_services: int, n_clients: int, lookups: int, hours: float, seed: int, model: SessionModel
+    n: int,
+    n_services: int,
+    n_clients: int,
+    lookups: int,
+    hours: float,
+    seed: int,
+    model: SessionModel,
+    sybil: float = 0.0,
 ) -> tuple[list[HsLookup], list[Service], dict[str, float]]:
     t0 = time.perf_counter()
     net = MemoryNetwork(seed=seed)
     network = build_network(n, net, seed)
+    perm = list(range(n))
+    random.Random(seed + 2).shuffle(perm)
+    network.set_sybils(set(perm[: round(sybil * n)]))  # study 1's Sybils: they drop stores, collude
     churn = Churn(net, model, seed + 3)
-    churn.start([node.address for node in network.nodes])
+    churn.start([node.address for i, node in enumerate(network.nodes) if i not in network.sybil])
     online = {i for i, node in enumerate(network.nodes) if node.address not in net.offline}
     fill_routing_tables(network, seed + 4, online)
     place_descriptors(network, online)
@@ -387,19 +397,21 @@ def grind_replica(n: int, seed: int) -> Grind:
 # ------------------------------------------------------------------------------- report
 
 
-def plot(results: list[tuple[int, list[HsLookup]]], rows: list[PlacementRow], n: int, path: str) -> None:
+def plot(
+    results: list[tuple[int, float, list[HsLookup]]], rows: list[PlacementRow], n: int, path: str
+) -> None:
     import matplotlib.pyplot as plt
 
     from simulations.report import save
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    labels = [f"{size} relays" for size, _ in results]
-    fresh = [100 * sum(x.fresh for x in ls) / max(1, len(ls)) for _, ls in results]
-    newest = [100 * sum(x.newest for x in ls) / max(1, len(ls)) for _, ls in results]
+    labels = [f"{size}, {pct(f)} Sybil" for size, f, _ in results]
+    fresh = [100 * sum(x.fresh for x in ls) / max(1, len(ls)) for _, _, ls in results]
+    newest = [100 * sum(x.newest for x in ls) / max(1, len(ls)) for _, _, ls in results]
     xs = np.arange(len(labels))
     ax1.bar(xs - 0.2, fresh, 0.4, label="found a current-period descriptor")
     ax1.bar(xs + 0.2, newest, 0.4, label="found the newest revision")
-    ax1.set_xticks(xs, labels)
+    ax1.set_xticks(xs, labels, fontsize=7)
     ax1.set(ylabel="lookups (%)", title="Descriptor lookups under churn", ylim=(0, 105))
     ax1.legend(fontsize=7, loc="lower right")
     fx = [100 * r.fraction for r in rows]
@@ -428,23 +440,29 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(args.seed)  # DhtNode.refresh_buckets draws from the global generator
     model = SessionModel(median_session=args.median_session * 3600, median_gap=args.median_session * 3600)
     if args.quick:
-        sizes, n_services, n_clients, lookups, hours = [300], 3, 6, 5, 3.0
+        runs, n_services, n_clients, lookups, hours = [(300, 0.0), (300, 0.2)], 3, 6, 5, 3.0
         place_n, place_services = 1000, 30
         fractions = [0.05, 0.2, 0.5, 0.8, 0.95]
         grind_n = 300
     else:
-        sizes, n_services, n_clients, lookups, hours = [1000, 10_000], 10, 30, 10, 8.0
+        runs, n_services, n_clients, lookups, hours = (
+            [(1000, 0.0), (10_000, 0.0), (10_000, 0.2)],
+            10,
+            30,
+            10,
+            8.0,
+        )
         place_n, place_services = 10_000, 200
         fractions = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
         grind_n = 10_000
     results = []
     table_rows = []
-    for n in sizes:
+    for n, sybil in runs:
         wall = time.perf_counter()
         (lookups_done, services, info), virtual = vclock.run(
-            lambda n=n: availability(n, n_services, n_clients, lookups, hours, args.seed, model)
+            lambda n=n, f=sybil: availability(n, n_services, n_clients, lookups, hours, args.seed, model, f)
         )
-        results.append((n, lookups_done))
+        results.append((n, sybil, lookups_done))
         ls = lookups_done
         fresh = sum(x.fresh for x in ls) / len(ls)
         newest = sum(x.newest for x in ls) / len(ls)
@@ -459,18 +477,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         table_rows.append(
             [
-                n, len(services), uploads, f"{stored:.1f}", len(ls), pct(fresh), pct(newest),
+                n,
+                pct(sybil), len(services), uploads, f"{stored:.1f}", len(ls), pct(fresh), pct(newest),
                 f"{statistics.mean(x.replicas_tried for x in ls):.2f}",
                 f"{statistics.mean(x.datagrams for x in ls):.1f}",
             ]
         )  # fmt: skip
-        print(f"hs_fresh_lookup_share_{n} {fresh:.4f} ratio")
-        print(f"hs_newest_lookup_share_{n} {newest:.4f} ratio")
-        print(f"hs_lookup_datagrams_{n} {statistics.mean(x.datagrams for x in ls):.1f} datagrams")
+        tag = f"{n}" + (f"_sybil{round(100 * sybil)}" if sybil else "")
+        print(f"hs_fresh_lookup_share_{tag} {fresh:.4f} ratio")
+        print(f"hs_newest_lookup_share_{tag} {newest:.4f} ratio")
+        print(f"hs_lookup_replicas_tried_{tag} {statistics.mean(x.replicas_tried for x in ls):.2f} replicas")
+        print(f"hs_lookup_datagrams_{tag} {statistics.mean(x.datagrams for x in ls):.1f} datagrams")
     print(
         table(
-            ["relays", "services", "uploads", "nodes/upload", "lookups", "fresh", "newest", "replicas tried",
-             "datagrams"],
+            ["relays", "sybil", "services", "uploads", "nodes/upload", "lookups", "fresh", "newest",
+             "replicas tried", "datagrams"],
             table_rows,
         )
     )  # fmt: skip
