@@ -128,3 +128,16 @@ def test_flags_and_toml_give_the_same_services(tmp_path: Path) -> None:
     toml.write_text('[[onion_service]]\ndir = "/srv/a"\nports = ["80 127.0.0.1:99999"]\n')
     with pytest.raises(ConfigError, match="port"):
         resolve("proxy", {}, {}, toml)
+
+
+def test_client_auth_dir_refuses_readable_keys(tmp_path: Path) -> None:
+    d = tmp_path / "auth"
+    d.mkdir(mode=0o700)
+    (d / "alice.auth_private").write_text(oc.format_auth_private(SID, b"\x07" * 32))
+    os.chmod(d / "alice.auth_private", 0o644)  # a key others can read: refused, not used
+    with pytest.raises(InsecurePermissions):
+        oc.read_client_auth_dir(d)
+    os.chmod(d / "alice.auth_private", 0o600)
+    os.chmod(d, 0o755)
+    with pytest.raises(InsecurePermissions):
+        oc.read_client_auth_dir(d)

@@ -7,12 +7,14 @@ skips with the reason when its tool is missing."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -149,9 +151,24 @@ def test_stem_publishes_an_ephemeral_service_and_curl_fetches_it(
     assert seen["removed"] is True and seen["removed_again"] is False  # DEL_ONION, then 552
 
 
+def control(info: dict[str, object], *commands: str) -> str:
+    """Send commands to the testnet's Tor control port after cookie authentication; the replies."""
+    cookie = Path(str(info["cookie"])).read_bytes().hex()
+    lines = [f"AUTHENTICATE {cookie}", *commands, "QUIT"]
+    with socket.create_connection(("127.0.0.1", control_port(info)), timeout=10) as sock:
+        sock.sendall("".join(line + "\r\n" for line in lines).encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 @pytest.mark.skipif(shutil.which("onionshare-cli") is None, reason="onionshare-cli is not installed")
 @needs_curl
-def test_onionshare_shares_a_file_through_onionmesh(testnet: dict[str, object], tmp_path: Path) -> None:
+@pytest.mark.parametrize("public", [True, False], ids=["public", "client-auth"])
+def test_onionshare_shares_a_file_through_onionmesh(
+    testnet: dict[str, object], tmp_path: Path, public: bool
+) -> None:
     shared = tmp_path / "shared.bin"
     shared.write_bytes(os.urandom(50_000))
     socks_host, socks_port = str(testnet["socks"]).rsplit(":", 1)
@@ -165,24 +182,42 @@ def test_onionshare_shares_a_file_through_onionmesh(testnet: dict[str, object], 
     home.mkdir()
     env = {**os.environ, "HOME": str(home)}
     env.pop("ALL_PROXY", None)
+    cmd = ["onionshare-cli", "--config", str(config), *(["--public"] if public else []), str(shared)]
     proc = subprocess.Popen(
-        ["onionshare-cli", "--config", str(config), "--public", str(shared)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
-    )  # fmt: skip
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 180
-        match = None
-        while time.monotonic() < deadline and match is None and proc.poll() is None:
+        match, key = None, None
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and (match is None or (key is None and not public))
+        ):
             line = proc.stdout.readline()
             lines.append(line)
-            match = ONION_URL.search(line)
+            match = match or ONION_URL.search(line)
+            if line.startswith("Private key: "):
+                key = line.split(": ", 1)[1].strip()
         assert match is not None, "".join(lines)[-3000:]
-        got = tmp_path / "got"
-        run = curl_onion(str(testnet["socks"]), f"http://{match.group(1)}.onion/download", got)
+        sid, got = match.group(1), tmp_path / "got"
+        url = f"http://{sid}.onion/download"
+        if not public:  # restricted discovery: without OnionShare's key no descriptor opens (0xF4)
+            assert key is not None, "".join(lines)[-3000:]
+            refused = curl_onion(str(testnet["socks"]), url, got, timeout=60)
+            assert refused.returncode != 0 and not got.exists()
+            raw = base64.b32decode(key.upper() + "=" * (-len(key) % 8))
+            added = control(testnet, f"ONION_CLIENT_AUTH_ADD {sid} x25519:{base64.b64encode(raw).decode()}",
+                            f"ONION_CLIENT_AUTH_VIEW {sid}")  # fmt: skip
+            assert f"CLIENT {sid} x25519:{base64.b64encode(raw).decode()}" in added, added
+        run = curl_onion(str(testnet["socks"]), url, got)
         assert run.returncode == 0, run.stderr
         assert got.read_bytes() == shared.read_bytes()  # byte-exact, from the address OnionShare printed
+        if not public:
+            removed = control(testnet, f"ONION_CLIENT_AUTH_REMOVE {sid}", f"ONION_CLIENT_AUTH_REMOVE {sid}")
+            assert "250 OK" in removed and "251 " in removed
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # onionshare-cli, which we started
