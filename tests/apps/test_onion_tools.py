@@ -16,25 +16,20 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.chromium import CHROMIUM, CHROMIUM_FLAGS, needs_chromium
+from tests.helpers.testnet import ONIONMESH, QuietHandler
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 CLIENTS = Path(__file__).parent / "torcontrol_clients"
-ONIONMESH = [sys.executable, "-m", "onionmesh"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--proxy-bypass-list=<-loopback>",
-]  # fmt: skip
 ONION_URL = re.compile(r"http://([a-z2-7]{56})\.onion\S*")
 
 
@@ -60,13 +55,8 @@ needs_stem = pytest.mark.skipif(
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     root = tmp_path_factory.mktemp("www")
     (root / "page").write_bytes(os.urandom(30_000))
     marker = os.urandom(12).hex()
@@ -127,9 +117,9 @@ def curl_onion(socks: str, url: str, out: Path, timeout: float = 90) -> subproce
 @needs_stem
 @needs_curl
 def test_stem_publishes_an_ephemeral_service_and_curl_fetches_it(
-    testnet: dict[str, object], www: tuple[int, Path], tmp_path: Path
+    testnet: dict[str, object], site: tuple[int, Path], tmp_path: Path
 ) -> None:
-    port, root = www
+    port, root = site
     got = tmp_path / "got"
     run = subprocess.run(
         [SYSTEM_PYTHON, str(CLIENTS / "stem_onion.py"), str(control_port(testnet)), str(testnet["socks"]),
@@ -224,12 +214,12 @@ def test_onionshare_shares_a_file_through_onionmesh(
         proc.wait(timeout=30)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+@needs_chromium
 @needs_curl
 def test_a_persistent_service_survives_a_restart_and_chromium_loads_it(
-    www: tuple[int, Path], tmp_path: Path
+    site: tuple[int, Path], tmp_path: Path
 ) -> None:
-    port, root = www
+    port, root = site
     state, service_dir = tmp_path / "tn", tmp_path / "web-service"
     args = ("--onion-service", str(service_dir), "--onion-port", f"80=127.0.0.1:{port}")
     addresses = []

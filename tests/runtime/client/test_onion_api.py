@@ -14,8 +14,8 @@ import aiohttp
 from onionmesh.crypto.hs_address import encode_address
 from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
-from tests.runtime.conftest import http_get_via_socks, start_mesh, stop_mesh
-from tests.runtime.test_control_api import check
+from tests.helpers.mesh import http_get_via_socks, start_mesh, stop_mesh
+from tests.runtime.client.test_control_api import check
 
 RELAYS = 8
 WAIT = 90.0  # liveness bound only
