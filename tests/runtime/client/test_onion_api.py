@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
+from onionmesh.app.control_cli import format_circuit
 from onionmesh.crypto.hs_address import encode_address
 from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
@@ -58,6 +59,14 @@ async def test_post_get_delete_an_ephemeral_service(tmp_path: Path) -> None:
                 http_get_via_socks, visitor.socks.port, created["address"], 80, "/blob/100000"
             )
             assert body == mesh.origin.blob(100000)
+            # the service's circuits in the API and in `onionmesh circuit list`: purpose and service
+            async with s.get(f"http://127.0.0.1:{control.port}/circuits") as r:
+                circuits = await r.json()
+            check("/circuits", "get", 200, circuits)
+            intro = [c for c in circuits if c["purpose"] == "hs_service_intro" and c["state"] != "closed"]
+            assert intro and all(c["hs_service_id"] == sid for c in intro)
+            assert f"hs_service_intro {sid}.onion" in format_circuit(intro[0])
+            assert all(c["hs_service_id"] is None for c in circuits if c["purpose"] == "general")
             async with s.get(base) as r:
                 listed = await r.json()
             check("/onion-services", "get", 200, listed)
