@@ -139,6 +139,9 @@ def test_stem_publishes_an_ephemeral_service_and_curl_fetches_it(
     assert "HS_SERVICE_INTRO" in purposes  # this proxy runs the service's intro circuits
     assert any(c["rend_query"] == sid for c in seen["circuits"] if c["purpose"].startswith("HS_"))
     assert seen["removed"] is True and seen["removed_again"] is False  # DEL_ONION, then 552
+    # GETINFO onions/current and onions/detached, as stem's list_ephemeral_hidden_services reads them
+    assert seen["listed_ours"] == [sid] and seen["listed_detached"] == [seen["detached"]]
+    assert seen["removed_detached"] is True
 
 
 def control(info: dict[str, object], *commands: str) -> str:

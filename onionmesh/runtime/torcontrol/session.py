@@ -34,6 +34,7 @@ class _Server(Protocol):
     info: GetInfo
     options: Options
     auth_failures: int
+    detached_onions: set[str]
 
     async def signal(self, name: str, session: Session) -> None: ...
 
@@ -114,6 +115,10 @@ class Session:
         lines: list[str] = []
         body: list[tuple[str, str]] = []
         for key in keys:
+            if key in ("onions/current", "onions/detached"):  # this connection's / the detached ones
+                owned = self.onions if key == "onions/current" else self.server.detached_onions
+                body.append((key, "\n".join(sorted(owned))))
+                continue
             try:
                 body.append((key, self.server.info.get(key)))
             except InfoError as exc:
@@ -263,6 +268,8 @@ class Session:
         lines += service.extra
         if "Detach" not in request.flags:
             self.onions.add(service.service_id)
+        else:
+            self.server.detached_onions.add(service.service_id)
         return format_reply(250, [*lines, "OK"])
 
     async def cmd_del_onion(self, command: Command) -> bytes:
@@ -276,6 +283,7 @@ class Session:
         except Unsupported as exc:
             return simple(551, str(exc))
         self.onions.discard(service_id)
+        self.server.detached_onions.discard(service_id)
         return OK
 
     async def cmd_onion_client_auth_add(self, command: Command) -> bytes:

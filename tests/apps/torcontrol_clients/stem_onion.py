@@ -41,6 +41,11 @@ with Controller.from_port(port=port) as c:
         {"purpose": circ.purpose, "hs_state": circ.hs_state, "rend_query": circ.rend_query}
         for circ in c.get_circuits()
     ]
+    detached = c.create_ephemeral_hidden_service({81: web_port}, detached=True, await_publication=False)
+    out["listed_ours"] = c.list_ephemeral_hidden_services()
+    out["listed_detached"] = c.list_ephemeral_hidden_services(our_services=False, detached=True)
+    out["detached"] = detached.service_id
+    out["removed_detached"] = c.remove_ephemeral_hidden_service(detached.service_id)
     out["removed"] = c.remove_ephemeral_hidden_service(response.service_id)
     out["removed_again"] = c.remove_ephemeral_hidden_service(response.service_id)
 
