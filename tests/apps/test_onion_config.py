@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,43 @@ def test_client_auth_dir_refuses_readable_keys(tmp_path: Path) -> None:
     os.chmod(d, 0o755)
     with pytest.raises(InsecurePermissions):
         oc.read_client_auth_dir(d)
+
+
+def _tor_writes_hostname(tmp_path: Path, hs_dir: Path) -> str:
+    """Run Debian's tor with no network (DisableNetwork) until it has loaded or made the keys of
+    `hs_dir` and written its hostname; end it by its PID; the hostname."""
+    tmp_path.mkdir(mode=0o700)
+    torrc = tmp_path / "torrc"
+    torrc.write_text("")
+    data = tmp_path / "tor-data"
+    proc = subprocess.Popen(
+        ["tor", "--defaults-torrc", str(torrc), "-f", str(torrc), "--DataDirectory", str(data),
+         "--DisableNetwork", "1", "--SocksPort", "0", "--HiddenServiceDir", str(hs_dir),
+         "--HiddenServicePort", "80 127.0.0.1:1", "--Log", "err stderr"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30  # a liveness bound only
+        while not (hs_dir / "hostname").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.stderr else ""
+            )
+            time.sleep(0.1)
+        time.sleep(0.2)  # the file is written whole before tor goes on, but give the write a moment
+        return (hs_dir / "hostname").read_text().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("tor") is None, reason="tor is not installed (apt-get install tor)")
+def test_keys_move_between_tor_and_onionmesh(tmp_path: Path) -> None:
+    """A HiddenServiceDir made by Tor keeps its address under onionmesh, and the reverse."""
+    made_by_tor = tmp_path / "by-tor"
+    tors = _tor_writes_hostname(tmp_path / "a", made_by_tor)
+    _key, ours = oc.load_or_create_service_dir(made_by_tor)
+    assert ours == tors
+    made_by_us = tmp_path / "by-us"
+    _key, address = oc.load_or_create_service_dir(made_by_us)
+    (made_by_us / "hostname").unlink()  # tor must compute it from our key file
+    assert _tor_writes_hostname(tmp_path / "b", made_by_us) == address
