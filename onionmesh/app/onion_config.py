@@ -66,7 +66,8 @@ def load_or_create_service_dir(path: Path, seed: bytes | None = None) -> tuple[E
     secret = path / "hs_ed25519_secret_key"
     if secret.exists():
         _check_private(secret, 0)
-        key = decode_secret_key(secret.read_bytes()[:97])
+        with secret.open("rb") as f:
+            key = decode_secret_key(f.read(97))  # 96 bytes; a longer file is refused, not read whole
     else:
         key = ExpandedKey.from_seed(seed if seed is not None else os.urandom(32))
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
