@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onionmesh.crypto.hs_blinding import PERIOD_LENGTH_MIN, ExpandedKey, blind_public, period_num
+from onionmesh.crypto.hs_blinding import (
+    PERIOD_LENGTH_MIN,
+    ExpandedKey,
+    blind_public,
+    period_num,
+    period_start,
+)
 from onionmesh.directory import hs_descriptor as hd
 from onionmesh.directory.dht_records import node_id_for
 from onionmesh.directory.hs_placement import REPLICAS, store_keys
@@ -51,6 +57,8 @@ from simulations.relays import EPOCH, PyRng, random_ip
 from simulations.report import out_path, pct, table
 
 WARMUP = 1800.0
+CLIENT_SKEW = 15 * 60.0  # clients' clocks are off by up to this much, either way
+BOUNDARY = period_start(period_num(EPOCH) + 1)  # the availability runs are centred on this one
 K = 16
 TOR_REPLICAS, TOR_SPREAD_STORE = 2, 4  # rend-spec-v3 hsdir_n_replicas, hsdir_spread_store
 UPLOAD_EVERY = 90 * 60.0  # the middle of Tor's and onionmesh's 60-120 min
@@ -78,6 +86,7 @@ class HsLookup:
     newest: bool
     replicas_tried: int
     datagrams: int
+    from_boundary: float = 0.0  # seconds since the period boundary (negative: before it)
 
 
 def _inner(rng: PyRng, network: DhtNetwork) -> hd.InnerDescriptor:
@@ -95,10 +104,12 @@ def _inner(rng: PyRng, network: DhtNetwork) -> hd.InnerDescriptor:
     return hd.InnerDescriptor(points)
 
 
-async def _join(network: DhtNetwork, rng: random.Random, used: set[str]) -> tuple[DhtNode, tuple[str, int]]:
+async def _join(
+    network: DhtNetwork, rng: random.Random, used: set[str], skew: float = 0.0
+) -> tuple[DhtNode, tuple[str, int]]:
     net = network.net
     online = [i for i, n in enumerate(network.nodes) if n.address not in net.offline]
-    node = DhtNode(None, clock=network.clock, ksize=K)
+    node = DhtNode(None, clock=lambda: network.clock() + skew, ksize=K)
     node.protocol = node._create_protocol()
     address = (random_ip(rng, used), 40000)
     node.transport = net.attach(address, node.protocol)
@@ -138,12 +149,13 @@ async def run_client(
     times: list[float],
     out: list[HsLookup],
 ) -> None:
-    client, address = await _join(network, rng, used)
+    skew = rng.uniform(-CLIENT_SKEW, CLIENT_SKEW)  # this client's clock is off by this much
+    client, address = await _join(network, rng, used, skew)
     loop = asyncio.get_running_loop()
     for at in sorted(times):
         await asyncio.sleep(max(0.0, at - loop.time()))
         service = rng.choice(services)
-        now = network.clock()
+        now = network.clock() + skew
         period = period_num(int(now))
         expected = service.newest.get(period, -1)
         keys = list(store_keys(blind_public(service.public, period), period))
@@ -162,6 +174,7 @@ async def run_client(
                 record is not None and record.revision >= expected,
                 tried,
                 network.net.sent[address] - before,
+                network.clock() - BOUNDARY,
             )
         )
     client.stop()
@@ -178,8 +191,9 @@ async def availability(
     sybil: float = 0.0,
 ) -> tuple[list[HsLookup], list[Service], dict[str, float]]:
     t0 = time.perf_counter()
+    start = asyncio.get_running_loop().time()  # the window is centred on a period boundary
     net = MemoryNetwork(seed=seed)
-    network = build_network(n, net, seed)
+    network = build_network(n, net, seed, published=int(EPOCH + start) - 600)
     perm = list(range(n))
     random.Random(seed + 2).shuffle(perm)
     network.set_sybils(set(perm[: round(sybil * n)]))  # study 1's Sybils: they drop stores, collude
@@ -191,7 +205,7 @@ async def availability(
     build = time.perf_counter() - t0
     rng = random.Random(seed + 5)
     used = {node.address[0] for node in network.nodes}
-    until = hours * 3600.0
+    until = start + hours * 3600.0
     services = []
     for i in range(n_services):
         node, _ = await _join(network, rng, used)
@@ -206,7 +220,7 @@ async def availability(
         *(
             run_client(
                 network, services, random.Random(rng.random()), used,
-                [rng.uniform(WARMUP, until) for _ in range(lookups)], out,
+                [rng.uniform(start + WARMUP, until) for _ in range(lookups)], out,
             )
             for _ in range(n_clients)
         )
@@ -460,12 +474,15 @@ def main(argv: list[str] | None = None) -> int:
     for n, sybil in runs:
         wall = time.perf_counter()
         (lookups_done, services, info), virtual = vclock.run(
-            lambda n=n, f=sybil: availability(n, n_services, n_clients, lookups, hours, args.seed, model, f)
+            lambda n=n, f=sybil: availability(n, n_services, n_clients, lookups, hours, args.seed, model, f),
+            start=BOUNDARY - EPOCH - hours * 1800,
         )
         results.append((n, sybil, lookups_done))
         ls = lookups_done
         fresh = sum(x.fresh for x in ls) / len(ls)
         newest = sum(x.newest for x in ls) / len(ls)
+        near = [x for x in ls if abs(x.from_boundary) <= 3600]  # the hour either side of the boundary
+        fresh_near = sum(x.fresh for x in near) / len(near) if near else float("nan")
         uploads = sum(s.uploads for s in services)
         stored = statistics.mean(a for s in services for a in s.accepted)
         print(
@@ -479,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 n,
                 pct(sybil), len(services), uploads, f"{stored:.1f}", len(ls), pct(fresh), pct(newest),
+                f"{pct(fresh_near)} of {len(near)}",
                 f"{statistics.mean(x.replicas_tried for x in ls):.2f}",
                 f"{statistics.mean(x.datagrams for x in ls):.1f}",
             ]
@@ -486,12 +504,13 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"{n}" + (f"_sybil{round(100 * sybil)}" if sybil else "")
         print(f"hs_fresh_lookup_share_{tag} {fresh:.4f} ratio")
         print(f"hs_newest_lookup_share_{tag} {newest:.4f} ratio")
+        print(f"hs_fresh_near_boundary_share_{tag} {fresh_near:.4f} ratio")
         print(f"hs_lookup_replicas_tried_{tag} {statistics.mean(x.replicas_tried for x in ls):.2f} replicas")
         print(f"hs_lookup_datagrams_{tag} {statistics.mean(x.datagrams for x in ls):.1f} datagrams")
     print(
         table(
             ["relays", "sybil", "services", "uploads", "nodes/upload", "lookups", "fresh", "newest",
-             "replicas tried", "datagrams"],
+             "fresh within 1 h of boundary", "replicas tried", "datagrams"],
             table_rows,
         )
     )  # fmt: skip

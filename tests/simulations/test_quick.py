@@ -186,6 +186,7 @@ def test_onion_services_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (tmp_path / "onion_services.png").stat().st_size > 10_000
     figures = {p[0]: p[1] for p in (line.split() for line in out.splitlines()) if len(p) == 3}
     assert float(figures["hs_fresh_lookup_share_300"]) >= 0.9  # no adversary: lookups find it
+    assert float(figures["hs_fresh_near_boundary_share_300"]) >= 0.9  # skewed clients, either side
     rows = _rows(out, "adv")
     # adv-share adv-share-online om-censored om-tracked tor-censored tor-tracked
     om_c = [_pct(r[2]) for r in rows]
