@@ -121,7 +121,10 @@ def parse_service_table(value: object) -> OnionServiceConfig:
     if isinstance(value, str):
         parts = value.split()
         if len(parts) < 2:
-            raise OnionConfigError("an onion service is DIR VIRT=HOST:PORT [VIRT=HOST:PORT ...]")
+            raise OnionConfigError(
+                f"onion service {parts[0] if parts else '(no directory)'} has no port: add --onion-port "
+                "VIRT=HOST:PORT after it (or ports = [...] in its [[onion_service]] table)"
+            )
         return OnionServiceConfig(
             Path(parts[0]).expanduser(), tuple(parse_port_mapping(p) for p in parts[1:])
         )

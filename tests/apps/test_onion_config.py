@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,3 +185,22 @@ def test_keys_move_between_tor_and_onionmesh(tmp_path: Path) -> None:
     _key, address = oc.load_or_create_service_dir(made_by_us)
     (made_by_us / "hostname").unlink()  # tor must compute it from our key file
     assert _tor_writes_hostname(tmp_path / "b", made_by_us) == address
+
+
+def test_the_proxy_refuses_to_start_with_a_readable_service_key(tmp_path: Path) -> None:
+    service = tmp_path / "svc"
+    oc.load_or_create_service_dir(service)
+    os.chmod(service / "hs_ed25519_secret_key", 0o644)
+    run = subprocess.run(
+        [sys.executable, "-m", "onionmesh", "proxy", "--socks", "127.0.0.1:0", "--control", "127.0.0.1:0",
+         "--tor-control", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+         "--onion-service", str(service), "--onion-port", "80=127.0.0.1:8080"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "refusing to start" in run.stderr and "hs_ed25519_secret_key is readable by others" in run.stderr
+    no_port = subprocess.run(
+        [sys.executable, "-m", "onionmesh", "proxy", "--onion-service", str(service)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert no_port.returncode != 0 and "has no port: add --onion-port" in no_port.stderr
