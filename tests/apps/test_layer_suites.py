@@ -49,7 +49,7 @@ async def test_each_hop_and_link_run_the_best_suite_both_ends_have(
         assert hops
         expected = LayerSuite.AES_GCM if relays_have_aes else LayerSuite.XCHACHA
         assert {hop.forward.suite for hop in hops} | {hop.backward.suite for hop in hops} == {expected}
-        links = list(net.client.circuits._links.values())
+        links = list(net.client.circuits.links.links)
         assert links and {link.suite for link in links} == {
             SUITE_AEGIS256 if relays_have_aes else SUITE_CHACHA20_POLY1305
         }
