@@ -76,12 +76,23 @@ class InsecurePermissions(OnionmeshError, OSError):
     """A data directory or key file that others may read: refuse to run, as Tor does."""
 
 
+class OnionConfigError(OnionmeshError, ValueError):
+    """A persistent onion service's settings or files (port mapping, key file, .auth_private) are unusable."""
+
+
 class ConfigError(OnionmeshError, ValueError):
     """The settings are unusable; ``problems`` lists every problem found, not just the first."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+    def one_line(self) -> str:
+        """The problems on one bounded line (a reply's framing allows no CR or LF).  Built from a
+        plain string by mistake, `problems` holds one character each: joined back, not spaced."""
+        parts = self.problems
+        text = "".join(parts) if all(len(p) <= 1 for p in parts) else "; ".join(parts)
+        return " ".join(text.split())[:200]
 
 
 class ListenError(OnionmeshError, OSError):

@@ -122,8 +122,11 @@ class DhtNetwork:
         SybilProtocol.coalition = self.coalition
 
 
-def build_network(n: int, net: MemoryNetwork, seed: int, ksize: int = 16) -> DhtNetwork:
-    """Create n relays and their DhtNodes attached to `net` (needs the running virtual loop)."""
+def build_network(
+    n: int, net: MemoryNetwork, seed: int, ksize: int = 16, published: int = EPOCH
+) -> DhtNetwork:
+    """Create n relays and their DhtNodes attached to `net` (needs the running virtual loop);
+    their descriptors are signed at `published` (valid 18 h: a study of later hours moves it)."""
     loop = asyncio.get_running_loop()
 
     def clock() -> float:
@@ -135,7 +138,9 @@ def build_network(n: int, net: MemoryNetwork, seed: int, ksize: int = 16) -> Dht
     network = DhtNetwork(net, clock, coalition=Coalition(random.Random(seed + 1)))
     for i in range(n):
         ip = random_ip(pyr, used)
-        relay = make_relay(keys, i, ip, capacity=tor_like_bandwidth(pyr), exit_relay=pyr.random() < 0.2)
+        relay = make_relay(
+            keys, i, ip, capacity=tor_like_bandwidth(pyr), exit_relay=pyr.random() < 0.2, published=published
+        )
         dht = DhtNode(relay.identity, clock=clock, ksize=ksize)
         dht.descriptor_raw = relay.raw
         dht.protocol = dht._create_protocol()

@@ -146,6 +146,7 @@ def node_choice(args: argparse.Namespace) -> tuple[GeoIP, NodeRestrictions]:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
+    from onionmesh.app.onion_start import start_onion_services
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.directory.bridge_line import parse_bridge_line
     from onionmesh.runtime.client.node import ClientConfig, ClientNode
@@ -179,6 +180,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         if node.torcontrol is not None:  # SIGNAL SHUTDOWN, TAKEOWNERSHIP: stop like SIGTERM
             node.torcontrol.on_shutdown = stop_self
         assert node.control is not None
+        for address in await start_onion_services(node, args.onion_service, args.onion_client_auth_dir):
+            print(f"onionmesh proxy: onion service {address}", flush=True)
         print(
             f"onionmesh proxy: SOCKS5 at {node.config.socks_host}:{node.socks.port}; "
             f"status page (one-time link): {node.control.login_link()}",
@@ -190,6 +193,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
+    from onionmesh.app.onion_start import start_onion_services
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.app.testnet import Testnet, exits_for
 
@@ -219,6 +223,11 @@ def cmd_testnet(args: argparse.Namespace) -> int:
             f"{exits_for(args.relays)} exits, {net.hops} hops); state in {args.state_dir / 'testnet.json'}",
             flush=True,
         )
+        if net.client is not None:
+            for address in await start_onion_services(
+                net.client, args.onion_service, args.onion_client_auth_dir
+            ):
+                print(f"onion service {address}", flush=True)
         if net.client is not None and net.client.control is not None:
             print(f"status page (one-time link): {net.client.control.login_link()}", flush=True)
 
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "status-page": cmd_status_page,
         "dht": cmd_dht,
     }
-    from onionmesh.errors import ListenerClash, PublicListenerRefused
+    from onionmesh.errors import ListenerClash, OnionConfigError, PublicListenerRefused, Unsupported
     from onionmesh.runtime.keystore import InsecurePermissions
 
     try:
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except InsecurePermissions as exc:
         print(f"onionmesh {args.command}: refusing to start: {exc}", file=sys.stderr)
         return 2
-    except (PublicListenerRefused, ListenerClash) as exc:
+    except (PublicListenerRefused, ListenerClash, Unsupported, OnionConfigError) as exc:  # onion files too
         print(f"onionmesh {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a data directory that cannot be created: one line

@@ -120,6 +120,39 @@ def _add_node_choice(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geoip6-file", type=Path, default=None, help="Tor-format IPv6 GeoIP file")
 
 
+class _OnionPort(argparse.Action):
+    """--onion-port VIRT=HOST:PORT adds a mapping to the service of the last --onion-service."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        services = getattr(namespace, "onion_service", None)
+        if not services:
+            parser.error("--onion-port needs an --onion-service DIR before it")
+        services[-1] = f"{services[-1]} {'='.join(str(values).split(maxsplit=1))}"
+
+
+def _add_onion(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--onion-service",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="publish a persistent onion service whose keys and hostname live in DIR (repeatable)",
+    )
+    p.add_argument(
+        "--onion-port",
+        action=_OnionPort,
+        metavar="VIRT=HOST:PORT",
+        help="a port of the last --onion-service, e.g. 80=127.0.0.1:8080 (repeatable)",
+    )
+    p.add_argument(
+        "--onion-client-auth-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Tor's <name>.auth_private files for services that restrict discovery",
+    )
+
+
 def _defer_to_config(command: str, parser: argparse.ArgumentParser) -> None:
     """Settings come from flags, then ONIONMESH_* variables, then the config file, then defaults
     (onionmesh.app.config): argparse must only report the flags actually given."""
@@ -258,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send DHT lookups through circuits, never UDP (always so with --bridge)",
     )
     _add_node_choice(proxy)
+    _add_onion(proxy)
     _add_logging(proxy)
 
     testnet = sub.add_parser("testnet", help="run a whole mesh on loopback")
@@ -268,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     testnet.add_argument("--state-dir", type=Path, default=Path("onionmesh-testnet"))
     testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
     _add_node_choice(testnet)
+    _add_onion(testnet)
     _add_public_listeners(testnet)
     _add_logging(testnet)
 

@@ -99,6 +99,9 @@ def _hops(c: dict[str, Any]) -> str:
 
 def format_circuit(c: dict[str, Any]) -> str:
     label = f" [{c['isolation']}]" if c.get("isolation") else ""
+    purpose = c.get("purpose") or "general"
+    if purpose != "general":  # an onion service's circuit: what for, and which service
+        label += f" {purpose}" + (f" {c['hs_service_id']}.onion" if c.get("hs_service_id") else "")
     return (
         f"{c['id']:>4}  {c['state']:<8} {c['age_s']:>7.1f}s {c['streams']:>3} streams  "
         f"{c['bytes_in']:>10} B in  {_hops(c)}{label}"

@@ -211,6 +211,19 @@ _KEYS = {
             optional=True,
             check=_check_hashed_password,
         ),
+        Key(
+            "onion_service",
+            "onion_services",
+            (),
+            "persistent onion services: [[onion_service]] dir, ports, client_auth (client/README.md)",
+        ),
+        Key(
+            "onion_client_auth_dir",
+            "path",
+            None,
+            "Tor's <name>.auth_private files: keys for services that restrict discovery",
+            optional=True,
+        ),
         Key("dht_refresh", "float", 600.0, "seconds between crawls of the DHT", lo=1),
         Key("hops", "int", 3, "relays per circuit (3 is recommended)", lo=1, hi=8),
         Key("relays", "int", 5, "how many relays the testnet runs", lo=1),
@@ -226,6 +239,7 @@ _RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_me
 _RELAY += " max_streams_per_circuit max_streams_per_link max_exit_streams"
 _RELAY += " bridge ws_listen ws_public_url tls_cert tls_key"
 _TOR_CONTROL = ("tor_control", "hashed_control_password")
+_ONION = ("onion_service", "onion_client_auth_dir")
 _NODES = ("exit_nodes", "exclude_nodes", "exclude_exit_nodes", "strict_nodes", "geoip_file", "geoip6_file")
 _CLIENT_DIR = Path.home() / ".onionmesh" / "client"
 SCHEMAS: dict[str, dict[str, Key]] = {
@@ -240,7 +254,7 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
         "bootstrap": _KEYS["bootstrap"],
         **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
-        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits", *_TOR_CONTROL, *_NODES)},
+        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits", *_TOR_CONTROL, *_NODES, *_ONION)},
     },
     "testnet": {
         "relays": _KEYS["relays"],
@@ -248,7 +262,7 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "control": replace(_KEYS["control"], default=("127.0.0.1", 0), doc="control API (0: any port)"),
         "tor_control": replace(_KEYS["tor_control"], default=("127.0.0.1", 0), doc="Tor control (0: any)"),
         "hashed_control_password": _KEYS["hashed_control_password"],
-        **{name: _KEYS[name] for name in ("state_dir", "hops", *_NODES, *_LOG)},
+        **{name: _KEYS[name] for name in ("state_dir", "hops", *_NODES, *_ONION, *_LOG)},
     },
 }
 ALL_KEYS: dict[str, Key] = {name: key for schema in SCHEMAS.values() for name, key in schema.items()}
@@ -319,6 +333,13 @@ def _identity_key(value: object) -> str:
     return value.strip().lower()
 
 
+def _onion_service(value: object) -> object:
+    """One persistent onion service (app.onion_config.parse_service_table)."""
+    from onionmesh.app.onion_config import parse_service_table
+
+    return parse_service_table(value)
+
+
 def _bridge_line(value: object) -> str:
     """A bridge line as `onionmesh relay --bridge` prints it (directory.bridge_line)."""
     from onionmesh.directory.bridge_line import parse_bridge_line
@@ -333,6 +354,7 @@ _ITEMS: dict[str, tuple[Callable[[object], object], str]] = {
     "hostports": (_hostport, "HOST:PORT"),
     "names": (_name_ip, "NAME=IP"),
     "keys": (_identity_key, "an identity key (64 hex digits)"),
+    "onion_services": (_onion_service, "an onion service {dir, ports, client_auth}"),
 }
 
 

@@ -200,3 +200,22 @@ def test_exit_country_quick(capsys: pytest.CaptureFixture[str]) -> None:
         spread, inside = f"pin_{cc}.spread", f"pin_{cc}.in_country"
         assert figure[f"{inside}.adversary_exit_probability"] > figure[f"{spread}.adversary_exit_probability"]
         assert figure[f"{inside}.circuits_compromised"] > figure["nopin.circuits_compromised"]
+
+
+def test_onion_services_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations import onion_services
+
+    assert onion_services.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "onion_services.png").stat().st_size > 10_000
+    figures = {p[0]: p[1] for p in (line.split() for line in out.splitlines()) if len(p) == 3}
+    assert float(figures["hs_fresh_lookup_share_300"]) >= 0.9  # no adversary: lookups find it
+    assert float(figures["hs_fresh_near_boundary_share_300"]) >= 0.9  # skewed clients, either side
+    rows = _rows(out, "adv")
+    # adv-share adv-share-online om-censored om-tracked tor-censored tor-tracked
+    om_c = [_pct(r[2]) for r in rows]
+    tor_c = [_pct(r[4]) for r in rows]
+    assert om_c == sorted(om_c) and tor_c == sorted(tor_c)  # more adversary, more censorship
+    assert all(o <= t for o, t in zip(om_c, tor_c, strict=True))  # 64 holders are harder to own than 8
+    assert all(_pct(r[3]) >= _pct(r[5]) for r in rows)  # ... and easier to sit among
+    assert figures["hs_grind_holders_won"] == "16"  # ground IDs take every one of the 16 closest

@@ -88,6 +88,10 @@ def circuit_json(
         "bytes_in": handle.circ.bytes_in,
         "bytes_out": handle.circ.bytes_out,
         "closed_reason": handle.closed_reason,
+        # what it is for: "general" (SOCKS streams), or an onion service's "hs_client_intro",
+        # "hs_client_rend", "hs_service_intro", "hs_service_rend", ... with the service it is for
+        "purpose": getattr(handle, "purpose", "general"),
+        "hs_service_id": getattr(handle, "hs_service_id", None),
     }
 
 

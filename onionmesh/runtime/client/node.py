@@ -20,7 +20,7 @@ from onionmesh.errors import (
 )
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.backoff import Backoff
-from onionmesh.runtime.client import status_page
+from onionmesh.runtime.client import onion_api, status_page
 from onionmesh.runtime.client.bridges import BridgeSet
 from onionmesh.runtime.client.circuit_manager import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.client.control import ControlServer, load_or_create_cookie
@@ -193,7 +193,7 @@ class ClientNode:
         await self.socks.start()
         cookie = load_or_create_cookie(Path(self.config.data_dir), self.rng.random_bytes(32))
         self.control = ControlServer(self, self.config.control_host, self.config.control_port, cookie)
-        self.control.extra_routes += status_page.routes(self.control)
+        self.control.extra_routes += status_page.routes(self.control) + onion_api.routes(self.control)
         try:
             await self.control.start()
         except OSError as exc:

@@ -1,20 +1,35 @@
 """The proxy as a Tor control port sees it (runtime/torcontrol/target.py's ControlTarget).
 
 Circuits and streams in Tor's terms: a circuit built for SOCKS traffic is PURPOSE=GENERAL, one
-built through a controller (EXTENDCIRCUIT, the JSON API) CONTROLLER; a stream's id is its
-circuit's number * 65536 + its stream id on that circuit.  Bootstrap phases: 5 `conn` while the
+built through a controller (EXTENDCIRCUIT, the JSON API) CONTROLLER, onion-service circuits
+HS_CLIENT_INTRO, HS_CLIENT_REND, HS_SERVICE_INTRO, HS_SERVICE_REND, HS_CLIENT_HSDIR,
+HS_SERVICE_HSDIR or HS_VANGUARDS with HS_STATE= and REND_QUERY= (the service id); a stream's id
+is its circuit's number * 65536 + its stream id on that circuit.
+
+Onion services: ADD_ONION starts a service through `ClientNode.add_onion_service`, DEL_ONION stops
+it, ONION_CLIENT_AUTH_* edit `ClientNode.client_auth`.  HS_DESC events follow each upload: onionmesh
+stores a descriptor at four DHT replica keys (docs/protocol.md §16.5), not at named HSDirs, so each
+replica stands in for an HSDir: its 20-byte store key of the period, upper-case hex, is the
+`$FINGERPRINT` of UPLOAD / UPLOADED / FAILED, and the descriptor id is the blinded key (base64),
+as Tor writes it.  stem's `create_ephemeral_hidden_service(await_publication=True)` waits for an
+UPLOADED whose directory it saw in an UPLOAD, which is what this gives.  Bootstrap phases: 5 `conn` while the
 DHT has given no relay yet, 75 `enough_dirinfo` with relays but no built circuit, 90
 `circuit_create` while one is being built, 100 `done` once one is open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from onionmesh import __version__
+from onionmesh.crypto.hs_blinding import ExpandedKey, blind_public
+from onionmesh.directory.hs_placement import store_keys
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import ListenError, NotFound, Unsupported
 from onionmesh.proto.torcontrol_onion import AddOnion, ClientAuthAdd
@@ -39,6 +54,21 @@ NO_ONION_SERVICES = (
     "separately); the request was valid"
 )
 _CIRC = {"launched": "LAUNCHED", "extended": "EXTENDED", "built": "BUILT"}
+# CircuitHandle.purpose -> Tor's PURPOSE= (control-spec §4.1.1)
+HS_PURPOSES = {
+    "hs_client_intro": "HS_CLIENT_INTRO",
+    "hs_client_rend": "HS_CLIENT_REND",
+    "hs_client_hsdir": "HS_CLIENT_HSDIR",
+    "hs_service_intro": "HS_SERVICE_INTRO",
+    "hs_service_rend": "HS_SERVICE_REND",
+    "hs_service_hsdir": "HS_SERVICE_HSDIR",
+    "hs_vanguard": "HS_VANGUARDS",
+    "hs_vanguards": "HS_VANGUARDS",
+}
+PERMANENT_AUTH = (
+    "Flags=Permanent is not supported: put a <name>.auth_private file in the directory given to "
+    "--onion-client-auth-dir (onion_client_auth_dir) to keep a key across restarts"
+)
 
 
 class _Node(Protocol):
@@ -49,6 +79,11 @@ class _Node(Protocol):
     config: Any
     socks: Any
     directory: Any
+    onion_services: dict[str, Any]
+    client_auth: dict[str, bytes]
+
+    async def add_onion_service(self, spec: Any) -> Any: ...
+    async def remove_onion_service(self, service_id: str) -> None: ...
 
     @property
     def relays(self) -> list[Any]: ...
@@ -83,6 +118,9 @@ class ClientControlTarget:
         self.config_file: str | None = None
         self._subscribers: list[Callable[[Event], None]] = []
         self._hooked = False
+        self._watched: set[str] = set()  # services whose listeners feed HS_DESC
+        self._auth_names: dict[str, str] = {}  # service id -> ClientName of ONION_CLIENT_AUTH_ADD
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- state ---------------------------------------------------------------------------------
     def socks_listeners(self) -> list[str]:
@@ -105,15 +143,19 @@ class ClientControlTarget:
         if isinstance(iso, tuple) and len(iso) == 2 and iso != (None, None):
             username, password = _text(iso[0]) or "", _text(iso[1]) or ""
         built = len(handle.circ.hops) if status != "BUILT" else len(handle.path)
+        purpose = PURPOSE_CONTROLLER if iso == CONTROLLER_ISOLATION else PURPOSE_GENERAL
+        hs_purpose = HS_PURPOSES.get(getattr(handle, "purpose", "general"))
         return CircuitInfo(
             id=handle.number,
             status=status,
             path=tuple(Hop(d.fingerprint, d.nickname) for d in handle.path[:built]),
-            purpose=PURPOSE_CONTROLLER if iso == CONTROLLER_ISOLATION else PURPOSE_GENERAL,
+            purpose=hs_purpose or purpose,
             created=time.time() - (time.monotonic() - handle.created_at),
             reason=reason,
-            socks_username=username,
-            socks_password=password,
+            socks_username=None if hs_purpose else username,
+            socks_password=None if hs_purpose else password,
+            hs_state=getattr(handle, "hs_state", None) if hs_purpose else None,
+            rend_query=getattr(handle, "hs_service_id", None) if hs_purpose else None,
         )
 
     def circuits(self) -> list[CircuitInfo]:
@@ -245,20 +287,107 @@ class ClientControlTarget:
         """RELOAD, DORMANT, ACTIVE, CLEARDNSCACHE, DUMP, DEBUG: nothing to do here (no torrc, no DNS
         cache); SHUTDOWN and HALT are the server's (TorControlServer.on_shutdown)."""
 
+    # --- onion services ----------------------------------------------------------------------------
+    def _runtime(self) -> Any:
+        try:
+            from onionmesh.runtime.client import onion_service
+        except ImportError:
+            raise Unsupported(NO_ONION_SERVICES) from None
+        if not hasattr(self.node, "add_onion_service"):
+            raise Unsupported(NO_ONION_SERVICES)
+        return onion_service
+
     async def add_onion(self, request: AddOnion) -> OnionService:
-        raise Unsupported(NO_ONION_SERVICES)
+        """ConfigError (from the node) for a key already running here or ports it cannot serve."""
+        runtime = self._runtime()
+        if request.expanded_key is not None:
+            key = ExpandedKey.from_bytes(request.expanded_key)
+        else:
+            key = ExpandedKey.from_seed(os.urandom(32))
+        spec = runtime.OnionServiceSpec(
+            key=key,
+            ports=tuple(runtime.PortMap(p.virtual, p.host, p.port) for p in request.ports),
+            client_auth=tuple(request.client_auth_v3),
+            max_streams=request.max_streams,
+        )
+        service = await self.node.add_onion_service(spec)
+        self._watch(service)
+        return OnionService(service.service_id, key.to_bytes() if request.new_key else None)
 
     def del_onion(self, service_id: str) -> None:
-        raise NotFound(service_id)
+        services = getattr(self.node, "onion_services", {})
+        if service_id not in services:
+            raise NotFound(service_id)
+        self._watched.discard(service_id)
+        task = asyncio.ensure_future(self.node.remove_onion_service(service_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def client_auth_add(self, request: ClientAuthAdd) -> None:
-        raise Unsupported(NO_ONION_SERVICES)
+        self._runtime()
+        if request.permanent:
+            raise Unsupported(PERMANENT_AUTH)
+        self.node.client_auth[request.service_id] = request.private_key
+        if request.nickname:
+            self._auth_names[request.service_id] = request.nickname
+        else:
+            self._auth_names.pop(request.service_id, None)
 
     def client_auth_remove(self, service_id: str) -> None:
-        raise Unsupported(NO_ONION_SERVICES)
+        self._runtime()
+        if self.node.client_auth.pop(service_id, None) is None:
+            raise NotFound(service_id)
+        self._auth_names.pop(service_id, None)
 
     def client_auth_view(self, service_id: str | None) -> list[str]:
-        return []
+        """`CLIENT <id> x25519:<base64 key> [ClientName=...]` lines (control-spec §3.32)."""
+        keys = getattr(self.node, "client_auth", {})
+        out = []
+        for sid in sorted(keys):
+            if service_id is not None and sid != service_id:
+                continue
+            line = f"{sid} x25519:{base64.b64encode(keys[sid]).decode('ascii')}"
+            if sid in self._auth_names:
+                line += f" ClientName={self._auth_names[sid]}"
+            out.append(line)
+        return out
+
+    def _watch(self, service: Any) -> None:
+        if service.service_id in self._watched:
+            return
+        self._watched.add(service.service_id)
+        public = service.spec.key.public
+
+        def on_event(what: str, info: dict[str, object]) -> None:
+            if service.service_id not in self._watched:
+                return
+            period = info.get("period")
+            if not isinstance(period, int):
+                return
+            blinded = blind_public(public, period)
+            keys = store_keys(blinded, period)
+            desc_id = base64.b64encode(blinded).decode("ascii").rstrip("=")
+            sid = service.service_id
+            if what == "desc_upload":
+                for key in keys:
+                    self._emit(Event("HS_DESC", text=f"UPLOAD {sid} UNKNOWN ${key.hex().upper()} {desc_id}"))
+            elif what == "desc_uploaded":
+                replica = str(info.get("hsdir", ""))
+                index = (
+                    int(replica.removeprefix("replica")) if replica.removeprefix("replica").isdigit() else -1
+                )
+                if 0 <= index < len(keys):
+                    self._emit(Event("HS_DESC", text=f"UPLOADED {sid} UNKNOWN ${keys[index].hex().upper()}"))
+            elif what == "desc_failed":
+                for key in keys:
+                    self._emit(
+                        Event(
+                            "HS_DESC",
+                            text=f"FAILED {sid} UNKNOWN ${key.hex().upper()} REASON=UPLOAD_REJECTED",
+                        )
+                    )
+
+        service.listeners.append(on_event)
 
     # --- events ----------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -266,6 +395,8 @@ class ClientControlTarget:
             self._hooked = True
             self.node.circuits.listeners.append(self._on_circuit)
             self.node.circuits.stream_listeners.append(self._on_stream)
+            for service in list(getattr(self.node, "onion_services", {}).values()):
+                self._watch(service)  # services from the configuration or the JSON API
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 

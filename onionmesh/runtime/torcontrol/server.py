@@ -86,6 +86,7 @@ class TorControlServer:
         self.options = Options(target, self._own_options, self._set_own)
         self.owning_pid: int | None = None
         self.conns: set[_Conn] = set()
+        self.detached_onions: set[str] = set()  # ADD_ONION Flags=Detach: they outlive their connection
         self.auth_failures = 0
         self.refused_connections = 0
         self.closed_for_syntax = 0

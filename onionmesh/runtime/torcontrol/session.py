@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
-from onionmesh.errors import ConfError, InfoError, NotFound, Unsupported
+from onionmesh.errors import ConfError, ConfigError, InfoError, NotFound, Unsupported
 from onionmesh.proto.torcontrol import Command, DataLine, format_reply, parse_args, quote, simple
 from onionmesh.proto.torcontrol_auth import AuthConfig, AuthSession
 from onionmesh.proto.torcontrol_onion import (
@@ -34,8 +34,10 @@ class _Server(Protocol):
     info: GetInfo
     options: Options
     auth_failures: int
+    detached_onions: set[str]
 
     async def signal(self, name: str, session: Session) -> None: ...
+
 
 MAX_KEYS = 256  # GETINFO/GETCONF keys in one command
 SIGNALS = {
@@ -113,6 +115,10 @@ class Session:
         lines: list[str] = []
         body: list[tuple[str, str]] = []
         for key in keys:
+            if key in ("onions/current", "onions/detached"):  # this connection's / the detached ones
+                owned = self.onions if key == "onions/current" else self.server.detached_onions
+                body.append((key, "\n".join(sorted(owned))))
+                continue
             try:
                 body.append((key, self.server.info.get(key)))
             except InfoError as exc:
@@ -252,12 +258,18 @@ class Session:
             service = await self.server.target.add_onion(request)
         except Unsupported as exc:
             return simple(551, str(exc))
+        except ConfigError as exc:  # the node refused the spec: Tor's words for a key already running
+            text = exc.one_line()
+            already = "already running" in text
+            return simple(550 if already else 512, "Onion address collision" if already else text)
         lines = [f"ServiceID={service.service_id}"]
         if service.private_key is not None and "DiscardPK" not in request.flags:
             lines.append(f"PrivateKey=ED25519-V3:{encode_expanded_key(service.private_key)}")
         lines += service.extra
         if "Detach" not in request.flags:
             self.onions.add(service.service_id)
+        else:
+            self.server.detached_onions.add(service.service_id)
         return format_reply(250, [*lines, "OK"])
 
     async def cmd_del_onion(self, command: Command) -> bytes:
@@ -271,6 +283,7 @@ class Session:
         except Unsupported as exc:
             return simple(551, str(exc))
         self.onions.discard(service_id)
+        self.server.detached_onions.discard(service_id)
         return OK
 
     async def cmd_onion_client_auth_add(self, command: Command) -> bytes:
