@@ -81,18 +81,16 @@ class OnionConfigError(OnionmeshError, ValueError):
 
 
 class ConfigError(OnionmeshError, ValueError):
-    """The settings are unusable; ``problems`` lists every problem found, not just the first."""
+    """The settings are unusable; ``problems`` lists every problem found, not just the first
+    (one problem may be given as a plain string)."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
     def one_line(self) -> str:
-        """The problems on one bounded line (a reply's framing allows no CR or LF).  Built from a
-        plain string by mistake, `problems` holds one character each: joined back, not spaced."""
-        parts = self.problems
-        text = "".join(parts) if all(len(p) <= 1 for p in parts) else "; ".join(parts)
-        return " ".join(text.split())[:200]
+        """The problems on one bounded line (a reply's framing allows no CR or LF)."""
+        return " ".join("; ".join(self.problems).split())[:200]
 
 
 class ListenError(OnionmeshError, OSError):

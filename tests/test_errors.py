@@ -76,3 +76,11 @@ def test_nothing_raises_the_bare_base_class() -> None:
             ):
                 bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert bare == []
+
+
+def test_a_config_error_from_a_plain_string_is_one_problem() -> None:
+    # the onion-service runtime raised ConfigError("text"): its message came out one letter a line
+    exc = errors.ConfigError("an onion service needs at least one port")
+    assert exc.problems == ["an onion service needs at least one port"]
+    assert exc.one_line() == str(exc) == "an onion service needs at least one port"
+    assert errors.ConfigError(["a", "b\nc"]).one_line() == "a; b c"
