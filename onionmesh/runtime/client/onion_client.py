@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -259,7 +258,6 @@ class OnionConnector:
         return ((ExtType.POW, PowExtension(hs_pow.VERSION, nonce, effort, seed[:4]).encode()),)
 
     def close(self) -> None:
-        for handle in self._circuits.values():
-            with contextlib.suppress(Exception):
-                self.hs.mgr.close_circuit(handle.number)
+        for handle in list(self._circuits.values()):  # closing may call back into this table
+            self.hs.mgr.close_circuit(handle.number)  # False for one already gone: nothing to do
         self._circuits.clear()

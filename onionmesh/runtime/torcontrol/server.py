@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from onionmesh.errors import ControlSyntaxError
+from onionmesh.errors import ControlSyntaxError, NotFound, Unsupported
 from onionmesh.proto.torcontrol import CommandReader, format_event, simple
 from onionmesh.proto.torcontrol_auth import AuthConfig
 from onionmesh.runtime.loglimit import limited
@@ -204,7 +204,7 @@ class TorControlServer:
     def _closed(self, conn: _Conn) -> None:
         session = conn.session
         for service_id in list(session.onions):  # ADD_ONION without Detach lives as long as its connection
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(NotFound, Unsupported):  # already removed (DEL_ONION), or none here
                 self.target.del_onion(service_id)
         if session.owner:
             log.info("control port: the owning controller closed its connection: shutting down")
