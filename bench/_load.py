@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,37 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.asynccontextmanager
+async def onion_mesh(tmp: Path, relays: int, files: dict[str, bytes]) -> AsyncIterator[tuple[int, Any]]:
+    """A testnet of `relays` relays, a file server for `files` and a factory of client nodes
+    (`await make(name)`, each knowing every relay), all stopped on exit: what the onion-service
+    benches share.  Yields (the file server's port, make)."""
+    from onionmesh.app.testnet import Testnet
+    from onionmesh.runtime.client.node import ClientConfig, ClientNode
+
+    www = tmp / "www"
+    www.mkdir()
+    for name, data in files.items():
+        (www / name).write_bytes(data)
+    server, port = start_file_server(www)
+    net = Testnet(tmp / "net", relays, ("127.0.0.1", 0), ("127.0.0.1", 0), log_level="error")
+    nodes: list[ClientNode] = []
+    try:
+        info = await net.start()
+        contacts = tuple((h, int(p)) for h, p in (b.rsplit(":", 1) for b in info["bootstrap"]))
+
+        async def make(name: str) -> ClientNode:
+            config = ClientConfig(data_dir=tmp / name, socks_port=0, control_port=0, bootstrap=contacts)
+            n = ClientNode(config)
+            await n.start()
+            nodes.append(n)
+            await n.directory.wait_for(relays, 30)
+            return n
+
+        yield port, make
+    finally:
+        for n in nodes:
+            await n.stop()
+        await stop_all(net, server)

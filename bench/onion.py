@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _load import start_file_server, stop_all
+from _load import onion_mesh
 from throughput import curl
 
 from onionmesh.app.run import run
@@ -70,10 +70,8 @@ async def measure_onionmesh(args: argparse.Namespace) -> dict[str, float]:
     except ImportError:
         print("# skipping onionmesh: onionmesh.runtime.client.onion_service is not in this tree", flush=True)
         return {}
-    from onionmesh.app.testnet import Testnet
     from onionmesh.crypto.hs_blinding import ExpandedKey
     from onionmesh.runtime import safelog
-    from onionmesh.runtime.client.node import ClientConfig, ClientNode
 
     figures: dict[str, float] = {}
 
@@ -82,27 +80,9 @@ async def measure_onionmesh(args: argparse.Namespace) -> dict[str, float]:
         print(f"onionmesh.{name} {value:{fmt}} {unit}", flush=True)
 
     safelog.configure("error")
+    files = {"bulk": os.urandom(args.mib * 1024 * 1024), "small": os.urandom(1024)}
     with tempfile.TemporaryDirectory(prefix="onionmesh-onion-bench-") as tmp:
-        www = Path(tmp) / "www"
-        www.mkdir()
-        (www / "bulk").write_bytes(os.urandom(args.mib * 1024 * 1024))
-        (www / "small").write_bytes(os.urandom(1024))
-        server, port = start_file_server(www)
-        net = Testnet(Path(tmp) / "net", args.relays, ("127.0.0.1", 0), ("127.0.0.1", 0), log_level="error")
-        nodes: list[ClientNode] = []
-        try:
-            info = await net.start()
-            contacts = tuple((h, int(p)) for h, p in (b.rsplit(":", 1) for b in info["bootstrap"]))
-
-            async def node(name: str) -> ClientNode:
-                n = ClientNode(
-                    ClientConfig(data_dir=Path(tmp) / name, socks_port=0, control_port=0, bootstrap=contacts)
-                )
-                await n.start()
-                await n.directory.wait_for(args.relays, 30)
-                nodes.append(n)
-                return n
-
+        async with onion_mesh(Path(tmp), args.relays, files) as (port, node):
             host = await node("service-host")
             t0 = time.monotonic()
             spec = OnionServiceSpec(
@@ -136,17 +116,13 @@ async def measure_onionmesh(args: argparse.Namespace) -> dict[str, float]:
                     fetches.append((time.monotonic() - t) * 1000)
                 out("hs_desc_fetch_ms", statistics.median(fetches), "ms", ".1f")
             print(f"onionmesh.hs_first_ttfb_ms_runs {','.join(f'{x:.1f}' for x in firsts)} ms", flush=True)
-            socks = f"127.0.0.1:{nodes[-1].socks.port}"
+            socks = f"127.0.0.1:{client.socks.port}"
             await curl(socks, f"{url}/small", user="warm")
             small = [(await curl(socks, f"{url}/small", user="warm"))[1] * 1000 for _ in range(5)]
             out("hs_small_ttfb_ms", statistics.median(small), "ms")
             speeds = [(await curl(socks, f"{url}/bulk", user="warm"))[0] / 1e6 for _ in range(args.runs)]
             out("hs_bulk_MBps", statistics.median(speeds), "MB/s", ".1f")
             print(f"onionmesh.hs_bulk_MBps_runs {','.join(f'{s:.1f}' for s in speeds)} MB/s", flush=True)
-        finally:
-            for n in nodes:
-                await n.stop()
-            await stop_all(net, server)
     return figures
 
 

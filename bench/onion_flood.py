@@ -29,11 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _load import start_file_server, stop_all
+from _load import onion_mesh
 from throughput import curl
 
 from onionmesh.app.run import run
-from onionmesh.app.testnet import Testnet
 from onionmesh.crypto import hs_address, hs_ntor
 from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.crypto.hs_intro import seal_introduce1
@@ -41,7 +40,7 @@ from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime import safelog
 from onionmesh.runtime.client.hs_circuits import link_specs
-from onionmesh.runtime.client.node import ClientConfig, ClientNode
+from onionmesh.runtime.client.node import ClientNode
 from onionmesh.runtime.client.onion_service import OnionServiceSpec, PortMap
 from onionmesh.wire.hs_cells import IntroduceAck, IntroducePlaintext
 from onionmesh.wire.relay_msg import RelayCommand
@@ -107,25 +106,7 @@ async def measure(args: argparse.Namespace) -> None:
 
     safelog.configure("error")
     with tempfile.TemporaryDirectory(prefix="onionmesh-onion-flood-") as tmp:
-        www = Path(tmp) / "www"
-        www.mkdir()
-        (www / "small").write_bytes(os.urandom(1024))
-        server, port = start_file_server(www)
-        net = Testnet(Path(tmp) / "net", args.relays, ("127.0.0.1", 0), ("127.0.0.1", 0), log_level="error")
-        nodes: list[ClientNode] = []
-        try:
-            info = await net.start()
-            contacts = tuple((h, int(p)) for h, p in (b.rsplit(":", 1) for b in info["bootstrap"]))
-
-            async def node(name: str) -> ClientNode:
-                n = ClientNode(
-                    ClientConfig(data_dir=Path(tmp) / name, socks_port=0, control_port=0, bootstrap=contacts)
-                )
-                await n.start()
-                await n.directory.wait_for(args.relays, 30)
-                nodes.append(n)
-                return n
-
+        async with onion_mesh(Path(tmp), args.relays, {"small": os.urandom(1024)}) as (port, node):
             host, honest, attacker = await node("host"), await node("honest"), await node("attacker")
             spec = OnionServiceSpec(
                 key=ExpandedKey.from_seed(os.urandom(32)),
@@ -173,10 +154,6 @@ async def measure(args: argparse.Namespace) -> None:
                 f"{'PASS' if ok / args.honest >= 0.9 else 'FAIL'} target >= 0.9",
                 flush=True,
             )
-        finally:
-            for n in nodes:
-                await n.stop()
-            await stop_all(net, server)
 
 
 def main(argv: list[str] | None = None) -> int:
