@@ -40,11 +40,14 @@ async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service", relays
 
 def separate_guards(service: ClientNode, client: ClientNode) -> None:
     """The test's client must not share a guard with the service (two users of one network
-    usually do not); the property checked is what the runtime then adds on top."""
+    usually do not); the property checked is what the runtime then adds on top.  Circuits the
+    client built before (the mesh's proxy pre-builds) are closed, so none starts at such a guard."""
     theirs = set(service.circuits.policy.primary_guards(service.relays))
     now = __import__("time").time()
     for fp in theirs:
         client.circuits.policy.guards.mark_failure(fp, now)
+    for number in list(client.circuits.circuits):
+        client.circuits.close_circuit(number)
 
 
 async def publish(node: ClientNode, mesh: Mesh, key: ExpandedKey | None = None) -> OnionService:
@@ -91,7 +94,10 @@ async def test_service_reached_by_name_through_socks_byte_exact(tmp_path: Path) 
         assert any(p[-1] == rp for p in service_rend)
         client_firsts = {p[0] for p in client_rend} | {p[0] for p in paths(mesh.client, "general")}
         service_firsts = {p[0] for p in service_rend} | {p[0] for p in paths(node, "hs_service_intro")}
-        assert rp not in client_firsts | service_firsts
+        # The client never makes its own guard the rendezvous point, and the service's path to it
+        # never starts there. (The point, chosen by the client, may be a guard of the service's
+        # introduction circuits, as in Tor: the client cannot know the service's guards.)
+        assert rp not in client_firsts and all(p[0] != rp for p in service_rend)
         assert not client_firsts & service_firsts
         assert len(client_rend[0]) == 3 and all(len(p) == 4 for p in service_rend)
         # the rendezvous point joined two circuits; the intro points forwarded one introduction
@@ -155,10 +161,19 @@ async def test_killed_intro_point_replaced_and_restart_keeps_address(tmp_path: P
         fresh = await service_node(mesh, tmp_path, "fresh", RELAYS - 1)
         try:
             separate_guards(node, fresh)
-            got = await asyncio.to_thread(
-                http_get_via_socks, fresh.socks.port, service.address, 80, "/blob/2000"
-            )
-            assert got == mesh.origin.blob(2000)
+            # The dead relay is still in the fresh client's directory (its descriptor has not
+            # expired): a first try may build through it and fail (0xF3), as Tor's can until its
+            # consensus drops the relay. Counted, not timed: reachable within a few tries.
+            got, failed = b"", 0
+            for _ in range(5):
+                try:
+                    got = await asyncio.to_thread(
+                        http_get_via_socks, fresh.socks.port, service.address, 80, "/blob/2000"
+                    )
+                    break
+                except OSError:
+                    failed += 1
+            assert got == mesh.origin.blob(2000) and failed <= 3, failed
             # restart with the same key: same address, reachable again (the client's cached
             # descriptor names intro points that are gone: it fetches the new one)
             address = service.address
