@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from onionmesh.crypto.hs_blinding import ExpandedKey
+from onionmesh.directory.guards import GuardSet, SampledGuard
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, PortMap
 from tests.runtime.conftest import (
@@ -40,12 +42,19 @@ async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service", relays
 
 def separate_guards(service: ClientNode, client: ClientNode) -> None:
     """The test's client must not share a guard with the service (two users of one network
-    usually do not); the property checked is what the runtime then adds on top.  Circuits the
-    client built before (the mesh's proxy pre-builds) are closed, so none starts at such a guard."""
-    theirs = set(service.circuits.policy.primary_guards(service.relays))
-    now = __import__("time").time()
-    for fp in theirs:
-        client.circuits.policy.guards.mark_failure(fp, now)
+    usually do not); the property checked is what the runtime then adds on top.  Each node's guard
+    sample is pinned: its own primaries usable, the other's sampled and failing (not due for a
+    retry within the test), so that a guard which fails under load is replaced by one of the
+    node's own, never by the other's.  Circuits the client built before (the mesh's proxy
+    pre-builds) are closed, so none starts at a guard of the service."""
+    now = time.time()
+    theirs = service.circuits.policy.primary_guards(service.relays)
+    ours = [d.fingerprint for d in client.relays if d.fingerprint not in theirs]
+    for node, usable, blocked in ((service, theirs, ours), (client, ours, theirs)):
+        guards = GuardSet([SampledGuard(fp, added_at=now) for fp in [*usable, *blocked]])
+        for fp in blocked:
+            guards.mark_failure(fp, now)
+        node.circuits.policy.guards = guards
     for number in list(client.circuits.circuits):
         client.circuits.close_circuit(number)
 
