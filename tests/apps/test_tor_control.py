@@ -10,23 +10,22 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.testnet import QuietHandler, run_testnet, stop_testnet
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 CLIENTS = Path(__file__).parent / "torcontrol_clients"
 STEM_PW_HASH = "16:8C423A41EF4A542C6078985270AE28A4E04D056FB63F9F201505DB8E06"  # "pw", stem's test torrc
-ONIONMESH = [sys.executable, "-m", "onionmesh"]
 
 
 def _has_stem() -> bool:
@@ -41,11 +40,6 @@ needs_stem = pytest.mark.skipif(
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, bytes]]:
     root = tmp_path_factory.mktemp("www")
@@ -57,33 +51,28 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, bytes]]
     server.shutdown()
 
 
+CONFIG = """# onionmesh testnet settings for the control-port tests: SAVECONF writes back here
+log_level = "warning"  # quiet
+
+[testnet]
+# no exit excluded yet (a controller's SETCONF ExcludeExitNodes + SAVECONF changes this line)
+exclude_exit_nodes = ""   # keep this comment
+strict_nodes = false
+"""
+
+
 @pytest.fixture(scope="module")
 def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     state = tmp_path_factory.mktemp("tn")
-    proc = subprocess.Popen(
-        [*ONIONMESH, "testnet", "--relays", "4", "--socks", "127.0.0.1:0", "--state-dir", str(state),
-         "--log-level", "warning", "--hashed-control-password", STEM_PW_HASH],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "ready" in line or proc.poll() is not None:
-            break
-    assert "onionmesh testnet ready" in lines[-1], "".join(lines)
-    info = json.loads((state / "testnet.json").read_text())
-    info["state"] = state
-    info["proc"] = proc
+    config = tmp_path_factory.mktemp("conf") / "onionmesh.toml"
+    config.write_text(CONFIG)
+    config.chmod(0o640)
+    proc, info, _ = run_testnet(
+        state, "--config", str(config), "--hashed-control-password", STEM_PW_HASH, relays=4
+    )
+    info["config"] = config
     yield info
-    proc.send_signal(signal.SIGTERM)  # our own process, by its PID
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_testnet(proc)
 
 
 def control_port(info: dict[str, object]) -> int:

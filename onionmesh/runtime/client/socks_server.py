@@ -260,10 +260,13 @@ class SocksListener:
         self.circuits.ports_seen[request.port] = time.monotonic()
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
+        status = self.circuits.streams.status
+        record = status.new(request.host, request.port, _peer(writer), isolation)
+        why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
         for _attempt in range(MAX_ATTEMPTS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                code = SocksReply.TTL_EXPIRED
+                code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
                 break
             try:
                 if avoid:
@@ -279,29 +282,33 @@ class SocksListener:
                     request.host,
                     request.port,
                     min(STREAM_TIMEOUT, max(1.0, deadline - time.monotonic())),
+                    record,
                 )
             except StreamFailed as failed:
-                code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+                code, why = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE), stream_reason(failed)
                 if failed.reason not in RETRY_ELSEWHERE:
                     break
+                status.detached(record, *why)
                 avoid.add(handle.exit.fingerprint)
                 if failed.reason is not EndReason.EXITPOLICY:  # refusing by policy is no failure
                     self.circuits.policy.relay_failed(handle.exit.fingerprint)
                 continue
             except TimeoutError:
-                code = SocksReply.TTL_EXPIRED
+                code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
+                status.detached(record, *why)
                 continue
             except RestrictedExitError:  # path_policy logged why (rate-limited); no other exit
-                code = SocksReply.NOT_ALLOWED
+                code, why = SocksReply.NOT_ALLOWED, ("NOROUTE", None)
                 break
             except (OnionmeshError, OSError) as exc:
                 peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
-                code = SocksReply.GENERAL_FAILURE
+                code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
                 continue
             self._reply(machine, writer, SocksReply.SUCCEEDED)
-            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover())
+            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
+        status.failed(record, *why)
         self._reply(machine, writer, code)
         await _close(writer)
         return False
@@ -317,32 +324,46 @@ class SocksListener:
         failures answer Tor's extended codes 0xF0-0xF7 within REQUEST_DEADLINE."""
         code: int = SocksReply.GENERAL_FAILURE
         deadline = time.monotonic() + REQUEST_DEADLINE
+        isolation = (request.username, request.password)
+        status = self.circuits.streams.status
+        record = status.new(request.host, request.port, _peer(writer), isolation)
+        why: tuple[str, str | None] = ("MISC", None)
         if self.onion is None:
-            code = SocksReply.ONION_BAD_ADDRESS
+            code, why = SocksReply.ONION_BAD_ADDRESS, ("RESOLVEFAILED", None)
         else:
-            isolation = (request.username, request.password)
             for _attempt in range(2):  # a cached rendezvous circuit may have died under us: once more
                 try:
                     left = deadline - time.monotonic()
                     handle = await self.onion.circuit_for(request.host, isolation, left)
                     left = max(1.0, min(STREAM_TIMEOUT, deadline - time.monotonic()))
-                    sid = await self.circuits.streams.open_stream(handle, request.host, request.port, left)
+                    sid = await self.circuits.streams.open_stream(
+                        handle, request.host, request.port, left, record
+                    )
                 except OnionConnectFailed as failed:
                     code = failed.code
+                    why = (
+                        "TIMEOUT" if failed.code == SocksReply.ONION_INTRO_TIMEOUT else "RESOLVEFAILED",
+                        None,
+                    )
                     break
                 except StreamFailed as failed:
-                    code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+                    code, why = (
+                        END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
+                        stream_reason(failed),
+                    )
                     if failed.reason is EndReason.EXITPOLICY:  # the service maps no target to this port
                         code = SocksReply.CONNECTION_REFUSED
                     if failed.reason is not EndReason.DESTROY:
                         break
+                    status.detached(record, *why)
                     continue
                 except TimeoutError:
-                    code = SocksReply.TTL_EXPIRED
+                    code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
                     break
                 self._reply(machine, writer, SocksReply.SUCCEEDED)
-                self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover())
+                self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
                 return True
+        status.failed(record, *why)
         self._reply(machine, writer, SocksReply(code))
         await _close(writer)
         return False
@@ -355,10 +376,14 @@ class SocksListener:
             self._reply(machine, writer, SocksReply.NOT_ALLOWED)
             await _close(writer)
             return
+        status = self.circuits.streams.status
+        isolation = (request.username, request.password)
+        record = status.new(request.host, 0, _peer(writer), isolation, resolve=True)
+        why: tuple[str, str | None] = ("RESOLVEFAILED", None)
         try:
             async with asyncio.timeout(REQUEST_DEADLINE):
-                handle = await self.circuits.get_circuit(None, (request.username, request.password))
-            resolved = await self.circuits.streams.resolve(handle, request.host, STREAM_TIMEOUT)
+                handle = await self.circuits.get_circuit(None, isolation)
+            resolved = await self.circuits.streams.resolve(handle, request.host, STREAM_TIMEOUT, record)
             for kind, value, _ttl in resolved.answers:
                 if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:
                     code, answer = SocksReply.SUCCEEDED, value
@@ -367,15 +392,35 @@ class SocksListener:
                     code, answer = SocksReply.SUCCEEDED, str(ipaddress.ip_address(value))
                     break
         except StreamFailed as failed:
-            code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+            code, why = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE), stream_reason(failed)
         except TimeoutError:
-            code = SocksReply.TTL_EXPIRED
+            code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
         except RestrictedExitError:
-            code = SocksReply.NOT_ALLOWED
+            code, why = SocksReply.NOT_ALLOWED, ("NOROUTE", None)
         except (OnionmeshError, OSError):
-            code = SocksReply.GENERAL_FAILURE
+            code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
+        if code == SocksReply.SUCCEEDED:
+            status.succeeded(record)
+            status.closed(record)
+        else:
+            status.failed(record, *why)
         self._reply(machine, writer, code, answer)
         await _close(writer)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """The SOCKS client's address:port (Tor's SOURCE_ADDR=)."""
+    peer = writer.get_extra_info("peername")
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return "0.0.0.0:0"
+    return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+
+
+def stream_reason(failed: StreamFailed) -> tuple[str, str | None]:
+    """Tor's REASON / REMOTE_REASON for a stream the exit ended (END), or whose circuit went (DESTROY)."""
+    if failed.reason is EndReason.DESTROY:
+        return "DESTROY", None
+    return "END", failed.reason.name
 
 
 def _restriction_parses(isolation: tuple[bytes | None, bytes | None]) -> bool:
