@@ -26,6 +26,7 @@ from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, Socks
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
+from onionmesh.runtime.client.stream_status import StreamRecord, end_reasons, source_address
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.transport.listeners import accept_loop, bind_listeners
@@ -178,6 +179,8 @@ class SocksListener:
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         machine = SocksServer()
         attached = False
+        status = self.circuits.streams.status
+        record: StreamRecord | None = None
         try:
             try:
                 async with asyncio.timeout(self.handshake_timeout):
@@ -186,16 +189,26 @@ class SocksListener:
                 self._handshaking.pop(conn, None)
             if request is None:
                 return
+            resolve = request.command is not SocksCommand.CONNECT
+            isolation = (request.username, request.password)
+            record = status.new(
+                request.host,
+                request.port,
+                source_address(writer.get_extra_info("peername")),
+                isolation,
+                resolve=resolve,
+            )
             if is_onion_host(request.host):  # never resolved, never sent to an exit
                 if request.command is SocksCommand.CONNECT:
-                    attached = await self._connect_onion(machine, request, reader, writer)
+                    attached = await self._connect_onion(machine, request, reader, writer, record)
                 else:
                     self._reply(machine, writer, SocksReply.ONION_BAD_ADDRESS)
+                    status.failed(record, "RESOLVEFAILED")
                     await _close(writer)
             elif request.command is SocksCommand.CONNECT:
-                attached = await self._connect(machine, request, reader, writer)
+                attached = await self._connect(machine, request, reader, writer, record)
             else:
-                await self._resolve(machine, request, writer)
+                await self._resolve(machine, request, writer, record)
             if attached:  # the stream owns the socket now; count it until it closes
                 await writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
@@ -206,6 +219,8 @@ class SocksListener:
             self._conns.discard(writer)
             if not attached:
                 writer.close()
+                if record is not None:
+                    status.abandon(record)  # ended by an error or a cancellation: FAILED, CLOSED
 
     async def _handshake(
         self, machine: SocksServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -249,10 +264,13 @@ class SocksListener:
         request: SocksRequest,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        record: StreamRecord,
     ) -> bool:
         """Open the stream (retrying through other exits); True once the socket is attached to it."""
         isolation = (request.username, request.password)
+        status = self.circuits.streams.status
         if not _restriction_parses(isolation):
+            status.failed(record, "NOROUTE")
             self._reply(machine, writer, SocksReply.NOT_ALLOWED)
             await _close(writer)
             return False
@@ -260,8 +278,6 @@ class SocksListener:
         self.circuits.ports_seen[request.port] = time.monotonic()
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
-        status = self.circuits.streams.status
-        record = status.new(request.host, request.port, _peer(writer), isolation)
         why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
         for _attempt in range(MAX_ATTEMPTS):
             remaining = deadline - time.monotonic()
@@ -285,7 +301,10 @@ class SocksListener:
                     record,
                 )
             except StreamFailed as failed:
-                code, why = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE), stream_reason(failed)
+                code, why = (
+                    END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
+                    end_reasons(failed.reason),
+                )
                 if failed.reason not in RETRY_ELSEWHERE:
                     break
                 status.detached(record, *why)
@@ -319,6 +338,7 @@ class SocksListener:
         request: SocksRequest,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        record: StreamRecord,
     ) -> bool:
         """A stream to an onion service over its rendezvous circuit (runtime.client.onion_client);
         failures answer Tor's extended codes 0xF0-0xF7 within REQUEST_DEADLINE."""
@@ -326,7 +346,6 @@ class SocksListener:
         deadline = time.monotonic() + REQUEST_DEADLINE
         isolation = (request.username, request.password)
         status = self.circuits.streams.status
-        record = status.new(request.host, request.port, _peer(writer), isolation)
         why: tuple[str, str | None] = ("MISC", None)
         if self.onion is None:
             code, why = SocksReply.ONION_BAD_ADDRESS, ("RESOLVEFAILED", None)
@@ -349,7 +368,7 @@ class SocksListener:
                 except StreamFailed as failed:
                     code, why = (
                         END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
-                        stream_reason(failed),
+                        end_reasons(failed.reason),
                     )
                     if failed.reason is EndReason.EXITPOLICY:  # the service maps no target to this port
                         code = SocksReply.CONNECTION_REFUSED
@@ -369,16 +388,16 @@ class SocksListener:
         return False
 
     async def _resolve(
-        self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter
+        self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter, record: StreamRecord
     ) -> None:
         code, answer = SocksReply.HOST_UNREACHABLE, None
+        status = self.circuits.streams.status
         if not _restriction_parses((request.username, request.password)):
+            status.failed(record, "NOROUTE")
             self._reply(machine, writer, SocksReply.NOT_ALLOWED)
             await _close(writer)
             return
-        status = self.circuits.streams.status
         isolation = (request.username, request.password)
-        record = status.new(request.host, 0, _peer(writer), isolation, resolve=True)
         why: tuple[str, str | None] = ("RESOLVEFAILED", None)
         try:
             async with asyncio.timeout(REQUEST_DEADLINE):
@@ -392,7 +411,10 @@ class SocksListener:
                     code, answer = SocksReply.SUCCEEDED, str(ipaddress.ip_address(value))
                     break
         except StreamFailed as failed:
-            code, why = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE), stream_reason(failed)
+            code, why = (
+                END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
+                end_reasons(failed.reason),
+            )
         except TimeoutError:
             code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
         except RestrictedExitError:
@@ -406,21 +428,6 @@ class SocksListener:
             status.failed(record, *why)
         self._reply(machine, writer, code, answer)
         await _close(writer)
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    """The SOCKS client's address:port (Tor's SOURCE_ADDR=)."""
-    peer = writer.get_extra_info("peername")
-    if not isinstance(peer, tuple) or len(peer) < 2:
-        return "0.0.0.0:0"
-    return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
-
-
-def stream_reason(failed: StreamFailed) -> tuple[str, str | None]:
-    """Tor's REASON / REMOTE_REASON for a stream the exit ended (END), or whose circuit went (DESTROY)."""
-    if failed.reason is EndReason.DESTROY:
-        return "DESTROY", None
-    return "END", failed.reason.name
 
 
 def _restriction_parses(isolation: tuple[bytes | None, bytes | None]) -> bool:

@@ -18,6 +18,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onionmesh.wire.relay_msg import EndReason
+
 MAX_LIVE = 65536  # streams tracked at once (the SOCKS listener's own limit is far lower)
 
 
@@ -94,6 +96,11 @@ class StreamStatus:
         self._set(record, "FAILED", **reasons)
         self._close(record, reasons)
 
+    def abandon(self, record: StreamRecord) -> None:
+        """A request that ended without FAILED or a stream (an error, a cancellation): FAILED MISC."""
+        if self.live.get(record.id) is record:
+            self.failed(record, "MISC")
+
     def closed(self, record: StreamRecord, reason: str = "DONE") -> None:
         self._close(record, {"REASON": reason})
 
@@ -101,6 +108,20 @@ class StreamStatus:
         if self.live.pop(record.id, None) is None and record.status == "CLOSED":
             return
         self._set(record, "CLOSED", **reasons)
+
+
+def source_address(peer: object) -> str:
+    """A socket's peername as Tor's SOURCE_ADDR= (address:port)."""
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return "0.0.0.0:0"
+    return target_text(str(peer[0]), int(peer[1]))
+
+
+def end_reasons(reason: EndReason) -> tuple[str, str | None]:
+    """Tor's REASON / REMOTE_REASON for a stream the far end ENDed, or whose circuit went (DESTROY)."""
+    if reason is EndReason.DESTROY:
+        return "DESTROY", None
+    return "END", reason.name
 
 
 def _reasons(reason: str, remote: str | None) -> dict[str, str]:
