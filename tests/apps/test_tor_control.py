@@ -462,7 +462,7 @@ with Controller.from_port(port=port) as c:
     )
     sid = json.load(urllib.request.urlopen(request, timeout=30))["service_id"]
     out["sid"] = sid
-    out["published"] = wait_for(lambda: hs("UPLOAD", sid) and hs("UPLOADED", sid))
+    out["published"] = bool(wait_for(lambda: hs("UPLOAD", sid) and hs("UPLOADED", sid)))
     out["uploaded_dirs_seen"] = all(
         u.directory in {x.directory for x in hs("UPLOAD", sid)} for u in hs("UPLOADED", sid)
     )
