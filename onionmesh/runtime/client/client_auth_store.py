@@ -18,7 +18,7 @@ from onionmesh.directory.hs_files import MAX_AUTH_FILE, format_auth_private, par
 from onionmesh.errors import OnionConfigError
 from onionmesh.runtime.keystore import write_secret
 from onionmesh.runtime.loglimit import limited
-from onionmesh.runtime.safelog import get_logger
+from onionmesh.runtime.safelog import Sensitive, get_logger
 
 AUTH_DIR = "onion_auth"
 log = limited(get_logger("onionmesh.client_auth"))
@@ -75,7 +75,9 @@ def load(data_dir: Path) -> dict[str, bytes]:
                 raw = f.read(MAX_AUTH_FILE + 1)
             sid, key = parse_auth_private(raw.decode("utf-8"))
         except (OSError, UnicodeDecodeError, OnionConfigError) as exc:
-            log.warning("saved client authorization key skipped", file=item.name, error=str(exc)[:120])
+            log.warning(
+                "saved client authorization key skipped", file=Sensitive(item.name), error=str(exc)[:120]
+            )  # the name is the service's address: scrubbed at the default level
             continue
         out[sid] = key
     with contextlib.suppress(OSError):
