@@ -379,11 +379,14 @@ def test_stream_events_follow_a_request_from_new_to_closed(
 ) -> None:
     closed_port = free_port()  # nothing listens there: the exit's connection is refused
     good, bad = f"127.0.0.1:{www[0]}", f"127.0.0.1:{closed_port}"
+    # TEST-NET-1 (RFC 5737): the testnet's exits accept loopback only, so each refuses it by its
+    # policy without connecting, and the SOCKS port tries the next exit: DETACHED
+    refused = "192.0.2.1:80"
     run = stem(STREAMS, str(control_port(testnet)), str(testnet["socks"]),
-               f"http://{good}/page", f"http://{bad}/", timeout=120)  # fmt: skip
+               f"http://{good}/page", f"http://{bad}/", f"http://{refused}/", timeout=180)  # fmt: skip
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout)
-    assert seen["codes"][0] == 0 and seen["codes"][1] != 0
+    assert seen["codes"][0] == 0 and seen["codes"][1] != 0 and seen["codes"][2] != 0
     by_id: dict[str, list[dict[str, object]]] = {}
     for event in seen["events"]:
         by_id.setdefault(str(event["id"]), []).append(event)
@@ -398,6 +401,14 @@ def test_stream_events_follow_a_request_from_new_to_closed(
     assert [e["status"] for e in failed][:2] == ["NEW", "SENTCONNECT"]
     assert [e["status"] for e in failed][-2:] == ["FAILED", "CLOSED"]
     assert all(e["reason"] == "END" and e["remote_reason"] == "CONNECTREFUSED" for e in failed[-2:])
+    tried = next(v for v in by_id.values() if v[0]["target"] == refused)
+    statuses = [e["status"] for e in tried]
+    assert statuses[0] == "NEW" and statuses[-2:] == ["FAILED", "CLOSED"]
+    middle = statuses[1:-2]  # SENTCONNECT then DETACHED, once per exit tried
+    assert len(middle) >= 4 and middle == ["SENTCONNECT", "DETACHED"] * (len(middle) // 2)
+    detached = [e for e in tried if e["status"] == "DETACHED"]
+    assert all(e["reason"] == "END" and e["remote_reason"] == "EXITPOLICY" for e in detached)
+    assert len({e["circ"] for e in detached}) == len(detached)  # each attempt on another circuit
 
 
 # --- txtorcon ------------------------------------------------------------------------------------------
