@@ -179,3 +179,7 @@ class OnionConnectFailed(OnionmeshError):
 
 class ListenerClash(OnionmeshError, ValueError):
     """Two of a node's own listeners were given the same address."""
+
+
+class ConfigSaveError(OnionmeshError, ValueError):
+    """SAVECONF could not write the settings back to the config file (the file is unchanged)."""

@@ -56,6 +56,7 @@ def os_error_text(exc: OSError) -> str:
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_relay(args: argparse.Namespace) -> int:
+    from onionmesh.app import config_save
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 
@@ -110,6 +111,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
             passwords = (args.hashed_control_password,) if args.hashed_control_password else ()
             server = await start_tor_control(node, args.tor_control, passwords)
             server.on_shutdown = stop_self
+            # a relay has no option settable at run time: SAVECONF writes nothing, answers 250
+            config_save.attach(server, config_save.config_path(args.config), "relay", dict)
             tor_control.append(server)
         if node.bridge_line is not None and config.bridge:
             print(
@@ -146,10 +149,12 @@ def node_choice(args: argparse.Namespace) -> tuple[GeoIP, NodeRestrictions]:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
+    from onionmesh.app import config_save
     from onionmesh.app.onion_start import start_onion_services
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.directory.bridge_line import parse_bridge_line
     from onionmesh.runtime.client.node import ClientConfig, ClientNode
+    from onionmesh.runtime.client.node_choice import settings_values
 
     node = ClientNode(
         ClientConfig(
@@ -179,6 +184,10 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         await node.start()
         if node.torcontrol is not None:  # SIGNAL SHUTDOWN, TAKEOWNERSHIP: stop like SIGTERM
             node.torcontrol.on_shutdown = stop_self
+            config_save.attach(
+                node.torcontrol, config_save.config_path(args.config), "proxy",
+                lambda: settings_values(node.policy),
+            )  # fmt: skip
         assert node.control is not None
         for address in await start_onion_services(node, args.onion_service, args.onion_client_auth_dir):
             print(f"onionmesh proxy: onion service {address}", flush=True)
@@ -193,9 +202,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
+    from onionmesh.app import config_save
     from onionmesh.app.onion_start import start_onion_services
     from onionmesh.app.run import run, run_until_signalled
     from onionmesh.app.testnet import Testnet, exits_for
+    from onionmesh.runtime.client.node_choice import settings_values
 
     net = Testnet(
         args.state_dir,
@@ -218,6 +229,11 @@ def cmd_testnet(args: argparse.Namespace) -> int:
         info = await net.start()
         if net.client is not None and net.client.torcontrol is not None:
             net.client.torcontrol.on_shutdown = stop_self
+            policy = net.client.policy
+            config_save.attach(
+                net.client.torcontrol, config_save.config_path(args.config), "testnet",
+                lambda: settings_values(policy),
+            )  # fmt: skip
         print(
             f"onionmesh testnet ready: SOCKS5 at {info['socks']} ({args.relays} relays, "
             f"{exits_for(args.relays)} exits, {net.hops} hops); state in {args.state_dir / 'testnet.json'}",

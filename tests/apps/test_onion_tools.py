@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.chromium import CHROMIUM, CHROMIUM_FLAGS, needs_chromium
-from tests.helpers.testnet import ONIONMESH, QuietHandler
+from tests.helpers.testnet import QuietHandler, run_testnet, stop_testnet
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CLIENTS = Path(__file__).parent / "torcontrol_clients"
@@ -70,32 +70,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]
 
 
 def start_testnet(state: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, object], list[str]]:
-    proc = subprocess.Popen(
-        [*ONIONMESH, "testnet", "--relays", "5", "--socks", "127.0.0.1:0", "--state-dir", str(state),
-         "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "status page" in line or proc.poll() is not None:
-            break
-    assert any("onionmesh testnet ready" in line for line in lines), "".join(lines)
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    info = json.loads((state / "testnet.json").read_text())
-    return proc, info, lines
+    return run_testnet(state, *extra, relays=5)
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)  # our own process, by its PID
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop = stop_testnet
 
 
 @pytest.fixture(scope="module")

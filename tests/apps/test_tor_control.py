@@ -6,27 +6,28 @@ client is not installed (.ci/run installs them)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.testnet import QuietHandler, free_port, run_testnet, stop_testnet
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 CLIENTS = Path(__file__).parent / "torcontrol_clients"
 STEM_PW_HASH = "16:8C423A41EF4A542C6078985270AE28A4E04D056FB63F9F201505DB8E06"  # "pw", stem's test torrc
-ONIONMESH = [sys.executable, "-m", "onionmesh"]
 
 
 def _has_stem() -> bool:
@@ -41,11 +42,6 @@ needs_stem = pytest.mark.skipif(
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, bytes]]:
     root = tmp_path_factory.mktemp("www")
@@ -57,33 +53,28 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, bytes]]
     server.shutdown()
 
 
+CONFIG = """# onionmesh testnet settings for the control-port tests: SAVECONF writes back here
+log_level = "warning"  # quiet
+
+[testnet]
+# no exit excluded yet (a controller's SETCONF ExcludeExitNodes + SAVECONF changes this line)
+exclude_exit_nodes = ""   # keep this comment
+strict_nodes = false
+"""
+
+
 @pytest.fixture(scope="module")
 def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     state = tmp_path_factory.mktemp("tn")
-    proc = subprocess.Popen(
-        [*ONIONMESH, "testnet", "--relays", "4", "--socks", "127.0.0.1:0", "--state-dir", str(state),
-         "--log-level", "warning", "--hashed-control-password", STEM_PW_HASH],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "ready" in line or proc.poll() is not None:
-            break
-    assert "onionmesh testnet ready" in lines[-1], "".join(lines)
-    info = json.loads((state / "testnet.json").read_text())
-    info["state"] = state
-    info["proc"] = proc
+    config = tmp_path_factory.mktemp("conf") / "onionmesh.toml"
+    config.write_text(CONFIG)
+    config.chmod(0o640)
+    proc, info, _ = run_testnet(
+        state, "--config", str(config), "--hashed-control-password", STEM_PW_HASH, relays=4
+    )
+    info["config"] = config
     yield info
-    proc.send_signal(signal.SIGTERM)  # our own process, by its PID
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_testnet(proc)
 
 
 def control_port(info: dict[str, object]) -> int:
@@ -224,6 +215,13 @@ def test_hostile_input_gets_clean_closes_and_bounded_service(testnet: dict[str, 
     assert testnet["proc"].poll() is None  # type: ignore[attr-defined]
 
 
+def _relay_in(line: str) -> tuple[str, str]:
+    """(fingerprint, nickname) as a line of nyx's connection page shows a relay."""
+    words = line.split()
+    at = next((i for i, w in enumerate(words) if re.fullmatch(r"[0-9A-F]{40}", w)), None)
+    return (words[at], words[at + 1]) if at is not None and at + 1 < len(words) else ("", "")
+
+
 # --- nyx -----------------------------------------------------------------------------------------------
 @pytest.mark.skipif(
     shutil.which("nyx") is None or shutil.which("tmux") is None, reason="nyx and tmux are needed"
@@ -238,9 +236,13 @@ def test_nyx_draws_its_bandwidth_graph_and_connection_list(
     tmux = ["tmux", "-S", str(sock)]
     subprocess.run(
         [*tmux, "new-session", "-d", "-s", "nyx", "-x", "200", "-y", "50",
-         f"HOME={home} TERM=xterm nyx -i 127.0.0.1:{control_port(testnet)}"],
+         f"HOME={home} TERM=xterm COLUMNS=200 LINES=50 nyx -i 127.0.0.1:{control_port(testnet)}"],
         check=True,
     )  # fmt: skip
+    # nyx drops the purpose, fingerprint and nickname columns in a window narrower than ~150
+    # columns, and curses may read the detached session's first size (80x24): COLUMNS/LINES (above)
+    # pin it, as the window's own size
+    subprocess.run([*tmux, "resize-window", "-t", "nyx", "-x", "200", "-y", "50"], check=True)
     try:
         url = f"http://127.0.0.1:{www[0]}/page"
         capture = ""
@@ -262,20 +264,314 @@ def test_nyx_draws_its_bandwidth_graph_and_connection_list(
         assert "Tor 0.4.8.10" in capture and "Bandwidth" in capture and "Download" in capture
         assert "Control Port (password)" in capture  # nyx shows the strongest method offered
         subprocess.run([*tmux, "send-keys", "-t", "nyx", "Right"], check=True)
-        nicknames = {r["nickname"] for r in testnet["relays"]}  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 30
+        relays = {r["fingerprint"]: r["nickname"] for r in testnet["relays"]}  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        listing = ""
         while time.monotonic() < deadline:
             time.sleep(1)
             listing = subprocess.run(
                 [*tmux, "capture-pane", "-p", "-t", "nyx"], capture_output=True, text=True
             ).stdout
-            if "Connections" in listing and "Circuit ID" in listing:
+            if "(CIRCUIT)" in listing and "3 / End" in listing and any(n in listing for n in relays.values()):
                 break
-        (tmp_path / "nyx-connections.txt").write_text(listing)
+        (tmp_path / "nyx-connections.txt").write_text(listing)  # the artefact
         assert "Connections (" in listing and "(CONTROL)" in listing
-        # With circuits resolved nyx also lists them ("Purpose: General, Circuit ID: n", the
-        # relays as 1 / Guard .. 3 / End); it did by hand, not reliably under this test's timing.
-        if "Circuit ID" in listing:
-            assert any(nick in listing for nick in nicknames) and "1 / Guard" in listing
+        # the circuits, each with its relays as fingerprint and nickname, guard to exit ...
+        assert "(CIRCUIT)" in listing and "Purpose: General, Circuit ID: " in listing, listing
+        hops = [
+            _relay_in(line) for line in listing.splitlines() if line.rstrip().endswith(("/ Guard", "/ End"))
+        ]
+        assert hops and all(relays.get(fp) == nick for fp, nick in hops), listing
+        # ... and the proxy's own connections to its guards, found through ns/all (relay ORPorts)
+        ours = [
+            _relay_in(line)
+            for line in listing.splitlines()
+            if line.rstrip().endswith("(OUTBOUND)") and line.lstrip().startswith("127.0.0.1:")
+        ]
+        assert ours and all(relays.get(fp) == nick for fp, nick in ours), listing
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+# --- SAVECONF, CONF_CHANGED ------------------------------------------------------------------------
+SAVE = """
+import json, sys, time
+import stem
+from stem.control import Controller
+port, path, value = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+out = {"events": [], "texts": []}
+with Controller.from_port(port=port) as c:
+    c.authenticate()
+    c.add_event_listener(lambda e: out["events"].append(str(e).splitlines()), "CONF_CHANGED")
+    out["config_file"] = c.get_info("config-file")
+    c.set_conf("ExcludeExitNodes", value)
+    c.save_conf()
+    out["texts"].append(open(path).read())
+    with open(path, "a") as f:  # someone edits the file while the node runs
+        f.write("# edited by hand\\n")
+    c.reset_conf("ExcludeExitNodes")
+    try:
+        c.save_conf()
+    except stem.OperationFailed as exc:
+        out["refused"] = [exc.code, exc.message]
+    out["texts"].append(open(path).read())
+    c.save_conf(force=True)
+    out["texts"].append(open(path).read())
+    time.sleep(0.5)
+print(json.dumps(out))
+"""
+
+
+@needs_stem
+def test_saveconf_writes_the_changed_options_back_to_the_config_file(testnet: dict[str, object]) -> None:
+    config = Path(str(testnet["config"]))
+    before = config.read_text()
+    run = stem(SAVE, str(control_port(testnet)), str(config), "{zz}")
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["config_file"] == str(config.resolve())
+    saved, refused_text, forced = seen["texts"]
+    # only the changed key's line changed: its comment, the other lines and comments are as written
+    assert saved == before.replace('exclude_exit_nodes = ""   #', 'exclude_exit_nodes = "{zz}"   #')
+    # the file changed on disk since it was read: plain SAVECONF refuses (551), FORCE writes
+    assert seen["refused"][0] == "551" and "changed on disk" in seen["refused"][1]
+    assert refused_text == saved + "# edited by hand\n"
+    assert forced == before + "# edited by hand\n"
+    assert oct(config.stat().st_mode & 0o777) == "0o640"  # the mode is kept
+    from onionmesh.app.config import check_file
+
+    assert check_file(config, "testnet") == []
+    # CONF_CHANGED: the new value, then the bare name when it went back to its default
+    assert seen["events"][:2] == [
+        ["CONF_CHANGED", "ExcludeExitNodes={zz}", "OK"],
+        ["CONF_CHANGED", "ExcludeExitNodes", "OK"],
+    ]
+
+
+# --- STREAM events -----------------------------------------------------------------------------------
+STREAMS = """
+import json, subprocess, sys, time
+from stem.control import Controller
+port, socks, urls = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+events = []
+with Controller.from_port(port=port) as c:
+    c.authenticate()
+    c.add_event_listener(lambda e: events.append(e), "STREAM")
+    codes = []
+    for url in urls:
+        curl = ["curl", "-sS", "--max-time", "40", "--socks5-hostname", socks]
+        run = subprocess.run([*curl, url, "-o", "/dev/null"])
+        codes.append(run.returncode)
+    deadline = time.time() + 10
+    while time.time() < deadline and sum(e.status == "CLOSED" for e in events) < len(urls):
+        time.sleep(0.1)
+print(json.dumps({"codes": codes, "events": [
+    {"id": e.id, "status": e.status, "circ": e.circ_id, "target": e.target, "reason": e.reason,
+     "remote_reason": e.remote_reason, "source": e.source, "source_addr": e.source_addr,
+     "purpose": e.purpose} for e in events]}))
+"""
+
+
+@needs_stem
+@needs_curl
+def test_stream_events_follow_a_request_from_new_to_closed(
+    testnet: dict[str, object], www: tuple[int, bytes]
+) -> None:
+    closed_port = free_port()  # nothing listens there: the exit's connection is refused
+    good, bad = f"127.0.0.1:{www[0]}", f"127.0.0.1:{closed_port}"
+    # TEST-NET-1 (RFC 5737): the testnet's exits accept loopback only, so each refuses it by its
+    # policy without connecting, and the SOCKS port tries the next exit: DETACHED
+    refused = "192.0.2.1:80"
+    run = stem(STREAMS, str(control_port(testnet)), str(testnet["socks"]),
+               f"http://{good}/page", f"http://{bad}/", f"http://{refused}/", timeout=180)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["codes"][0] == 0 and seen["codes"][1] != 0 and seen["codes"][2] != 0
+    by_id: dict[str, list[dict[str, object]]] = {}
+    for event in seen["events"]:
+        by_id.setdefault(str(event["id"]), []).append(event)
+    ok = next(v for v in by_id.values() if v[0]["target"] == good)
+    assert [e["status"] for e in ok] == ["NEW", "SENTCONNECT", "REMAP", "SUCCEEDED", "CLOSED"]
+    new, sent, remap, succeeded, closed = ok
+    assert new["circ"] is None and str(new["source_addr"]).startswith("127.0.0.1:")  # circuit 0
+    assert sent["circ"] == succeeded["circ"] == closed["circ"] and sent["circ"] is not None
+    assert remap["source"] == "EXIT" and remap["target"] == good
+    assert closed["reason"] == "DONE" and all(e["purpose"] == "USER" for e in ok)
+    failed = next(v for v in by_id.values() if v[0]["target"] == bad)
+    assert [e["status"] for e in failed][:2] == ["NEW", "SENTCONNECT"]
+    assert [e["status"] for e in failed][-2:] == ["FAILED", "CLOSED"]
+    assert all(e["reason"] == "END" and e["remote_reason"] == "CONNECTREFUSED" for e in failed[-2:])
+    tried = next(v for v in by_id.values() if v[0]["target"] == refused)
+    statuses = [e["status"] for e in tried]
+    assert statuses[0] == "NEW" and statuses[-2:] == ["FAILED", "CLOSED"]
+    middle = statuses[1:-2]  # SENTCONNECT then DETACHED, once per exit tried
+    assert len(middle) >= 4 and middle == ["SENTCONNECT", "DETACHED"] * (len(middle) // 2)
+    detached = [e for e in tried if e["status"] == "DETACHED"]
+    assert all(e["reason"] == "END" and e["remote_reason"] == "EXITPOLICY" for e in detached)
+    assert len({e["circ"] for e in detached}) == len(detached)  # each attempt on another circuit
+
+
+# --- txtorcon ------------------------------------------------------------------------------------------
+def _has_txtorcon() -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    return subprocess.run([SYSTEM_PYTHON, "-c", "import txtorcon"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(
+    not _has_txtorcon(), reason="python3-txtorcon is not installed (apt-get install python3-txtorcon)"
+)
+def test_txtorcon_builds_state_a_circuit_and_an_onion_service(
+    testnet: dict[str, object], www: tuple[int, bytes]
+) -> None:
+    run = subprocess.run(
+        [SYSTEM_PYTHON, str(CLIENTS / "txtorcon_session.py"), str(control_port(testnet)), str(www[0])],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    relays = {"$" + r["fingerprint"] for r in testnet["relays"]}  # type: ignore[attr-defined]
+    assert seen["version"].startswith("0.4.8.10 (onionmesh-")
+    assert set(seen["routers"]) == relays  # TorState's routers are ns/all's, from the relays' descriptors
+    assert seen["guards"] and set(seen["guards"]) <= relays
+    assert seen["pid"] == testnet["proc"].pid  # type: ignore[attr-defined]
+    assert all(len(path) == 3 and set(path) <= relays for path in seen["circuits"].values())
+    assert len(seen["built"]["path"]) == 3 and set(seen["built"]["path"]) <= relays
+    hostname = seen["hostname"]
+    assert hostname.endswith(".onion") and len(hostname) == 62
+    assert seen["private_key"] == "ED25519-V3:"
+    assert hostname.removesuffix(".onion") in seen["onions"].split()
+    assert any("upload" in str(step).lower() for step in seen["progress"])  # it waited for HS_DESC
+
+
+# --- onion services: HS_DESC for every service, NEWNYM forgets descriptors, permanent client keys ------
+HS = """
+import json, subprocess, sys, time, urllib.request
+from stem.control import Controller
+port, socks, api, cookie_path, web_port = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+events = []
+out = {}
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not predicate():
+        time.sleep(0.1)
+    return predicate()
+
+def hs(action, sid):
+    return [e for e in list(events) if e.action == action and e.address == sid]
+
+with Controller.from_port(port=port) as c:
+    c.authenticate()
+    c.add_event_listener(lambda e: events.append(e), "HS_DESC")
+    # a service added through the JSON API after this controller subscribed
+    cookie = open(cookie_path, "rb").read().hex()
+    request = urllib.request.Request(
+        f"http://{api}/onion-services", method="POST",
+        data=json.dumps({"ports": [f"80 127.0.0.1:{web_port}"], "discard_pk": True}).encode(),
+        headers={"Authorization": f"Cookie {cookie}", "Content-Type": "application/json"},
+    )
+    sid = json.load(urllib.request.urlopen(request, timeout=30))["service_id"]
+    out["sid"] = sid
+    out["published"] = bool(wait_for(lambda: hs("UPLOAD", sid) and hs("UPLOADED", sid)))
+    out["uploaded_dirs_seen"] = all(
+        u.directory in {x.directory for x in hs("UPLOAD", sid)} for u in hs("UPLOADED", sid)
+    )
+    requested = []
+    for step in ("first", "second", "newnym", "third"):
+        if step == "newnym":
+            c.signal("NEWNYM")
+            continue
+        url = f"http://{sid}.onion/page"
+        for _ in range(4):  # the descriptor may still be on its way to the DHT
+            curl = ["curl", "-sS", "--max-time", "60", "--socks5-hostname", socks]
+            run = subprocess.run([*curl, url, "-o", "/dev/null"])
+            if run.returncode == 0:
+                break
+            time.sleep(2)
+        out[step] = run.returncode
+        time.sleep(0.5)
+        requested.append(len(hs("REQUESTED", sid)))
+    out["requested"] = requested
+    out["received"] = len(hs("RECEIVED", sid))
+print(json.dumps(out))
+"""
+
+
+@needs_stem
+@needs_curl
+def test_hs_desc_for_json_api_services_and_newnym_forgets_descriptors(
+    testnet: dict[str, object], www: tuple[int, bytes]
+) -> None:
+    run = stem(HS, str(control_port(testnet)), str(testnet["socks"]), str(testnet["control"]),
+               str(testnet["cookie"]), str(www[0]), timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout)
+    assert seen["published"] and seen["uploaded_dirs_seen"]  # UPLOAD then UPLOADED, as for ADD_ONION
+    assert seen["first"] == seen["second"] == seen["third"] == 0
+    # fetched once, reused from the cache for the second fetch, fetched again after NEWNYM
+    first, second, third = seen["requested"]
+    assert first >= 1 and second == first and third > second
+    assert seen["received"] >= 2
+
+
+AUTH = """
+import json, sys
+import stem
+from stem.control import Controller
+port, command = int(sys.argv[1]), sys.argv[2]
+with Controller.from_port(port=port) as c:
+    c.authenticate()
+    out = {}
+    if command == "add":
+        out["add"] = str(c.msg(sys.argv[3]))
+        out["temp"] = str(c.msg(sys.argv[4]))
+        try:
+            c.save_conf()
+        except stem.OperationFailed as exc:
+            out["saveconf"] = [exc.code, exc.message]
+    out["view"] = str(c.msg("ONION_CLIENT_AUTH_VIEW")).splitlines()
+    if command == "remove":
+        out["remove"] = str(c.msg(sys.argv[3]))
+        out["view_after"] = str(c.msg("ONION_CLIENT_AUTH_VIEW")).splitlines()
+print(json.dumps(out))
+"""
+SERVICE_IDS = (  # two valid v3 addresses (keys from seeds a*32 and b*32)
+    "v4dkhyzjc4koj42wygojwfondfi6y3tgmkvhppqhkr7sre4dgqoqsbid",
+    "fxyecjpqafnpwr6oqu5o7b3sbfh7ssmmctfrxhqss46csj62b6tiwcid",
+)
+
+
+@needs_stem
+def test_permanent_client_keys_survive_a_restart_and_saveconf_without_a_file_is_551(tmp_path: Path) -> None:
+    state = tmp_path / "tn"
+    key = base64.b64encode(bytes(range(32))).decode()
+    permanent, temporary = SERVICE_IDS
+    proc, info, _ = run_testnet(state, relays=3)
+    try:
+        add = f"ONION_CLIENT_AUTH_ADD {permanent} x25519:{key} ClientName=alice Flags=Permanent"
+        temp = f"ONION_CLIENT_AUTH_ADD {temporary} x25519:{key}"
+        run = stem(AUTH, str(control_port(info)), "add", add, temp)
+        assert run.returncode == 0, run.stderr
+        seen = json.loads(run.stdout)
+    finally:
+        stop_testnet(proc)
+    assert seen["add"] == seen["temp"] == "OK"
+    assert seen["saveconf"][0] == "551" and "Unable to write configuration" in seen["saveconf"][1]
+    assert f"CLIENT {permanent} x25519:{key} ClientName=alice Flags=Permanent" in seen["view"]
+    assert f"CLIENT {temporary} x25519:{key}" in seen["view"]
+    files = list(state.rglob(f"onion_auth/{permanent}.auth_private"))
+    assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
+    assert oct(files[0].parent.stat().st_mode & 0o777) == "0o700"
+    assert files[0].read_text().startswith(f"{permanent}:descriptor:x25519:")  # Tor's .auth_private
+    proc, info, _ = run_testnet(state, relays=3)  # the same state: the key is loaded at start
+    try:
+        run = stem(AUTH, str(control_port(info)), "remove", f"ONION_CLIENT_AUTH_REMOVE {permanent}")
+        assert run.returncode == 0, run.stderr
+        seen = json.loads(run.stdout)
+    finally:
+        stop_testnet(proc)
+    assert f"CLIENT {permanent} x25519:{key} Flags=Permanent" in seen["view"]
+    assert not any(temporary in line for line in seen["view"])  # not permanent: gone with the process
+    assert seen["remove"] == "OK" and not any(permanent in line for line in seen["view_after"])
+    assert not files[0].exists()

@@ -9,8 +9,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from onionmesh.proto.events import StreamResolved
+from onionmesh.proto.events import StreamConnected, StreamResolved
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
+from onionmesh.runtime.client.stream_status import StreamRecord, StreamStatus
 from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.relay_msg import EndReason
 
@@ -22,17 +23,24 @@ class CircuitStreams:
 
     def __init__(self, emit: StreamListener) -> None:
         self.emit = emit
+        self.status = StreamStatus()  # the SOCKS requests in Tor's terms (STREAM events)
 
-    async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:
+    async def open_stream(
+        self, handle: CircuitHandle, host: str, port: int, timeout: float, record: StreamRecord | None = None
+    ) -> int:
         sid = handle.circ.begin(host, port)
         handle.stream_targets[sid] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if record is not None:
+            self.status.sent(record, handle, handle.number)
         if handle.dirty_since is None:
             handle.dirty_since = time.monotonic()
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         handle.pending[sid] = waiter
         try:
             async with asyncio.timeout(timeout):
-                await waiter
+                connected = await waiter
+            if record is not None and isinstance(connected, StreamConnected) and connected.address:
+                self.status.remap(record, connected.address)
         except TimeoutError:
             handle.pending.pop(sid, None)
             handle.stream_targets.pop(sid, None)
@@ -43,8 +51,12 @@ class CircuitStreams:
             raise
         return sid
 
-    async def resolve(self, handle: CircuitHandle, host: str, timeout: float) -> StreamResolved:
+    async def resolve(
+        self, handle: CircuitHandle, host: str, timeout: float, record: StreamRecord | None = None
+    ) -> StreamResolved:
         sid = handle.circ.resolve(host)
+        if record is not None:
+            self.status.sent(record, handle, handle.number)
         waiter: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         handle.pending[sid] = waiter
         async with asyncio.timeout(timeout):
@@ -52,9 +64,11 @@ class CircuitStreams:
         assert isinstance(result, StreamResolved)
         return result
 
-    def _stream_closed(self, handle: CircuitHandle, sid: int) -> None:
+    def _stream_closed(self, handle: CircuitHandle, sid: int, record: StreamRecord | None) -> None:
         self.emit("closed", handle, sid)
         handle.stream_targets.pop(sid, None)
+        if record is not None:
+            self.status.closed(record)
 
     def attach(
         self,
@@ -63,6 +77,7 @@ class CircuitStreams:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         early: bytes,
+        record: StreamRecord | None = None,
     ) -> StreamPump:
         pump = StreamPump(
             handle.circ,
@@ -70,9 +85,11 @@ class CircuitStreams:
             sid,
             reader,
             writer,
-            on_close=lambda: self._stream_closed(handle, sid),
+            on_close=lambda: self._stream_closed(handle, sid, record),
         )
         self.emit("attached", handle, sid)
+        if record is not None:
+            self.status.succeeded(record)
         pump.start(early)
         for event in handle.unattached.pop(sid, []):
             handle.pumps.route(event)

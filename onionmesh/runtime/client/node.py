@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from onionmesh.errors import (
 )
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.backoff import Backoff
-from onionmesh.runtime.client import onion_api, status_page
+from onionmesh.runtime.client import client_auth_store, onion_api, status_page
 from onionmesh.runtime.client.bridges import BridgeSet
 from onionmesh.runtime.client.circuit_manager import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.client.control import ControlServer, load_or_create_cookie
@@ -138,7 +139,8 @@ class ClientNode:
         # Onion services (docs/protocol.md §16.13): the services this node runs, the clients' keys
         # for restricted discovery (service id -> x25519 private key), and the SOCKS side's connector.
         self.onion_services: dict[str, OnionService] = {}
-        self.client_auth: dict[str, bytes] = {}
+        self.client_auth: dict[str, bytes] = client_auth_store.load(Path(config.data_dir))  # Permanent ones
+        self.onion_service_listeners: list[Callable[[OnionService], None]] = []  # told of each new service
         self.hs = HsCircuits(self.circuits, Path(config.data_dir), rng)
         self._hs_dht: DhtNode | None = None
         self.onion = OnionConnector(self.hs, self.hs_dht, self.client_auth, rng)
@@ -176,6 +178,8 @@ class ClientNode:
         if service.service_id in self.onion_services:
             raise ConfigError(f"onion service {service.service_id} is already running")
         self.onion_services[service.service_id] = service
+        for listener in list(self.onion_service_listeners):
+            listener(service)  # before start: a listener sees the first upload too
         service.start()
         log.info("onion service started", ports=len(spec.ports))
         return service

@@ -109,6 +109,18 @@ def conf_values(policy: PathPolicy) -> dict[str, list[str]]:
     return out
 
 
+def settings_values(policy: PathPolicy) -> dict[str, object | None]:
+    """The same options as the settings' TOML keys (app/settings_schema.py) and values, for SAVECONF."""
+    rules, geoip = policy.restrictions, policy.geoip
+    out: dict[str, object | None] = {
+        attr: str(rs) if (rs := getattr(rules, attr)) else "" for attr in LISTS.values()
+    }
+    out["strict_nodes"] = bool(rules.strict_nodes)
+    out["geoip_file"] = geoip.files[0] or None
+    out["geoip6_file"] = geoip.files[1] or None
+    return out
+
+
 def prepare_conf(
     policy: PathPolicy, circuits: _Circuits, values: dict[str, str | None]
 ) -> Callable[[], None]:

@@ -71,6 +71,19 @@ class OnionConnector:
         self._circuits: dict[tuple[str, object], CircuitHandle] = {}
         self._locks: dict[tuple[str, object], asyncio.Lock] = {}
         self.stats: dict[str, int] = {}
+        # (what, service id, info) for each descriptor fetch: "requested", "received" (info:
+        # blinded), "failed" (info: outcome); the Tor control port's HS_DESC events
+        self.fetch_listeners: list[Callable[[str, str, dict[str, object]], None]] = []
+
+    def _fetch_event(self, what: str, service_id: str, info: dict[str, object]) -> None:
+        for listener in list(self.fetch_listeners):
+            listener(what, service_id, info)
+
+    def purge(self) -> None:
+        """Forget fetched descriptors and the rendezvous circuits kept for reuse (NEWNYM, as Tor's
+        hs_client_purge_state): the next connection to any service fetches and rendezvouses anew."""
+        self._descriptors.clear()
+        self._circuits.clear()
 
     def count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
@@ -109,12 +122,15 @@ class OnionConnector:
         if cached is not None and not fresh and time.monotonic() - cached[0] < DESCRIPTOR_TTL:
             return cached[1], cached[2], cached[3]
         relays = self.hs.relays()
+        self._fetch_event("requested", service_id, {})
         result = await fetch_onion_descriptor(
             self._dht(), host, relays, client_secret=self.client_auth.get(service_id)
         )
         if result.outcome is not FetchOutcome.OK or result.descriptor is None or result.record is None:
             self.count(f"fetch_{result.outcome.name.lower()}")
+            self._fetch_event("failed", service_id, {"outcome": result.outcome.name})
             raise OnionConnectFailed(result.socks_reply)
+        self._fetch_event("received", service_id, {"blinded": result.record.blinded_pk})
         subcred = hs_blinding.subcredential(service_pk, result.record.blinded_pk)
         if len(self._descriptors) >= DESCRIPTOR_CACHE:
             self._descriptors.pop(next(iter(self._descriptors)))

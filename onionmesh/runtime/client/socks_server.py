@@ -26,6 +26,7 @@ from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, Socks
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
+from onionmesh.runtime.client.stream_status import StreamRecord, end_reasons, source_address
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.transport.listeners import accept_loop, bind_listeners
@@ -178,6 +179,8 @@ class SocksListener:
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         machine = SocksServer()
         attached = False
+        status = self.circuits.streams.status
+        record: StreamRecord | None = None
         try:
             try:
                 async with asyncio.timeout(self.handshake_timeout):
@@ -186,16 +189,26 @@ class SocksListener:
                 self._handshaking.pop(conn, None)
             if request is None:
                 return
+            resolve = request.command is not SocksCommand.CONNECT
+            isolation = (request.username, request.password)
+            record = status.new(
+                request.host,
+                request.port,
+                source_address(writer.get_extra_info("peername")),
+                isolation,
+                resolve=resolve,
+            )
             if is_onion_host(request.host):  # never resolved, never sent to an exit
                 if request.command is SocksCommand.CONNECT:
-                    attached = await self._connect_onion(machine, request, reader, writer)
+                    attached = await self._connect_onion(machine, request, reader, writer, record)
                 else:
                     self._reply(machine, writer, SocksReply.ONION_BAD_ADDRESS)
+                    status.failed(record, "RESOLVEFAILED")
                     await _close(writer)
             elif request.command is SocksCommand.CONNECT:
-                attached = await self._connect(machine, request, reader, writer)
+                attached = await self._connect(machine, request, reader, writer, record)
             else:
-                await self._resolve(machine, request, writer)
+                await self._resolve(machine, request, writer, record)
             if attached:  # the stream owns the socket now; count it until it closes
                 await writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
@@ -206,6 +219,8 @@ class SocksListener:
             self._conns.discard(writer)
             if not attached:
                 writer.close()
+                if record is not None:
+                    status.abandon(record)  # ended by an error or a cancellation: FAILED, CLOSED
 
     async def _handshake(
         self, machine: SocksServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -249,10 +264,13 @@ class SocksListener:
         request: SocksRequest,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        record: StreamRecord,
     ) -> bool:
         """Open the stream (retrying through other exits); True once the socket is attached to it."""
         isolation = (request.username, request.password)
+        status = self.circuits.streams.status
         if not _restriction_parses(isolation):
+            status.failed(record, "NOROUTE")
             self._reply(machine, writer, SocksReply.NOT_ALLOWED)
             await _close(writer)
             return False
@@ -260,10 +278,11 @@ class SocksListener:
         self.circuits.ports_seen[request.port] = time.monotonic()
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
+        why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
         for _attempt in range(MAX_ATTEMPTS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                code = SocksReply.TTL_EXPIRED
+                code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
                 break
             try:
                 if avoid:
@@ -279,29 +298,36 @@ class SocksListener:
                     request.host,
                     request.port,
                     min(STREAM_TIMEOUT, max(1.0, deadline - time.monotonic())),
+                    record,
                 )
             except StreamFailed as failed:
-                code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+                code, why = (
+                    END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
+                    end_reasons(failed.reason),
+                )
                 if failed.reason not in RETRY_ELSEWHERE:
                     break
+                status.detached(record, *why)
                 avoid.add(handle.exit.fingerprint)
                 if failed.reason is not EndReason.EXITPOLICY:  # refusing by policy is no failure
                     self.circuits.policy.relay_failed(handle.exit.fingerprint)
                 continue
             except TimeoutError:
-                code = SocksReply.TTL_EXPIRED
+                code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
+                status.detached(record, *why)
                 continue
             except RestrictedExitError:  # path_policy logged why (rate-limited); no other exit
-                code = SocksReply.NOT_ALLOWED
+                code, why = SocksReply.NOT_ALLOWED, ("NOROUTE", None)
                 break
             except (OnionmeshError, OSError) as exc:
                 peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
-                code = SocksReply.GENERAL_FAILURE
+                code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
                 continue
             self._reply(machine, writer, SocksReply.SUCCEEDED)
-            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover())
+            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
+        status.failed(record, *why)
         self._reply(machine, writer, code)
         await _close(writer)
         return False
@@ -312,53 +338,71 @@ class SocksListener:
         request: SocksRequest,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        record: StreamRecord,
     ) -> bool:
         """A stream to an onion service over its rendezvous circuit (runtime.client.onion_client);
         failures answer Tor's extended codes 0xF0-0xF7 within REQUEST_DEADLINE."""
         code: int = SocksReply.GENERAL_FAILURE
         deadline = time.monotonic() + REQUEST_DEADLINE
+        isolation = (request.username, request.password)
+        status = self.circuits.streams.status
+        why: tuple[str, str | None] = ("MISC", None)
         if self.onion is None:
-            code = SocksReply.ONION_BAD_ADDRESS
+            code, why = SocksReply.ONION_BAD_ADDRESS, ("RESOLVEFAILED", None)
         else:
-            isolation = (request.username, request.password)
             for _attempt in range(2):  # a cached rendezvous circuit may have died under us: once more
                 try:
                     left = deadline - time.monotonic()
                     handle = await self.onion.circuit_for(request.host, isolation, left)
                     left = max(1.0, min(STREAM_TIMEOUT, deadline - time.monotonic()))
-                    sid = await self.circuits.streams.open_stream(handle, request.host, request.port, left)
+                    sid = await self.circuits.streams.open_stream(
+                        handle, request.host, request.port, left, record
+                    )
                 except OnionConnectFailed as failed:
                     code = failed.code
+                    why = (
+                        "TIMEOUT" if failed.code == SocksReply.ONION_INTRO_TIMEOUT else "RESOLVEFAILED",
+                        None,
+                    )
                     break
                 except StreamFailed as failed:
-                    code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+                    code, why = (
+                        END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
+                        end_reasons(failed.reason),
+                    )
                     if failed.reason is EndReason.EXITPOLICY:  # the service maps no target to this port
                         code = SocksReply.CONNECTION_REFUSED
                     if failed.reason is not EndReason.DESTROY:
                         break
+                    status.detached(record, *why)
                     continue
                 except TimeoutError:
-                    code = SocksReply.TTL_EXPIRED
+                    code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
                     break
                 self._reply(machine, writer, SocksReply.SUCCEEDED)
-                self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover())
+                self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
                 return True
+        status.failed(record, *why)
         self._reply(machine, writer, SocksReply(code))
         await _close(writer)
         return False
 
     async def _resolve(
-        self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter
+        self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter, record: StreamRecord
     ) -> None:
         code, answer = SocksReply.HOST_UNREACHABLE, None
+        status = self.circuits.streams.status
         if not _restriction_parses((request.username, request.password)):
+            status.failed(record, "NOROUTE")
             self._reply(machine, writer, SocksReply.NOT_ALLOWED)
             await _close(writer)
             return
+        isolation = (request.username, request.password)
+        why: tuple[str, str | None] = ("RESOLVEFAILED", None)
         try:
             async with asyncio.timeout(REQUEST_DEADLINE):
-                handle = await self.circuits.get_circuit(None, (request.username, request.password))
-            resolved = await self.circuits.streams.resolve(handle, request.host, STREAM_TIMEOUT)
+                handle = await self.circuits.get_circuit(None, isolation)
+            resolved = await self.circuits.streams.resolve(handle, request.host, STREAM_TIMEOUT, record)
             for kind, value, _ttl in resolved.answers:
                 if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:
                     code, answer = SocksReply.SUCCEEDED, value
@@ -367,13 +411,21 @@ class SocksListener:
                     code, answer = SocksReply.SUCCEEDED, str(ipaddress.ip_address(value))
                     break
         except StreamFailed as failed:
-            code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
+            code, why = (
+                END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
+                end_reasons(failed.reason),
+            )
         except TimeoutError:
-            code = SocksReply.TTL_EXPIRED
+            code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
         except RestrictedExitError:
-            code = SocksReply.NOT_ALLOWED
+            code, why = SocksReply.NOT_ALLOWED, ("NOROUTE", None)
         except (OnionmeshError, OSError):
-            code = SocksReply.GENERAL_FAILURE
+            code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
+        if code == SocksReply.SUCCEEDED:
+            status.succeeded(record)
+            status.closed(record)
+        else:
+            status.failed(record, *why)
         self._reply(machine, writer, code, answer)
         await _close(writer)
 

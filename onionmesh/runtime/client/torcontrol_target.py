@@ -6,36 +6,29 @@ HS_CLIENT_INTRO, HS_CLIENT_REND, HS_SERVICE_INTRO, HS_SERVICE_REND, HS_CLIENT_HS
 HS_SERVICE_HSDIR or HS_VANGUARDS with HS_STATE= and REND_QUERY= (the service id); a stream's id
 is its circuit's number * 65536 + its stream id on that circuit.
 
-Onion services: ADD_ONION starts a service through `ClientNode.add_onion_service`, DEL_ONION stops
-it, ONION_CLIENT_AUTH_* edit `ClientNode.client_auth`.  HS_DESC events follow each upload: onionmesh
-stores a descriptor at four DHT replica keys (docs/protocol.md §16.5), not at named HSDirs, so each
-replica stands in for an HSDir: its 20-byte store key of the period, upper-case hex, is the
-`$FINGERPRINT` of UPLOAD / UPLOADED / FAILED, and the descriptor id is the blinded key (base64),
-as Tor writes it.  stem's `create_ephemeral_hidden_service(await_publication=True)` waits for an
-UPLOADED whose directory it saw in an UPLOAD, which is what this gives.  Bootstrap phases: 5 `conn` while the
+Streams: each SOCKS request's life in Tor's terms (runtime/client/stream_status.py), its id
+given when it arrives.  Onion services, client authorization and HS_DESC are the other half of
+this adapter: runtime/client/torcontrol_onions.py.  Bootstrap phases: 5 `conn` while the
 DHT has given no relay yet, 75 `enough_dirinfo` with relays but no built circuit, 90
 `circuit_create` while one is being built, 100 `done` once one is open.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from onionmesh import __version__
-from onionmesh.crypto.hs_blinding import ExpandedKey, blind_public
-from onionmesh.directory.hs_placement import store_keys
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import ListenError, NotFound, Unsupported
 from onionmesh.proto.torcontrol_onion import AddOnion, ClientAuthAdd
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
 from onionmesh.runtime.client.node_choice import CONF_OPTIONS, conf_values, prepare_conf
+from onionmesh.runtime.client.stream_status import StreamRecord
+from onionmesh.runtime.client.torcontrol_onions import OnionControl
 from onionmesh.runtime.torcontrol.server import TorControlServer, cookie_auth
 from onionmesh.runtime.torcontrol.target import (
     PURPOSE_CONTROLLER,
@@ -49,10 +42,6 @@ from onionmesh.runtime.torcontrol.target import (
 )
 
 CONTROLLER_ISOLATION = ("control",)
-NO_ONION_SERVICES = (
-    "onion services are not available in this onionmesh yet (the onion-services work lands "
-    "separately); the request was valid"
-)
 _CIRC = {"launched": "LAUNCHED", "extended": "EXTENDED", "built": "BUILT"}
 # CircuitHandle.purpose -> Tor's PURPOSE= (control-spec §4.1.1)
 HS_PURPOSES = {
@@ -65,10 +54,6 @@ HS_PURPOSES = {
     "hs_vanguard": "HS_VANGUARDS",
     "hs_vanguards": "HS_VANGUARDS",
 }
-PERMANENT_AUTH = (
-    "Flags=Permanent is not supported: put a <name>.auth_private file in the directory given to "
-    "--onion-client-auth-dir (onion_client_auth_dir) to keep a key across restarts"
-)
 
 
 class _Node(Protocol):
@@ -118,9 +103,7 @@ class ClientControlTarget:
         self.config_file: str | None = None
         self._subscribers: list[Callable[[Event], None]] = []
         self._hooked = False
-        self._watched: set[str] = set()  # services whose listeners feed HS_DESC
-        self._auth_names: dict[str, str] = {}  # service id -> ClientName of ONION_CLIENT_AUTH_ADD
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.onions = OnionControl(node, self._emit)
 
     # --- state ---------------------------------------------------------------------------------
     def socks_listeners(self) -> list[str]:
@@ -166,23 +149,26 @@ class ClientControlTarget:
             out.append(self._circuit(handle, "BUILT" if handle.built_at else "EXTENDED"))
         return out
 
-    def _stream(self, handle: CircuitHandle, sid: int, status: str) -> StreamInfo:
-        circuit = self._circuit(handle, "BUILT")
+    def _stream(self, record: StreamRecord) -> StreamInfo:
+        iso = record.isolation
+        username = password = None
+        if isinstance(iso, tuple) and len(iso) == 2 and iso != (None, None):
+            username, password = _text(iso[0]) or "", _text(iso[1]) or ""
         return StreamInfo(
-            id=handle.number * 65536 + sid,
-            status=status,
-            circuit=handle.number,
-            target=handle.stream_targets.get(sid, "0.0.0.0:0"),
-            socks_username=circuit.socks_username,
-            socks_password=circuit.socks_password,
+            id=record.id,
+            status=record.status,
+            circuit=record.circuit_number,
+            target=record.target,
+            socks_username=username,
+            socks_password=password,
+            reason=record.extra.get("REASON"),
+            remote_reason=record.extra.get("REMOTE_REASON"),
+            source=record.extra.get("SOURCE"),
+            source_addr=record.source if record.status in ("NEW", "NEWRESOLVE") else None,
         )
 
     def streams(self) -> list[StreamInfo]:
-        return [
-            self._stream(h, sid, "SUCCEEDED" if sid in h.bridges else "SENTCONNECT")
-            for h in self.node.circuits.circuits.values()
-            for sid in list(h.circ.streams)
-        ]
+        return [self._stream(r) for r in list(self.node.circuits.streams.status.live.values())]
 
     def traffic(self) -> tuple[int, int]:
         return self.node.circuits.totals()
@@ -256,6 +242,7 @@ class ClientControlTarget:
     # --- actions ---------------------------------------------------------------------------------
     def newnym(self) -> None:
         self.node.circuits.retire_all()
+        self.onions.newnym()
 
     def close_circuit(self, circuit: int) -> bool:
         return self.node.circuits.close_circuit(circuit)
@@ -287,116 +274,29 @@ class ClientControlTarget:
         """RELOAD, DORMANT, ACTIVE, CLEARDNSCACHE, DUMP, DEBUG: nothing to do here (no torrc, no DNS
         cache); SHUTDOWN and HALT are the server's (TorControlServer.on_shutdown)."""
 
-    # --- onion services ----------------------------------------------------------------------------
-    def _runtime(self) -> Any:
-        try:
-            from onionmesh.runtime.client import onion_service
-        except ImportError:
-            raise Unsupported(NO_ONION_SERVICES) from None
-        if not hasattr(self.node, "add_onion_service"):
-            raise Unsupported(NO_ONION_SERVICES)
-        return onion_service
-
+    # --- onion services: runtime/client/torcontrol_onions.py --------------------------------------
     async def add_onion(self, request: AddOnion) -> OnionService:
-        """ConfigError (from the node) for a key already running here or ports it cannot serve."""
-        runtime = self._runtime()
-        if request.expanded_key is not None:
-            key = ExpandedKey.from_bytes(request.expanded_key)
-        else:
-            key = ExpandedKey.from_seed(os.urandom(32))
-        spec = runtime.OnionServiceSpec(
-            key=key,
-            ports=tuple(runtime.PortMap(p.virtual, p.host, p.port) for p in request.ports),
-            client_auth=tuple(request.client_auth_v3),
-            max_streams=request.max_streams,
-        )
-        service = await self.node.add_onion_service(spec)
-        self._watch(service)
-        return OnionService(service.service_id, key.to_bytes() if request.new_key else None)
+        return await self.onions.add_onion(request)
 
     def del_onion(self, service_id: str) -> None:
-        services = getattr(self.node, "onion_services", {})
-        if service_id not in services:
-            raise NotFound(service_id)
-        self._watched.discard(service_id)
-        task = asyncio.ensure_future(self.node.remove_onion_service(service_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.onions.del_onion(service_id)
 
     def client_auth_add(self, request: ClientAuthAdd) -> None:
-        self._runtime()
-        if request.permanent:
-            raise Unsupported(PERMANENT_AUTH)
-        self.node.client_auth[request.service_id] = request.private_key
-        if request.nickname:
-            self._auth_names[request.service_id] = request.nickname
-        else:
-            self._auth_names.pop(request.service_id, None)
+        self.onions.client_auth_add(request)
 
     def client_auth_remove(self, service_id: str) -> None:
-        self._runtime()
-        if self.node.client_auth.pop(service_id, None) is None:
-            raise NotFound(service_id)
-        self._auth_names.pop(service_id, None)
+        self.onions.client_auth_remove(service_id)
 
     def client_auth_view(self, service_id: str | None) -> list[str]:
-        """`CLIENT <id> x25519:<base64 key> [ClientName=...]` lines (control-spec §3.32)."""
-        keys = getattr(self.node, "client_auth", {})
-        out = []
-        for sid in sorted(keys):
-            if service_id is not None and sid != service_id:
-                continue
-            line = f"{sid} x25519:{base64.b64encode(keys[sid]).decode('ascii')}"
-            if sid in self._auth_names:
-                line += f" ClientName={self._auth_names[sid]}"
-            out.append(line)
-        return out
-
-    def _watch(self, service: Any) -> None:
-        if service.service_id in self._watched:
-            return
-        self._watched.add(service.service_id)
-        public = service.spec.key.public
-
-        def on_event(what: str, info: dict[str, object]) -> None:
-            if service.service_id not in self._watched:
-                return
-            period = info.get("period")
-            if not isinstance(period, int):
-                return
-            blinded = blind_public(public, period)
-            keys = store_keys(blinded, period)
-            desc_id = base64.b64encode(blinded).decode("ascii").rstrip("=")
-            sid = service.service_id
-            if what == "desc_upload":
-                for key in keys:
-                    self._emit(Event("HS_DESC", text=f"UPLOAD {sid} UNKNOWN ${key.hex().upper()} {desc_id}"))
-            elif what == "desc_uploaded":
-                replica = str(info.get("hsdir", ""))
-                index = (
-                    int(replica.removeprefix("replica")) if replica.removeprefix("replica").isdigit() else -1
-                )
-                if 0 <= index < len(keys):
-                    self._emit(Event("HS_DESC", text=f"UPLOADED {sid} UNKNOWN ${keys[index].hex().upper()}"))
-            elif what == "desc_failed":
-                for key in keys:
-                    self._emit(
-                        Event(
-                            "HS_DESC",
-                            text=f"FAILED {sid} UNKNOWN ${key.hex().upper()} REASON=UPLOAD_REJECTED",
-                        )
-                    )
-
-        service.listeners.append(on_event)
+        return self.onions.client_auth_view(service_id)
 
     # --- events ----------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         if not self._hooked:
             self._hooked = True
             self.node.circuits.listeners.append(self._on_circuit)
-            self.node.circuits.stream_listeners.append(self._on_stream)
-            for service in list(getattr(self.node, "onion_services", {}).values()):
-                self._watch(service)  # services from the configuration or the JSON API
+            self.node.circuits.streams.status.listeners.append(self._on_stream)
+            self.onions.hook()  # HS_DESC for every service, however it was added
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
@@ -414,11 +314,8 @@ class ClientControlTarget:
         elif what in _CIRC:
             self._emit(Event("CIRC", circuit=self._circuit(handle, _CIRC[what])))
 
-    def _on_stream(self, what: str, handle: CircuitHandle, sid: int) -> None:
-        if what == "attached":
-            self._emit(Event("STREAM", stream=self._stream(handle, sid, "SUCCEEDED")))
-        elif what == "closed":
-            self._emit(Event("STREAM", stream=self._stream(handle, sid, "CLOSED")))
+    def _on_stream(self, record: StreamRecord) -> None:
+        self._emit(Event("STREAM", stream=self._stream(record)))
 
     # --- GeoIP (exit by country: GETINFO ip-to-country/) -----------------------------------------
     def geoip_available(self, version: int) -> bool:

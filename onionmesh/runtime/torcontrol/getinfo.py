@@ -113,6 +113,11 @@ class GetInfo:
             "bw-event-cache": lambda: "",
             "ip-to-country/ipv4-available": lambda: "1" if target.geoip_available(4) else "0",
             "ip-to-country/ipv6-available": lambda: "1" if target.geoip_available(6) else "0",
+            "entry-guards": self._entry_guards,
+            "address-mappings/all": lambda: "",  # no MAPADDRESS, no DNS cache: nothing is mapped
+            "address-mappings/config": lambda: "",
+            "address-mappings/cache": lambda: "",
+            "address-mappings/control": lambda: "",
             "onions/current": lambda: "",
             "onions/detached": lambda: "",
         }
@@ -123,6 +128,11 @@ class GetInfo:
     def _bootstrap(self) -> str:
         progress, tag, summary = self.target.bootstrap()
         return f"NOTICE BOOTSTRAP PROGRESS={progress} TAG={tag} SUMMARY={quote(summary)}"
+
+    def _entry_guards(self) -> str:
+        """Tor's `$FP~nickname up` lines: the client's primary guards (a relay has none)."""
+        guards = [r for r in self.target.relays() if "Guard" in r.flags and self.target.role == "client"]
+        return "\n".join(f"${r.fingerprint}~{r.nickname} up" for r in guards)
 
     def _fingerprint(self) -> str:
         fp = self.target.fingerprint()
@@ -156,6 +166,6 @@ class GetInfo:
             raise InfoError(552, f"Unrecognized key {quote(key)}")  # Tor's answer for an unknown relay
         if key.startswith("ip-to-country/"):
             return self._ip_to_country(key[len("ip-to-country/") :])
-        if key.startswith(("desc/", "md/", "extra-info/", "dir/", "entry-guards", "address")):
+        if key.startswith(("desc/", "md/", "extra-info/", "dir/", "address")):
             raise InfoError(551, f"{key.split('/')[0]} is not available: onionmesh has no Tor directory")
         raise InfoError(552, f"Unrecognized key {quote(key)}")

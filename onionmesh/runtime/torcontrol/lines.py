@@ -58,9 +58,16 @@ def stream_status_line(info: StreamInfo) -> str:
 
 
 def stream_event(info: StreamInfo) -> str:
+    """The body of a `650 STREAM` event, its keywords in control-spec §4.1.2's order."""
     parts = [stream_status_line(info)]
     if info.reason:
         parts.append(f"REASON={info.reason}")
+        if info.remote_reason:
+            parts.append(f"REMOTE_REASON={info.remote_reason}")
+    if info.source:
+        parts.append(f"SOURCE={info.source}")
+    if info.source_addr:
+        parts.append(f"SOURCE_ADDR={info.source_addr}")
     parts.append("PURPOSE=USER")
     if info.socks_username is not None:
         parts.append(f"SOCKS_USERNAME={quote(info.socks_username)}")

@@ -96,6 +96,9 @@ class TorControlServer:
         # What SIGNAL SHUTDOWN/HALT, TAKEOWNERSHIP and __OwningControllerProcess end: the command
         # (proxy, testnet, relay) sets it to stop its own process; unset, they only log.
         self.on_shutdown: Callable[[], None] | None = None
+        # What SAVECONF [FORCE] calls (the command sets it when it read a --config file): writes the
+        # options changed at run time back to that file; raises with the reason when it cannot.
+        self.save_conf: Callable[[bool], object] | None = None
 
     # --- life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,6 +219,17 @@ class TorControlServer:
         for conn in list(self.conns):
             if kind in conn.session.events and conn.session.auth.authenticated:
                 data = data or format_event(f"{kind} {text}")
+                conn.send(data)
+
+    def conf_changed(self, changed: list[tuple[str, list[str]]]) -> None:
+        """`650-CONF_CHANGED` / `650-Key=Value` ... / `650 OK` (control-spec §4.1.18): an option
+        set back to its default is its bare name."""
+        lines: list[str] = ["CONF_CHANGED"]
+        for key, values in changed:
+            lines += [f"{key}={v}" for v in values] if values else [key]
+        data = format_event([*lines, "OK"])
+        for conn in list(self.conns):
+            if "CONF_CHANGED" in conn.session.events and conn.session.auth.authenticated:
                 conn.send(data)
 
     def _on_event(self, event: Event) -> None:

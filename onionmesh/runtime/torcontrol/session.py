@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
-from onionmesh.errors import ConfError, ConfigError, InfoError, NotFound, Unsupported
+from onionmesh.errors import ConfError, ConfigError, ConfigSaveError, InfoError, NotFound, Unsupported
 from onionmesh.proto.torcontrol import Command, DataLine, format_reply, parse_args, quote, simple
 from onionmesh.proto.torcontrol_auth import AuthConfig, AuthSession
 from onionmesh.proto.torcontrol_onion import (
@@ -35,8 +35,10 @@ class _Server(Protocol):
     options: Options
     auth_failures: int
     detached_onions: set[str]
+    save_conf: Callable[[bool], object] | None
 
     async def signal(self, name: str, session: Session) -> None: ...
+    def conf_changed(self, changed: list[tuple[str, list[str]]]) -> None: ...
 
 
 MAX_KEYS = 256  # GETINFO/GETCONF keys in one command
@@ -153,14 +155,30 @@ class Session:
         if not args or len(args) > MAX_KEYS:
             return simple(512, "Missing argument" if not args else "Too many options")
         values = [(a.key or "", None if reset and a.value is None else a.value) for a in args]
+        options = self.server.options
         try:
-            self.server.options.set(values)
+            before = {options.canonical(key): options.get(key) for key, _ in values}
+            options.set(values)
         except ConfError as exc:
             return simple(exc.code, str(exc))
+        after = [(key, options.get(key)) for key in before]
+        changed = [(key, now) for key, now in after if now != before[key]]
+        if changed:
+            self.server.conf_changed(changed)
         return OK
 
-    async def cmd_saveconf(self, _command: Command) -> bytes:
-        return OK  # settings changed here last until the node restarts (docs/control-port.md)
+    async def cmd_saveconf(self, command: Command) -> bytes:
+        words = command.args.split()
+        if len(words) > 1 or (words and words[0].upper() != "FORCE"):
+            return simple(512, "SAVECONF takes no argument but FORCE")
+        save = self.server.save_conf
+        if save is None:
+            return simple(551, "Unable to write configuration to disk: no --config file to write")
+        try:
+            save(bool(words))
+        except (ConfigSaveError, OSError) as exc:  # the file was not written: say why
+            return simple(551, f"Unable to write configuration to disk: {str(exc)[:200]}")
+        return OK
 
     async def cmd_loadconf(self, _command: Command) -> bytes:
         return simple(551, "LOADCONF is not supported: onionmesh reads a TOML file (onionmesh config check)")
@@ -293,6 +311,8 @@ class Session:
             return simple(exc.code, str(exc))
         except Unsupported as exc:
             return simple(551, str(exc))
+        except OSError as exc:  # Flags=Permanent: the key file could not be written
+            return simple(551, f"Unable to store the client's credentials: {exc.strerror or exc}")
         return OK
 
     async def cmd_onion_client_auth_remove(self, command: Command) -> bytes:

@@ -39,12 +39,15 @@ class CircuitInfo:
 @dataclass(frozen=True)
 class StreamInfo:
     id: int
-    status: str  # NEW SENTCONNECT SUCCEEDED FAILED CLOSED
+    status: str  # NEW NEWRESOLVE SENTCONNECT SENTRESOLVE REMAP SUCCEEDED DETACHED FAILED CLOSED
     circuit: int
     target: str  # host:port
     socks_username: str | None = None
     socks_password: str | None = None
     reason: str | None = None
+    remote_reason: str | None = None
+    source: str | None = None  # REMAP's SOURCE= (EXIT or CACHE)
+    source_addr: str | None = None  # NEW/NEWRESOLVE: the application's address:port
 
 
 @dataclass(frozen=True)
