@@ -26,12 +26,14 @@ from onionmesh.errors import OnionmeshError, RemoteProtocolError
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import (
     BeginRequested,
+    DatagramReceived,
     ExtendRequested,
     MessageForHandler,
     ResolveRequested,
     SendWindowOpened,
     StreamDataReceived,
     StreamEnded,
+    UdpConnectRequested,
 )
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.proto.scheduler import QueueBudget
@@ -206,6 +208,12 @@ class CircuitSwitch:
             match event:
                 case StreamDataReceived() | SendWindowOpened() | StreamEnded():
                     entry.streams.route(event)
+                    if entry in self.exit_service.udp.circuits:  # UDP flows (runtime.relay.exit_udp)
+                        self.exit_service.udp.route(entry, event)
+                case UdpConnectRequested():
+                    self.spawn(self.exit_service.udp.connect(entry, event), "exit-udp")
+                case DatagramReceived():
+                    self.exit_service.udp.datagram(entry, event)
                 case ExtendRequested(extend):
                     self.spawn(self._extend(entry, extend), "relay-extend")
                 case BeginRequested():
@@ -227,6 +235,7 @@ class CircuitSwitch:
         if entry.onward is not None:
             entry.onward.close(reason, came_from)
         entry.streams.close_all(remote=False)
+        self.exit_service.udp.close_circuit(entry)
         if entry.created_waiter is not None and not entry.created_waiter.done():
             entry.created_waiter.cancel()
 
