@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import resource
 import socket
@@ -26,6 +27,7 @@ from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, Socks
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
+from onionmesh.runtime.client.socks_udp import UdpStats, serve_associate
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.transport.listeners import accept_loop, bind_listeners
@@ -105,6 +107,7 @@ class SocksListener:
         self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
         self.refused = 0  # closed at once: max_connections reached
         self.evicted = 0  # closed in their handshake to make room for a newcomer
+        self.udp_stats = UdpStats()  # UDP ASSOCIATE, over all associations
 
     async def start(self) -> None:
         self._sockets = bind_listeners("SOCKS", self.host, self.port, LISTEN_BACKLOG)
@@ -176,7 +179,7 @@ class SocksListener:
         self._conns.add(writer)
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        machine = SocksServer()
+        machine = SocksServer(udp=True)
         attached = False
         try:
             try:
@@ -194,6 +197,9 @@ class SocksListener:
                     await _close(writer)
             elif request.command is SocksCommand.CONNECT:
                 attached = await self._connect(machine, request, reader, writer)
+            elif request.command is SocksCommand.UDP_ASSOCIATE:  # runtime.client.socks_udp
+                reply = functools.partial(self._reply, machine, writer)
+                await serve_associate(self.circuits, self.udp_stats, request, reader, writer, reply)
             else:
                 await self._resolve(machine, request, writer)
             if attached:  # the stream owns the socket now; count it until it closes
