@@ -258,3 +258,48 @@ async def test_udp_flood_keeps_memory_bounded_and_tcp_stream_on_same_circuit_int
 def test_pysocks_supports_udp_associate() -> None:
     """The client the acceptance tests use really speaks UDP ASSOCIATE (PySocks >= 1.6)."""
     assert hasattr(socks.socksocket, "sendto")
+
+
+async def test_only_the_opening_client_and_no_fragments(tmp_path: Path) -> None:
+    """Raw RFC 1928 client: DST.PORT names the UDP port it sends from; a datagram from another port
+    (a local process guessing the relay port) and one with FRAG != 0 are dropped, counted."""
+    mesh, extras = await start_mesh(tmp_path, exit_policy_udp=LOOPBACK_EXIT_POLICY)
+    echo = await start_udp_server("echo")
+    try:
+
+        def run() -> tuple[bytes, bytes | None]:
+            mine = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            mine.bind(("127.0.0.1", 0))
+            mine.settimeout(10)
+            other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            other.bind(("127.0.0.1", 0))
+            other.settimeout(1)
+            control = socket.create_connection(("127.0.0.1", mesh.socks_port), timeout=10)
+            control.sendall(b"\x05\x01\x00")
+            assert control.recv(2) == b"\x05\x00"
+            port = mine.getsockname()[1]
+            control.sendall(b"\x05\x03\x00\x01\x7f\x00\x00\x01" + port.to_bytes(2, "big"))
+            reply = control.recv(10)
+            assert reply[:4] == b"\x05\x00\x00\x01" and reply[4:8] == b"\x7f\x00\x00\x01"
+            relay = ("127.0.0.1", int.from_bytes(reply[8:10], "big"))
+            head = b"\x00\x00\x00\x01\x7f\x00\x00\x01" + echo.port.to_bytes(2, "big")
+            other.sendto(head + b"intruder", relay)
+            mine.sendto(b"\x00\x00\x01" + head[3:] + b"fragment", relay)
+            mine.sendto(head + b"mine", relay)
+            answer = mine.recv(2048)
+            try:
+                leaked: bytes | None = other.recv(2048)
+            except TimeoutError:
+                leaked = None
+            for s in (mine, other, control):
+                s.close()
+            return answer, leaked
+
+        answer, leaked = await asyncio.to_thread(run)
+        assert answer == b"\x00\x00\x00\x01\x7f\x00\x00\x01" + echo.port.to_bytes(2, "big") + b"mine"
+        assert leaked is None
+        stats: UdpStats = mesh.client.socks.udp_stats
+        assert (stats.dropped_foreign, stats.dropped_fragment, echo.received) == (1, 1, 1)
+    finally:
+        echo.close()
+        await stop_mesh(mesh, extras)
