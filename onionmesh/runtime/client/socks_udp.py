@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onionmesh.directory.path_selection import exit_accepts_udp_port, weighted_index
-from onionmesh.errors import OnionmeshError, RemoteProtocolError, StreamFailed
+from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, StreamFailed
 from onionmesh.proto.events import DatagramReceived, SendWindowOpened, StreamEnded
 from onionmesh.proto.socks import SocksReply, SocksRequest
 from onionmesh.proto.udp_flow import IDLE_TIMEOUT, MAX_FLOWS, DatagramQueue, Flow, FlowTable
@@ -218,7 +218,7 @@ class UdpAssociation:
                     return handle
             candidates = [d for d in self.circuits.relays() if exit_accepts_udp_port(d, port)]
             if not candidates:
-                raise OnionmeshError(f"no exit accepts UDP to port {port}")
+                raise DirectoryError(f"no exit accepts UDP to port {port}")  # as path selection says it
             desc = candidates[weighted_index(self.circuits.rng, [max(1, d.bandwidth) for d in candidates])]
             handle = await self.circuits.build(isolation=self.isolation, exit_fp=desc.fingerprint)
             handle.udp = self
