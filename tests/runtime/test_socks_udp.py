@@ -303,3 +303,36 @@ async def test_only_the_opening_client_and_no_fragments(tmp_path: Path) -> None:
     finally:
         echo.close()
         await stop_mesh(mesh, extras)
+
+
+async def test_udp_associations_are_isolated_by_socks_username(tmp_path: Path) -> None:
+    """Two associations with different usernames use two circuits; two flows of one association
+    (two destinations) share its circuit."""
+    mesh, extras = await start_mesh(tmp_path, exit_policy_udp=LOOPBACK_EXIT_POLICY)
+    echo, other = await start_udp_server("echo"), await start_udp_server("echo")
+    try:
+
+        def talk(username: str, ports: list[int]) -> list[bytes]:
+            s = udp_socket(mesh.socks_port, username)
+            got = []
+            try:
+                for port in ports:
+                    s.sendto(username.encode(), ("127.0.0.1", port))
+                    got.append(s.recvfrom(100)[0])
+            finally:
+                s.close()
+            return got
+
+        assert await asyncio.to_thread(talk, "alice", [echo.port, other.port]) == [b"alice", b"alice"]
+        assert await asyncio.to_thread(talk, "bob", [echo.port]) == [b"bob"]
+        by_user = {
+            user: [h for h in mesh.client.circuits.circuits.values() if h.isolation == (user, b"x")]
+            for user in (b"alice", b"bob")
+        }
+        assert len(by_user[b"alice"]) == 1 and len(by_user[b"bob"]) == 1
+        assert by_user[b"alice"][0] is not by_user[b"bob"][0]
+        assert udp_sockets_opened(mesh) == 3
+    finally:
+        echo.close()
+        other.close()
+        await stop_mesh(mesh, extras)
