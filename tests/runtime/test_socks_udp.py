@@ -336,3 +336,60 @@ async def test_udp_associations_are_isolated_by_socks_username(tmp_path: Path) -
         echo.close()
         other.close()
         await stop_mesh(mesh, extras)
+
+
+async def _flow(handle, host: str, port: int) -> int:
+    """Open a UDP flow by hand on `handle`; its stream id (StreamFailed if the exit refuses)."""
+    sid = handle.circ.connect_udp(host, port)
+    waiter = asyncio.get_running_loop().create_future()
+    handle.pending[sid] = waiter
+    await asyncio.wait_for(waiter, 10)
+    handle.unattached.pop(sid, None)
+    return sid
+
+
+async def test_exit_flow_cap_rate_limit_and_idle_timeout(tmp_path: Path) -> None:
+    """At the exit: the per-circuit flow cap answers END RESOURCELIMIT; datagrams past the
+    per-circuit rate are dropped and counted (none reach the destination); an idle flow is ended
+    and its socket closed."""
+    from onionmesh.runtime.relay.exit_udp import UdpCaps
+
+    mesh, extras = await start_mesh(tmp_path, exit_policy_udp=LOOPBACK_EXIT_POLICY)
+    sink = await start_udp_server("sink")
+    try:
+        exit_node = next(r for r in mesh.relays if r.exit_rules is not None)
+        udp = exit_node.exit_service.udp
+        udp.caps = UdpCaps(flows_per_circuit=2, datagrams_per_second=1.0, burst=5, idle_timeout=1.0)
+        handle = await mesh.client.circuits.build(exit_fp=exit_node.fingerprint)
+        first = await _flow(handle, "127.0.0.1", sink.port)
+        await _flow(handle, "127.0.0.2", sink.port)
+        with pytest.raises(StreamFailed) as failed:
+            await _flow(handle, "127.0.0.3", sink.port)
+        assert failed.value.reason is EndReason.RESOURCELIMIT
+        assert exit_node.stats.get("udp_refused_flows") == 1
+        for _ in range(60):  # within the initial circuit window (64)
+            assert handle.circ.send_datagram(first, b"x" * 100)
+
+        def counts() -> tuple[int, int]:
+            return exit_node.stats.get("udp_datagrams_out", 0), exit_node.stats.get("udp_dropped_rate", 0)
+
+        for _ in range(200):
+            if sum(counts()) == 60:
+                break
+            await asyncio.sleep(0.05)
+        out, dropped = counts()
+        assert out + dropped == 60 and dropped >= 40  # burst 5, then 1/s: the rest dropped
+        for _ in range(200):
+            if sink.received == out:
+                break
+            await asyncio.sleep(0.05)
+        assert sink.received == out
+        for _ in range(100):  # both flows go idle: the exit ends them (bounded wait, liveness)
+            if udp.sockets_open == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert udp.sockets_open == 0 and exit_node.stats.get("udp_flows_idle_closed") == 2
+        assert first not in handle.circ.streams  # the client saw the END
+    finally:
+        sink.close()
+        await stop_mesh(mesh, extras)
