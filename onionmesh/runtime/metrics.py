@@ -231,6 +231,16 @@ def relay_metrics(node: Any) -> list[Metric]:
         _by("onionmesh_relay_exit_bytes_total", "direction", "Bytes to and from exit destinations.",
             {"in": count("bytes_exit_in"), "out": count("bytes_exit_out")}),
         _one("onionmesh_relay_queued_bytes", "Bytes in circuit queues and link write buffers.", queued),
+        # UDP flows (runtime.relay.exit_udp): sockets only ever opened under a UDP exit policy
+        _one("onionmesh_relay_udp_sockets_opened_total", "Exit UDP sockets opened (one per flow).",
+             count("udp_sockets_opened")),
+        _by("onionmesh_relay_udp_refused_total", "reason", "UDP flows refused, by reason.",
+            {"policy": count("udp_refused_policy"), "flows": count("udp_refused_flows")}),
+        _by("onionmesh_relay_udp_datagrams_total", "direction", "Datagrams to and from UDP destinations.",
+            {"out": count("udp_datagrams_out"), "in": count("udp_datagrams_in")}),
+        _by("onionmesh_relay_udp_dropped_total", "reason", "Datagrams dropped at the exit, by reason.",
+            {"rate": count("udp_dropped_rate"), "full": count("udp_dropped_full"),
+             "size": count("udp_dropped_size")}),
         *dht_metrics(getattr(node, "dht", None)),
         *process_metrics(),
     ]  # fmt: skip
