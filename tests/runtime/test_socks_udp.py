@@ -83,7 +83,7 @@ async def test_association_ends_with_its_tcp_connection(tmp_path: Path) -> None:
         assert data == b"ping"
 
         def flows_open() -> int:
-            return sum(r.exit_service.udp.sockets_open for r in mesh.relays)
+            return sum(r.udp_exit.sockets_open for r in mesh.relays)
 
         for _ in range(200):
             if flows_open() == 0:
@@ -234,7 +234,7 @@ async def test_udp_flood_keeps_memory_bounded_and_tcp_stream_on_same_circuit_int
                 if table is not None:
                     peak["client"] = max([peak["client"], *(f.queue.bytes for f in table.flows())])
                 for r in mesh.relays:
-                    for state in r.exit_service.udp.circuits.values():
+                    for state in r.udp_exit.circuits.values():
                         peak["exit"] = max([peak["exit"], *(f.queue.bytes for f in state.flows.values())])
                 await asyncio.sleep(0.01)
 
@@ -358,7 +358,7 @@ async def test_exit_flow_cap_rate_limit_and_idle_timeout(tmp_path: Path) -> None
     sink = await start_udp_server("sink")
     try:
         exit_node = next(r for r in mesh.relays if r.exit_rules is not None)
-        udp = exit_node.exit_service.udp
+        udp = exit_node.udp_exit
         udp.caps = UdpCaps(flows_per_circuit=2, datagrams_per_second=1.0, burst=5, idle_timeout=1.0)
         handle = await mesh.client.circuits.build(exit_fp=exit_node.fingerprint)
         first = await _flow(handle, "127.0.0.1", sink.port)

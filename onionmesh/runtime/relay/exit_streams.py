@@ -20,7 +20,6 @@ from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.relay import exit_rules as exit_mod
 from onionmesh.runtime.relay.circuit_entry import RelayCircuitEntry
 from onionmesh.runtime.relay.exit_limits import StreamCaps, StreamLedger
-from onionmesh.runtime.relay.exit_udp import UdpExit
 from onionmesh.runtime.safelog import Sensitive, get_logger
 from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.relay_msg import EndReason, ResolvedType
@@ -41,8 +40,6 @@ class ExitService:
         self.local_host_for = local_host_for
         self.count = count
         self.streams = StreamLedger(caps or StreamCaps.derive())
-        # UDP flows share the stream ledger; the relay replaces this with its UDP rules (if any)
-        self.udp = UdpExit(None, self.streams, count)
 
     def _end(self, entry: RelayCircuitEntry, sid: int, reason: EndReason) -> None:
         if not entry.dead:

@@ -90,8 +90,9 @@ class RelayNode:
         )
         self.stats: dict[str, int] = {}
         self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._count, caps)
-        self.exit_service.udp = udp_exit(config, self.exit_service.streams, self._count, self._local_host_for)
-        self.udp_policy = self.exit_service.udp.rules.policy if self.exit_service.udp.rules else None
+        # UDP flows share the exit's stream ledger (each holds a socket as a stream does)
+        self.udp_exit = udp_exit(config, self.exit_service.streams, self._count, self._local_host_for)
+        self.udp_policy = self.udp_exit.rules.policy if self.udp_exit.rules else None
         self.metrics_server: MetricsServer | None = None
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[RelayLink, str] = {}
@@ -110,6 +111,7 @@ class RelayNode:
             self._link_to,
             self._link_gone,
             self.stats,
+            udp=self.udp_exit,
         )
         # Onion services: introduction and rendezvous points are handlers at the switch's seam.
         self.intro_point = IntroPoint(self.switch.destroy, self.switch.count)
@@ -224,9 +226,9 @@ class RelayNode:
             self.exit_rules.own_addresses = frozenset(
                 a for a in own if _is_ip(a) and not ipaddress.ip_address(a).is_unspecified
             )
-        if self.exit_service.udp.rules is not None:  # nor does its UDP
+        if self.udp_exit.rules is not None:  # nor does its UDP
             own = {h for h, _ in self.descriptor.link_addresses} | {self.config.listen_host}
-            self.exit_service.udp.rules.own_addresses = frozenset(
+            self.udp_exit.rules.own_addresses = frozenset(
                 a for a in own if _is_ip(a) and not ipaddress.ip_address(a).is_unspecified
             )
         raw = self.descriptor.encode()
