@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 QUEUE_DATAGRAMS = 256  # per flow: ~300 KB of 1,200-byte datagrams at most
 QUEUE_BYTES = 512 * 1024
+# Over all flows of one circuit (at the exit) or one association (at the proxy): what one user
+# can make either hold, whatever the number of flows.
+SHARED_QUEUE_BYTES = 1024 * 1024
 IDLE_TIMEOUT = 120.0  # seconds without a datagram either way before a flow is closed (NAT-like)
 MAX_FLOWS = 64  # UDP flows per circuit (association) at once
 

@@ -28,7 +28,14 @@ from onionmesh.directory.path_selection import exit_accepts_udp_port, weighted_i
 from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, StreamFailed
 from onionmesh.proto.events import DatagramReceived, SendWindowOpened, StreamEnded
 from onionmesh.proto.socks import SocksReply, SocksRequest
-from onionmesh.proto.udp_flow import IDLE_TIMEOUT, MAX_FLOWS, DatagramQueue, Flow, FlowTable
+from onionmesh.proto.udp_flow import (
+    IDLE_TIMEOUT,
+    MAX_FLOWS,
+    SHARED_QUEUE_BYTES,
+    DatagramQueue,
+    Flow,
+    FlowTable,
+)
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
 from onionmesh.runtime.loglimit import limited
@@ -154,7 +161,7 @@ class UdpAssociation:
             task = asyncio.create_task(self._open(key, pending), name="socks-udp-open")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if not pending.queue.push(header.data):
+        if not self._room(header.data) or not pending.queue.push(header.data):
             self.stats.dropped_full += 1
 
     def _is_client(self, addr: tuple[str, int]) -> bool:
@@ -165,10 +172,16 @@ class UdpAssociation:
         self.client_addr = (addr[0], addr[1])
         return True
 
+    def _room(self, data: bytes) -> bool:
+        """Whether the association's queues, over all its flows, can take `data`."""
+        queued = sum(p.queue.bytes for p in self.opening.values())
+        queued += sum(f.queue.bytes for table in self.tables.values() for f in table.flows())
+        return queued + len(data) <= SHARED_QUEUE_BYTES
+
     def _send(self, handle: CircuitHandle, flow: Flow, data: bytes) -> None:
         if not flow.queue and handle.circ.send_datagram(flow.stream_id, data):
             self.stats.datagrams_sent += 1
-        elif not flow.queue.push(data):
+        elif not self._room(data) or not flow.queue.push(data):
             self.stats.dropped_full += 1
 
     # --- opening flows ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN
 from onionmesh.directory.exit_policy import ExitPolicy
 from onionmesh.errors import ExitRefused, PolicyError
 from onionmesh.proto.events import DatagramReceived, SendWindowOpened, StreamEnded, UdpConnectRequested
-from onionmesh.proto.udp_flow import IDLE_TIMEOUT, DatagramQueue, DatagramRate
+from onionmesh.proto.udp_flow import IDLE_TIMEOUT, SHARED_QUEUE_BYTES, DatagramQueue, DatagramRate
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.relay import exit_rules as exit_mod
 from onionmesh.runtime.relay.circuit_entry import RelayCircuitEntry
@@ -164,6 +164,10 @@ class UdpExit:
         addresses = [a for a in found if rules.permits(a, port)]
         if not addresses:
             raise ExitRefused(EndReason.EXITPOLICY)
+        # One connected socket, one address: no handshake tells which answers, so IPv4 first as
+        # Tor's exits prefer it, unless the client asked for IPv6 first (BEGIN's flags).
+        if not flags & BeginFlags.IPV6_PREFERRED:
+            addresses.sort(key=lambda a: ":" in a)
         loop = asyncio.get_running_loop()
         holder: list[_ExitFlow] = []
 
@@ -215,7 +219,9 @@ class UdpExit:
         if not flow.queue and entry.circ.send_datagram(flow.stream_id, data):
             self.count("udp_datagrams_in")
             return
-        if not flow.queue.push(data):
+        state = self.circuits.get(entry)
+        shared = sum(f.queue.bytes for f in state.flows.values()) if state is not None else 0
+        if shared + len(data) > SHARED_QUEUE_BYTES or not flow.queue.push(data):
             self.count("udp_dropped_full")
 
     def _flush(self, entry: RelayCircuitEntry) -> None:
