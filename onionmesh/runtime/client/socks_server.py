@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import resource
 import socket
@@ -198,8 +197,7 @@ class SocksListener:
             elif request.command is SocksCommand.CONNECT:
                 attached = await self._connect(machine, request, reader, writer)
             elif request.command is SocksCommand.UDP_ASSOCIATE:  # runtime.client.socks_udp
-                reply = functools.partial(self._reply, machine, writer)
-                await serve_associate(self.circuits, self.udp_stats, request, reader, writer, reply)
+                await serve_associate(self.circuits, self.udp_stats, machine, request, reader, writer)
             else:
                 await self._resolve(machine, request, writer)
             if attached:  # the stream owns the socket now; count it until it closes

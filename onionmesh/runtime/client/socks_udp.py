@@ -21,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onionmesh.directory.path_selection import exit_accepts_udp_port, weighted_index
 from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, StreamFailed
 from onionmesh.proto.events import DatagramReceived, SendWindowOpened, StreamEnded
-from onionmesh.proto.socks import SocksReply, SocksRequest
+from onionmesh.proto.socks import SocksReply, SocksRequest, SocksServer
 from onionmesh.proto.udp_flow import (
     IDLE_TIMEOUT,
     MAX_FLOWS,
@@ -310,17 +309,22 @@ class UdpAssociation:
 async def serve_associate(
     circuits: CircuitMgr,
     stats: UdpStats,
+    machine: SocksServer,
     request: SocksRequest,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    reply: Callable[[SocksReply, str | None, int], None],
 ) -> None:
     """Answer UDP ASSOCIATE with the relay socket's address, then hold the association until the
     TCP control connection closes (anything the client sends on it is read and discarded)."""
+
+    def reply(code: SocksReply, host: str | None = None, port: int = 0) -> None:
+        machine.reply(code, host, port)  # SOCKS5 only: any IP fits the reply
+        writer.write(machine.data_to_send())
+
     local = writer.get_extra_info("sockname")
     peer = writer.get_extra_info("peername")
     if not local or not peer:
-        reply(SocksReply.GENERAL_FAILURE, None, 0)
+        reply(SocksReply.GENERAL_FAILURE)
         return
     # The client's IP is the control connection's, whatever DST.ADDR says (a client behind no NAT
     # may send 0.0.0.0); DST.PORT, when not 0, is the only port it may send from.
@@ -329,7 +333,7 @@ async def serve_associate(
     try:
         host, port = await association.start(local[0])
     except OSError:
-        reply(SocksReply.GENERAL_FAILURE, None, 0)
+        reply(SocksReply.GENERAL_FAILURE)
         return
     try:
         reply(SocksReply.SUCCEEDED, host, port)
