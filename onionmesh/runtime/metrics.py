@@ -270,8 +270,28 @@ def client_metrics(node: Any) -> list[Metric]:
         _by("onionmesh_client_bytes_total", "direction", "Stream payload bytes on client circuits.",
             {"in": bytes_in, "out": bytes_out}),
         *relays_by_country(node),
+        *udp_metrics(getattr(getattr(node, "socks", None), "udp_stats", None)),
         *dht_metrics(getattr(directory, "dht", None)),
         *process_metrics(),
+    ]  # fmt: skip
+
+
+def udp_metrics(udp: Any) -> list[Metric]:
+    """The proxy's SOCKS5 UDP ASSOCIATE counters (runtime.client.socks_udp.UdpStats), if any."""
+    if udp is None:
+        return []
+
+    def n(name: str) -> float:
+        return float(getattr(udp, name, 0) or 0)
+
+    return [
+        _one("onionmesh_client_udp_associations_total", "SOCKS5 UDP associations opened.", n("associations")),
+        _by("onionmesh_client_udp_datagrams_total", "direction", "Datagrams carried for SOCKS UDP clients.",
+            {"out": n("datagrams_sent"), "in": n("datagrams_received")}),
+        _by("onionmesh_client_udp_dropped_total", "reason", "Datagrams from SOCKS UDP clients dropped.",
+            {r: n(f"dropped_{r}") for r in ("foreign", "fragment", "malformed", "full", "no_exit")}),
+        _by("onionmesh_client_udp_flows_total", "result", "UDP flows, by how they went.",
+            {r: n(f"flows_{r}") for r in ("opened", "refused", "idle_closed")}),
     ]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import socks
 from onionmesh.errors import StreamFailed
 from onionmesh.proto.udp_flow import QUEUE_BYTES, SHARED_QUEUE_BYTES
 from onionmesh.runtime.client.socks_udp import UdpStats
+from onionmesh.runtime.metrics import client_metrics, relay_metrics, render
 from onionmesh.wire.relay_msg import EndReason
 from tests.helpers.mesh import LOOPBACK_EXIT_POLICY, start_mesh, stop_mesh
 from tests.helpers.udp import DNS_ANSWER_IP, dns_answer_of, dns_query, start_udp_server
@@ -60,6 +61,8 @@ async def test_dns_queries_over_udp_associate_get_answers(tmp_path: Path) -> Non
         assert udp_sockets_opened(mesh) == 2  # one connected flow per destination (IP, name)
         stats: UdpStats = mesh.client.socks.udp_stats
         assert stats.flows_opened == 2 and stats.datagrams_received == 10
+        scraped = render(client_metrics(mesh.client))
+        assert 'onionmesh_client_udp_datagrams_total{direction="in"} 10.0' in scraped
     finally:
         dns.close()
         await stop_mesh(mesh, extras)
@@ -168,6 +171,10 @@ async def test_exit_without_udp_policy_never_opens_a_udp_socket(tmp_path: Path) 
         assert failed.value.reason is EndReason.EXITPOLICY
         assert mesh.relay(exit_fp).stats.get("udp_refused_policy") == 1
         assert udp_sockets_opened(mesh) == 0 and echo.received == 0
+        for relay in mesh.relays:  # as an operator sees it
+            assert "onionmesh_relay_udp_sockets_opened_total 0.0" in render(relay_metrics(relay))
+        exit_scrape = render(relay_metrics(mesh.relay(exit_fp)))
+        assert 'onionmesh_relay_udp_refused_total{reason="policy"} 1.0' in exit_scrape
     finally:
         echo.close()
         await stop_mesh(mesh, extras)
