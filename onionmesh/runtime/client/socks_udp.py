@@ -194,9 +194,11 @@ class UdpAssociation:
             try:
                 async with asyncio.timeout(FLOW_OPEN_TIMEOUT):
                     await waiter
-            except TimeoutError:
+            except (TimeoutError, asyncio.CancelledError):  # given up, or the association closed
                 handle.pending.pop(sid, None)
-                handle.circ.end_stream(sid, EndReason.TIMEOUT)
+                handle.unattached.pop(sid, None)
+                if handle.closed_reason is None:
+                    handle.circ.end_stream(sid, EndReason.TIMEOUT)
                 raise
         except (OnionmeshError, OSError, TimeoutError) as exc:
             self.opening.pop(key, None)
@@ -212,6 +214,8 @@ class UdpAssociation:
         early = handle.unattached.pop(sid, [])  # what came with CONNECTED_UDP (END, window)
         table = self.tables.get(handle)
         if self.closed or table is None or handle.closed_reason is not None:
+            if handle.closed_reason is None:
+                handle.circ.end_stream(sid, EndReason.DONE)  # nobody to carry it for any more
             return
         flow = table.add(key, sid, time.monotonic())
         flow.open = True
