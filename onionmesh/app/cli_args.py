@@ -175,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--nickname", default="Unnamed")
     relay.add_argument("--exit-policy", default="", help='Tor syntax, e.g. "accept *:80,443; reject *:*"')
     relay.add_argument(
+        "--exit-policy-udp",
+        default=None,
+        help='UDP exit policy, Tor syntax, e.g. "accept *:53,443; reject *:*" (default: no UDP)',
+    )
+    relay.add_argument("--udp-flows-per-circuit", type=int, default=None, metavar="N", help="default 32")
+    relay.add_argument(
+        "--udp-datagrams-per-second", type=float, default=None, metavar="N", help="per circuit (default 2000)"
+    )
+    relay.add_argument(
         "--allow-private-destinations",
         action="store_true",
         help="let this exit reach private/loopback addresses (test meshes only)",

@@ -124,6 +124,9 @@ _KEYS = {
         Key("data_dir", "path", None, "keys and state of this relay", required=True),
         Key("nickname", "str", "Unnamed", "1..19 letters and digits, shown to users", check=_check_nickname),
         Key("exit_policy", "str", "", "Tor syntax; empty = middle relay", check=_check_exit_policy),
+        Key("exit_policy_udp", "str", "", "UDP: Tor syntax; empty = no UDP", check=_check_exit_policy),
+        Key("udp_flows_per_circuit", "int", None, "UDP flows per circuit (none: 32)", optional=True, lo=1),
+        Key("udp_datagrams_per_second", "float", None, "per circuit (none: 2000)", optional=True, lo=1),
         Key("allow_private_destinations", "bool", False, "let this exit reach private addresses (tests)"),
         Key("bandwidth", "int", 10_000_000, "advertised bytes per second", lo=1),
         Key(
@@ -237,6 +240,7 @@ _LOG = ("log_level", "log_format", "unsafe_logging")
 _RELAY = "listen data_dir nickname exit_policy allow_private_destinations bandwidth advertise dht bootstrap"
 _RELAY += " bootstrap_file resolve metrics bandwidth_rate bandwidth_burst max_mem_in_queues"
 _RELAY += " max_streams_per_circuit max_streams_per_link max_exit_streams"
+_RELAY += " exit_policy_udp udp_flows_per_circuit udp_datagrams_per_second"
 _RELAY += " bridge ws_listen ws_public_url tls_cert tls_key"
 _TOR_CONTROL = ("tor_control", "hashed_control_password")
 _ONION = ("onion_service", "onion_client_auth_dir")

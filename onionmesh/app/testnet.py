@@ -126,6 +126,7 @@ class Testnet:
             args += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         if i < exits_for(self.n):
             args += ["--exit-policy", TESTNET_EXIT_POLICY, "--allow-private-destinations"]
+            args += ["--exit-policy-udp", TESTNET_EXIT_POLICY]  # UDP, too, to loopback only
         return args + list(self.relay_args)
 
     async def _wait_descriptors(self, indices: range) -> list[RelayDescriptor]:

@@ -14,8 +14,11 @@ Encoding (big-endian), then a 64-byte signature over `SIGNATURE_CONTEXT || every
     u8 version=1 | vec8 nickname | identity_pk[32] | onion cert[112] | u8 n (1..4) * address
     | u8 has_dht (0/1) [address] | vec16 exit_policy (UTF-8) | u32 bandwidth
     | u8 n (0..8) * family_pk[32], strictly ascending | vec8 protocols (ASCII)
-    | u64 published | u64 expires | signature[64]
+    | u64 published | u64 expires | [u8 1 | vec16 udp_exit_policy (UTF-8, non-empty)] | signature[64]
     address = u8 type (4 or 6) | 4 or 16 address bytes | u16 port (1..65535)
+
+The bracketed UDP exit policy (issue 22) is present exactly when the relay exits UDP; a descriptor
+without it is byte for byte what it was before UDP existed, so older descriptors still verify.
 
 Not in this module: DHT storage, exit-policy parsing.
 """
@@ -58,6 +61,7 @@ MAX_DIRECTORY_FILE_LEN = 4 * 1024 * 1024
 MAX_DIRECTORY_ENTRIES = 10_000
 _MAX_B64_LEN = 4 * ((MAX_DESCRIPTOR_LEN + 2) // 3)
 
+_EXT_UDP_POLICY = 1  # the only descriptor extension: the UDP exit policy
 _NICKNAME_RE = re.compile(rf"[A-Za-z0-9]{{1,{MAX_NICKNAME_LEN}}}")
 _PROTOCOLS_RE = re.compile(rf"[\x20-\x7e]{{0,{MAX_PROTOCOLS_LEN}}}")
 _VERSION_RANGE_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
@@ -155,6 +159,7 @@ class RelayDescriptor:
     published: int
     expires: int
     signature: bytes
+    exit_policy_udp: str = ""  # Tor-syntax UDP exit policy; empty: this relay exits no UDP
 
     def __post_init__(self) -> None:
         _require(self.version == DESCRIPTOR_VERSION and type(self.version) is int, "unknown version")
@@ -177,6 +182,8 @@ class RelayDescriptor:
             _check_address(self.dht_contact)
         _require(isinstance(self.exit_policy, str), "exit_policy must be str")
         _require(len(self.exit_policy.encode("utf-8")) <= MAX_EXIT_POLICY_LEN, "exit policy too long")
+        _require(isinstance(self.exit_policy_udp, str), "exit_policy_udp must be str")
+        _require(len(self.exit_policy_udp.encode("utf-8")) <= MAX_EXIT_POLICY_LEN, "UDP exit policy too long")
         _require(type(self.bandwidth) is int and 0 <= self.bandwidth <= U32_MAX, "bandwidth out of range")
         _require(isinstance(self.family, tuple) and len(self.family) <= MAX_FAMILY, "family too large")
         for member in self.family:
@@ -207,6 +214,7 @@ class RelayDescriptor:
         protocols: str = DEFAULT_PROTOCOLS,
         published: int,
         lifetime: int = DEFAULT_LIFETIME,
+        exit_policy_udp: str = "",
     ) -> RelayDescriptor:
         """Build and sign a descriptor; normalises addresses and family, ValueError on bad input."""
         unsigned = cls(
@@ -223,6 +231,7 @@ class RelayDescriptor:
             published=published,
             expires=published + lifetime,
             signature=bytes(64),
+            exit_policy_udp=exit_policy_udp,
         )
         signature = identity.sign(SIGNATURE_CONTEXT, unsigned._signed_body())
         return replace(unsigned, signature=signature)
@@ -242,6 +251,8 @@ class RelayDescriptor:
         for member in self.family:
             buf.push_bytes(member)
         buf.push_vec8(self.protocols.encode("ascii")).push_u64(self.published).push_u64(self.expires)
+        if self.exit_policy_udp:
+            buf.push_u8(_EXT_UDP_POLICY).push_vec16(self.exit_policy_udp.encode("utf-8"))
         return buf.getvalue()
 
     def encode(self) -> bytes:
@@ -272,6 +283,13 @@ class RelayDescriptor:
             protocols = buf.pull_vec8().decode("ascii")
             published = buf.pull_u64()
             expires = buf.pull_u64()
+            exit_policy_udp = ""
+            if buf.remaining > 64:
+                if buf.pull_u8() != _EXT_UDP_POLICY:
+                    raise RemoteProtocolError("unknown descriptor extension")
+                exit_policy_udp = buf.pull_vec16().decode("utf-8")
+                if not exit_policy_udp:
+                    raise RemoteProtocolError("empty UDP exit policy (absent is the only encoding)")
             signature = buf.pull_bytes(64)
             buf.expect_end()
             desc = cls(
@@ -288,6 +306,7 @@ class RelayDescriptor:
                 published,
                 expires,
                 signature,
+                exit_policy_udp,
             )
         except Truncated as exc:
             raise RemoteProtocolError("truncated descriptor") from exc
@@ -323,6 +342,10 @@ class RelayDescriptor:
     @property
     def is_exit(self) -> bool:
         return bool(self.exit_policy.strip())
+
+    @property
+    def exits_udp(self) -> bool:
+        return bool(self.exit_policy_udp.strip())
 
     @property
     def dht_key(self) -> bytes:

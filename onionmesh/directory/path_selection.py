@@ -73,6 +73,12 @@ def exit_accepts_port(desc: RelayDescriptor, port: int | None) -> bool:
     return port is None or _policy_accepts(desc.exit_policy, port)
 
 
+def exit_accepts_udp_port(desc: RelayDescriptor, port: int) -> bool:
+    """Could this relay's UDP exit policy (descriptor extension, issue 22) accept UDP to `port`?
+    Judged as exit_accepts_port judges TCP; a relay without a UDP policy exits no UDP."""
+    return desc.exits_udp and _policy_accepts(desc.exit_policy_udp, port)
+
+
 @functools.lru_cache(maxsize=4096)  # few distinct policies; select_path asks once per relay
 def _policy_accepts(text: str, port: int) -> bool:
     try:

@@ -225,6 +225,7 @@ class ClientCircuit(CircuitEndpoint):
             return
         handler = {
             RelayCommand.CONNECTED: self._on_connected,
+            RelayCommand.CONNECTED_UDP: self._on_connected,
             RelayCommand.RESOLVED: self._on_resolved,
             RelayCommand.DHT_ANSWER: self._on_dht_answer,
         }.get(msg.command)
@@ -236,6 +237,8 @@ class ClientCircuit(CircuitEndpoint):
         stream = self.streams.get(msg.stream_id)
         if stream is None or stream.state is not StreamState.CONNECTING:
             raise RemoteProtocolError("CONNECTED for no pending stream")
+        if stream.udp != (msg.command is RelayCommand.CONNECTED_UDP):
+            raise RemoteProtocolError("CONNECTED and CONNECTED_UDP answer BEGIN and CONNECT_UDP only")
         stream.state = StreamState.OPEN
         self.events.append(StreamConnected(msg.stream_id, Connected.decode(msg.body).address))
 
@@ -304,6 +307,15 @@ class ClientCircuit(CircuitEndpoint):
         sid = self._allocate_stream_id()
         self._new_stream(sid, StreamState.CONNECTING)
         self._seal(RelayMessage(RelayCommand.BEGIN, sid, Begin(host, port, flags).encode()))
+        return sid
+
+    def connect_udp(self, host: str, port: int, flags: BeginFlags = BeginFlags.IPV6_OK) -> int:
+        """Open a connected UDP flow to host:port through the exit (CONNECT_UDP); the stream id."""
+        if self.state is not CircuitState.OPEN:
+            raise LocalProtocolError("circuit is not open")
+        sid = self._allocate_stream_id()
+        self._new_stream(sid, StreamState.CONNECTING, udp=True)
+        self._seal(RelayMessage(RelayCommand.CONNECT_UDP, sid, Begin(host, port, flags).encode()))
         return sid
 
     def resolve(self, host: str) -> int:

@@ -14,7 +14,13 @@ import enum
 from collections.abc import Callable
 
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
-from onionmesh.proto.events import CircuitEvent, SendWindowOpened, StreamDataReceived, StreamEnded
+from onionmesh.proto.events import (
+    CircuitEvent,
+    DatagramReceived,
+    SendWindowOpened,
+    StreamDataReceived,
+    StreamEnded,
+)
 from onionmesh.proto.flow import CircuitFlow, StreamFlow
 from onionmesh.rng import Rng
 from onionmesh.wire.relay_msg import (
@@ -26,6 +32,7 @@ from onionmesh.wire.relay_msg import (
     RelayMessage,
     Sendme,
 )
+from onionmesh.wire.udp_msg import DATAGRAM_MAX, check_datagram
 
 MAX_STREAMS_PER_CIRCUIT = 512
 
@@ -45,11 +52,12 @@ class StreamState(enum.Enum):
 
 
 class Stream:
-    __slots__ = ("bytes_in", "bytes_out", "flow", "state", "stream_id")
+    __slots__ = ("bytes_in", "bytes_out", "flow", "state", "stream_id", "udp")
 
-    def __init__(self, stream_id: int, state: StreamState) -> None:
+    def __init__(self, stream_id: int, state: StreamState, udp: bool = False) -> None:
         self.stream_id = stream_id
         self.state = state
+        self.udp = udp  # a UDP flow (CONNECT_UDP): carries DATAGRAM, never DATA
         self.flow = StreamFlow()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -105,6 +113,27 @@ class CircuitEndpoint:
         self.bytes_out += len(data)
         return len(data)
 
+    def send_datagram(self, stream_id: int, data: bytes) -> bool:
+        """One DATAGRAM on an open UDP flow if the circuit window allows; False (nothing sent) if not.
+
+        DATAGRAMs count in the circuit window exactly as DATA cells do (and carry the SENDME
+        nonce in turn), so a UDP flood is paced by congestion control like any stream; they have
+        no stream window: a flow that cannot send drops or queues (proto.udp_flow), never blocks.
+        """
+        if not 0 < len(data) <= DATAGRAM_MAX:
+            raise LocalProtocolError("DATAGRAM must carry 1..DATAGRAM_MAX bytes")
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.udp or stream.state is not StreamState.OPEN:
+            return False
+        if not self.flow.can_send():
+            return False
+        nonce = self.rng.random_bytes(SENDME_NONCE_LEN) if self.flow.next_is_tracked() else b""
+        digest = self._seal(RelayMessage(RelayCommand.DATAGRAM, stream_id, data), nonce)
+        self.flow.on_data_sent(digest, self.clock())
+        stream.bytes_out += len(data)
+        self.bytes_out += len(data)
+        return True
+
     def end_stream(self, stream_id: int, reason: EndReason = EndReason.DONE) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None and stream.state is not StreamState.CLOSED:
@@ -126,12 +155,25 @@ class CircuitEndpoint:
         if sendme_digest is not None:
             self._seal(RelayMessage(RelayCommand.SENDME, 0, Sendme(1, sendme_digest).encode()))
         stream = self.streams.get(msg.stream_id)
-        if stream is None or stream.state is not StreamState.OPEN:
-            return  # data for a stream we already closed: dropped, as Tor does
+        if stream is None or stream.state is not StreamState.OPEN or stream.udp:
+            return  # data for a stream we already closed (or for a UDP flow): dropped, as Tor does
         stream.flow.on_data_received()
         stream.bytes_in += len(msg.body)
         self.bytes_in += len(msg.body)
         self.events.append(StreamDataReceived(msg.stream_id, msg.body))
+
+    def _on_datagram(self, msg: RelayMessage, digest: bytes) -> None:
+        """A DATAGRAM counts in the circuit window like DATA; one for no open flow is dropped."""
+        check_datagram(msg.body)
+        sendme_digest = self.flow.on_data_received(digest)
+        if sendme_digest is not None:
+            self._seal(RelayMessage(RelayCommand.SENDME, 0, Sendme(1, sendme_digest).encode()))
+        stream = self.streams.get(msg.stream_id)
+        if stream is None or not stream.udp or stream.state is not StreamState.OPEN:
+            return
+        stream.bytes_in += len(msg.body)
+        self.bytes_in += len(msg.body)
+        self.events.append(DatagramReceived(msg.stream_id, msg.body))
 
     def _on_sendme(self, msg: RelayMessage) -> None:
         if msg.stream_id == 0:
@@ -153,6 +195,8 @@ class CircuitEndpoint:
         """Handle the messages both endpoints understand; False if the subclass must."""
         if msg.command is RelayCommand.DATA:
             self._on_data(msg, digest)
+        elif msg.command is RelayCommand.DATAGRAM:
+            self._on_datagram(msg, digest)
         elif msg.command is RelayCommand.SENDME:
             self._on_sendme(msg)
         elif msg.command is RelayCommand.END:
@@ -167,11 +211,11 @@ class CircuitEndpoint:
         out, self.events = self.events, []
         return out
 
-    def _new_stream(self, stream_id: int, state: StreamState) -> Stream:
+    def _new_stream(self, stream_id: int, state: StreamState, udp: bool = False) -> Stream:
         if stream_id in self.streams:
             raise RemoteProtocolError("stream id already in use")
         if len(self.streams) >= MAX_STREAMS_PER_CIRCUIT:
             raise RemoteProtocolError("too many streams on one circuit")
-        stream = Stream(stream_id, state)
+        stream = Stream(stream_id, state, udp)
         self.streams[stream_id] = stream
         return stream

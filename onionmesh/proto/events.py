@@ -57,6 +57,22 @@ class ResolveRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class UdpConnectRequested:
+    """CONNECT_UDP at the exit: open a connected UDP flow (wire.udp_msg)."""
+
+    stream_id: int
+    begin: Begin
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramReceived:
+    """One DATAGRAM on an open UDP flow (either end)."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ExtendRequested:
     extend: Extend
 
@@ -72,8 +88,17 @@ class MessageForHandler:
 # One union per machine, consumed with `match`: what either end's streams see, what the client's
 # circuit reports, what a relay's circuit asks of the world.
 StreamEvent = StreamDataReceived | SendWindowOpened | StreamEnded
-ClientEvent = CircuitExtended | StreamConnected | StreamResolved | DhtAnswerReceived | StreamEvent
+ClientEvent = (
+    CircuitExtended | StreamConnected | StreamResolved | DhtAnswerReceived | DatagramReceived | StreamEvent
+)
 RelayEvent = (
-    ExtendRequested | BeginRequested | ResolveRequested | DhtRpcRequested | MessageForHandler | StreamEvent
+    ExtendRequested
+    | BeginRequested
+    | ResolveRequested
+    | DhtRpcRequested
+    | MessageForHandler
+    | StreamEvent
+    | UdpConnectRequested
+    | DatagramReceived
 )
 CircuitEvent = ClientEvent | RelayEvent

@@ -27,6 +27,7 @@ from onionmesh.proto.events import (
     MessageForHandler,
     RelayEvent,
     ResolveRequested,
+    UdpConnectRequested,
 )
 from onionmesh.rng import Rng
 from onionmesh.wire.cell import MAX_RELAY_EARLY, CellCommand
@@ -103,6 +104,8 @@ class RelayCircuit(CircuitEndpoint):
             self._open_stream(msg, BeginRequested(msg.stream_id, Begin.decode(msg.body)))
         elif msg.command is RelayCommand.RESOLVE:
             self._open_stream(msg, ResolveRequested(msg.stream_id, Resolve.decode(msg.body).host))
+        elif msg.command is RelayCommand.CONNECT_UDP:
+            self._open_stream(msg, UdpConnectRequested(msg.stream_id, Begin.decode(msg.body)), udp=True)
         elif msg.command is RelayCommand.DHT_RPC and msg.stream_id:  # bridges: DHT over circuits
             self.events.append(DhtRpcRequested(msg.stream_id, DhtRpc.decode(msg.body)))
         elif msg.command in self.handled:
@@ -110,13 +113,13 @@ class RelayCircuit(CircuitEndpoint):
         else:
             raise RemoteProtocolError(f"unexpected {msg.command.name} at a relay")
 
-    def _open_stream(self, msg: RelayMessage, event: RelayEvent) -> None:
+    def _open_stream(self, msg: RelayMessage, event: RelayEvent, udp: bool = False) -> None:
         if msg.stream_id in self.streams:
             raise RemoteProtocolError("stream id already in use")
         if len(self.streams) >= MAX_STREAMS_PER_CIRCUIT:
             self._seal(RelayMessage(RelayCommand.END, msg.stream_id, End(EndReason.RESOURCELIMIT).encode()))
             return
-        self._new_stream(msg.stream_id, StreamState.CONNECTING)
+        self._new_stream(msg.stream_id, StreamState.CONNECTING, udp)
         self.events.append(event)
 
     # --- cells from the exit side --------------------------------------------------------------
@@ -152,6 +155,14 @@ class RelayCircuit(CircuitEndpoint):
             return
         stream.state = StreamState.OPEN
         self._seal(RelayMessage(RelayCommand.CONNECTED, stream_id, Connected(address, 0).encode()))
+
+    def connected_udp(self, stream_id: int, address: str | None) -> None:
+        """The exit opened the flow's connected UDP socket: CONNECTED_UDP (wire.udp_msg)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.udp or stream.state is not StreamState.CONNECTING:
+            return
+        stream.state = StreamState.OPEN
+        self._seal(RelayMessage(RelayCommand.CONNECTED_UDP, stream_id, Connected(address, 0).encode()))
 
     def resolved(self, stream_id: int, answers: tuple[tuple[ResolvedType, str, int], ...]) -> None:
         if self.streams.pop(stream_id, None) is None:

@@ -6,7 +6,8 @@ Theory of operation
 caller feeds whatever it read (`receive_data`), drains `next_event()` and writes whatever
 `data_to_send()` returns.  Exactly one event ever comes out:
 
-* `SocksRequest`: a complete, valid CONNECT / RESOLVE / RESOLVE_PTR.  The caller acts on it
+* `SocksRequest`: a complete, valid CONNECT / RESOLVE / RESOLVE_PTR (or UDP ASSOCIATE, when
+  the server was made with `udp=True`).  The caller acts on it
   and answers with `reply()`; bytes the client pipelined after its request are `leftover`
   (early data for the stream).
 * `SocksRejected`: the input was malformed or refused.  The refusal reply (if the protocol
@@ -200,12 +201,19 @@ def _parse_userpass(buf: Buffer) -> tuple[bytes, bytes]:
     return username, buf.pull_vec8()
 
 
-def _parse_socks5_request(buf: Buffer, username: bytes | None, password: bytes | None) -> SocksRequest:
-    """RFC 1928 section 4: VER CMD RSV ATYP DST.ADDR DST.PORT, checked in wire order."""
+def _parse_socks5_request(
+    buf: Buffer, username: bytes | None, password: bytes | None, udp: bool = False
+) -> SocksRequest:
+    """RFC 1928 section 4: VER CMD RSV ATYP DST.ADDR DST.PORT, checked in wire order.
+
+    UDP ASSOCIATE only when `udp`: its DST.ADDR/DST.PORT name the address the client will send
+    datagrams from (zeros when it does not know it yet), so port 0 is fine there.
+    """
     if buf.pull_u8() != 5:
         raise _reject5("bad SOCKS5 request version", SocksReply.GENERAL_FAILURE)
     cmd = buf.pull_u8()
-    if cmd not in (SocksCommand.CONNECT, SocksCommand.RESOLVE, SocksCommand.RESOLVE_PTR):
+    allowed = (SocksCommand.CONNECT, SocksCommand.RESOLVE, SocksCommand.RESOLVE_PTR)
+    if cmd not in allowed and not (udp and cmd == SocksCommand.UDP_ASSOCIATE):
         raise _reject5("unsupported SOCKS5 command", SocksReply.COMMAND_NOT_SUPPORTED)
     if buf.pull_u8() != 0:
         raise _reject5("nonzero reserved byte", SocksReply.GENERAL_FAILURE)
@@ -260,8 +268,9 @@ def _parse_socks4(buf: Buffer) -> SocksRequest:
 class SocksServer:
     """One client's SOCKS handshake; see the module docstring."""
 
-    def __init__(self, *, allow_socks4: bool = True, require_auth: bool = False) -> None:
+    def __init__(self, *, allow_socks4: bool = True, require_auth: bool = False, udp: bool = False) -> None:
         self._allow_socks4 = allow_socks4
+        self._udp = udp  # accept UDP ASSOCIATE (RFC 1928 §7; runtime.client.socks_udp carries it)
         self._require_auth = require_auth
         self._state = SocksState.GREETING
         self._buf = bytearray()  # unparsed input, bounded by MAX_BUFFER
@@ -304,7 +313,7 @@ class SocksServer:
             self._out += _AUTH_OK
             self._state = SocksState.REQUEST
         elif self._state is SocksState.REQUEST:
-            self._accept(_parse_socks5_request(buf, self._username, self._password))
+            self._accept(_parse_socks5_request(buf, self._username, self._password, self._udp))
         elif (first := self._buf[0]) == 5:
             buf.pull_u8()
             self._choose_method(buf.pull_vec8())

@@ -231,6 +231,16 @@ def relay_metrics(node: Any) -> list[Metric]:
         _by("onionmesh_relay_exit_bytes_total", "direction", "Bytes to and from exit destinations.",
             {"in": count("bytes_exit_in"), "out": count("bytes_exit_out")}),
         _one("onionmesh_relay_queued_bytes", "Bytes in circuit queues and link write buffers.", queued),
+        # UDP flows (runtime.relay.exit_udp): sockets only ever opened under a UDP exit policy
+        _one("onionmesh_relay_udp_sockets_opened_total", "Exit UDP sockets opened (one per flow).",
+             count("udp_sockets_opened")),
+        _by("onionmesh_relay_udp_refused_total", "reason", "UDP flows refused, by reason.",
+            {"policy": count("udp_refused_policy"), "flows": count("udp_refused_flows")}),
+        _by("onionmesh_relay_udp_datagrams_total", "direction", "Datagrams to and from UDP destinations.",
+            {"out": count("udp_datagrams_out"), "in": count("udp_datagrams_in")}),
+        _by("onionmesh_relay_udp_dropped_total", "reason", "Datagrams dropped at the exit, by reason.",
+            {"rate": count("udp_dropped_rate"), "full": count("udp_dropped_full"),
+             "size": count("udp_dropped_size")}),
         *dht_metrics(getattr(node, "dht", None)),
         *process_metrics(),
     ]  # fmt: skip
@@ -260,8 +270,28 @@ def client_metrics(node: Any) -> list[Metric]:
         _by("onionmesh_client_bytes_total", "direction", "Stream payload bytes on client circuits.",
             {"in": bytes_in, "out": bytes_out}),
         *relays_by_country(node),
+        *udp_metrics(getattr(getattr(node, "socks", None), "udp_stats", None)),
         *dht_metrics(getattr(directory, "dht", None)),
         *process_metrics(),
+    ]  # fmt: skip
+
+
+def udp_metrics(udp: Any) -> list[Metric]:
+    """The proxy's SOCKS5 UDP ASSOCIATE counters (runtime.client.socks_udp.UdpStats), if any."""
+    if udp is None:
+        return []
+
+    def n(name: str) -> float:
+        return float(getattr(udp, name, 0) or 0)
+
+    return [
+        _one("onionmesh_client_udp_associations_total", "SOCKS5 UDP associations opened.", n("associations")),
+        _by("onionmesh_client_udp_datagrams_total", "direction", "Datagrams carried for SOCKS UDP clients.",
+            {"out": n("datagrams_sent"), "in": n("datagrams_received")}),
+        _by("onionmesh_client_udp_dropped_total", "reason", "Datagrams from SOCKS UDP clients dropped.",
+            {r: n(f"dropped_{r}") for r in ("foreign", "fragment", "malformed", "full", "no_exit")}),
+        _by("onionmesh_client_udp_flows_total", "result", "UDP flows, by how they went.",
+            {r: n(f"flows_{r}") for r in ("opened", "refused", "idle_closed")}),
     ]  # fmt: skip
 
 

@@ -42,6 +42,10 @@ class RelayCommand(enum.IntEnum):
     RESOLVED = 12
     DHT_RPC = 13  # stream_id = request id: one DHT RPC for the last hop to send (wire.dht_rpc)
     DHT_ANSWER = 14  # stream_id = request id: one chunk of its answer
+    # UDP flows (Tor's proposal 339; bodies in wire.udp_msg, docs/protocol.md §7.2 and §10.6)
+    CONNECT_UDP = 16
+    CONNECTED_UDP = 17
+    DATAGRAM = 18
     # onion services (Tor's numbers, rend-spec-v3 §0.5; bodies in wire.hs_cells)
     ESTABLISH_INTRO = 32
     ESTABLISH_RENDEZVOUS = 33
@@ -88,6 +92,9 @@ STREAM_COMMANDS = frozenset(
         RelayCommand.RESOLVED,
         RelayCommand.DHT_RPC,  # the stream id is the request id (no stream is opened)
         RelayCommand.DHT_ANSWER,
+        RelayCommand.CONNECT_UDP,
+        RelayCommand.CONNECTED_UDP,
+        RelayCommand.DATAGRAM,
     }
 )
 CIRCUIT_COMMANDS = frozenset(

@@ -600,6 +600,9 @@ def _relay_messages() -> list[tuple[str, rm.RelayMessage]]:
             "DHT_ANSWER OK, last chunk",
             rm.RelayMessage(C.DHT_ANSWER, 9, DhtAnswer(DhtStatus.OK, False, b"\x90").encode()),
         ),
+        ("CONNECT_UDP name :53", rm.RelayMessage(C.CONNECT_UDP, 10, rm.Begin("dns.example", 53).encode())),
+        ("CONNECTED_UDP IPv4", rm.RelayMessage(C.CONNECTED_UDP, 10, rm.Connected("192.0.2.53", 0).encode())),
+        ("DATAGRAM (one UDP payload)", rm.RelayMessage(C.DATAGRAM, 10, b"\x12\x34\x01\x00\x00\x01")),
         *_hs_relay_messages(rng),
     ]
 
@@ -1149,6 +1152,8 @@ def test_spec_cells() -> None:
 
 _BODY_CODECS = {
     rm.RelayCommand.BEGIN: rm.Begin,
+    rm.RelayCommand.CONNECT_UDP: rm.Begin,  # CONNECT_UDP has BEGIN's body, CONNECTED_UDP CONNECTED's
+    rm.RelayCommand.CONNECTED_UDP: rm.Connected,
     rm.RelayCommand.END: rm.End,
     rm.RelayCommand.CONNECTED: rm.Connected,
     rm.RelayCommand.RESOLVE: rm.Resolve,

@@ -93,6 +93,7 @@ async def start_mesh(
     relays: int = 5,
     exits: int = 3,
     exit_policy: str = LOOPBACK_EXIT_POLICY,
+    exit_policy_udp: str = "",
     allow_private: bool = True,
     relay_factory: dict[int, type[RelayNode]] | None = None,
     prebuilt: int = 0,
@@ -112,6 +113,7 @@ async def start_mesh(
                 data_dir=tmp_path / f"relay{i}",
                 nickname=f"relay{i}",
                 exit_policy=exit_policy if i < exits else "",
+                exit_policy_udp=exit_policy_udp if i < exits else "",
                 allow_private_destinations=allow_private,
                 bootstrap=(nodes[0].dht.address,) if nodes else (),  # the first relay starts the DHT
                 resolve_overrides=dict(resolve_overrides or {}) if i < exits else {},

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
@@ -23,6 +24,14 @@ from onionmesh.wire.relay_msg import RelayMessage
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
 NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
+
+
+class UdpRouter(Protocol):
+    """Who carries a circuit's UDP flows (runtime.client.socks_udp.UdpAssociation)."""
+
+    def owns(self, handle: CircuitHandle, sid: int) -> bool: ...
+    def route(self, handle: CircuitHandle, event: object) -> None: ...
+    def circuit_closed(self, handle: CircuitHandle) -> None: ...
 
 
 @dataclass(eq=False)
@@ -56,6 +65,7 @@ class CircuitHandle:
     # RENDEZVOUS2...) and, on a service's rendezvous circuit, of BEGIN from the client.
     on_message: Callable[[RelayMessage], None] | None = None
     on_begin: Callable[[BeginRequested], None] | None = None
+    udp: UdpRouter | None = None  # the SOCKS UDP association whose flows this circuit carries
 
     def __post_init__(self) -> None:
         self.slot = self.link.attach(self.circ.circ_id, self, self.circ.cells_to_send)

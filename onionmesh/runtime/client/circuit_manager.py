@@ -24,6 +24,7 @@ from onionmesh.proto.dht_events import DhtAnswerReceived
 from onionmesh.proto.events import (
     BeginRequested,
     CircuitExtended,
+    DatagramReceived,
     MessageForHandler,
     SendWindowOpened,
     StreamConnected,
@@ -316,6 +317,10 @@ class CircuitMgr:
             match event:
                 case CircuitExtended():
                     handle.extended.set()
+                case DatagramReceived() if handle.udp is not None:  # UDP flows (client.socks_udp)
+                    handle.udp.route(handle, event)
+                case StreamEnded(sid) if handle.udp is not None and handle.udp.owns(handle, sid):
+                    handle.udp.route(handle, event)
                 case StreamConnected(sid) | StreamResolved(sid) if sid in handle.pending:
                     waiter = handle.pending.pop(sid)
                     if not waiter.done():
@@ -332,6 +337,8 @@ class CircuitMgr:
                         waiter.set_exception(StreamFailed(reason))
                 case StreamDataReceived() | SendWindowOpened() | StreamEnded():
                     handle.pumps.route(event)
+                    if handle.udp is not None and isinstance(event, SendWindowOpened):
+                        handle.udp.route(handle, event)
                 case DhtAnswerReceived():
                     if self.dht_answers is not None:
                         self.dht_answers(handle, event)
@@ -357,6 +364,8 @@ class CircuitMgr:
         handle.pending.clear()
         handle.pumps.close_all(remote=True)
         handle.unattached.clear()
+        if handle.udp is not None:
+            handle.udp.circuit_closed(handle)
         handle.extended.set()
         if self.circuits.pop(handle.number, None) is not None:
             self.closed_bytes[0] += handle.circ.bytes_in

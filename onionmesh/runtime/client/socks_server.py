@@ -26,6 +26,7 @@ from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, Socks
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
+from onionmesh.runtime.client.socks_udp import UdpStats, serve_associate
 from onionmesh.runtime.client.stream_status import StreamRecord, end_reasons, source_address
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import Sensitive, get_logger
@@ -106,6 +107,7 @@ class SocksListener:
         self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
         self.refused = 0  # closed at once: max_connections reached
         self.evicted = 0  # closed in their handshake to make room for a newcomer
+        self.udp_stats = UdpStats()  # UDP ASSOCIATE, over all associations
 
     async def start(self) -> None:
         self._sockets = bind_listeners("SOCKS", self.host, self.port, LISTEN_BACKLOG)
@@ -177,7 +179,7 @@ class SocksListener:
         self._conns.add(writer)
         with contextlib.suppress(OSError):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        machine = SocksServer()
+        machine = SocksServer(udp=True)
         attached = False
         status = self.circuits.streams.status
         record: StreamRecord | None = None
@@ -188,6 +190,9 @@ class SocksListener:
             finally:
                 self._handshaking.pop(conn, None)
             if request is None:
+                return
+            if request.command is SocksCommand.UDP_ASSOCIATE:  # runtime.client.socks_udp
+                await serve_associate(self.circuits, self.udp_stats, machine, request, reader, writer)
                 return
             resolve = request.command is not SocksCommand.CONNECT
             isolation = (request.username, request.password)

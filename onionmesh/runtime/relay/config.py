@@ -16,6 +16,7 @@ class RelayConfig:
     data_dir: Path
     nickname: str = "Unnamed"
     exit_policy: str = ""
+    exit_policy_udp: str = ""  # UDP exit policy (issue 22); empty: exit no UDP at all
     allow_private_destinations: bool = False
     bandwidth: int = 10_000_000
     advertise: tuple[str, int] | None = None
@@ -38,6 +39,9 @@ class RelayConfig:
     max_streams_per_circuit: int | None = None
     max_streams_per_link: int | None = None
     max_exit_streams: int | None = None
+    # UDP flows per circuit and datagrams per second per circuit toward destinations (exit_udp)
+    udp_flows_per_circuit: int | None = None
+    udp_datagrams_per_second: float | None = None
     # Inbound links at once, over all addresses; None: half the descriptor budget (runtime.fd_budget).
     max_inbound_links: int | None = None
 

@@ -34,6 +34,7 @@ from onionmesh.runtime.relay.config import RelayConfig
 from onionmesh.runtime.relay.dht_answers import DhtRpcService
 from onionmesh.runtime.relay.exit_limits import StreamCaps
 from onionmesh.runtime.relay.exit_streams import ExitService
+from onionmesh.runtime.relay.exit_udp import udp_exit
 from onionmesh.runtime.relay.hs_intro_point import IntroPoint
 from onionmesh.runtime.relay.hs_rend_point import RendezvousPoint
 from onionmesh.runtime.relay.switch import CircuitSwitch, RelayLink
@@ -89,6 +90,9 @@ class RelayNode:
         )
         self.stats: dict[str, int] = {}
         self.exit_service = ExitService(self.exit_rules, self._local_host_for, self._count, caps)
+        # UDP flows share the exit's stream ledger (each holds a socket as a stream does)
+        self.udp_exit = udp_exit(config, self.exit_service.streams, self._count, self._local_host_for)
+        self.udp_policy = self.udp_exit.rules.policy if self.udp_exit.rules else None
         self.metrics_server: MetricsServer | None = None
         self._inbound_per_ip: dict[str, int] = {}
         self._inbound_ip: dict[RelayLink, str] = {}
@@ -107,6 +111,7 @@ class RelayNode:
             self._link_to,
             self._link_gone,
             self.stats,
+            udp=self.udp_exit,
         )
         # Onion services: introduction and rendezvous points are handlers at the switch's seam.
         self.intro_point = IntroPoint(self.switch.destroy, self.switch.count)
@@ -206,6 +211,7 @@ class RelayNode:
             family=self.config.family,
             published=int(time.time()),
             lifetime=DESCRIPTOR_LIFETIME,
+            exit_policy_udp=str(self.udp_policy) if self.udp_policy else "",
         )
 
     def _own_dht_contact(self) -> tuple[str, int] | None:
@@ -218,6 +224,11 @@ class RelayNode:
             own = {h for h, _ in self.descriptor.link_addresses} | {self.descriptor.dht_contact[0]}
             own.add(self.config.listen_host)
             self.exit_rules.own_addresses = frozenset(
+                a for a in own if _is_ip(a) and not ipaddress.ip_address(a).is_unspecified
+            )
+        if self.udp_exit.rules is not None:  # nor does its UDP
+            own = {h for h, _ in self.descriptor.link_addresses} | {self.config.listen_host}
+            self.udp_exit.rules.own_addresses = frozenset(
                 a for a in own if _is_ip(a) and not ipaddress.ip_address(a).is_unspecified
             )
         raw = self.descriptor.encode()

@@ -26,12 +26,14 @@ from onionmesh.errors import OnionmeshError, RemoteProtocolError
 from onionmesh.proto.dht_events import DhtRpcRequested
 from onionmesh.proto.events import (
     BeginRequested,
+    DatagramReceived,
     ExtendRequested,
     MessageForHandler,
     ResolveRequested,
     SendWindowOpened,
     StreamDataReceived,
     StreamEnded,
+    UdpConnectRequested,
 )
 from onionmesh.proto.relay_circuit import RelayCircuit
 from onionmesh.proto.scheduler import QueueBudget
@@ -42,7 +44,9 @@ from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.runtime.relay import bridge as bridge_relay
 from onionmesh.runtime.relay.circuit_entry import LinkOnward, RelayCircuitEntry
 from onionmesh.runtime.relay.dht_answers import DhtRpcService
+from onionmesh.runtime.relay.exit_limits import StreamCaps, StreamLedger
 from onionmesh.runtime.relay.exit_streams import ExitService
+from onionmesh.runtime.relay.exit_udp import UdpExit
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.transport import memory_guard as oom
 from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, CircuitSlot, Link, LinkLimits
@@ -87,9 +91,12 @@ class CircuitSwitch:
         link_to: LinkTo,
         on_link_closed: Callable[[RelayLink], None],
         stats: dict[str, int],
+        udp: UdpExit | None = None,
     ) -> None:
         self.keys, self.rng = keys, rng
         self.exit_service, self.dht_rpc = exit_service, dht_rpc
+        # UDP flows (runtime.relay.exit_udp); none given: every CONNECT_UDP is refused (EXITPOLICY)
+        self.udp = udp or UdpExit(None, StreamLedger(StreamCaps.derive()), self.count)
         self._descriptor, self._link_to, self._on_link_closed = descriptor, link_to, on_link_closed
         self.links: LinkManager[RelayCircuitEntry] = LinkManager(LinkLimits(budget))
         self.memory = oom.MemoryGuard(
@@ -206,6 +213,12 @@ class CircuitSwitch:
             match event:
                 case StreamDataReceived() | SendWindowOpened() | StreamEnded():
                     entry.streams.route(event)
+                    if entry in self.udp.circuits:  # UDP flows (runtime.relay.exit_udp)
+                        self.udp.route(entry, event)
+                case UdpConnectRequested():
+                    self.spawn(self.udp.connect(entry, event), "exit-udp")
+                case DatagramReceived():
+                    self.udp.datagram(entry, event)
                 case ExtendRequested(extend):
                     self.spawn(self._extend(entry, extend), "relay-extend")
                 case BeginRequested():
@@ -227,6 +240,7 @@ class CircuitSwitch:
         if entry.onward is not None:
             entry.onward.close(reason, came_from)
         entry.streams.close_all(remote=False)
+        self.udp.close_circuit(entry)
         if entry.created_waiter is not None and not entry.created_waiter.done():
             entry.created_waiter.cancel()
 
