@@ -9,12 +9,17 @@ point is neither side's first hop), Tor's extended SOCKS codes (0xF6 typo, 0xF0 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
 
+import pytest
+
 from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.directory.guards import GuardSet, SampledGuard
+from onionmesh.directory.vanguards import HsPurpose
+from onionmesh.runtime.client import onion_client
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, PortMap
 from tests.runtime.conftest import (
@@ -28,6 +33,7 @@ from tests.runtime.conftest import (
 
 RELAYS = 8
 WAIT = 90.0  # liveness bound only
+GATE = 10.0  # how long a gated step waits for the step it should overlap (liveness bound only)
 
 
 async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service", relays: int = RELAYS) -> ClientNode:
@@ -197,6 +203,59 @@ async def test_killed_intro_point_replaced_and_restart_keeps_address(tmp_path: P
             assert fresh.onion.stats.get("descriptor_refetch", 0) >= 1
         finally:
             await fresh.stop()
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_client_builds_rendezvous_while_fetching_and_introducing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Tor: the rendezvous circuit is launched before the descriptor has arrived, and the
+    introduction circuit is launched before the rendezvous circuit is built.  Each step is held
+    (bounded) until the step it should overlap has begun, so a client that ran them one after the
+    other shows the wrong order (an order of events, not a time)."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        connector = mesh.client.onion
+        events: list[str] = []
+        rend_launched, intro_launched = asyncio.Event(), asyncio.Event()
+        real_build, real_fetch = connector.hs.build, onion_client.fetch_onion_descriptor
+
+        async def held_until(event: asyncio.Event) -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GATE):
+                    await event.wait()
+
+        async def build(purpose, last_hop, service_id, on_message=None):  # type: ignore[no-untyped-def]
+            events.append(f"{purpose.name} launched")
+            if purpose is HsPurpose.CLIENT_REND:
+                rend_launched.set()
+                await held_until(intro_launched)
+            elif purpose is HsPurpose.CLIENT_INTRO:
+                intro_launched.set()
+            handle = await real_build(purpose, last_hop, service_id, on_message)
+            events.append(f"{purpose.name} built")
+            return handle
+
+        async def fetch(*args, **kwargs):  # type: ignore[no-untyped-def]
+            events.append("fetch started")
+            await held_until(rend_launched)
+            result = await real_fetch(*args, **kwargs)
+            events.append("fetch done")
+            return result
+
+        monkeypatch.setattr(connector.hs, "build", build)
+        monkeypatch.setattr(onion_client, "fetch_onion_descriptor", fetch)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+        assert connector.stats.get("joined") == 1, connector.stats
+        assert [events.count(f"{p} launched") for p in ("CLIENT_REND", "CLIENT_INTRO")] == [1, 1], events
+        assert events.index("CLIENT_REND launched") < events.index("fetch done"), events
+        assert events.index("CLIENT_INTRO launched") < events.index("CLIENT_REND built"), events
     finally:
         await node.stop()
         await stop_mesh(mesh, extras)
