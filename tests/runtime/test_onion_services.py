@@ -20,8 +20,11 @@ from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.directory.guards import GuardSet, SampledGuard
 from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.runtime.client import onion_client
+from onionmesh.runtime.client.circuit_manager import StreamFailed
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, PortMap
+from onionmesh.wire.hs_cells import Introduce1, IntroduceAck, IntroduceAckStatus
+from onionmesh.wire.relay_msg import EndReason, RelayCommand
 from tests.runtime.conftest import (
     Mesh,
     eventually,
@@ -256,6 +259,81 @@ async def test_client_builds_rendezvous_while_fetching_and_introducing(
         assert [events.count(f"{p} launched") for p in ("CLIENT_REND", "CLIENT_INTRO")] == [1, 1], events
         assert events.index("CLIENT_REND launched") < events.index("fetch done"), events
         assert events.index("CLIENT_INTRO launched") < events.index("CLIENT_REND built"), events
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never_sees_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over real sockets: (1) an INTRODUCE1 captured from an honest client and sent again through
+    the same intro point, from a new circuit, reaches the service as INTRODUCE2 and is refused as a
+    replay (counted; no second rendezvous); (2) a stream to a port the service does not map gets
+    END DONE (Tor's reason, not EXITPOLICY), the service closes that rendezvous circuit (Tor's
+    HiddenServiceAllowUnknownPorts 0), and the SOCKS client gets 0x05; (3) every BEGIN reaching
+    the service carries no address, only the port (Tor's `:port`)."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        sealed: list[Introduce1] = []
+        real_seal, real_begin = onion_client.seal_introduce1, service._begin
+        begin_hosts: list[object] = []
+
+        def seal(*args, **kwargs):  # type: ignore[no-untyped-def]
+            sealed.append(real_seal(*args, **kwargs))
+            return sealed[-1]
+
+        def begin(handle, event):  # type: ignore[no-untyped-def]
+            begin_hosts.append(event.begin.host)
+            real_begin(handle, event)
+
+        monkeypatch.setattr(onion_client, "seal_introduce1", seal)
+        monkeypatch.setattr(service, "_begin", begin)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+        assert len(sealed) == 1 and service.stats.get("rend_joined") == 1, service.stats
+        # (1) the replay, from a new circuit through the same intro point
+        slot = next(s for s in service.intros if s.auth.public == sealed[0].auth_key)
+        hs = mesh.client.hs
+        intro = await hs.build(HsPurpose.CLIENT_INTRO, slot.relay, None)
+        try:
+            intro.circ.send_message(RelayCommand.INTRODUCE1, sealed[0].encode())
+            ack = await hs.expect(intro, RelayCommand.INTRODUCE_ACK, WAIT)
+            assert IntroduceAck.decode(ack.body).status is IntroduceAckStatus.SUCCESS  # forwarded
+        finally:
+            hs.forget(intro)
+            mesh.client.circuits.close_circuit(intro.number)
+        assert await eventually(lambda: service.stats.get("introduce2_replayed") == 1, WAIT), service.stats
+        assert service.stats.get("introduce2") == 2 and service.stats.get("rend_joined") == 1, service.stats
+        # (2) an unmapped port, on the rendezvous circuit the first stream used
+        ends: list[EndReason] = []
+        streams = mesh.client.circuits.streams
+        real_open = streams.open_stream
+
+        async def open_stream(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return await real_open(*args, **kwargs)
+            except StreamFailed as failed:
+                ends.append(failed.reason)
+                raise
+
+        monkeypatch.setattr(streams, "open_stream", open_stream)
+        joined = [h for h in mesh.client.onion._circuits.values() if h.closed_reason is None]
+        assert len(joined) == 1
+        code = await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, service.address, 81)
+        assert code == 0x05, (code, ends, service.stats)
+        assert ends == [EndReason.DONE], ends
+        assert service.stats.get("stream_unmapped_port") == 1, service.stats
+        closed = lambda: joined[0].closed_reason is not None and not service.rend_circuits  # noqa: E731
+        assert await eventually(closed, WAIT)
+        # the service is still there for a mapped port (a new rendezvous)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/2000")
+        assert body == mesh.origin.blob(2000) and service.stats.get("rend_joined") == 2, service.stats
+        # (3) the service never learned the name the client typed
+        assert len(begin_hosts) == 3 and set(begin_hosts) == {None}, begin_hosts
     finally:
         await node.stop()
         await stop_mesh(mesh, extras)

@@ -24,7 +24,9 @@ class CircuitStreams:
         self.emit = emit
 
     async def open_stream(self, handle: CircuitHandle, host: str, port: int, timeout: float) -> int:
-        sid = handle.circ.begin(host, port)
+        # On a rendezvous circuit the BEGIN names only the port, as Tor's: the service never learns
+        # which name the client typed (the name stays here, for the control port's stream list).
+        sid = handle.circ.begin(None if handle.purpose == "hs_client_rend" else host, port)
         handle.stream_targets[sid] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if handle.dirty_since is None:
             handle.dirty_since = time.monotonic()

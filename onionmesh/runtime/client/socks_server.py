@@ -332,8 +332,10 @@ class SocksListener:
                     break
                 except StreamFailed as failed:
                     code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
-                    if failed.reason is EndReason.EXITPOLICY:  # the service maps no target to this port
+                    if failed.reason in (EndReason.DONE, EndReason.EXITPOLICY):
+                        # before CONNECTED: an unmapped port; the service closes this circuit
                         code = SocksReply.CONNECTION_REFUSED
+                        self.circuits.close_circuit(handle.number)
                     if failed.reason is not EndReason.DESTROY:
                         break
                     continue
