@@ -74,7 +74,6 @@ MAX_RENDEZVOUS_IN_FLIGHT = 8
 CONNECT_TIMEOUT = 10.0
 POW_SEED_LIFETIME = 3 * 3600
 MAX_WAKEUP = 5.0
-UNMAPPED_CLOSE_GRACE = 2.0  # a rendezvous circuit that asked for an unmapped port closes after this
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,6 @@ class OnionService:
         self._tasks: list[asyncio.Task[None]] = []
         self._backoff = Backoff(base=1.0, cap=30.0, rng=rng)
         self._failed_relays: dict[str, float] = {}
-        self._refused: set[CircuitHandle] = set()  # rendezvous circuits closing after an unmapped port
 
     # --- life -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,7 +194,6 @@ class OnionService:
         if what != "closed":
             return
         self.rend_circuits.discard(handle)
-        self._refused.discard(handle)
         for slot in self.intros:
             if slot.handle is handle:
                 self.intros.remove(slot)
@@ -385,17 +382,12 @@ class OnionService:
     def _begin(self, handle: CircuitHandle, event: BeginRequested) -> None:
         target = self.ports.get(event.begin.port)
         sid = event.stream_id
-        if target is None or handle in self._refused:
-            # As Tor (HiddenServiceAllowUnknownPorts 0): END DONE rather than a reason that says
-            # "closed port", and the circuit closed, so a port scan costs a rendezvous per port.
-            # Closed after a grace: a DESTROY right behind the END would overtake it at the relays
-            # (they drop a closing circuit's queue); no BEGIN on it is served meanwhile.
+        if target is None:
+            # END DONE as Tor's (not a reason that says "closed port").  The circuit stays open
+            # (Tor's HiddenServiceAllowUnknownPorts 1 on this point): browsers try 443 (HTTPS
+            # upgrades) alongside 80 on the same circuit, and closing it would kill the page's stream.
             self.count("stream_unmapped_port")
             handle.circ.end_stream(sid, EndReason.DONE)
-            if handle not in self._refused:
-                self._refused.add(handle)
-                loop = asyncio.get_running_loop()
-                loop.call_later(UNMAPPED_CLOSE_GRACE, self.hs.mgr.close_circuit, handle.number)
             return
         if self.spec.max_streams and len(handle.circ.streams) > self.spec.max_streams:
             self.count("stream_over_max")

@@ -333,9 +333,7 @@ class SocksListener:
                 except StreamFailed as failed:
                     code = END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE)
                     if failed.reason in (EndReason.DONE, EndReason.EXITPOLICY):
-                        # before CONNECTED: an unmapped port; the service closes this circuit
-                        code = SocksReply.CONNECTION_REFUSED
-                        self.circuits.close_circuit(handle.number)
+                        code = SocksReply.CONNECTION_REFUSED  # before CONNECTED: an unmapped port
                     if failed.reason is not EndReason.DESTROY:
                         break
                     continue
