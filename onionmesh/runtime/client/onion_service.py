@@ -43,6 +43,7 @@ from onionmesh.directory.hs_publish import PublishSchedule, periods_to_publish
 from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.errors import ConfigError, HsCircuitClosed, OnionmeshError, RemoteProtocolError
 from onionmesh.proto.events import BeginRequested
+from onionmesh.proto.hs_pow_effort import UPDATE_PERIOD, EffortController
 from onionmesh.rng import Rng
 from onionmesh.runtime.backoff import Backoff
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
@@ -90,6 +91,7 @@ class OnionServiceSpec:
     client_auth: tuple[bytes, ...] = ()  # x25519 public keys (32 bytes) of authorized clients
     pow_enabled: bool = False
     max_streams: int = 0  # 0: no cap (Tor's MaxStreams)
+    pow_update_period: float = UPDATE_PERIOD  # Tor's HS_UPDATE_PERIOD (shorter in benches and tests)
 
 
 class _IntroSlot:
@@ -142,10 +144,13 @@ class OnionService:
         self.intros: list[_IntroSlot] = []
         self.rend_circuits: set[CircuitHandle] = set()
         self.schedule = PublishSchedule(rng)
-        self.queue: hs_pow.IntroQueue[tuple[_IntroSlot, Introduce1]] = hs_pow.IntroQueue(INTRO_QUEUE_CAP)
+        # the suggested effort (proto.hs_pow_effort), told of every drop and every request served
+        self.pow = EffortController(time.monotonic(), INTRO_QUEUE_CAP, spec.pow_update_period)
+        self.queue: hs_pow.IntroQueue[tuple[_IntroSlot, Introduce1]] = hs_pow.IntroQueue(
+            INTRO_QUEUE_CAP, self.pow.trimmed
+        )
         self.pow_seed, self.pow_prev_seed = rng.random_bytes(32), b""
         self.pow_seed_expires = int(time.time()) + POW_SEED_LIFETIME
-        self.pow_effort = 1  # suggested effort in the descriptor, when PoW is on
         self.stats: dict[str, int] = {}
         self._published = asyncio.Event()
         self._wake = asyncio.Event()
@@ -211,6 +216,8 @@ class OnionService:
                 changed = await self._keep_intro_points()
                 if changed:
                     self.schedule.intro_points_changed()
+                if self.spec.pow_enabled and self._pow_update():
+                    self.schedule.intro_points_changed()  # every period uploaded again
                 if any(s.established.is_set() for s in self.intros):
                     await self._publish_due()
             except (OnionmeshError, OSError, TimeoutError) as exc:
@@ -219,12 +226,23 @@ class OnionService:
                 log.error("onion service maintenance: internal error", error=type(exc).__name__)
             now = time.time()
             delay = min(MAX_WAKEUP, max(0.05, self.schedule.next_wakeup(now) - now))
+            if self.spec.pow_enabled:
+                delay = min(delay, max(0.05, self.pow.next_update - time.monotonic()))
             if len([s for s in self.intros if s.established.is_set()]) < INTRO_POINTS:
                 delay = min(delay, self._backoff.next_delay())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+
+    def _pow_update(self) -> bool:
+        """The effort controller's period: True when the descriptor must be uploaded again (the
+        suggested effort moved by more than 15 %, as Tor)."""
+        if not self.pow.update(time.monotonic(), len(self.queue), self.queue.head_effort()):
+            return False
+        self.count("pow_effort_changed")
+        log.info("onion service suggested PoW effort changed", effort=self.pow.suggested)
+        return self.pow.republish_due()
 
     # --- introduction points --------------------------------------------------------------------
     async def _keep_intro_points(self) -> bool:
@@ -331,7 +349,8 @@ class OnionService:
             while not len(self.queue):
                 self._queued.clear()
                 await self._queued.wait()
-            (slot, cell), _effort = self.queue.pop()
+            (slot, cell), effort = self.queue.pop()
+            self.pow.handled(effort, len(self.queue))
             try:
                 await self._rendezvous(slot, cell)
             except (OnionmeshError, OSError, TimeoutError) as exc:
@@ -421,7 +440,7 @@ class OnionService:
             if time.time() >= self.pow_seed_expires:
                 self.pow_prev_seed, self.pow_seed = self.pow_seed, self.rng.random_bytes(32)
                 self.pow_seed_expires = int(time.time()) + POW_SEED_LIFETIME
-            pow_params = PowParams(self.pow_seed, self.pow_effort, self.pow_seed_expires)
+            pow_params = PowParams(self.pow_seed, self.pow.publish(), self.pow_seed_expires)
         return InnerDescriptor(points[:8], pow_params)
 
     def _seeds(self, key: bytes) -> list[Node]:
