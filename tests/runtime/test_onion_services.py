@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nacl.bindings import crypto_scalarmult_base
 
 from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.directory.guards import GuardSet, SampledGuard
@@ -333,6 +334,48 @@ async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never
         assert body == mesh.origin.blob(2000) and service.stats.get("rend_joined") == 1, service.stats
         # (3) the service never learned the name the client typed
         assert len(begin_hosts) == 3 and set(begin_hosts) == {None}, begin_hosts
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_socks_codes_wrong_client_key_and_introduction_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tor's extended SOCKS replies through the real SOCKS port: a service with restricted
+    discovery gives 0xF4 without a key and 0xF5 with the wrong one (the descriptor cannot be
+    decrypted), and serves the page with the right one; intro points that swallow INTRODUCE1
+    (they accept the circuit, never answer) give 0xF7, introduction timed out."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        secret = os.urandom(32)
+        spec = OnionServiceSpec(
+            ExpandedKey.from_seed(os.urandom(32)), (PortMap(80, "127.0.0.1", mesh.origin.port),),
+            client_auth=(crypto_scalarmult_base(secret),),
+        )  # fmt: skip
+        service = await node.add_onion_service(spec)
+        assert await service.wait_published(WAIT), service.stats
+        socks = mesh.socks_port
+        assert await asyncio.to_thread(raw_socks5_reply, socks, service.address, 80) == 0xF4
+        mesh.client.client_auth[service.service_id] = os.urandom(32)
+        assert await asyncio.to_thread(raw_socks5_reply, socks, service.address, 80) == 0xF5
+        assert mesh.client.onion.stats.get("fetch_auth_wrong") == 1, mesh.client.onion.stats
+        mesh.client.client_auth[service.service_id] = secret
+        body = await asyncio.to_thread(http_get_via_socks, socks, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+
+        # every intro point swallows INTRODUCE1 (from now on, on each relay): 0xF7
+        open_service = await publish(node, mesh)
+        swallowed: list[int] = []
+        for relay in mesh.relays:
+            relay.switch.handlers[RelayCommand.INTRODUCE1] = lambda entry, msg: swallowed.append(1)
+        monkeypatch.setattr(onion_client, "STEP_TIMEOUT", 2.0)  # each intro point's wait, shortened
+        code = await asyncio.to_thread(raw_socks5_reply, socks, open_service.address, 80, 120)
+        assert code == 0xF7, hex(code)
+        assert len(swallowed) == 3 and mesh.client.onion.stats.get("intro_point_failed") == 3
+        assert open_service.stats.get("introduce2", 0) == 0
     finally:
         await node.stop()
         await stop_mesh(mesh, extras)
