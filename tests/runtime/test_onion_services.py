@@ -280,7 +280,7 @@ async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never
         separate_guards(node, mesh.client)
         service = await publish(node, mesh)
         sealed: list[Introduce1] = []
-        real_seal, real_begin = onion_client.seal_introduce1, service._begin
+        real_seal, real_begin = onion_client.seal_introduce1, service.streams.begin
         begin_hosts: list[object] = []
 
         def seal(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -292,7 +292,7 @@ async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never
             real_begin(handle, event)
 
         monkeypatch.setattr(onion_client, "seal_introduce1", seal)
-        monkeypatch.setattr(service, "_begin", begin)
+        monkeypatch.setattr(service.streams, "begin", begin)
         body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
         assert body == mesh.origin.blob(1000)
         assert len(sealed) == 1 and service.stats.get("rend_joined") == 1, service.stats
