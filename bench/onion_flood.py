@@ -14,9 +14,10 @@ before the flood and the same number spread over it; each is curl's time to firs
     python bench/onion_flood.py [--relays 6] [--workers 8] [--flood-intros 3000] [--seconds 30]
                                 [--honest 8] [--pow [--pow-period 5]] [--quick]
 
-With --pow the service runs Tor's suggested-effort controller (proto.hs_pow_effort) every
---pow-period seconds and the honest client fetches the descriptor before each connection (a new
-client, as Tor's would be, sees the current effort); the attacker pays nothing.
+During the flood the honest client fetches the descriptor before each connection (a new client
+each time: with --pow it sees the current suggested effort).  With --pow the service runs Tor's
+suggested-effort controller (proto.hs_pow_effort) every --pow-period seconds; the attacker pays
+nothing.
 """
 
 from __future__ import annotations
@@ -144,8 +145,7 @@ async def measure(args: argparse.Namespace) -> None:
             ]
             await asyncio.sleep(2)  # the flood is under way
             gap = max(0.0, (args.seconds - 4) / args.honest - 0.5)  # spread over the flood
-            fresh = honest if args.pow else None
-            ok, ttfb = await honest_round(socks, url, args.honest, "during", gap, fresh)
+            ok, ttfb = await honest_round(socks, url, args.honest, "during", gap, honest)
             during_s = time.monotonic() - t0
             await asyncio.gather(*workers)
             flood_s = time.monotonic() - t0
