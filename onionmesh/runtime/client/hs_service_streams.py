@@ -34,8 +34,8 @@ class ServiceStreams:
         sid = event.stream_id
         if target is None:
             # END DONE as Tor's (not a reason that says "closed port").  The circuit stays open
-            # (Tor's HiddenServiceAllowUnknownPorts 1 on this point): browsers try 443 (HTTPS
-            # upgrades) alongside 80 on the same circuit, and closing it would kill the page's stream.
+            # (Tor's HiddenServiceAllowUnknownPorts 1 on this point): closing it made Chromium's
+            # page load fail (presumably its HTTPS-upgrade try of 443 beside the port-80 stream).
             self.count("stream_unmapped_port")
             handle.circ.end_stream(sid, EndReason.DONE)
             return
