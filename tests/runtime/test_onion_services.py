@@ -328,7 +328,7 @@ async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never
         assert code == 0x05, (code, ends, service.stats)
         assert ends == [EndReason.DONE], ends
         assert service.stats.get("stream_unmapped_port") == 1, service.stats
-        # the circuit stays open (browsers try 443 beside 80 on it): the next stream uses it
+        # the circuit stays open (closing it broke Chromium's page load): the next stream uses it
         assert joined[0].closed_reason is None and len(service.rend_circuits) == 1
         body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/2000")
         assert body == mesh.origin.blob(2000) and service.stats.get("rend_joined") == 1, service.stats
