@@ -12,7 +12,12 @@ makes --honest first connections (a fresh SOCKS username each: new introduction 
 before the flood and the same number spread over it; each is curl's time to first byte of 1 KiB.
 
     python bench/onion_flood.py [--relays 6] [--workers 8] [--flood-intros 3000] [--seconds 30]
-                                [--honest 8] [--pow] [--quick]
+                                [--honest 8] [--pow [--pow-period 5]] [--quick]
+
+During the flood the honest client fetches the descriptor before each connection (a new client
+each time: with --pow it sees the current suggested effort).  With --pow the service runs Tor's
+suggested-effort controller (proto.hs_pow_effort) every --pow-period seconds; the attacker pays
+nothing.
 """
 
 from __future__ import annotations
@@ -46,10 +51,14 @@ from onionmesh.wire.hs_cells import IntroduceAck, IntroducePlaintext
 from onionmesh.wire.relay_msg import RelayCommand
 
 
-async def honest_round(socks: str, url: str, n: int, tag: str, gap: float = 0.0) -> tuple[int, list[float]]:
+async def honest_round(
+    socks: str, url: str, n: int, tag: str, gap: float = 0.0, fresh: ClientNode | None = None
+) -> tuple[int, list[float]]:
     ok, ttfb = 0, []
     for i in range(n):
         await asyncio.sleep(gap)
+        if fresh is not None:  # a new client each time: the current descriptor, its current effort
+            fresh.onion._descriptors.clear()
         try:
             _speed, first, _total = await curl(socks, url, user=f"{tag}{i}")
         except (RuntimeError, ValueError):
@@ -112,6 +121,7 @@ async def measure(args: argparse.Namespace) -> None:
                 key=ExpandedKey.from_seed(os.urandom(32)),
                 ports=(PortMap(80, "127.0.0.1", port),),
                 pow_enabled=args.pow,
+                pow_update_period=args.pow_period,
             )
             service = await host.add_onion_service(spec)
             if not await service.wait_published(120):
@@ -135,7 +145,7 @@ async def measure(args: argparse.Namespace) -> None:
             ]
             await asyncio.sleep(2)  # the flood is under way
             gap = max(0.0, (args.seconds - 4) / args.honest - 0.5)  # spread over the flood
-            ok, ttfb = await honest_round(socks, url, args.honest, "during", gap)
+            ok, ttfb = await honest_round(socks, url, args.honest, "during", gap, honest)
             during_s = time.monotonic() - t0
             await asyncio.gather(*workers)
             flood_s = time.monotonic() - t0
@@ -149,6 +159,9 @@ async def measure(args: argparse.Namespace) -> None:
             print(f"onion_flood.flood_acks {flood.acks} (circuits failed {flood.failed})", flush=True)
             delta = {k: v - before.get(k, 0) for k, v in service.stats.items() if v != before.get(k, 0)}
             print(f"onion_flood.service_stats {delta}", flush=True)
+            if args.pow:
+                print(f"onion_flood.pow_effort_updates {service.pow.updates}", flush=True)
+                out("pow_suggested_effort_end", service.pow.suggested, "", ".0f")
             print(
                 f"check.honest_during_flood {ok / args.honest:.3f} fraction "
                 f"{'PASS' if ok / args.honest >= 0.9 else 'FAIL'} target >= 0.9",
@@ -164,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--honest", type=int, default=8)
     ap.add_argument("--pow", action="store_true", help="the service asks for proof of work")
+    ap.add_argument(
+        "--pow-period", type=float, default=5.0,
+        help="the service's effort update period (Tor's HS_UPDATE_PERIOD is 300 s; shorter to see it move)",
+    )  # fmt: skip
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:

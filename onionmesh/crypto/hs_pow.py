@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -67,11 +68,12 @@ class _Entry(Generic[T]):
 class IntroQueue(Generic[T]):
     """Pending introductions, served highest effort first."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_drop: Callable[[int], None] | None = None) -> None:
         self.capacity = capacity
         self._heap: list[_Entry[T]] = []
         self._seq = itertools.count()
         self.dropped = 0
+        self.on_drop = on_drop  # told the effort of each request dropped (the service's effort controller)
 
     def push(self, item: T, effort: int) -> bool:
         """Queue `item`; False if it was dropped (queue full of higher efforts)."""
@@ -82,7 +84,11 @@ class IntroQueue(Generic[T]):
         worst = max(self._heap)  # lowest effort, newest among equals
         self.dropped += 1
         if entry >= worst:
+            if self.on_drop is not None:
+                self.on_drop(effort)
             return False
+        if self.on_drop is not None:
+            self.on_drop(-worst.neg_effort)
         self._heap.remove(worst)
         heapq.heapify(self._heap)
         heapq.heappush(self._heap, entry)
@@ -91,6 +97,10 @@ class IntroQueue(Generic[T]):
     def pop(self) -> tuple[T, int]:
         entry = heapq.heappop(self._heap)
         return entry.item, -entry.neg_effort
+
+    def head_effort(self) -> int | None:
+        """The effort of the request served next (None when empty)."""
+        return -self._heap[0].neg_effort if self._heap else None
 
     def __len__(self) -> int:
         return len(self._heap)

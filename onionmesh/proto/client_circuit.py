@@ -300,8 +300,9 @@ class ClientCircuit(CircuitEndpoint):
                 return sid
         raise LocalProtocolError("no free stream ids")
 
-    def begin(self, host: str, port: int, flags: BeginFlags = BeginFlags.IPV6_OK) -> int:
-        """Open a stream to host:port through the exit (the last hop); returns the stream id."""
+    def begin(self, host: str | None, port: int, flags: BeginFlags = BeginFlags.IPV6_OK) -> int:
+        """Open a stream to host:port through the exit (the last hop), or to `port` of an onion
+        service (host None: the empty address); returns the stream id."""
         if self.state is not CircuitState.OPEN:
             raise LocalProtocolError("circuit is not open")
         sid = self._allocate_stream_id()

@@ -101,7 +101,13 @@ class RelayCircuit(CircuitEndpoint):
         if self._on_common(msg, digest):
             return
         if msg.command is RelayCommand.BEGIN:
-            self._open_stream(msg, BeginRequested(msg.stream_id, Begin.decode(msg.body)))
+            begin = Begin.decode(msg.body)
+            if begin.host is None:  # the empty address is for an onion service's end-to-end hop only
+                if msg.stream_id in self.streams:
+                    raise RemoteProtocolError("stream id already in use")
+                self._seal(RelayMessage(RelayCommand.END, msg.stream_id, End(EndReason.TORPROTOCOL).encode()))
+                return
+            self._open_stream(msg, BeginRequested(msg.stream_id, begin))
         elif msg.command is RelayCommand.RESOLVE:
             self._open_stream(msg, ResolveRequested(msg.stream_id, Resolve.decode(msg.body).host))
         elif msg.command is RelayCommand.CONNECT_UDP:

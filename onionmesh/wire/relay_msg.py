@@ -231,7 +231,10 @@ class BeginFlags(enum.IntFlag):
 
 @dataclass(frozen=True, slots=True)
 class Begin:
-    host: str
+    """`host` None is the empty address (type NONE): a stream on an onion service's rendezvous
+    circuit names only the port, as Tor's `:port`; relays refuse it (proto.relay_circuit)."""
+
+    host: str | None
     port: int
     flags: BeginFlags = BeginFlags.IPV6_OK
 
@@ -245,8 +248,8 @@ class Begin:
         host = pull_address(buf)
         port = buf.pull_u16()
         flags = BeginFlags(buf.pull_u32() & 7)
-        if host is None or port == 0:
-            raise ValueError("BEGIN needs a host and a port")
+        if port == 0:
+            raise ValueError("BEGIN needs a port")
         return cls(host, port, flags)
 
 

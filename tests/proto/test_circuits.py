@@ -745,6 +745,17 @@ def test_middle_hop_cannot_speak_for_the_exit() -> None:
     assert data_events(chain.take_client_events()) == []
 
 
+def test_relay_refuses_a_begin_without_an_address() -> None:
+    """The empty address (Tor's `:port`) is for an onion service's end-to-end hop: an exit answers
+    END TORPROTOCOL and never sees a stream request."""
+    chain = built_chain(3)
+    chain.take_client_events()
+    sid = chain.client.begin(None, 80)
+    chain.pump()
+    assert chain.take_exit_events() == []
+    assert chain.take_client_events() == [StreamEnded(sid, EndReason.TORPROTOCOL)]
+
+
 def test_client_messages_for_a_middle_hop_are_refused() -> None:
     chain = built_chain(3)
     chain.client._seal(RelayMessage(RelayCommand.BEGIN, 7, Begin("x.example", 80).encode()), hop=1)

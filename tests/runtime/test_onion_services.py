@@ -9,14 +9,23 @@ point is neither side's first hop), Tor's extended SOCKS codes (0xF6 typo, 0xF0 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
 
+import pytest
+from nacl.bindings import crypto_scalarmult_base
+
 from onionmesh.crypto.hs_blinding import ExpandedKey
 from onionmesh.directory.guards import GuardSet, SampledGuard
+from onionmesh.directory.vanguards import HsPurpose
+from onionmesh.runtime.client import onion_client
+from onionmesh.runtime.client.circuit_manager import StreamFailed
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.client.onion_service import OnionService, OnionServiceSpec, PortMap
+from onionmesh.wire.hs_cells import Introduce1, IntroduceAck, IntroduceAckStatus
+from onionmesh.wire.relay_msg import EndReason, RelayCommand
 from tests.runtime.conftest import (
     Mesh,
     eventually,
@@ -28,6 +37,7 @@ from tests.runtime.conftest import (
 
 RELAYS = 8
 WAIT = 90.0  # liveness bound only
+GATE = 10.0  # how long a gated step waits for the step it should overlap (liveness bound only)
 
 
 async def service_node(mesh: Mesh, tmp_path: Path, name: str = "service", relays: int = RELAYS) -> ClientNode:
@@ -197,6 +207,175 @@ async def test_killed_intro_point_replaced_and_restart_keeps_address(tmp_path: P
             assert fresh.onion.stats.get("descriptor_refetch", 0) >= 1
         finally:
             await fresh.stop()
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_client_builds_rendezvous_while_fetching_and_introducing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Tor: the rendezvous circuit is launched before the descriptor has arrived, and the
+    introduction circuit is launched before the rendezvous circuit is built.  Each step is held
+    (bounded) until the step it should overlap has begun, so a client that ran them one after the
+    other shows the wrong order (an order of events, not a time)."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        connector = mesh.client.onion
+        events: list[str] = []
+        rend_launched, intro_launched = asyncio.Event(), asyncio.Event()
+        real_build, real_fetch = connector.hs.build, onion_client.fetch_onion_descriptor
+
+        async def held_until(event: asyncio.Event) -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GATE):
+                    await event.wait()
+
+        async def build(purpose, last_hop, service_id, on_message=None):  # type: ignore[no-untyped-def]
+            events.append(f"{purpose.name} launched")
+            if purpose is HsPurpose.CLIENT_REND:
+                rend_launched.set()
+                await held_until(intro_launched)
+            elif purpose is HsPurpose.CLIENT_INTRO:
+                intro_launched.set()
+            handle = await real_build(purpose, last_hop, service_id, on_message)
+            events.append(f"{purpose.name} built")
+            return handle
+
+        async def fetch(*args, **kwargs):  # type: ignore[no-untyped-def]
+            events.append("fetch started")
+            await held_until(rend_launched)
+            result = await real_fetch(*args, **kwargs)
+            events.append("fetch done")
+            return result
+
+        monkeypatch.setattr(connector.hs, "build", build)
+        monkeypatch.setattr(onion_client, "fetch_onion_descriptor", fetch)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+        assert connector.stats.get("joined") == 1, connector.stats
+        assert [events.count(f"{p} launched") for p in ("CLIENT_REND", "CLIENT_INTRO")] == [1, 1], events
+        assert events.index("CLIENT_REND launched") < events.index("fetch done"), events
+        assert events.index("CLIENT_INTRO launched") < events.index("CLIENT_REND built"), events
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never_sees_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over real sockets: (1) an INTRODUCE1 captured from an honest client and sent again through
+    the same intro point, from a new circuit, reaches the service as INTRODUCE2 and is refused as a
+    replay (counted; no second rendezvous); (2) a stream to a port the service does not map gets
+    END DONE (Tor's reason, not EXITPOLICY) and the SOCKS client 0x05, and the circuit still
+    carries the next stream to a mapped port; (3) every BEGIN reaching
+    the service carries no address, only the port (Tor's `:port`)."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        sealed: list[Introduce1] = []
+        real_seal, real_begin = onion_client.seal_introduce1, service.streams.begin
+        begin_hosts: list[object] = []
+
+        def seal(*args, **kwargs):  # type: ignore[no-untyped-def]
+            sealed.append(real_seal(*args, **kwargs))
+            return sealed[-1]
+
+        def begin(handle, event):  # type: ignore[no-untyped-def]
+            begin_hosts.append(event.begin.host)
+            real_begin(handle, event)
+
+        monkeypatch.setattr(onion_client, "seal_introduce1", seal)
+        monkeypatch.setattr(service.streams, "begin", begin)
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+        assert len(sealed) == 1 and service.stats.get("rend_joined") == 1, service.stats
+        # (1) the replay, from a new circuit through the same intro point
+        slot = next(s for s in service.intros if s.auth.public == sealed[0].auth_key)
+        hs = mesh.client.hs
+        intro = await hs.build(HsPurpose.CLIENT_INTRO, slot.relay, None)
+        try:
+            intro.circ.send_message(RelayCommand.INTRODUCE1, sealed[0].encode())
+            ack = await hs.expect(intro, RelayCommand.INTRODUCE_ACK, WAIT)
+            assert IntroduceAck.decode(ack.body).status is IntroduceAckStatus.SUCCESS  # forwarded
+        finally:
+            hs.forget(intro)
+            mesh.client.circuits.close_circuit(intro.number)
+        assert await eventually(lambda: service.stats.get("introduce2_replayed") == 1, WAIT), service.stats
+        assert service.stats.get("introduce2") == 2 and service.stats.get("rend_joined") == 1, service.stats
+        # (2) an unmapped port, on the rendezvous circuit the first stream used
+        ends: list[EndReason] = []
+        streams = mesh.client.circuits.streams
+        real_open = streams.open_stream
+
+        async def open_stream(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return await real_open(*args, **kwargs)
+            except StreamFailed as failed:
+                ends.append(failed.reason)
+                raise
+
+        monkeypatch.setattr(streams, "open_stream", open_stream)
+        joined = [h for h in mesh.client.onion._circuits.values() if h.closed_reason is None]
+        assert len(joined) == 1
+        code = await asyncio.to_thread(raw_socks5_reply, mesh.socks_port, service.address, 81)
+        assert code == 0x05, (code, ends, service.stats)
+        assert ends == [EndReason.DONE], ends
+        assert service.stats.get("stream_unmapped_port") == 1, service.stats
+        # the circuit stays open (closing it broke Chromium's page load): the next stream uses it
+        assert joined[0].closed_reason is None and len(service.rend_circuits) == 1
+        body = await asyncio.to_thread(http_get_via_socks, mesh.socks_port, service.address, 80, "/blob/2000")
+        assert body == mesh.origin.blob(2000) and service.stats.get("rend_joined") == 1, service.stats
+        # (3) the service never learned the name the client typed
+        assert len(begin_hosts) == 3 and set(begin_hosts) == {None}, begin_hosts
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_socks_codes_wrong_client_key_and_introduction_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tor's extended SOCKS replies through the real SOCKS port: a service with restricted
+    discovery gives 0xF4 without a key and 0xF5 with the wrong one (the descriptor cannot be
+    decrypted), and serves the page with the right one; intro points that swallow INTRODUCE1
+    (they accept the circuit, never answer) give 0xF7, introduction timed out."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    try:
+        separate_guards(node, mesh.client)
+        secret = os.urandom(32)
+        spec = OnionServiceSpec(
+            ExpandedKey.from_seed(os.urandom(32)), (PortMap(80, "127.0.0.1", mesh.origin.port),),
+            client_auth=(crypto_scalarmult_base(secret),),
+        )  # fmt: skip
+        service = await node.add_onion_service(spec)
+        assert await service.wait_published(WAIT), service.stats
+        socks = mesh.socks_port
+        assert await asyncio.to_thread(raw_socks5_reply, socks, service.address, 80) == 0xF4
+        mesh.client.client_auth[service.service_id] = os.urandom(32)
+        assert await asyncio.to_thread(raw_socks5_reply, socks, service.address, 80) == 0xF5
+        assert mesh.client.onion.stats.get("fetch_auth_wrong") == 1, mesh.client.onion.stats
+        mesh.client.client_auth[service.service_id] = secret
+        body = await asyncio.to_thread(http_get_via_socks, socks, service.address, 80, "/blob/1000")
+        assert body == mesh.origin.blob(1000)
+
+        # every intro point swallows INTRODUCE1 (from now on, on each relay): 0xF7
+        open_service = await publish(node, mesh)
+        swallowed: list[int] = []
+        for relay in mesh.relays:
+            relay.switch.handlers[RelayCommand.INTRODUCE1] = lambda entry, msg: swallowed.append(1)
+        monkeypatch.setattr(onion_client, "STEP_TIMEOUT", 2.0)  # each intro point's wait, shortened
+        code = await asyncio.to_thread(raw_socks5_reply, socks, open_service.address, 80, 120)
+        assert code == 0xF7, hex(code)
+        assert len(swallowed) == 3 and mesh.client.onion.stats.get("intro_point_failed") == 3
+        assert open_service.stats.get("introduce2", 0) == 0
     finally:
         await node.stop()
         await stop_mesh(mesh, extras)

@@ -75,7 +75,7 @@ ports = st.integers(1, 0xFFFF)
 u32 = st.integers(0, 0xFFFF_FFFF)
 ascii_text = st.text(st.characters(max_codepoint=0x7F), max_size=255)
 
-begins = st.builds(Begin, hosts, ports, st.integers(0, 7).map(BeginFlags))
+begins = st.builds(Begin, hosts | st.none(), ports, st.integers(0, 7).map(BeginFlags))
 connecteds = st.builds(Connected, st.one_of(st.none(), hosts), u32)
 ends = st.builds(End, st.sampled_from(list(EndReason)))
 resolves = st.builds(Resolve, hosts)
@@ -263,6 +263,7 @@ def test_longest_hostname() -> None:
         Begin("192.0.2.10", 80, BeginFlags(0)),
         Begin("2001:db8::7", 22, BeginFlags.IPV6_OK | BeginFlags.IPV6_PREFERRED),
         Begin("onion.example", 0xFFFF, BeginFlags.IPV4_NOT_OK),
+        Begin(None, 443),
         Connected(None),
         Connected("192.0.2.1", 300),
         Connected("2001:db8::1", 0xFFFF_FFFF),
@@ -303,12 +304,19 @@ def test_body_round_trip(value: object) -> None:
         raise AssertionError(f"prefix of {len(raw[:cut])} bytes decoded as {got!r}")
 
 
-def test_begin_rejects_port_zero_and_missing_host() -> None:
+def test_begin_rejects_port_zero() -> None:
     good = Begin("example.com", 80).encode()
     with pytest.raises(RemoteProtocolError):
         Begin.decode(good[:-6] + b"\x00\x00" + good[-4:])
     with pytest.raises(RemoteProtocolError):
-        Begin.decode(bytes([AddrType.NONE]) + b"\x00\x50" + bytes(4))
+        Begin.decode(bytes([AddrType.NONE]) + b"\x00\x00" + bytes(4))
+
+
+def test_begin_to_an_onion_service_carries_only_the_port() -> None:
+    """Tor's `:port` on a rendezvous circuit: the empty address (type NONE), byte for byte."""
+    raw = Begin(None, 80).encode()
+    assert raw == bytes([AddrType.NONE]) + b"\x00\x50" + b"\x00\x00\x00\x01"
+    assert Begin.decode(raw) == Begin(None, 80)
 
 
 def test_begin_ignores_unknown_flag_bits() -> None:

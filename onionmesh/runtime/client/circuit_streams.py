@@ -28,7 +28,9 @@ class CircuitStreams:
     async def open_stream(
         self, handle: CircuitHandle, host: str, port: int, timeout: float, record: StreamRecord | None = None
     ) -> int:
-        sid = handle.circ.begin(host, port)
+        # On a rendezvous circuit the BEGIN names only the port, as Tor's: the service never learns
+        # which name the client typed (the name stays here, for the control port's stream list).
+        sid = handle.circ.begin(None if handle.purpose == "hs_client_rend" else host, port)
         handle.stream_targets[sid] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if record is not None:
             self.status.sent(record, handle, handle.number)

@@ -7,10 +7,13 @@
    circuit already joined to this service for this isolation key is reused.
 2. The descriptor is fetched through circuits (runtime.client.hs_fetch, with the node's client
    authorization key for the service): 0xF0 / 0xF1 / 0xF4 / 0xF5 as it says.
-3. A rendezvous circuit (vanguards path guard-L2-RP) gets ESTABLISH_RENDEZVOUS with a random
-   20-byte cookie.  Then, intro point after intro point (shuffled) until one acknowledges: a
-   circuit (guard-L2-M-intro) sends INTRODUCE1 (hs-ntor sealed, with a PoW when the descriptor
-   asks).  Then RENDEZVOUS2 finishes hs-ntor and the end-to-end hop is added.
+3. As Tor does, the rendezvous circuit (vanguards path guard-L2-RP, then ESTABLISH_RENDEZVOUS
+   with a random 20-byte cookie) is launched at once, in parallel with the descriptor fetch; the
+   introduction circuit (guard-L2-M-intro, and the PoW when the descriptor asks for one) is built
+   while the rendezvous circuit is still on its way.  INTRODUCE1 (hs-ntor sealed) goes out once
+   both are ready; intro point after intro point (shuffled) until one acknowledges.  Then
+   RENDEZVOUS2 finishes hs-ntor and the end-to-end hop is added.  A first connection thus costs
+   max(fetch, rendezvous circuit) + introduction + rendezvous, not their sum.
 4. Failures: every intro point refused or failed 0xF2 (0xF7 if the last one timed out), no
    RENDEZVOUS2 or a bad one 0xF3; a cached descriptor that fails is fetched again once.  The
    whole attempt is bounded by CONNECT_DEADLINE.
@@ -71,6 +74,8 @@ class OnionConnector:
         self._circuits: dict[tuple[str, object], CircuitHandle] = {}
         self._locks: dict[tuple[str, object], asyncio.Lock] = {}
         self.stats: dict[str, int] = {}
+        # rendezvous circuits of failed attempts, closed when their build ends
+        self._pending: set[asyncio.Task[tuple[CircuitHandle, bytes, RelayDescriptor]]] = set()
         # (what, service id, info) for each descriptor fetch: "requested", "received" (info:
         # blinded), "failed" (info: outcome); the Tor control port's HS_DESC events
         self.fetch_listeners: list[Callable[[str, str, dict[str, object]], None]] = []
@@ -149,12 +154,12 @@ class OnionConnector:
         return await self._attempt(host, service_pk, service_id, fresh=True)
 
     async def _attempt(self, host: str, service_pk: bytes, service_id: str, *, fresh: bool) -> CircuitHandle:
-        desc, subcred, blinded = await self._descriptor(host, service_id, service_pk, fresh)
-        rend, cookie, rp = await self._rendezvous_circuit(service_id)
+        # Launched first: its build and ESTABLISH_RENDEZVOUS overlap the fetch and the intro circuit.
+        rend_task = asyncio.create_task(self._rendezvous_circuit(service_id), name="onion-client-rend")
         ok = False
         try:
-            plaintext = IntroducePlaintext(cookie, rp.onion_pk, link_specs(rp))
-            state = await self._introduce(desc, subcred, blinded, plaintext)
+            desc, subcred, blinded = await self._descriptor(host, service_id, service_pk, fresh)
+            state, rend = await self._introduce(desc, subcred, blinded, rend_task)
             rend.hs_state = "HSCR_ESTABLISHED_WAITING"
             msg = await self._expect(rend, RelayCommand.RENDEZVOUS2, REND_FAILED)
             try:
@@ -170,14 +175,31 @@ class OnionConnector:
             return rend
         finally:
             if not ok:
-                self.hs.forget(rend)
-                self.hs.mgr.close_circuit(rend.number)
+                self._drop_rendezvous(rend_task)
+
+    def _drop_rendezvous(self, task: asyncio.Task[tuple[CircuitHandle, bytes, RelayDescriptor]]) -> None:
+        """Close the attempt's rendezvous circuit, now or when its build ends (not cancelled mid-build:
+        the circuit manager then closes what it started)."""
+
+        def close(done: asyncio.Task[tuple[CircuitHandle, bytes, RelayDescriptor]]) -> None:
+            self._pending.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                return
+            rend = done.result()[0]
+            self.hs.forget(rend)
+            self.hs.mgr.close_circuit(rend.number)
+
+        self._pending.add(task)
+        task.add_done_callback(close)
 
     async def _rendezvous_circuit(self, service_id: str) -> tuple[CircuitHandle, bytes, RelayDescriptor]:
         """A circuit waiting at a rendezvous point under a fresh cookie (another point if one fails)."""
         tried: set[str] = set()
         for _ in range(BUILD_TRIES):
-            rp = self.hs.choose_last_hop(tried)
+            try:
+                rp = self.hs.choose_last_hop(tried)
+            except OnionmeshError:
+                break
             tried.add(rp.fingerprint)
             try:
                 rend = await self.hs.build(HsPurpose.CLIENT_REND, rp, service_id)
@@ -209,15 +231,21 @@ class OnionConnector:
             raise OnionConnectFailed(code, f"circuit closed before {command.name}") from None
 
     async def _introduce(
-        self, desc: InnerDescriptor, subcred: bytes, blinded: bytes, plaintext: IntroducePlaintext
-    ) -> hs_ntor.ClientState:
+        self,
+        desc: InnerDescriptor,
+        subcred: bytes,
+        blinded: bytes,
+        rend_task: asyncio.Task[tuple[CircuitHandle, bytes, RelayDescriptor]],
+    ) -> tuple[hs_ntor.ClientState, CircuitHandle]:
         points = list(desc.intro_points)
         order = [points.pop(self.rng.randbelow(len(points))) for _ in range(len(points))]
         code = INTRO_FAILED
         for point in order:
             try:
-                return await self._introduce_at(point, desc, subcred, blinded, plaintext)
+                return await self._introduce_at(point, desc, subcred, blinded, rend_task)
             except OnionConnectFailed as exc:
+                if exc.code == REND_FAILED:  # no rendezvous circuit: another intro point cannot help
+                    raise
                 code = exc.code
                 self.count("intro_point_failed")
         raise OnionConnectFailed(code, "every introduction point failed")
@@ -228,26 +256,35 @@ class OnionConnector:
         desc: InnerDescriptor,
         subcred: bytes,
         blinded: bytes,
-        plaintext: IntroducePlaintext,
-    ) -> hs_ntor.ClientState:
+        rend_task: asyncio.Task[tuple[CircuitHandle, bytes, RelayDescriptor]],
+    ) -> tuple[hs_ntor.ClientState, CircuitHandle]:
         relay = next((r for r in self.hs.relays() if r.identity_pk == point.identity_pk), None)
         if relay is None:
             raise OnionConnectFailed(INTRO_FAILED, "introduction point not in the directory")
         state = hs_ntor.client_start(point.auth_key, point.enc_key, subcred, self.rng)
-        exts: Extensions = ()
-        if desc.pow is not None and desc.pow.suggested_effort > 0:
-            exts = await self._solve(desc, blinded, state.x_public)
+        solving: asyncio.Task[Extensions] | None = None
+        if desc.pow is not None and desc.pow.suggested_effort > 0:  # solved while the circuits build
+            solving = asyncio.create_task(self._solve(desc, blinded, state.x_public), name="onion-client-pow")
         intro = None
-        for _ in range(BUILD_TRIES):  # another vanguard and middle if a hop on the way failed
-            try:
-                intro = await self.hs.build(HsPurpose.CLIENT_INTRO, relay, None)
-                break
-            except (OnionmeshError, OSError, TimeoutError):
-                self.count("intro_circuit_failed")
+        try:
+            for _ in range(BUILD_TRIES):  # another vanguard and middle if a hop on the way failed
+                try:
+                    intro = await self.hs.build(HsPurpose.CLIENT_INTRO, relay, None)
+                    break
+                except (OnionmeshError, OSError, TimeoutError):
+                    self.count("intro_circuit_failed")
+            exts: Extensions = await solving if solving is not None else ()
+        finally:
+            if solving is not None and not solving.done():
+                solving.cancel()  # the thread finishes its slice; its result is dropped
         if intro is None:
             raise OnionConnectFailed(INTRO_FAILED, "no introduction circuit")
         try:
             intro.hs_state = "HSCI_CONNECTING"
+            rend, cookie, rp = await asyncio.shield(rend_task)  # INTRODUCE1 needs the ready rendezvous
+            plaintext = IntroducePlaintext(cookie, rp.onion_pk, link_specs(rp))
+            if intro.closed_reason is not None:
+                raise OnionConnectFailed(INTRO_FAILED, "introduction circuit closed")
             intro.circ.send_message(RelayCommand.INTRODUCE1, seal_introduce1(state, plaintext, exts).encode())
             intro.hs_state = "HSCI_INTRO_SENT"
             msg = await self._expect(intro, RelayCommand.INTRODUCE_ACK, INTRO_TIMEOUT_CODE)
@@ -258,7 +295,7 @@ class OnionConnector:
             if status is not IntroduceAckStatus.SUCCESS:
                 raise OnionConnectFailed(INTRO_FAILED, f"introduction refused ({status.name})")
             intro.hs_state = "HSCI_DONE"
-            return state
+            return state, rend
         finally:
             self.hs.forget(intro)
             self.hs.mgr.close_circuit(intro.number)
@@ -274,6 +311,8 @@ class OnionConnector:
         return ((ExtType.POW, PowExtension(hs_pow.VERSION, nonce, effort, seed[:4]).encode()),)
 
     def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
         for handle in list(self._circuits.values()):  # closing may call back into this table
             self.hs.mgr.close_circuit(handle.number)  # False for one already gone: nothing to do
         self._circuits.clear()

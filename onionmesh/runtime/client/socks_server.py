@@ -375,8 +375,8 @@ class SocksListener:
                         END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
                         end_reasons(failed.reason),
                     )
-                    if failed.reason is EndReason.EXITPOLICY:  # the service maps no target to this port
-                        code = SocksReply.CONNECTION_REFUSED
+                    if failed.reason in (EndReason.DONE, EndReason.EXITPOLICY):
+                        code = SocksReply.CONNECTION_REFUSED  # before CONNECTED: an unmapped port
                     if failed.reason is not EndReason.DESTROY:
                         break
                     status.detached(record, *why)

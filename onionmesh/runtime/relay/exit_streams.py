@@ -55,7 +55,7 @@ class ExitService:
     async def begin(self, entry: RelayCircuitEntry, event: BeginRequested) -> None:
         sid, begin = event.stream_id, event.begin
         log.debug("stream requested", host=Sensitive(begin.host), port=begin.port)
-        if self.rules is None:
+        if self.rules is None or begin.host is None:  # proto.relay_circuit refuses host None first
             self._end(entry, sid, EndReason.EXITPOLICY)
             return
         slot = self.streams.admit(entry, entry.prev.link)
