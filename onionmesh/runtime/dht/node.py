@@ -56,7 +56,15 @@ DISJOINT_PATHS = 4
 CRAWL_TARGETS_PER_NODE = 2
 CRAWL_CONCURRENCY = 64  # nodes visited at once (each visit: a descriptor RPC, then 3 FIND_NODEs)
 CRAWL_MAX_NODES = 20_000  # addresses a crawl will visit; NetView keeps at most as many relays
-CRAWL_DEADLINE = 60.0
+CRAWL_DEADLINE = 60.0  # at least; longer on slow paths (crawl_deadline)
+CRAWL_DEADLINE_RTOS = 40  # a crawl may take this many RPC timeouts at the measured RTT ...
+CRAWL_DEADLINE_MAX = 600.0  # ... but never more
+
+
+def crawl_deadline(rto: float) -> float:
+    """How long a crawl may run: 60 s, or 40 RPC timeouts where the path is slow (a crawl is a
+    few sequential rounds of RPCs, each of which may time out once and be retried)."""
+    return min(max(CRAWL_DEADLINE, CRAWL_DEADLINE_RTOS * rto), CRAWL_DEADLINE_MAX)
 
 
 @dataclass
@@ -262,7 +270,7 @@ class DhtNode(Server):
         self,
         max_nodes: int = CRAWL_MAX_NODES,
         extra: list[tuple[str, int]] | None = None,
-        deadline: float = CRAWL_DEADLINE,
+        deadline: float | None = None,
     ) -> list[RelayDescriptor]:
         """Enumerate the network (FIND_NODE around every node found) and fetch each node's descriptor.
 
@@ -273,6 +281,8 @@ class DhtNode(Server):
         """
         assert self.protocol is not None
         protocol = self.protocol
+        if deadline is None:
+            deadline = crawl_deadline(protocol.rtt.all.rto())
         known: set[tuple[str, int]] = set()
         queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         descriptors: dict[str, RelayDescriptor] = {}

@@ -9,8 +9,11 @@ the holes read in the package (docs/protocol.md, "Directory"):
   runtime.dht.validation); only then is it answered, verified or admitted, and every byte sent
   to an unproven address is counted against what it sent;
 * per-source-address token buckets limit requests;
-* a dead contact costs `WAIT_TIMEOUT` (0.5 s), not 5 s, and answers are accepted only from the
-  address the request went to;
+* an RPC waits for the RTO of an RFC 6298 estimator per contact (proto.rtt: measured round
+  trips, at least `WAIT_FLOOR` (0.5 s, so a dead contact on a LAN costs well under the package's
+  5 s), `WAIT_INITIAL` (1 s) for a contact never heard from, at most `WAIT_CEILING`), not a fixed
+  0.5 s that cut off every answer on a 600 ms path; an answer that comes after its timeout still
+  teaches the estimator; answers are accepted only from the address the request went to;
 * a node enters the routing table only after it proved its ID (`descriptor` RPC: its signed
   descriptor, whose identity key hashes to the node ID, and a signature over our nonce), and at
   most `MAX_PER_SUBNET_PER_BUCKET` nodes of one subnet share a bucket;
@@ -38,12 +41,17 @@ from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
 from onionmesh.directory.dht_records import NONCE_LEN, subnet_of, verify_hello
 from onionmesh.directory.dht_storage import DhtStorage
 from onionmesh.errors import OnionmeshError
+from onionmesh.proto.rtt import RttTable
 from onionmesh.runtime.dht.routing import ExactRoutingTable, _is_id, _parse_nodes
 from onionmesh.runtime.dht.validation import Address, AddressCheck, norm
 from onionmesh.runtime.ratelimit import TokenBuckets
 from onionmesh.wire.dht_datagram import MSG_ID_LEN, NO_TOKEN, DhtDatagram, Kind, decode_datagram
 
-WAIT_TIMEOUT = 0.5
+WAIT_FLOOR = 0.5  # the shortest RPC timeout, whatever the measured RTT (loopback and LANs)
+WAIT_INITIAL = 1.0  # before any round trip was measured (RFC 6298's initial RTO)
+WAIT_CEILING = 5.0  # the longest (the package's fixed timeout)
+WAIT_TIMEOUT = WAIT_FLOOR  # what a dead contact costs once the path's RTT is known to be short
+MAX_LATE = 1024  # timed-out requests whose late answer is still taken as an RTT sample
 RATE_PER_SECOND = 200.0
 RATE_BURST = 400.0
 MAX_RATE_SOURCES = 4096
@@ -51,6 +59,11 @@ MAX_VERIFIED = 8192
 MAX_PER_SUBNET_PER_BUCKET = 2
 RPCS = frozenset({"ping", "store", "find_node", "find_value", "descriptor"})
 _RETRY = object()  # the result of a request answered with RETRY
+
+
+def _loop_time() -> float:
+    """The event loop's clock, which times the RPC timers too (a simulation's is virtual)."""
+    return asyncio.get_running_loop().time()
 
 
 class OnionmeshDhtProtocol(KademliaProtocol):
@@ -64,7 +77,9 @@ class OnionmeshDhtProtocol(KademliaProtocol):
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = ExactRoutingTable(self, ksize, source_node)
-        self._wait_timeout = WAIT_TIMEOUT
+        self.rtt = RttTable(initial=WAIT_INITIAL, floor=WAIT_FLOOR, ceiling=WAIT_CEILING)
+        self._sent_at: dict[bytes, float] = {}
+        self._late: OrderedDict[bytes, tuple[Address, float]] = OrderedDict()  # timed out, not forgotten
         self.storage: DhtStorage = storage
         self.own_descriptor = own_descriptor
         self.clock = clock
@@ -150,6 +165,11 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         msg_id = datagram.msg_id
         expected = self._sent_to.get(msg_id)
         if expected is None or msg_id not in self._outstanding:
+            late = self._late.pop(msg_id, None)
+            if late is not None and late[0] == address:
+                self.stats["late_response"] += 1  # its call has failed, but the path is slower than
+                self.rtt.sample(address, _loop_time() - late[1])  # we thought: wait longer next time
+                return
             self.stats["unexpected_response"] += 1
             return
         if address != expected:
@@ -166,6 +186,9 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         self.address_check.prove(address, now)
         self.address_check.learn_token(address, datagram.token)
         del self._sent_to[msg_id]
+        sent_at = self._sent_at.pop(msg_id, None)
+        if sent_at is not None:
+            self.rtt.sample(address, _loop_time() - sent_at)
         future, timeout = self._outstanding.pop(msg_id)
         timeout.cancel()
         if not future.done():
@@ -177,7 +200,14 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         task.add_done_callback(self._tasks.discard)
 
     def _timeout(self, msg_id: bytes) -> None:
-        self._sent_to.pop(msg_id, None)
+        address = self._sent_to.pop(msg_id, None)
+        sent_at = self._sent_at.pop(msg_id, None)
+        if address is not None and sent_at is not None:
+            # No backoff here (unlike TCP): a dead contact must stay as cheap as the RTO, crawl
+            # after crawl; a live but slower one teaches the estimator with its late answer.
+            self._late[msg_id] = (address, sent_at)
+            while len(self._late) > MAX_LATE:
+                self._late.popitem(last=False)
         entry = self._outstanding.pop(msg_id, None)
         self.stats["timeouts"] += 1
         if entry is not None and not entry[0].done():
@@ -207,8 +237,10 @@ class OnionmeshDhtProtocol(KademliaProtocol):
             return False, None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        self._outstanding[msg_id] = (future, loop.call_later(self._wait_timeout, self._timeout, msg_id))
+        wait = self.rtt.rto(address)
+        self._outstanding[msg_id] = (future, loop.call_later(wait, self._timeout, msg_id))
         self._sent_to[msg_id] = address
+        self._sent_at[msg_id] = loop.time()
         self.address_check.count_requested(address, len(datagram), time.monotonic())
         assert self.transport is not None
         self.transport.sendto(datagram, address)
@@ -378,3 +410,4 @@ class OnionmeshDhtProtocol(KademliaProtocol):
             with contextlib.suppress(asyncio.InvalidStateError):
                 future.set_result((False, None))
         self._outstanding.clear()
+        self._sent_at.clear()
