@@ -7,7 +7,6 @@ With the former fixed 0.5 s RPC timeout every answer came too late and a crawl f
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 from onionmesh.runtime.dht.node import CRAWL_DEADLINE, DhtNode, crawl_deadline
@@ -44,7 +43,7 @@ def crawl_on(link: LinkModel, seed: int) -> tuple[int, dict[str, int], float]:
 
 def test_a_crawl_over_600ms_round_trips_and_3_percent_loss_finds_the_network() -> None:
     satellite = LinkModel(base=0.300, median=0.0001, sigma=0.0, loss=0.03)
-    found, stats, rto = crawl_on(satellite, seed=3)
+    found, _stats, rto = crawl_on(satellite, seed=3)
     assert found >= RELAYS - 1  # a lost datagram may cost one relay twice; never the crawl
     # The estimator learned the path: its timeout sits above the 600 ms round trip.
     assert 0.6 < rto <= WAIT_CEILING
@@ -52,7 +51,7 @@ def test_a_crawl_over_600ms_round_trips_and_3_percent_loss_finds_the_network() -
 
 def test_on_a_fast_path_timeouts_stay_short() -> None:
     lan = LinkModel(base=0.001, median=0.0001, sigma=0.0)
-    found, stats, rto = crawl_on(lan, seed=4)
+    found, _stats, rto = crawl_on(lan, seed=4)
     assert found == RELAYS
     assert rto == WAIT_FLOOR < WAIT_INITIAL  # a dead contact on a LAN costs the floor, not more
 
