@@ -92,9 +92,7 @@ class DhtNode(Server):
         node_id = node_id_for(identity.public) if identity is not None else os.urandom(20)
         store = DhtStorage(clock, max_stored, max_hs_stored)
         super().__init__(ksize, alpha, node_id, storage=store)
-        self.storage: DhtStorage = (
-            store  # set again: the package tests `storage or ...`, and empty is falsy
-        )
+        self.storage: DhtStorage = store  # set again: the package tests `storage or ...`, and empty is falsy
         self.identity = identity
         self.clock = clock
         self.descriptor_raw: bytes | None = None
