@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from onionmesh.runtime.client.path_policy import PathPolicy
 
 MEASURE_PURPOSE = "measure_timeout"
+STREAM_CREDIT_VERSION = 2  # relay protocol version whose stream SENDMEs may carry credit
 
 
 async def extend_all(
@@ -48,6 +49,11 @@ async def extend_all(
         emit("extended", handle)
         if progress is not None:
             progress(i + 1, handle.hop_times[-1])
+    if handle.purpose == "general":  # its streams end at the exit (not so on onion-service circuits)
+        # Stream windows may grow toward an exit that takes credit in stream SENDMEs (proto.flow),
+        # timed by the circuit's round trip: the last hop's EXTEND took about one.
+        handle.circ.peer_credit = STREAM_CREDIT_VERSION in protocol_versions(handle.exit.protocols, "relay")
+        handle.circ.rtt_hint = handle.hop_times[-1] if handle.hop_times else 0.0
 
 
 async def wait_build(work: asyncio.Task[None], timeout: float) -> None:
