@@ -112,3 +112,11 @@ class RttTable:
     def timed_out(self, peer: Hashable) -> None:
         """Backs off this peer only: one dead peer must not slow the requests to live ones."""
         self._peer(peer).timed_out()
+
+
+def scaled_timeout(rtt: float, *, rounds: float, base: float = 0.0, floor: float, ceiling: float) -> float:
+    """A timeout for an exchange of `rounds` round trips of `rtt` seconds plus `base` seconds of
+    work, clamped to [floor, ceiling]; an unknown `rtt` (0, negative, NaN) gives the floor."""
+    if not (math.isfinite(rtt) and rtt > 0):
+        return floor
+    return min(max(base + rounds * rtt, floor), ceiling)

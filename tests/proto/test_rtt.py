@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionmesh.proto.rtt import RttEstimator, RttTable
+from onionmesh.proto.rtt import RttEstimator, RttTable, scaled_timeout
 
 
 def test_first_sample_and_rfc6298_update() -> None:
@@ -75,3 +75,11 @@ def test_bad_parameters() -> None:
     for kw in ({"floor": 0.0}, {"floor": 2.0, "initial": 1.0}, {"ceiling": float("inf")}):
         with pytest.raises(ValueError):
             RttEstimator(**kw)  # type: ignore[arg-type]
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 100), st.floats(0, 30))
+def test_scaled_timeout_is_clamped_unknown_rtt_gives_floor(rtt: float, rounds: float, base: float) -> None:
+    t = scaled_timeout(rtt, rounds=rounds, base=base, floor=2.0, ceiling=60.0)
+    assert 2.0 <= t <= 60.0
+    if not (rtt > 0 and rtt < float("inf")):
+        assert t == 2.0
