@@ -16,9 +16,10 @@ data (a SENDME per STREAM_INCREMENT cells consumed, and none while 10 or more ce
 slow reader stops its sender.  It starts at Tor's 500 cells (2 MB of our cells) but is not a
 fixed cap: a stream moves at most one window per round trip, so at a 0.5 s round trip 500 cells
 held one download to 4 MB/s while its circuit carried 10 MB/s for four streams (issue 20).  The
-receiver tunes it as QUIC implementations do (Chromium's flow controller): when a whole window
-was consumed within two round trips of the circuit, the window limited the stream, and it
-doubles, up to STREAM_WINDOW_MAX (= CWND_MAX, the circuit's own largest window).  The extra
+receiver tunes it as TCP's receive-buffer autotuning does: it measures how fast the application
+takes the data while it keeps up, and keeps the window at twice that rate times the circuit's
+round trip (at least 500 cells, at most STREAM_WINDOW_MAX = CWND_MAX, the circuit's own largest
+window); a window-limited stream so doubles its window every quarter window.  The extra
 credit goes in a stream SENDME whose body is a u16 increment (an empty body is 50 cells, as
 before); only toward a peer that understands it (relay protocol version 2).  A reader that is
 slow from the start never grows its window; one that slows later stops granting credit at once,
@@ -55,7 +56,6 @@ VEGAS_DELTA = 6 * OUTBUF_CELLS  # above: cut straight back to the estimated BDP
 STREAM_WINDOW = 500
 STREAM_INCREMENT = 50
 STREAM_WINDOW_MAX = CWND_MAX
-AUTOTUNE_RTTS = 2.0  # a window consumed within this many round trips limited the stream
 CREDIT_LEN = 2  # a stream SENDME's body: empty (STREAM_INCREMENT) or u16 increment
 
 
@@ -204,13 +204,25 @@ class StreamFlow:
         return 0
 
     def _autotune(self, cells: int, now: float, rtt: float) -> None:
-        if self._epoch_start is None:
-            self._epoch_start, self._epoch_consumed = now, 0
-        self._epoch_consumed += cells
-        if self._epoch_consumed < self.window:
+        """Measure the rate at which the application takes data, over a quarter window at a time,
+        while it keeps up (fewer than 10 cells waiting); if that rate times the round trip (what
+        the path would hold) exceeds half the window, the window becomes twice that, as TCP's
+        receive-buffer autotuning does: a window-limited stream doubles per quarter window, a
+        path-limited one settles at twice its bandwidth-delay product, and a slow reader's
+        window stays at twice what it takes per round trip (never below the initial 500)."""
+        if self._unacked >= 10:
+            self._epoch_start = None  # the reader is behind: what it takes now says nothing
             return
-        if now - self._epoch_start < AUTOTUNE_RTTS * rtt and self.window < STREAM_WINDOW_MAX:
-            self.window = min(STREAM_WINDOW_MAX, 2 * self.window)
+        if self._epoch_start is None:  # an epoch starts after the first data or a catch-up
+            self._epoch_start, self._epoch_consumed = now, 0
+            return
+        self._epoch_consumed += cells
+        elapsed = now - self._epoch_start
+        if self._epoch_consumed < max(STREAM_INCREMENT, self.window // 4) or elapsed <= 0:
+            return
+        bdp = self._epoch_consumed / elapsed * rtt
+        if 2 * bdp > self.window:
+            self.window = min(STREAM_WINDOW_MAX, math.ceil(2 * bdp))
         self._epoch_start, self._epoch_consumed = now, 0
 
     def on_sendme(self, cells: int = STREAM_INCREMENT) -> None:

@@ -306,6 +306,17 @@ def test_a_lone_stream_window_grows_to_the_path_bdp() -> None:
     assert receiver.window >= 1500
     # On a short path the window has no reason to grow: 500 cells already cover its BDP.
     assert stream_at(rate=2500, rtt=0.01, seconds=5).window == STREAM_WINDOW
+    # A path-limited stream settles near twice its BDP (600 cells here), not at the maximum.
+    assert 1000 <= stream_at(rate=1000, rtt=0.6, seconds=20).window <= 1500
+
+
+def test_a_reader_catching_up_in_one_read_does_not_grow_the_window() -> None:
+    flow = StreamFlow()
+    for _ in range(STREAM_WINDOW):
+        flow.on_data_received()
+    for i in range(5):  # 500 cells taken in five quick reads after a pause: a backlog, not a rate
+        flow.on_data_consumed(STREAM_WINDOW // 5, 10.0 + i * 0.001, 0.6)
+    assert flow.window == STREAM_WINDOW
 
 
 def test_a_slow_reader_never_grows_the_window() -> None:
