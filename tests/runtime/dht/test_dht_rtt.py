@@ -7,6 +7,7 @@ With the former fixed 0.5 s RPC timeout every answer came too late and a crawl f
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from onionmesh.runtime.dht.node import CRAWL_DEADLINE, DhtNode, crawl_deadline
@@ -62,3 +63,27 @@ def test_crawl_deadline_follows_the_rto() -> None:
     assert crawl_deadline(1e9) == 600.0
 
 
+
+
+def test_a_join_survives_a_lost_datagram() -> None:
+    """The bootstrap contact's first answer is lost (it is unreachable for the first 0.2 s): the
+    joining node asks again instead of staying outside the network until its next refresh."""
+
+    async def main() -> int:
+        net = MemoryNetwork(LinkModel(base=0.05, median=0.0001, sigma=0.0), seed=5)
+        network = build_network(4, net, 5)
+        fill_routing_tables(network, 5)
+        contact = network.nodes[0].address
+        net.set_online(contact, False)
+        asyncio.get_running_loop().call_later(0.2, net.set_online, contact, True)
+        joiner = DhtNode(None, clock=network.clock, ksize=network.nodes[0].dht.ksize)
+        joiner.protocol = joiner._create_protocol()
+        joiner.transport = net.attach(("10.9.9.9", 40000), joiner.protocol)
+        found = await joiner.bootstrap([contact])
+        joiner.stop()
+        for node in network.nodes:
+            node.dht.stop()
+        return len(found)
+
+    found, _virtual = vclock.run(main)
+    assert found >= 1
