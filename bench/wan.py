@@ -32,7 +32,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RUN_SH = Path(os.environ.get("WAN_RUN_SH", ROOT.parent.parent / "shared" / "bench" / "wan" / "run.sh"))
+_CANDIDATES = [up / "shared" / "bench" / "wan" / "run.sh" for up in (ROOT.parent, ROOT.parent.parent)]
+RUN_SH = Path(os.environ.get("WAN_RUN_SH") or next((c for c in _CANDIDATES if c.exists()), _CANDIDATES[0]))
 WORK = Path(os.environ.get("WORK", "/tmp/wan"))
 
 # The targets, as ratios onionmesh / Tor (None: no target, printed for information).
