@@ -11,18 +11,50 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from onionmesh.crypto import ntor
 from onionmesh.directory.descriptor import protocol_versions
 from onionmesh.errors import OnionmeshError
 
 if TYPE_CHECKING:
+    from onionmesh.directory.descriptor import RelayDescriptor
+    from onionmesh.runtime.client.bridges import BridgeSet, BridgeUser
     from onionmesh.runtime.client.circuit_handle import CircuitHandle
     from onionmesh.runtime.client.path_policy import PathPolicy
 
+    class PathOwner(BridgeUser, Protocol):
+        """What choosing a path needs of the circuit manager."""
+
+        relays: Callable[[], list[RelayDescriptor]]
+        hops: int
+        policy: PathPolicy
+        first_hops: BridgeSet | None
+        newnym_exits: set[str]
+
 MEASURE_PURPOSE = "measure_timeout"
 STREAM_CREDIT_VERSION = 2  # relay protocol version whose stream SENDMEs may carry credit
+
+
+async def choose_path(
+    mgr: PathOwner,
+    port: int | None,
+    isolation: object,
+    hops: int | None,
+    exit_fp: str | None,
+    via: list[str] | None,
+    avoid: set[str] | None,
+) -> list[RelayDescriptor]:
+    """The path for a new build: the policy's choice among the known relays, avoiding the exits
+    retired by NEWNYM, with bridges as first hops when the client uses them."""
+    avoid = set(avoid or ()) | (mgr.newnym_exits if exit_fp is None else set())
+    relays = mgr.relays()
+    if mgr.first_hops is not None:
+        relays, via, exit_fp = await mgr.first_hops.constrain(mgr, relays, hops or mgr.hops, via, exit_fp)
+    return mgr.policy.choose(
+        relays, hops=hops or mgr.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid,
+        isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
+    )  # fmt: skip
 
 
 async def extend_all(

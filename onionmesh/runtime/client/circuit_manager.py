@@ -33,7 +33,13 @@ from onionmesh.proto.events import (
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.client.bridges import BridgeSet
-from onionmesh.runtime.client.circuit_build import MEASURE_PURPOSE, extend_all, keep_measuring, wait_build
+from onionmesh.runtime.client.circuit_build import (
+    MEASURE_PURPOSE,
+    choose_path,
+    extend_all,
+    keep_measuring,
+    wait_build,
+)
 from onionmesh.runtime.client.circuit_handle import (
     MAX_DIRTINESS,
     MAX_STREAMS_PER_CIRCUIT_SOFT,
@@ -88,7 +94,7 @@ class CircuitMgr:
         self.policy = policy or PathPolicy(None, rng)
         self.ports_seen: dict[int, float] = {}  # destination port -> last request (for pre-building)
         self.directory_ready: asyncio.Event | None = None  # set once the first directory crawl is done
-        self._newnym_exits: set[str] = set()
+        self.newnym_exits: set[str] = set()
         self.circuits: dict[int, CircuitHandle] = {}
         self._numbers = itertools.count(1)
         self._building: list[tuple[object, int | None, asyncio.Task[CircuitHandle]]] = []
@@ -201,7 +207,7 @@ class CircuitMgr:
                 async with asyncio.timeout(DIRECTORY_WAIT):  # wait_for (3.11) may lose a cancel
                     await self.directory_ready.wait()
         if path is None:  # onion-service circuits come with their vanguards path (directory.vanguards)
-            path = await self._choose(port, isolation, hops, exit_fp, via, avoid)
+            path = await choose_path(self, port, isolation, hops, exit_fp, via, avoid)
         clock = self.clock
         start = clock()
         try:
@@ -236,30 +242,10 @@ class CircuitMgr:
             raise
         handle.built_at = clock()
         self.policy.built(path, handle.built_at - start)
-        self._newnym_exits.discard(path[-1].fingerprint)
+        self.newnym_exits.discard(path[-1].fingerprint)
         log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
         self._emit("built", handle)
         return handle
-
-    async def _choose(
-        self,
-        port: int | None,
-        isolation: object,
-        hops: int | None,
-        exit_fp: str | None,
-        via: list[str] | None,
-        avoid: set[str] | None,
-    ) -> list[RelayDescriptor]:
-        avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
-        relays = self.relays()
-        if self.first_hops is not None:
-            relays, via, exit_fp = await self.first_hops.constrain(
-                self, relays, hops or self.hops, via, exit_fp
-            )
-        return self.policy.choose(
-            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid,
-            isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
-        )  # fmt: skip
 
     async def get_circuit(self, port: int | None, isolation: object) -> CircuitHandle:
         """An open circuit for this port and isolation key, sharing one being built if any."""
@@ -378,7 +364,7 @@ class CircuitMgr:
         avoid their exits while others exist; old circuits close when their streams end."""
         for handle in self.circuits.values():
             handle.dirty_since = -MAX_DIRTINESS * 2
-            self._newnym_exits.add(handle.exit.fingerprint)
+            self.newnym_exits.add(handle.exit.fingerprint)
 
     def maintain(self, now: float) -> None:
         """Close retired circuits whose streams are done, and clean ones idle for too long; and
