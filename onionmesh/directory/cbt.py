@@ -23,9 +23,11 @@ is the plain estimator).  F(q) = Xm / (1 − q)^(1/alpha).
 * Network change: if more than 90% of the last `recent_count` (20) builds timed out, history is
   discarded and the timeout is back to `initial_timeout`.
 
-Callers should let a build that passes `timeout()` run until `close_timeout()` and then report
-its real duration with `add()`; `add_timeout()` is for builds abandoned at `close_timeout()`.
-Otherwise the history is censored at the timeout and the learned timeout ratchets down.
+Callers let a build that passes `timeout()` run until `close_timeout()` and then report its real
+duration with `add(seconds, timed_out=True)`; `add_timeout()` is for builds abandoned at
+`close_timeout()` (runtime.client.circuit_build does so).  Otherwise the history is censored at
+the timeout and, since `timeout()` is capped at the longest completed build, the learned timeout
+could only go down: a ratchet.
 
 Not in this module: timing builds or launching test circuits (runtime), per-length scaling.
 """
@@ -74,21 +76,30 @@ class BuildTimeLearner:
         self._cached: tuple[float, float] | None = None
 
     # --- recording -----------------------------------------------------------------------------
-    def add(self, build_seconds: float) -> None:
-        """A build completed after `build_seconds` (ValueError if negative or not finite)."""
+    def add(self, build_seconds: float, *, timed_out: bool = False) -> None:
+        """A build completed after `build_seconds` (ValueError if negative or not finite).
+
+        `timed_out`: it passed `timeout()` and was kept running to be measured; its real duration
+        goes into the history (so the fit sees the tail), and it counts as a timeout for the
+        network-change rule (as Tor counts a timeout when it happens, not when the build ends)."""
         if not (
             isinstance(build_seconds, int | float) and math.isfinite(build_seconds) and build_seconds >= 0
         ):
             raise ValueError("build time must be a finite number >= 0")
         self._history.append(min(float(build_seconds), MAX_BUILD_SECONDS))
-        self._recent.append(False)
+        self._recent.append(bool(timed_out))
         self._cached = None
+        if timed_out:
+            self._maybe_reset()
 
     def add_timeout(self) -> None:
         """A build was abandoned; may trigger the network-change reset."""
         self._history.append(None)
         self._recent.append(True)
         self._cached = None
+        self._maybe_reset()
+
+    def _maybe_reset(self) -> None:
         if len(self._recent) == self.recent_count and sum(self._recent) > RECENT_TIMEOUT_FRACTION * len(
             self._recent
         ):

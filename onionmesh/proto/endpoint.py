@@ -21,7 +21,7 @@ from onionmesh.proto.events import (
     StreamDataReceived,
     StreamEnded,
 )
-from onionmesh.proto.flow import CircuitFlow, StreamFlow
+from onionmesh.proto.flow import CircuitFlow, StreamFlow, decode_stream_credit, encode_stream_credit
 from onionmesh.rng import Rng
 from onionmesh.wire.relay_msg import (
     RELAY_BODY_MAX,
@@ -75,6 +75,18 @@ class CircuitEndpoint:
         self.on_output: Callable[[], None] = no_output
         self.bytes_in = 0
         self.bytes_out = 0
+        # Stream windows that grow (proto.flow): only toward a peer that understands credit in
+        # stream SENDMEs (relay protocol 2: the client learns it from the exit's descriptor, the
+        # exit from the client's first such SENDME), timed by the circuit's round trip: our own
+        # congestion control's estimate, else `rtt_hint` (the client: its build's last hop).
+        self.peer_credit = False
+        self.rtt_hint = 0.0
+
+    def stream_rtt(self) -> float:
+        """The round trip that times stream-window growth; 0 while the peer cannot take credit."""
+        if not self.peer_credit:
+            return 0.0
+        return self.flow.ewma_rtt or self.rtt_hint
 
     # --- subclass hooks ----------------------------------------------------------------------
     def _seal(self, msg: RelayMessage, nonce: bytes = b"") -> bytes:
@@ -145,9 +157,10 @@ class CircuitEndpoint:
         stream = self.streams.get(stream_id)
         if stream is None:
             return
-        while stream.flow.on_data_consumed(cells):
+        now, rtt = self.clock(), self.stream_rtt()
+        while credit := stream.flow.on_data_consumed(cells, now, rtt):
             cells = 0
-            self._seal(RelayMessage(RelayCommand.SENDME, stream_id, b""))
+            self._seal(RelayMessage(RelayCommand.SENDME, stream_id, encode_stream_credit(credit)))
 
     # --- receiving -----------------------------------------------------------------------------
     def _on_data(self, msg: RelayMessage, digest: bytes) -> None:
@@ -180,9 +193,12 @@ class CircuitEndpoint:
             self.flow.on_sendme(Sendme.decode(msg.body).digest, self.clock())
             self.events.append(SendWindowOpened(0))
             return
+        cells = decode_stream_credit(msg.body)
+        if msg.body:
+            self.peer_credit = True  # it grants credit: it takes credit too
         stream = self.streams.get(msg.stream_id)
         if stream is not None:
-            stream.flow.on_sendme()
+            stream.flow.on_sendme(cells)
             self.events.append(SendWindowOpened(msg.stream_id))
 
     def _on_end(self, msg: RelayMessage) -> None:

@@ -11,10 +11,20 @@ keeps only a few dozen cells queued at its bottleneck, which is what keeps inter
 circuits responsive next to bulk ones and memory small.  The clock is the caller's: times are
 plain floats handed in, and with a constant clock the window simply stays at CWND_INIT.
 
-Streams keep Tor's fixed windows (500 cells, SENDME per 50 consumed; 2 MB of our cells, since a
-stream moves at most one window per round trip: 1 MB cost a single download 8 % here): they are
-receive buffers, credited only when the application took the data, so a slow reader stops its
-sender.
+Streams.  A stream's window is a receive buffer, credited only when the application took the
+data (a SENDME per STREAM_INCREMENT cells consumed, and none while 10 or more cells wait), so a
+slow reader stops its sender.  It starts at Tor's 500 cells (2 MB of our cells) but is not a
+fixed cap: a stream moves at most one window per round trip, so at a 0.5 s round trip 500 cells
+held one download to 4 MB/s while its circuit carried 10 MB/s for four streams (issue 20).  The
+receiver tunes it as TCP's receive-buffer autotuning does: it measures how fast the application
+takes the data while it keeps up, and keeps the window at twice that rate times the circuit's
+round trip (at least 500 cells, at most STREAM_WINDOW_MAX = CWND_MAX, the circuit's own largest
+window); a window-limited stream so doubles its window every quarter window.  The extra
+credit goes in a stream SENDME whose body is a u16 increment (an empty body is 50 cells, as
+before); only toward a peer that understands it (relay protocol version 2).  A reader that is
+slow from the start never grows its window; one that slows later stops granting credit at once,
+so a receiver never holds more than its window of any stream.  The circuit window, whose SENDMEs
+are authenticated, still bounds what an exit sends whatever credit a client grants.
 
 Not in this module: who sends what, cells, crypto.
 """
@@ -45,6 +55,29 @@ VEGAS_GAMMA = 3 * OUTBUF_CELLS  # slow start ends when the queue passes this
 VEGAS_DELTA = 6 * OUTBUF_CELLS  # above: cut straight back to the estimated BDP
 STREAM_WINDOW = 500
 STREAM_INCREMENT = 50
+STREAM_WINDOW_MAX = CWND_MAX
+CREDIT_LEN = 2  # a stream SENDME's body: empty (STREAM_INCREMENT) or u16 increment
+
+
+def encode_stream_credit(cells: int) -> bytes:
+    """A stream SENDME's body granting `cells` (empty for the classic increment)."""
+    if cells == STREAM_INCREMENT:
+        return b""
+    if not 1 <= cells <= STREAM_WINDOW_MAX:
+        raise ValueError("stream credit out of range")
+    return cells.to_bytes(CREDIT_LEN, "big")
+
+
+def decode_stream_credit(body: bytes) -> int:
+    """The credit a stream SENDME's body grants; RemoteProtocolError for anything else."""
+    if not body:
+        return STREAM_INCREMENT
+    if len(body) != CREDIT_LEN:
+        raise RemoteProtocolError("stream SENDME body of bad length")
+    cells = int.from_bytes(body, "big")
+    if not 1 <= cells <= STREAM_WINDOW_MAX:
+        raise RemoteProtocolError("stream SENDME credit out of range")
+    return cells
 
 
 class CircuitFlow:
@@ -134,12 +167,17 @@ class CircuitFlow:
 
 
 class StreamFlow:
-    __slots__ = ("_unacked", "deliver", "package")
+    """One stream end's sending credit (`package`) and receiving window (`deliver`, `window`)."""
+
+    __slots__ = ("_epoch_consumed", "_epoch_start", "_unacked", "deliver", "package", "window")
 
     def __init__(self) -> None:
         self.package = STREAM_WINDOW
         self.deliver = STREAM_WINDOW
+        self.window = STREAM_WINDOW  # what the receiver grants at most; grows (autotune)
         self._unacked = 0
+        self._epoch_start: float | None = None  # when the current window's worth began to be consumed
+        self._epoch_consumed = 0
 
     def can_send(self) -> bool:
         return self.package > 0
@@ -150,15 +188,44 @@ class StreamFlow:
         if self.deliver < 0:
             raise RemoteProtocolError("peer exceeded the stream window")
 
-    def on_data_consumed(self, cells: int = 1) -> bool:
-        """The application took `cells` DATA cells; True when a stream SENDME is due."""
+    def on_data_consumed(self, cells: int = 1, now: float = 0.0, rtt: float = 0.0) -> int:
+        """The application took `cells` DATA cells; the credit a stream SENDME must grant now (0:
+        none due).  With `rtt` > 0 (the circuit's round trip, on the clock of `now`) the window
+        may grow; with 0 it stays fixed (a peer that does not understand larger credit)."""
         self._unacked = max(0, self._unacked - cells)
-        if self.deliver <= STREAM_WINDOW - STREAM_INCREMENT and self._unacked < 10:
-            self.deliver += STREAM_INCREMENT
-            return True
-        return False
+        if rtt > 0 and cells:
+            self._autotune(cells, now, rtt)
+        if self.deliver <= self.window - STREAM_INCREMENT and self._unacked < 10:
+            credit = self.window - self.deliver
+            if rtt <= 0:
+                credit = STREAM_INCREMENT  # classic SENDMEs, one per increment
+            self.deliver += credit
+            return credit
+        return 0
 
-    def on_sendme(self) -> None:
-        self.package += STREAM_INCREMENT
-        if self.package > STREAM_WINDOW:
+    def _autotune(self, cells: int, now: float, rtt: float) -> None:
+        """Measure the rate at which the application takes data, over a quarter window at a time,
+        while it keeps up (fewer than 10 cells waiting); if that rate times the round trip (what
+        the path would hold) exceeds half the window, the window becomes twice that, as TCP's
+        receive-buffer autotuning does: a window-limited stream doubles per quarter window, a
+        path-limited one settles at twice its bandwidth-delay product, and a slow reader's
+        window stays at twice what it takes per round trip (never below the initial 500)."""
+        if self._unacked >= 10:
+            self._epoch_start = None  # the reader is behind: what it takes now says nothing
+            return
+        if self._epoch_start is None:  # an epoch starts after the first data or a catch-up
+            self._epoch_start, self._epoch_consumed = now, 0
+            return
+        self._epoch_consumed += cells
+        elapsed = now - self._epoch_start
+        if self._epoch_consumed < max(STREAM_INCREMENT, self.window // 4) or elapsed <= 0:
+            return
+        bdp = self._epoch_consumed / elapsed * rtt
+        if 2 * bdp > self.window:
+            self.window = min(STREAM_WINDOW_MAX, math.ceil(2 * bdp))
+        self._epoch_start, self._epoch_consumed = now, 0
+
+    def on_sendme(self, cells: int = STREAM_INCREMENT) -> None:
+        self.package += cells
+        if self.package > STREAM_WINDOW_MAX:
             raise RemoteProtocolError("stream SENDME beyond the window")

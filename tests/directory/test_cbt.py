@@ -212,3 +212,16 @@ def test_timeouts_are_always_sane(entries: list[float | None]) -> None:
     if done:
         assert timeout <= max(max(done), 0.01)
         assert close <= max(2 * max(done), 0.01, timeout)
+
+
+def test_measured_slow_builds_enter_the_history_and_count_as_timeouts() -> None:
+    """A build kept past timeout() is recorded with its duration (the tail stays in the fit) and
+    counts for the network-change rule as the timeout it was."""
+    learner = learned(pareto(100, 0.5, 2.0), min_timeout=0.1)
+    before = learner.timeout()
+    for _ in range(18):  # 18 of the last 20 timed out: not more than 90%
+        learner.add(before * 3, timed_out=True)
+    assert learner.resets == 0 and learner.history[-1] == before * 3
+    assert learner.timeout() > before  # the slow builds raised it: no ratchet down
+    learner.add(before * 3, timed_out=True)  # 19 of the last 20 timed out: the network changed
+    assert learner.resets == 1 and learner.count == 0

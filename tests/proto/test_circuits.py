@@ -23,7 +23,14 @@ from onionmesh.proto.events import (
     StreamEnded,
     StreamResolved,
 )
-from onionmesh.proto.flow import CWND_INIT, SENDME_INC, STREAM_INCREMENT, STREAM_WINDOW
+from onionmesh.proto.flow import (
+    CWND_INIT,
+    SENDME_INC,
+    STREAM_INCREMENT,
+    STREAM_WINDOW,
+    STREAM_WINDOW_MAX,
+    encode_stream_credit,
+)
 from onionmesh.rng import SeededRng
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN, MAX_RELAY_EARLY, Cell, CellCommand, created_payload
 from onionmesh.wire.relay_msg import (
@@ -573,8 +580,18 @@ def test_peer_exceeding_the_stream_window() -> None:
 def test_spurious_stream_sendme() -> None:
     chain = built_chain(2)
     sid = open_stream(chain)
-    chain.client._seal(RelayMessage(RelayCommand.SENDME, sid, b""))
+    # Credit may grow a window up to STREAM_WINDOW_MAX (proto.flow), never beyond it.
+    chain.client._seal(RelayMessage(RelayCommand.SENDME, sid, encode_stream_credit(STREAM_WINDOW_MAX)))
     with pytest.raises(RemoteProtocolError, match="beyond the window"):
+        chain.pump()
+
+
+@pytest.mark.parametrize("body", [b"\x00", b"\x00\x00", b"\xff\xff", b"\x00\x01\x00"])
+def test_malformed_stream_credit_is_a_protocol_violation(body: bytes) -> None:
+    chain = built_chain(2)
+    sid = open_stream(chain)
+    chain.client._seal(RelayMessage(RelayCommand.SENDME, sid, body))
+    with pytest.raises(RemoteProtocolError, match="stream SENDME"):
         chain.pump()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 
@@ -17,12 +18,15 @@ from onionmesh.proto.flow import (
     SENDME_INC,
     STREAM_INCREMENT,
     STREAM_WINDOW,
+    STREAM_WINDOW_MAX,
     VEGAS_ALPHA,
     VEGAS_BETA,
     VEGAS_DELTA,
     VEGAS_GAMMA,
     CircuitFlow,
     StreamFlow,
+    decode_stream_credit,
+    encode_stream_credit,
 )
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX, SENDME_NONCE_LEN
 
@@ -201,12 +205,9 @@ def test_stream_package_window() -> None:
 
 def test_stream_sendme_beyond_the_window() -> None:
     flow = StreamFlow()
+    flow.on_sendme(STREAM_WINDOW_MAX - STREAM_WINDOW)  # credit may grow the window to its maximum
     with pytest.raises(RemoteProtocolError, match="beyond the window"):
-        flow.on_sendme()
-    flow = StreamFlow()
-    flow.package -= STREAM_INCREMENT - 1
-    with pytest.raises(RemoteProtocolError):
-        flow.on_sendme()
+        flow.on_sendme()  # never beyond it
 
 
 def test_stream_deliver_window_overflow() -> None:
@@ -223,19 +224,19 @@ def test_stream_sendme_waits_until_the_application_catches_up() -> None:
     for _ in range(STREAM_INCREMENT):
         flow.on_data_received()
     assert flow.deliver == STREAM_WINDOW - STREAM_INCREMENT
-    assert flow.on_data_consumed(STREAM_INCREMENT - 10) is False  # 10 unconsumed: wait
-    assert flow.on_data_consumed(1) is True  # 9 unconsumed: give credit
+    assert flow.on_data_consumed(STREAM_INCREMENT - 10) == 0  # 10 unconsumed: wait
+    assert flow.on_data_consumed(1) == STREAM_INCREMENT  # 9 unconsumed: give credit
     assert flow.deliver == STREAM_WINDOW
-    assert flow.on_data_consumed(0) is False
+    assert flow.on_data_consumed(0) == 0
 
 
 def test_stream_sendme_not_due_before_50_cells() -> None:
     flow = StreamFlow()
     for _ in range(STREAM_INCREMENT - 1):
         flow.on_data_received()
-        assert flow.on_data_consumed(1) is False
+        assert flow.on_data_consumed(1) == 0
     flow.on_data_received()
-    assert flow.on_data_consumed(1) is True
+    assert flow.on_data_consumed(1) == STREAM_INCREMENT
 
 
 def test_stream_full_window_returns_in_increments() -> None:
@@ -253,8 +254,98 @@ def test_stream_full_window_returns_in_increments() -> None:
 
 def test_stream_consumption_never_goes_negative() -> None:
     flow = StreamFlow()
-    assert flow.on_data_consumed(1000) is False
+    assert flow.on_data_consumed(1000) == 0
     assert flow._unacked == 0
+
+
+# --------------------------------------------------------------------------- stream windows that grow
+
+
+def stream_at(rate: float, rtt: float, seconds: float, read_rate: float = 1e9) -> StreamFlow:
+    """A sender with unlimited data and a receiver, on a simulated clock: the path carries `rate`
+    cells/s with `rtt` s round trips; the sender sends whatever credit it holds, credit takes
+    rtt/2 to come back, data rtt/2 to arrive; the reader takes at most `read_rate` cells/s.
+    Returns the receiver's flow."""
+    sender, receiver = StreamFlow(), StreamFlow()
+    events: list[tuple[float, int, str, int]] = []  # (time, seq, what, cells)
+    seq = 0
+    now, sent_until, read_until = 0.0, 0.0, 0.0
+
+    def push(t: float, what: str, n: int) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (t, seq, what, n))
+
+    while now < seconds:
+        while sender.package > 0:  # send at the path's rate
+            sent_until = max(sent_until, now) + 1 / rate
+            sender.package -= 1
+            push(sent_until + rtt / 2, "arrive", 1)
+        if not events:
+            break
+        now, _, what, n = heapq.heappop(events)
+        if what == "arrive":
+            receiver.on_data_received()
+            read_until = max(read_until, now) + 1 / read_rate
+            push(read_until, "consume", 1)
+        elif what == "consume":
+            credit = receiver.on_data_consumed(1, now, rtt)
+            while credit:
+                push(now + rtt / 2, "credit", credit)
+                credit = receiver.on_data_consumed(0, now, rtt)
+        else:
+            sender.on_sendme(n)
+        assert receiver.deliver >= 0 and receiver.window <= STREAM_WINDOW_MAX
+    return receiver
+
+
+def test_a_lone_stream_window_grows_to_the_path_bdp() -> None:
+    # 2,500 cells/s (10 MB/s of 4 KiB cells) over 0.6 s round trips: a BDP of 1,500 cells, three
+    # times the initial window, which would hold the stream to 500/0.6 = 833 cells/s.
+    receiver = stream_at(rate=2500, rtt=0.6, seconds=20)
+    assert receiver.window >= 1500
+    # On a short path the window has no reason to grow: 500 cells already cover its BDP.
+    assert stream_at(rate=2500, rtt=0.01, seconds=5).window == STREAM_WINDOW
+    # A path-limited stream settles near twice its BDP (600 cells here), not at the maximum.
+    assert 1000 <= stream_at(rate=1000, rtt=0.6, seconds=20).window <= 1500
+
+
+def test_a_reader_catching_up_in_one_read_does_not_grow_the_window() -> None:
+    flow = StreamFlow()
+    for _ in range(STREAM_WINDOW):
+        flow.on_data_received()
+    for i in range(5):  # 500 cells taken in five quick reads after a pause: a backlog, not a rate
+        flow.on_data_consumed(STREAM_WINDOW // 5, 10.0 + i * 0.001, 0.6)
+    assert flow.window == STREAM_WINDOW
+
+
+def test_a_slow_reader_never_grows_the_window() -> None:
+    # The same path, but the reader takes 100 cells/s: the window, not the path, holds data back.
+    receiver = stream_at(rate=2500, rtt=0.6, seconds=30, read_rate=100)
+    assert receiver.window == STREAM_WINDOW
+    assert STREAM_WINDOW - receiver.deliver <= STREAM_WINDOW  # never more than a window held
+
+
+def test_without_rtt_the_window_stays_fixed_and_credit_comes_in_increments() -> None:
+    flow = StreamFlow()
+    for _ in range(STREAM_WINDOW):
+        flow.on_data_received()
+    credits = [flow.on_data_consumed(STREAM_WINDOW, 0.0, 0.0)]
+    while credits[-1]:
+        credits.append(flow.on_data_consumed(0, 0.0, 0.0))
+    assert credits[:-1] == [STREAM_INCREMENT] * (STREAM_WINDOW // STREAM_INCREMENT)
+    assert flow.window == STREAM_WINDOW
+
+
+@given(st.binary(max_size=4))
+def test_stream_credit_codec(body: bytes) -> None:
+    try:
+        cells = decode_stream_credit(body)
+    except RemoteProtocolError:
+        assert body and (len(body) != 2 or not 1 <= int.from_bytes(body, "big") <= STREAM_WINDOW_MAX)
+        return
+    assert 1 <= cells <= STREAM_WINDOW_MAX
+    assert decode_stream_credit(encode_stream_credit(cells)) == cells
 
 
 # --------------------------------------------------------------------------- two ends together

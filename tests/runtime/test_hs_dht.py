@@ -35,7 +35,7 @@ from onionmesh.runtime.client.hs_fetch import (
 )
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.dht.node import DhtNode
-from onionmesh.wire.dht_datagram import HEADER_LEN, NO_TOKEN
+from onionmesh.wire.dht_datagram import HEADER_LEN, NO_TOKEN, Kind, encode_message
 from tests.helpers.dht import RawPeer
 from tests.helpers.mesh import Mesh, start_mesh, stop_mesh
 
@@ -163,11 +163,14 @@ async def test_store_from_an_unproven_address_gets_only_a_retry(tmp_path: Path) 
         parsed = hd.parse_record(raw)
         key = store_keys(parsed.blinded_pk, parsed.period)[0]
         msg_id = os.urandom(20)
-        datagram = b"\x02" + msg_id + NO_TOKEN + umsgpack.packb(["store", [os.urandom(20), key, raw]])
+        body = umsgpack.packb(["store", [os.urandom(20), key, raw]])
+        datagrams = encode_message(Kind.REQUEST, msg_id, NO_TOKEN, body)  # in parts of <= 1,200 bytes
+        assert len(datagrams) > 1
         node = mesh.relays[1].dht
         assert node.protocol is not None
         retries = node.protocol.stats["retry_sent"]
-        peer.send(datagram, node.address)
+        for datagram in datagrams:
+            peer.send(datagram, node.address)
         got = await peer.take(lambda d, _a: d[1:21] == msg_id)
         assert got is not None and got[0][0] == 0x04 and len(got[0]) == HEADER_LEN
         await asyncio.sleep(0.1)

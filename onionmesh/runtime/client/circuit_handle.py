@@ -17,10 +17,14 @@ from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import StreamFailed as StreamFailed  # re-exported: circuits imports it from here
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
 from onionmesh.proto.events import BeginRequested, StreamEvent
+from onionmesh.proto.rtt import scaled_timeout
 from onionmesh.runtime.transport.link import CircuitSlot, Link
 from onionmesh.runtime.transport.stream_pump import StreamGroup
 from onionmesh.wire.relay_msg import RelayMessage
 
+STREAM_TIMEOUT = 20.0  # BEGIN or RESOLVE waits at least this long for its answer ...
+STREAM_TIMEOUT_MAX = 60.0  # ... and at most this (the SOCKS request's own deadline)
+EXIT_CONNECT_TIME = 10.0  # what an exit may spend connecting (runtime.relay.exit_rules.CONNECT_TIMEOUT)
 MAX_DIRTINESS = 600.0  # a circuit takes new streams for 10 minutes (Tor's MaxCircuitDirtiness)
 MAX_STREAMS_PER_CIRCUIT_SOFT = 256
 NO_ISOLATION: tuple[bytes | None, bytes | None] = (None, None)  # a SOCKS request without username/password
@@ -86,3 +90,13 @@ class CircuitHandle:
             and len(self.circ.streams) < MAX_STREAMS_PER_CIRCUIT_SOFT
             and exit_accepts_port(self.exit, port)
         )
+
+
+def stream_timeout(handle: CircuitHandle) -> float:
+    """How long BEGIN (or RESOLVE) may wait for its answer: the exit's connect plus four round
+    trips of this circuit (its congestion control's estimate, else its build's last hop), at
+    least STREAM_TIMEOUT (enough on any short path), at most STREAM_TIMEOUT_MAX."""
+    rtt = handle.circ.flow.ewma_rtt or handle.circ.rtt_hint
+    return scaled_timeout(
+        rtt, rounds=4, base=EXIT_CONNECT_TIME, floor=STREAM_TIMEOUT, ceiling=STREAM_TIMEOUT_MAX
+    )

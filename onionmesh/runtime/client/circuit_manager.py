@@ -16,8 +16,7 @@ import itertools
 import time
 from collections.abc import Callable
 
-from onionmesh.crypto import ntor
-from onionmesh.directory.descriptor import RelayDescriptor, protocol_versions
+from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.errors import DirectoryError, OnionmeshError
 from onionmesh.proto.client_circuit import ClientCircuit
 from onionmesh.proto.dht_events import DhtAnswerReceived
@@ -35,6 +34,13 @@ from onionmesh.proto.events import (
 from onionmesh.proto.scheduler import QueueBudget
 from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.client.bridges import BridgeSet
+from onionmesh.runtime.client.circuit_build import (
+    MEASURE_PURPOSE,
+    choose_path,
+    extend_all,
+    keep_measuring,
+    wait_build,
+)
 from onionmesh.runtime.client.circuit_handle import (
     MAX_DIRTINESS,
     MAX_STREAMS_PER_CIRCUIT_SOFT,
@@ -89,7 +95,7 @@ class CircuitMgr:
         self.policy = policy or PathPolicy(None, rng)
         self.ports_seen: dict[int, float] = {}  # destination port -> last request (for pre-building)
         self.directory_ready: asyncio.Event | None = None  # set once the first directory crawl is done
-        self._newnym_exits: set[str] = set()
+        self.newnym_exits: set[str] = set()
         self.circuits: dict[int, CircuitHandle] = {}
         self._numbers = itertools.count(1)
         self._building: list[tuple[object, int | None, asyncio.Task[CircuitHandle]]] = []
@@ -111,6 +117,8 @@ class CircuitMgr:
         # answers of DHT RPCs sent over circuits go (runtime.client.dht_over_circuits).
         self.first_hops: BridgeSet | None = None
         self.dht_answers: Callable[[CircuitHandle, DhtAnswerReceived], None] | None = None
+        self.clock: Callable[[], float] = time.monotonic  # times builds (a test gives a virtual one)
+        self._measuring: set[asyncio.Task[None]] = set()  # builds kept past their timeout
 
     @property
     def limits(self) -> LinkLimits:
@@ -190,8 +198,9 @@ class CircuitMgr:
     ) -> CircuitHandle:
         """Build a circuit hop by hop; raises OnionmeshError/OSError/TimeoutError when it fails.
 
-        The path comes from the policy (guards, bandwidth weights, relays to avoid); the build is
-        abandoned after the learned build timeout, and the relay where it stalled is blamed.
+        The path comes from the policy (guards, bandwidth weights, relays to avoid).  Past the
+        learned build timeout the caller gets TimeoutError, while the build goes on as a
+        measurement until the close timeout (runtime.client.circuit_build).
         """
         if wait_directory and not self.relays() and self.directory_ready is not None:
             # A request that arrives before the first crawl waits for it (bounded), rather than failing.
@@ -199,72 +208,45 @@ class CircuitMgr:
                 async with asyncio.timeout(DIRECTORY_WAIT):  # wait_for (3.11) may lose a cancel
                     await self.directory_ready.wait()
         if path is None:  # onion-service circuits come with their vanguards path (directory.vanguards)
-            path = await self._choose(port, isolation, hops, exit_fp, via, avoid)
-        start = time.monotonic()
+            path = await choose_path(self, port, isolation, hops, exit_fp, via, avoid)
+        clock = self.clock
+        start = clock()
         try:
             link = await self._link_to(path[0])
         except OSError:
             self.policy.build_failed(path, 0, timed_out=False)
             raise
         cid = link.allocate_circ_id()
-        circ = ClientCircuit(cid, self.rng, time.monotonic)
+        circ = ClientCircuit(cid, self.rng, clock)
         handle = CircuitHandle(next(self._numbers), circ, link, path, isolation)  # enters link.circuits
         handle.purpose, handle.hs_service_id = purpose, hs_service_id
         self.circuits[handle.number] = handle
         self._emit("launched", handle)
+        timeout, close = self.policy.build_timeouts()
+        work = asyncio.create_task(extend_all(handle, progress, self._emit, clock), name="circuit-extend")
         try:
-            async with asyncio.timeout(self.policy.build_timeout()):
-                await self._extend_all(handle, progress)
-        except (OnionmeshError, OSError, TimeoutError) as exc:
-            self.policy.build_failed(path, len(handle.hop_times), timed_out=isinstance(exc, TimeoutError))
+            await wait_build(work, timeout)
+        except TimeoutError:
+            # Not abandoned: measured until the close timeout (runtime.client.circuit_build).
+            handle.purpose = MEASURE_PURPOSE
+            measuring = keep_measuring(
+                handle, work, start, close, clock, self.policy, self._close, self._emit
+            )
+            task = asyncio.create_task(measuring, name="circuit-measure")
+            self._measuring.add(task)
+            task.add_done_callback(self._measuring.discard)
+            raise
+        except (OnionmeshError, OSError) as exc:
+            self.policy.build_failed(path, len(handle.hop_times), timed_out=False)
             self._close(handle, f"build failed: {type(exc).__name__}")
             self._emit("failed", handle)
             raise
-        handle.built_at = time.monotonic()
+        handle.built_at = clock()
         self.policy.built(path, handle.built_at - start)
-        self._newnym_exits.discard(path[-1].fingerprint)
+        self.newnym_exits.discard(path[-1].fingerprint)
         log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
         self._emit("built", handle)
         return handle
-
-    async def _choose(
-        self,
-        port: int | None,
-        isolation: object,
-        hops: int | None,
-        exit_fp: str | None,
-        via: list[str] | None,
-        avoid: set[str] | None,
-    ) -> list[RelayDescriptor]:
-        avoid = set(avoid or ()) | (self._newnym_exits if exit_fp is None else set())
-        relays = self.relays()
-        if self.first_hops is not None:
-            relays, via, exit_fp = await self.first_hops.constrain(
-                self, relays, hops or self.hops, via, exit_fp
-            )
-        return self.policy.choose(
-            relays, hops=hops or self.hops, port=port, exit_fp=exit_fp, via=via, avoid=avoid,
-            isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
-        )  # fmt: skip
-
-    async def _extend_all(self, handle: CircuitHandle, progress: Callable[[int, float], None] | None) -> None:
-        for i, desc in enumerate(handle.path):
-            t0 = time.monotonic()
-            handle.extended.clear()
-            htype = ntor.best_type(protocol_versions(desc.protocols, "circ"))
-            if i == 0:
-                handle.circ.create(desc.identity_pk, desc.onion_pk, htype)
-            else:
-                handle.circ.extend(desc.identity_pk, desc.onion_pk, desc.link_addresses, htype)
-            while len(handle.circ.hops) <= i:
-                if handle.closed_reason is not None:
-                    raise OSError(handle.closed_reason)
-                await handle.extended.wait()
-                handle.extended.clear()
-            handle.hop_times.append(time.monotonic() - t0)
-            self._emit("extended", handle)
-            if progress is not None:
-                progress(i + 1, handle.hop_times[-1])
 
     async def get_circuit(self, port: int | None, isolation: object) -> CircuitHandle:
         """An open circuit for this port and isolation key, sharing one being built if any."""
@@ -380,6 +362,8 @@ class CircuitMgr:
         return True
 
     def close_all(self) -> None:
+        for task in list(self._measuring):
+            task.cancel()
         for handle in list(self.circuits.values()):
             self._close(handle, "shutting down")
         self.links.close_all()
@@ -389,7 +373,7 @@ class CircuitMgr:
         avoid their exits while others exist; old circuits close when their streams end."""
         for handle in self.circuits.values():
             handle.dirty_since = -MAX_DIRTINESS * 2
-            self._newnym_exits.add(handle.exit.fingerprint)
+            self.newnym_exits.add(handle.exit.fingerprint)
 
     def maintain(self, now: float) -> None:
         """Close retired circuits whose streams are done, and clean ones idle for too long; and

@@ -22,15 +22,27 @@ import umsgpack
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.proto.dht_events import DhtAnswerReceived
+from onionmesh.proto.rtt import scaled_timeout
 from onionmesh.runtime.client.circuit_manager import CircuitHandle, CircuitMgr
-from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
+from onionmesh.runtime.dht.protocol import WAIT_CEILING, OnionmeshDhtProtocol
 from onionmesh.runtime.loglimit import limited
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.wire.dht_rpc import AnswerAssembler, DhtRpc, DhtStatus
 
 log = limited(get_logger("onionmesh.dht_circuit"))  # repeats per RPC while no circuit: rate-limited
 
-RPC_TIMEOUT = 5.0
+RPC_TIMEOUT = 5.0  # at least: the last hop's own DHT RPC may wait up to WAIT_CEILING ...
+RPC_TIMEOUT_MAX = 30.0  # ... plus the circuit's round trips (rpc_timeout)
+
+
+def rpc_timeout(circuit_rtt: float) -> float:
+    """How long a DHT_RPC may take: the last hop's RPC (at most WAIT_CEILING) plus two circuit
+    round trips, at least RPC_TIMEOUT (5 s, enough on any short path), at most 30 s."""
+    return scaled_timeout(
+        circuit_rtt, rounds=2, base=WAIT_CEILING, floor=RPC_TIMEOUT, ceiling=RPC_TIMEOUT_MAX
+    )
+
+
 FULL_PATH_HOPS = 3
 FULL_PATH_RETRY = 60.0  # after a full-length DHT circuit failed, use the bridge alone this long
 CONTACTS_RPC = "contacts"
@@ -123,7 +135,7 @@ class CircuitDhtChannel:
         self.stats["rpcs"] += 1
         try:
             handle.circ.dht_rpc(rid, DhtRpc(address[0], address[1], request))
-            async with asyncio.timeout(RPC_TIMEOUT):
+            async with asyncio.timeout(rpc_timeout(handle.circ.rtt_hint)):
                 return await future
         except (TimeoutError, OnionmeshError, ValueError):
             self.stats["timeouts"] += 1

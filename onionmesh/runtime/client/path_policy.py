@@ -4,7 +4,8 @@
   three primary guards, kept for months in DATA_DIR/guards.json and replaced only when unusable,
   so that a client meets a hostile first hop rarely and for long, not often and briefly.
 * **Circuit build timeout** (`directory.cbt`): learned from observed build times, kept in
-  DATA_DIR/cbt.json; a build slower than the learned timeout is abandoned and retried elsewhere.
+  DATA_DIR/cbt.json; a request whose build passes the learned timeout is retried elsewhere, while
+  that build goes on, for measurement only, until the close timeout.
 * **Relays that failed lately** (a build died at them, their exit refused without reason) are
   avoided for `AVOID_SECONDS` once they failed `AVOID_AFTER` times within that window.
 
@@ -179,14 +180,20 @@ class PathPolicy:
     def build_timeout(self) -> float:
         return self.cbt.timeout()
 
+    def build_timeouts(self) -> tuple[float, float]:
+        """(stop waiting for a build, stop measuring it): directory.cbt's two timeouts."""
+        return self.cbt.timeout(), self.cbt.close_timeout()
+
     # --- learning ----------------------------------------------------------------------------------
-    def built(self, path: list[RelayDescriptor], seconds: float) -> None:
-        self.cbt.add(seconds)
+    def built(self, path: list[RelayDescriptor], seconds: float, *, timed_out: bool = False) -> None:
+        """A build completed after `seconds`; `timed_out`: after the build timeout (measured)."""
+        self.cbt.add(seconds, timed_out=timed_out)
         self.guards.mark_success(path[0].fingerprint, time.time())
         self.save()
 
     def build_failed(self, path: list[RelayDescriptor], hops_done: int, timed_out: bool) -> None:
         """A build died while extending to hop `hops_done` (0-based): blame that relay.
+        `timed_out`: abandoned at the close timeout.
 
         A relay that could not be reached at all (not a timeout) is avoided at once: a killed relay
         stays in the directory until the next crawls, and must not be tried again meanwhile.

@@ -23,6 +23,7 @@ from onionmesh.directory.node_restrictions import RestrictionError
 from onionmesh.directory.path_selection import RestrictedExitError
 from onionmesh.errors import OnionConnectFailed, OnionmeshError
 from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
+from onionmesh.runtime.client.circuit_handle import stream_timeout
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
@@ -37,10 +38,11 @@ log = get_logger("onionmesh.socks")
 peer_log = limited(log)  # lines any local process can repeat at will: rate-limited (runtime.loglimit)
 
 REQUEST_DEADLINE = 60.0
-STREAM_TIMEOUT = 20.0
 HANDSHAKE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 4096  # at most; see default_max_connections
 MAX_HANDSHAKES = 128  # connections that have not yet sent their request
+
+
 MAX_ATTEMPTS = 3
 LISTEN_BACKLOG = 1024  # a browser opens dozens of connections at once; asyncio's default is 100
 
@@ -302,7 +304,7 @@ class SocksListener:
                     handle,
                     request.host,
                     request.port,
-                    min(STREAM_TIMEOUT, max(1.0, deadline - time.monotonic())),
+                    min(stream_timeout(handle), max(1.0, deadline - time.monotonic())),
                     record,
                 )
             except StreamFailed as failed:
@@ -359,7 +361,7 @@ class SocksListener:
                 try:
                     left = deadline - time.monotonic()
                     handle = await self.onion.circuit_for(request.host, isolation, left)
-                    left = max(1.0, min(STREAM_TIMEOUT, deadline - time.monotonic()))
+                    left = max(1.0, min(stream_timeout(handle), deadline - time.monotonic()))
                     sid = await self.circuits.streams.open_stream(
                         handle, request.host, request.port, left, record
                     )
@@ -407,7 +409,8 @@ class SocksListener:
         try:
             async with asyncio.timeout(REQUEST_DEADLINE):
                 handle = await self.circuits.get_circuit(None, isolation)
-            resolved = await self.circuits.streams.resolve(handle, request.host, STREAM_TIMEOUT, record)
+            timeout = stream_timeout(handle)
+            resolved = await self.circuits.streams.resolve(handle, request.host, timeout, record)
             for kind, value, _ttl in resolved.answers:
                 if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:
                     code, answer = SocksReply.SUCCEEDED, value

@@ -3,14 +3,8 @@
 Subclasses `kademlia.protocol.KademliaProtocol` (and so rpcudp's `RPCProtocol`) and closes
 the holes read in the package (docs/protocol.md, "Directory"):
 
-* garbage datagrams and malformed arguments are dropped and counted, never raised;
-* no reflection or amplification: a request does nothing but earn a RETRY (shorter than any
-  request) until its source has echoed an address token (wire.dht_datagram,
-  runtime.dht.validation); only then is it answered, verified or admitted, and every byte sent
-  to an unproven address is counted against what it sent;
-* per-source-address token buckets limit requests;
-* a dead contact costs `WAIT_TIMEOUT` (0.5 s), not 5 s, and answers are accepted only from the
-  address the request went to;
+* everything about datagrams (framing and parts of at most 1,200 bytes, address tokens against
+  reflection and amplification, rate limits, RTT-derived timeouts) is runtime.dht.datagrams';
 * a node enters the routing table only after it proved its ID (`descriptor` RPC: its signed
   descriptor, whose identity key hashes to the node ID, and a signature over our nonce), and at
   most `MAX_PER_SUBNET_PER_BUCKET` nodes of one subnet share a bucket;
@@ -22,38 +16,39 @@ the holes read in the package (docs/protocol.md, "Directory"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import umsgpack
 from kademlia.node import Node
-from kademlia.protocol import KademliaProtocol
 
 from onionmesh.directory.descriptor import RelayDescriptor, decode_and_verify
 from onionmesh.directory.dht_records import NONCE_LEN, subnet_of, verify_hello
 from onionmesh.directory.dht_storage import DhtStorage
 from onionmesh.errors import OnionmeshError
+from onionmesh.runtime.dht.datagrams import (  # re-exported: tests and benches read them here
+    MAX_RATE_SOURCES,
+    RATE_BURST,
+    RATE_PER_SECOND,
+    WAIT_CEILING,
+    WAIT_FLOOR,
+    WAIT_INITIAL,
+    WAIT_TIMEOUT,
+    DatagramRpc,
+)
 from onionmesh.runtime.dht.routing import ExactRoutingTable, _is_id, _parse_nodes
-from onionmesh.runtime.dht.validation import Address, AddressCheck, norm
-from onionmesh.runtime.ratelimit import TokenBuckets
-from onionmesh.wire.dht_datagram import MSG_ID_LEN, NO_TOKEN, DhtDatagram, Kind, decode_datagram
 
-WAIT_TIMEOUT = 0.5
-RATE_PER_SECOND = 200.0
-RATE_BURST = 400.0
-MAX_RATE_SOURCES = 4096
 MAX_VERIFIED = 8192
 MAX_PER_SUBNET_PER_BUCKET = 2
 RPCS = frozenset({"ping", "store", "find_node", "find_value", "descriptor"})
-_RETRY = object()  # the result of a request answered with RETRY
 
 
-class OnionmeshDhtProtocol(KademliaProtocol):
+class OnionmeshDhtProtocol(DatagramRpc):
+    RPCS = RPCS
+
     def __init__(
         self,
         source_node: Node,
@@ -64,155 +59,17 @@ class OnionmeshDhtProtocol(KademliaProtocol):
     ) -> None:
         super().__init__(source_node, storage, ksize)
         self.router = ExactRoutingTable(self, ksize, source_node)
-        self._wait_timeout = WAIT_TIMEOUT
         self.storage: DhtStorage = storage
         self.own_descriptor = own_descriptor
         self.clock = clock
-        self.stats: Counter[str] = Counter()
-        self.limits = TokenBuckets(RATE_PER_SECOND, RATE_BURST, MAX_RATE_SOURCES)
         self.verified: OrderedDict[bytes, tuple[tuple[str, int], RelayDescriptor]] = OrderedDict()
         self._verifying: dict[bytes, asyncio.Task[RelayDescriptor | None]] = {}
-        self._sent_to: dict[bytes, Address] = {}
-        self.address_check = AddressCheck()
         self._tasks: set[asyncio.Task[Any]] = set()
-
-    # --- datagrams ---------------------------------------------------------------------------
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            self._received(data, norm(addr))
-        except Exception:  # a bug must cost one datagram, never the node
-            self.stats["internal_error"] += 1
-
-    def _received(self, data: bytes, address: Address) -> None:
-        now = time.monotonic()
-        check = self.address_check
-        try:
-            datagram = decode_datagram(data)
-        except ValueError:
-            self.stats["garbage"] += 1
-            check.count_received(address, len(data), now)
-            return
-        if datagram.kind is not Kind.REQUEST:
-            self._accept_response(datagram, address, now)
-            return
-        if not self.limits.allow(address[0], now):
-            self.stats["rate_limited"] += 1
-            check.count_received(address, len(data), now)
-            return
-        if not check.check(address, datagram.token, now):
-            # Unproven source: no work at all, only a RETRY (37 bytes, shorter than any request).
-            check.count_received(address, len(data), now)
-            self.stats["retry_sent"] += 1
-            self._reply(Kind.RETRY, datagram.msg_id, b"", address, now)
-            return
-        self._answer(datagram.msg_id, datagram.body, address, now)
-
-    def _reply(self, kind: Kind, msg_id: bytes, body: bytes, address: Address, now: float) -> None:
-        """Send a RESPONSE or RETRY; never more to an unproven address than it sent us."""
-        try:
-            data = DhtDatagram(kind, msg_id, self.address_check.mint(address, now), body).encode()
-        except ValueError:  # an answer too long for one datagram
-            self.stats["refused_too_long"] += 1
-            return
-        if not self.address_check.may_answer(address, len(data), now):
-            self.stats["refused_amplification"] += 1
-            return
-        self.address_check.count_sent(address, len(data), now)
-        if self.transport is not None:
-            self.transport.sendto(data, address)
-
-    def _answer(self, msg_id: bytes, body: bytes, address: Address, now: float) -> None:
-        """A request from a proven source: run the RPC and answer it."""
-        try:
-            data = umsgpack.unpackb(body)
-        except Exception:  # umsgpack raises many kinds on garbage
-            self.stats["garbage"] += 1
-            return
-        if not (
-            isinstance(data, list)
-            and len(data) == 2
-            and isinstance(data[0], str)
-            and data[0] in RPCS
-            and isinstance(data[1], list)
-        ):
-            self.stats["malformed"] += 1
-            return
-        name, args = data
-        try:
-            response = getattr(self, f"rpc_{name}")(address, *args)
-        except (TypeError, ValueError, OnionmeshError):
-            self.stats["malformed"] += 1
-            return
-        self.stats[f"rpc_{name}"] += 1
-        self._reply(Kind.RESPONSE, msg_id, umsgpack.packb(response), address, now)
-
-    def _accept_response(self, datagram: DhtDatagram, address: Address, now: float) -> None:
-        msg_id = datagram.msg_id
-        expected = self._sent_to.get(msg_id)
-        if expected is None or msg_id not in self._outstanding:
-            self.stats["unexpected_response"] += 1
-            return
-        if address != expected:
-            self.stats["spoofed_response"] += 1
-            return
-        result: Any = _RETRY
-        if datagram.kind is Kind.RESPONSE:
-            try:
-                result = umsgpack.unpackb(datagram.body)
-            except Exception:  # umsgpack raises many kinds on garbage
-                self.stats["garbage"] += 1
-                return
-        # It echoed our random message ID from the address we sent to: it receives there.
-        self.address_check.prove(address, now)
-        self.address_check.learn_token(address, datagram.token)
-        del self._sent_to[msg_id]
-        future, timeout = self._outstanding.pop(msg_id)
-        timeout.cancel()
-        if not future.done():
-            future.set_result((True, result))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _timeout(self, msg_id: bytes) -> None:
-        self._sent_to.pop(msg_id, None)
-        entry = self._outstanding.pop(msg_id, None)
-        self.stats["timeouts"] += 1
-        if entry is not None and not entry[0].done():
-            entry[0].set_result((False, None))
-
-    async def call(self, address: tuple[str, int], name: str, args: list[Any]) -> tuple[bool, Any]:
-        """One RPC; (False, None) on timeout.  A RETRY (we held no valid token for the address)
-        brings a token, and the request is sent once more with it."""
-        if self.transport is None:
-            return False, None
-        address = norm(address)
-        body = umsgpack.packb([name, list(args)])
-        for _attempt in range(2):
-            ok, result = await self._request(address, body)
-            if result is not _RETRY:
-                return ok, result
-        self.stats["retry_twice"] += 1  # the token it gave did not prove us: give up
-        return False, None
-
-    async def _request(self, address: Address, body: bytes) -> tuple[bool, Any]:
-        msg_id = os.urandom(MSG_ID_LEN)
-        token = self.address_check.token_for(address) or NO_TOKEN
-        try:
-            datagram = DhtDatagram(Kind.REQUEST, msg_id, token, body).encode()
-        except ValueError:  # too long for one datagram
-            self.stats["refused_too_long"] += 1
-            return False, None
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        self._outstanding[msg_id] = (future, loop.call_later(self._wait_timeout, self._timeout, msg_id))
-        self._sent_to[msg_id] = address
-        self.address_check.count_requested(address, len(datagram), time.monotonic())
-        assert self.transport is not None
-        self.transport.sendto(datagram, address)
-        return await future
 
     # --- RPCs we answer (only for proven sources; every argument checked) ----------------------
     def rpc_ping(self, sender: tuple[str, int], nodeid: object) -> bytes:
@@ -373,8 +230,16 @@ class OnionmeshDhtProtocol(KademliaProtocol):
     def close(self) -> None:
         for task in list(self._tasks) + list(self._verifying.values()):
             task.cancel()
-        for future, timeout in self._outstanding.values():
-            timeout.cancel()
-            with contextlib.suppress(asyncio.InvalidStateError):
-                future.set_result((False, None))
-        self._outstanding.clear()
+        self.close_requests()
+
+
+__all__ = [
+    "MAX_RATE_SOURCES",
+    "RATE_BURST",
+    "RATE_PER_SECOND",
+    "WAIT_CEILING",
+    "WAIT_FLOOR",
+    "WAIT_INITIAL",
+    "WAIT_TIMEOUT",
+    "OnionmeshDhtProtocol",
+]

@@ -13,8 +13,12 @@ from collections.abc import Callable
 
 from onionmesh.crypto.keys import IdentityKey
 from onionmesh.proto.link import LinkProtocol, LinkRole
+from onionmesh.proto.rtt import scaled_timeout
 from onionmesh.rng import Rng
 from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, C, Link, LinkLimits, LinkOwner
+
+HANDSHAKE_ROUNDS = 10  # round trips (as the TCP connect measured one) a link handshake may take
+HANDSHAKE_TIMEOUT_MAX = 60.0
 
 
 async def open_link(
@@ -32,11 +36,21 @@ async def open_link(
     A relay passes its own address as `local_host`, so its peers see the relay's address.
     """
     local = (local_host, 0) if local_host else None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port, local_addr=local)
     with contextlib.suppress(OSError):
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return await initiate_link(reader, writer, identity_pk, owner, rng, timeout, limits)
+    # The TCP handshake took one round trip: the link handshake (two more, and records) gets
+    # HANDSHAKE_ROUNDS of them, never less than `timeout` nor more than HANDSHAKE_TIMEOUT_MAX.
+    handshake = scaled_timeout(
+        loop.time() - started,
+        rounds=HANDSHAKE_ROUNDS,
+        floor=timeout,
+        ceiling=max(timeout, HANDSHAKE_TIMEOUT_MAX),
+    )
+    return await initiate_link(reader, writer, identity_pk, owner, rng, handshake, limits)
 
 
 async def initiate_link(
