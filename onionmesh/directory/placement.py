@@ -78,7 +78,9 @@ class ReplicaIndex(Generic[T]):
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def nearest(self, position: bytes, count: int, exclude: frozenset[bytes] = frozenset()) -> list[Candidate[T]]:
+    def nearest(
+        self, position: bytes, count: int, exclude: frozenset[bytes] = frozenset()
+    ) -> list[Candidate[T]]:
         """The `count` candidates nearest (XOR) to `position`, skipping `exclude` node IDs."""
         want = count + len(exclude)
         target = int.from_bytes(position, "big")
