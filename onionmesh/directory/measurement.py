@@ -1,0 +1,191 @@
+"""Measured bandwidth weights, sans-I/O: signed per-peer byte reports and their aggregation.
+
+Why (docs/directory-design.md §3.4, §6): a self-reported bandwidth is free to inflate.  Each relay
+signs, per UTC day, how many kilobytes it carried with each peer relay on authenticated links
+(relay cells only); every source aggregates those reports into a weight per relay that no relay
+and no coalition holding less than half of the reporters' weight can move:
+
+    e_X(R) = κ · kbytes_X(R) · W / w(X) / 86.4          X's estimate of R's throughput (kB/s)
+    m(R)   = the weight-w(X) lower median of {e_X(R)}     undefined if reporters hold < 10 % of W
+    w_d(R) = max(1, min(advertised/1000, m(R)/ρ, 2·w_{d-1}(R)))
+             new relays, or m undefined: min(advertised/1000, 50)
+
+ρ is the network's load: the weight-weighted lower median of m(R)/w_{d-1}(R) over the measured
+relays.  Dividing by it keeps a relay that carries its weight's share at its weight (without it
+every weight shrinks by the load factor daily and a saturated relay gains relatively).
+
+    report = "OMMR" ‖ version u8 (1) ‖ reporter_pk (32) ‖ day u32 ‖ u16 n (≤ 512)
+             ‖ n × (peer fp (20) ‖ kbytes u32) ‖ signature (64)       fps strictly ascending
+    signature = Ed25519(reporter, "onionmesh measurement v1\\x00" ‖ all preceding bytes)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from onionmesh.crypto.keys import IdentityKey, fingerprint, verify_signature
+from onionmesh.errors import RemoteProtocolError, Truncated
+from onionmesh.wire.buffer import Buffer
+
+MAGIC = b"OMMR"
+VERSION = 1
+CONTEXT = b"onionmesh measurement v1\x00"
+MAX_PEERS = 512
+FP_LEN = 20
+SIG_LEN = 64
+U32_MAX = 2**32 - 1
+MAX_REPORT_LEN = 4 + 1 + 32 + 4 + 2 + MAX_PEERS * (FP_LEN + 4) + SIG_LEN  # 12,403 bytes
+KAPPA = 0.75  # a relayed byte: 4 ordered position pairs share a link, 3 positions per path (§6)
+MIN_REPORTER_SHARE = 0.10
+NEW_RELAY_WEIGHT = 50  # kB/s
+GROWTH = 2
+
+
+def kbytes(nbytes: int) -> int:
+    """Bytes to the report's unit: /1000, rounded down, saturating at u32."""
+    return min(U32_MAX, max(0, nbytes) // 1000)
+
+
+@dataclass(frozen=True)
+class Report:
+    reporter_pk: bytes
+    day: int
+    peers: tuple[tuple[bytes, int], ...]  # (peer fingerprint, kbytes), fps strictly ascending
+    signature: bytes = b""
+
+    @property
+    def reporter_fp(self) -> bytes:
+        return bytes.fromhex(fingerprint(self.reporter_pk))
+
+    def _signed(self) -> bytes:
+        buf = Buffer().push_bytes(MAGIC).push_u8(VERSION).push_bytes(self.reporter_pk)
+        buf.push_u32(self.day).push_u16(len(self.peers))
+        for fp, kb in self.peers:
+            buf.push_bytes(fp).push_u32(kb)
+        return buf.getvalue()
+
+    def encode(self) -> bytes:
+        return self._signed() + self.signature
+
+
+def _check_peers(peers: tuple[tuple[bytes, int], ...]) -> None:
+    if len(peers) > MAX_PEERS:
+        raise RemoteProtocolError("too many peers in a measurement report")
+    prev = b""
+    for fp, kb in peers:
+        if len(fp) != FP_LEN or not 0 <= kb <= U32_MAX:
+            raise RemoteProtocolError("bad measurement entry")
+        if fp <= prev:
+            raise RemoteProtocolError("measurement peers not strictly ascending")
+        prev = fp
+
+
+def sign_report(identity: IdentityKey, day: int, counts: Mapping[bytes, int]) -> Report:
+    """The day's report from per-peer byte counts: the MAX_PEERS largest peers, own fp excluded."""
+    own = bytes.fromhex(identity.fingerprint)
+    top = sorted(((n, fp) for fp, n in counts.items() if fp != own and n >= 1000), reverse=True)
+    peers = tuple(sorted((fp, kbytes(n)) for n, fp in top[:MAX_PEERS]))
+    _check_peers(peers)
+    unsigned = Report(identity.public, day, peers)
+    return Report(identity.public, day, peers, identity.sign(CONTEXT, unsigned._signed()))
+
+
+def decode_report(data: bytes) -> Report:
+    """Parse and verify one report; RemoteProtocolError (or CryptoError) on anything else.
+    Bounded: the count is read before anything it sizes, and a report is ≤ MAX_REPORT_LEN."""
+    if len(data) > MAX_REPORT_LEN:
+        raise RemoteProtocolError("measurement report too long")
+    try:
+        buf = Buffer(data)
+        if buf.pull_bytes(4) != MAGIC:
+            raise RemoteProtocolError("not a measurement report")
+        if buf.pull_u8() != VERSION:
+            raise RemoteProtocolError("unknown measurement report version")
+        reporter_pk, day, n = buf.pull_bytes(32), buf.pull_u32(), buf.pull_u16()
+        if n > MAX_PEERS:
+            raise RemoteProtocolError("too many peers in a measurement report")
+        peers = tuple((buf.pull_bytes(FP_LEN), buf.pull_u32()) for _ in range(n))
+        signature = buf.pull_bytes(SIG_LEN)
+        buf.expect_end()
+    except Truncated as exc:
+        raise RemoteProtocolError("truncated measurement report") from exc
+    _check_peers(peers)
+    report = Report(reporter_pk, day, peers, signature)
+    verify_signature(reporter_pk, CONTEXT, report._signed(), signature)
+    return report
+
+
+def weighted_median(pairs: Iterable[tuple[float, float]]) -> float | None:
+    """The lower weighted median of (value, weight) pairs: the smallest value whose cumulative
+    weight reaches half the total.  Values held by less than half of the weight cannot move it
+    outside the range of the others' values."""
+    items = sorted((v, w) for v, w in pairs if w > 0)
+    total = sum(w for _, w in items)
+    if total <= 0:
+        return None
+    acc = 0.0
+    for value, weight in items:
+        acc += weight
+        if 2 * acc >= total:
+            return value
+    return items[-1][0]
+
+
+def measured(
+    reports: Iterable[Report],
+    prev: Mapping[bytes, int],
+    kappa: float = KAPPA,
+    eligible: Callable[[bytes, bytes], bool] | None = None,
+) -> dict[bytes, float]:
+    """m(R) for every relay some eligible reporters measured, in kB/s (rules 1-3 of §6).
+    `prev` = yesterday's weights by fingerprint (reporters need one > 0); `eligible(X, R)` excludes
+    pairs (family, same /16, younger than 2 days in the view), default all pairs."""
+    total_w = sum(w for w in prev.values() if w > 0)
+    if total_w <= 0:
+        return {}
+    per_relay: dict[bytes, list[tuple[float, float]]] = {}
+    seen: set[bytes] = set()
+    for report in reports:
+        x = report.reporter_fp
+        wx = prev.get(x, 0)
+        if wx <= 0 or x in seen:  # one report per reporter: the caller keeps the newest
+            continue
+        seen.add(x)
+        for r, kb in report.peers:
+            if r == x or (eligible is not None and not eligible(x, r)):
+                continue
+            estimate = kappa * kb * total_w / wx / 86.4
+            per_relay.setdefault(r, []).append((estimate, wx))
+    out: dict[bytes, float] = {}
+    for r, pairs in per_relay.items():
+        if sum(w for _, w in pairs) < MIN_REPORTER_SHARE * total_w:
+            continue
+        m = weighted_median(pairs)
+        if m is not None:
+            out[r] = m
+    return out
+
+
+def load_factor(m: Mapping[bytes, float], prev: Mapping[bytes, int]) -> float:
+    """ρ: the weight-weighted lower median of m(R)/w_{d-1}(R); 1 if nothing was measured."""
+    rho = weighted_median((m[r] / prev[r], prev[r]) for r in m if prev.get(r, 0) > 0)
+    return rho if rho is not None and rho > 0 else 1.0
+
+
+def next_weights(
+    advertised: Mapping[bytes, int],
+    prev: Mapping[bytes, int],
+    m: Mapping[bytes, float],
+) -> dict[bytes, int]:
+    """Rule 4 of §6: today's weight (kB/s) for every relay with a self-report (bytes/s)."""
+    rho = load_factor(m, prev)
+    out: dict[bytes, int] = {}
+    for r, adv_bytes in advertised.items():
+        cap = max(1, adv_bytes // 1000)
+        before = prev.get(r, 0)
+        if before <= 0 or r not in m:
+            out[r] = max(1, min(cap, NEW_RELAY_WEIGHT))
+        else:
+            out[r] = max(1, min(cap, int(m[r] / rho), GROWTH * before))
+    return out
