@@ -63,7 +63,9 @@ def test_bounds_refused_before_reading() -> None:
         decode_report(head)
     # Unsorted peers: a valid signature over a non-canonical body is still refused.
     unsorted = Report(KEY.public, 1, ((b"\x02" * 20, 1), (b"\x01" * 20, 1)))
-    signed = Report(unsorted.reporter_pk, 1, unsorted.peers, KEY.sign(b"onionmesh measurement v1\x00", unsorted._signed()))
+    signed = Report(
+        unsorted.reporter_pk, 1, unsorted.peers, KEY.sign(b"onionmesh measurement v1\x00", unsorted._signed())
+    )
     with pytest.raises(RemoteProtocolError, match="ascending"):
         decode_report(signed.encode())
 
@@ -109,7 +111,9 @@ def _report(key: IdentityKey, peers: dict[bytes, int]) -> Report:
     st.integers(0, 10**9),  # kbytes the (honest) reporters saw it carry
     st.integers(0, 2**32 - 1),  # what the coalition claims it carried
 )
-def test_weight_never_above_self_report_nor_double_yesterday(prev_w: int, adv: int, seen: int, lie: int) -> None:
+def test_weight_never_above_self_report_nor_double_yesterday(
+    prev_w: int, adv: int, seen: int, lie: int
+) -> None:
     reporters = [IdentityKey(bytes([i]) * 32) for i in range(1, 6)]
     target = b"\xaa" * 20
     rfps = [bytes.fromhex(k.fingerprint) for k in reporters]
