@@ -6,7 +6,7 @@ signs, per UTC day, how many kilobytes it carried with each peer relay on authen
 and no coalition holding less than half of the reporters' weight can move:
 
     e_X(R) = κ · kbytes_X(R) · W / w(X) / 86.4          X's estimate of R's throughput (kB/s)
-    m(R)   = the weight-w(X) lower median of {e_X(R)}     undefined if reporters hold < 10 % of W
+    m(R)   = the weight-w(X) lower median of {e_X(R)}     undefined if reporters hold < 2 % of W
     w_d(R) = max(1, min(advertised/1000, m(R)/ρ, 2·w_{d-1}(R)))
              new relays, or m undefined: min(advertised/1000, 50)
 
@@ -21,6 +21,7 @@ every weight shrinks by the load factor daily and a saturated relay gains relati
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -37,7 +38,11 @@ SIG_LEN = 64
 U32_MAX = 2**32 - 1
 MAX_REPORT_LEN = 4 + 1 + 32 + 4 + 2 + MAX_PEERS * (FP_LEN + 4) + SIG_LEN  # 12,403 bytes
 KAPPA = 0.75  # a relayed byte: 4 ordered position pairs share a link, 3 positions per path (§6)
-MIN_REPORTER_SHARE = 0.10
+# m(R) needs reporters holding this share of all weight.  Reports list a keyed random sample of
+# MAX_PEERS peers, so at 10,000 relays a relay is in about 5 % of its peers' reports: 2 % still
+# means hundreds of reporters, drawn at random (not chosen by R or by them).
+MIN_REPORTER_SHARE = 0.02
+MIN_PEER_BYTES = 1000  # peers below 1 kB that day are not listed
 NEW_RELAY_WEIGHT = 50  # kB/s
 GROWTH = 2
 
@@ -81,11 +86,22 @@ def _check_peers(peers: tuple[tuple[bytes, int], ...]) -> None:
         prev = fp
 
 
+def pick_key(reporter_fp: bytes, day: int, peer_fp: bytes) -> bytes:
+    """Which peers a report lists when it has more than MAX_PEERS: the smallest keys.  A keyed
+    uniform sample, not the largest peers: every reporter's largest peers are the same big
+    relays, and a list of them would leave every small relay unmeasured."""
+    data = reporter_fp + day.to_bytes(4, "big") + peer_fp
+    return hashlib.blake2b(data, digest_size=8, person=b"om-measure-pick").digest()
+
+
 def sign_report(identity: IdentityKey, day: int, counts: Mapping[bytes, int]) -> Report:
-    """The day's report from per-peer byte counts: the MAX_PEERS largest peers, own fp excluded."""
+    """The day's report from per-peer byte counts: peers with ≥ MIN_PEER_BYTES, own fp excluded,
+    a keyed sample of MAX_PEERS of them if more (`pick_key`)."""
     own = bytes.fromhex(identity.fingerprint)
-    top = sorted(((n, fp) for fp, n in counts.items() if fp != own and n >= 1000), reverse=True)
-    peers = tuple(sorted((fp, kbytes(n)) for n, fp in top[:MAX_PEERS]))
+    listed = [fp for fp, n in counts.items() if fp != own and n >= MIN_PEER_BYTES]
+    if len(listed) > MAX_PEERS:
+        listed = sorted(listed, key=lambda fp: pick_key(own, day, fp))[:MAX_PEERS]
+    peers = tuple(sorted((fp, kbytes(counts[fp])) for fp in listed))
     _check_peers(peers)
     unsigned = Report(identity.public, day, peers)
     return Report(identity.public, day, peers, identity.sign(CONTEXT, unsigned._signed()))
@@ -137,10 +153,12 @@ def measured(
     prev: Mapping[bytes, int],
     kappa: float = KAPPA,
     eligible: Callable[[bytes, bytes], bool] | None = None,
+    min_share: float = MIN_REPORTER_SHARE,
 ) -> dict[bytes, float]:
     """m(R) for every relay some eligible reporters measured, in kB/s (rules 1-3 of §6).
     `prev` = yesterday's weights by fingerprint (reporters need one > 0); `eligible(X, R)` excludes
-    pairs (family, same /16, younger than 2 days in the view), default all pairs."""
+    pairs (family, same /16, younger than 2 days in the view), default all pairs;
+    `min_share`: below it, m(R) is undefined."""
     total_w = sum(w for w in prev.values() if w > 0)
     if total_w <= 0:
         return {}
@@ -159,7 +177,7 @@ def measured(
             per_relay.setdefault(r, []).append((estimate, wx))
     out: dict[bytes, float] = {}
     for r, pairs in per_relay.items():
-        if sum(w for _, w in pairs) < MIN_REPORTER_SHARE * total_w:
+        if sum(w for _, w in pairs) < min_share * total_w:
             continue
         m = weighted_median(pairs)
         if m is not None:

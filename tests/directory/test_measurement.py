@@ -70,13 +70,16 @@ def test_bounds_refused_before_reading() -> None:
         decode_report(signed.encode())
 
 
-def test_report_keeps_the_largest_peers_and_never_itself() -> None:
-    counts = {i.to_bytes(20, "big"): 1000 * (i + 1) for i in range(MAX_PEERS + 50)}
+def test_report_lists_a_keyed_sample_never_only_the_largest_and_never_itself() -> None:
+    counts = {i.to_bytes(20, "big"): 1000 * (i + 1) for i in range(2 * MAX_PEERS)}
     counts[bytes.fromhex(KEY.fingerprint)] = 10**12
     report = sign_report(KEY, 3, counts)
     assert len(report.peers) == MAX_PEERS
-    assert min(kb for _, kb in report.peers) == 51
     assert bytes.fromhex(KEY.fingerprint) not in dict(report.peers)
+    small = sum(kb <= MAX_PEERS for _, kb in report.peers)  # the smaller half of the peers
+    assert MAX_PEERS // 4 < small < 3 * MAX_PEERS // 4  # a top-512 list would have none
+    assert sign_report(KEY, 3, counts).peers == report.peers  # deterministic
+    assert sign_report(KEY, 4, counts).peers != report.peers  # a new sample each day
     assert kbytes(2**60) == 2**32 - 1
 
 
@@ -151,10 +154,10 @@ def test_new_relay_and_unmeasured_start_small() -> None:
     assert next_weights({b"\x05" * 20: 20_000}, {}, {}) == {b"\x05" * 20: 20}
 
 
-def test_reporters_below_ten_percent_leave_m_undefined() -> None:
+def test_reporters_below_two_percent_leave_m_undefined() -> None:
     reporters = [IdentityKey(bytes([i]) * 32) for i in range(1, 3)]
     rfps = [bytes.fromhex(k.fingerprint) for k in reporters]
     target = b"\x03" * 20
-    prev = {rfps[0]: 5, rfps[1]: 1000, target: 100}  # the only reporter of target holds 5/1105
+    prev = {rfps[0]: 5, rfps[1]: 10_000, target: 100}  # the only reporter of target holds 5/10,105
     assert target not in measured([_report(reporters[0], {target: 10**6})], prev)
     assert weighted_median([]) is None
