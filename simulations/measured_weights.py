@@ -79,17 +79,21 @@ def run_days(
     load: float,
     max_peers: int = 512,
     coalition: Iterable[bytes] = (),
+    initial: dict[bytes, int] | None = None,
 ) -> tuple[dict[bytes, int], list[dict[bytes, int]]]:
-    """Start from the self-reports (today's weights), then `days` of measurement; final weights
-    (kB/s by fingerprint) and each day's."""
+    """Start from `initial` weights (default: the self-reports, today's weights), then `days` of
+    measurement; final weights (kB/s by fingerprint) and each day's."""
     advertised = {fp_of(r): r.descriptor.bandwidth for r in relays}
-    weights = {fp: max(1, adv // 1000) for fp, adv in advertised.items()}
+    weights = (
+        dict(initial) if initial is not None else {fp: max(1, adv // 1000) for fp, adv in advertised.items()}
+    )
+    classes = {fp_of(r): int(r.is_exit) for r in relays}  # the load factor per class (§6)
     history = [weights]
     bad = list(coalition)
     for day in range(days):
         reports = day_reports(relays, weights, load, max_peers, bad, seed=day)
         m = measured(reports, weights)
-        weights = next_weights(advertised, weights, m)
+        weights = next_weights(advertised, weights, m, classes)
         history.append(weights)
     return weights, history
 

@@ -7,12 +7,16 @@ and no coalition holding less than half of the reporters' weight can move:
 
     e_X(R) = κ · kbytes_X(R) · W / w(X) / 86.4          X's estimate of R's throughput (kB/s)
     m(R)   = the weight-w(X) lower median of {e_X(R)}     undefined if reporters hold < 2 % of W
-    w_d(R) = max(1, min(advertised/1000, m(R)/ρ, 2·w_{d-1}(R)))
+    c(R)   = m(R)/ρ                                       what R carried, in weight
+    w_d(R) = max(1, min(advertised/1000, 2·w_{d-1}(R)))   if c(R) ≥ θ·w_{d-1}(R)  (θ = 3/4)
+             max(1, min(advertised/1000, c(R)))           otherwise
              new relays, or m undefined: min(advertised/1000, 50)
 
-ρ is the network's load: the weight-weighted lower median of m(R)/w_{d-1}(R) over the measured
-relays.  Dividing by it keeps a relay that carries its weight's share at its weight (without it
-every weight shrinks by the load factor daily and a saturated relay gains relatively).
+ρ is the load of R's class (exits, non-exits): the weight-weighted lower median of
+m(X)/w_{d-1}(X) over its measured members.  A relay that carries its weight's share is not
+saturated and may grow toward its self-report; one that does not sinks to what it carried.
+What byte counts cannot tell apart: a relay saturated at capacity C from one with spare
+capacity carrying C at the network's load ρ; so a liar settles between C/ρ and 2C/ρ.
 
     report = "OMMR" ‖ version u8 (1) ‖ reporter_pk (32) ‖ day u32 ‖ u16 n (≤ 512)
              ‖ n × (peer fp (20) ‖ kbytes u32) ‖ signature (64)       fps strictly ascending
@@ -45,6 +49,7 @@ MIN_REPORTER_SHARE = 0.02
 MIN_PEER_BYTES = 1000  # peers below 1 kB that day are not listed
 NEW_RELAY_WEIGHT = 50  # kB/s
 GROWTH = 2
+THETA = 0.75  # carried at least this share of its weight's worth: not saturated, may grow
 
 
 def kbytes(nbytes: int) -> int:
@@ -185,9 +190,13 @@ def measured(
     return out
 
 
-def load_factor(m: Mapping[bytes, float], prev: Mapping[bytes, int]) -> float:
-    """ρ: the weight-weighted lower median of m(R)/w_{d-1}(R); 1 if nothing was measured."""
-    rho = weighted_median((m[r] / prev[r], prev[r]) for r in m if prev.get(r, 0) > 0)
+def load_factor(
+    m: Mapping[bytes, float], prev: Mapping[bytes, int], members: Iterable[bytes] | None = None
+) -> float:
+    """ρ: the weight-weighted lower median of m(R)/w_{d-1}(R) over the measured `members` (default
+    all); 1 if nothing was measured."""
+    pool = m if members is None else [r for r in members if r in m]
+    rho = weighted_median((m[r] / prev[r], prev[r]) for r in pool if prev.get(r, 0) > 0)
     return rho if rho is not None and rho > 0 else 1.0
 
 
@@ -195,15 +204,28 @@ def next_weights(
     advertised: Mapping[bytes, int],
     prev: Mapping[bytes, int],
     m: Mapping[bytes, float],
+    classes: Mapping[bytes, int] | None = None,
 ) -> dict[bytes, int]:
-    """Rule 4 of §6: today's weight (kB/s) for every relay with a self-report (bytes/s)."""
-    rho = load_factor(m, prev)
+    """Rule 4 of §6: today's weight (kB/s) for every relay with a self-report (bytes/s).
+
+    `carried` = m(R)/ρ is the weight R's measured throughput is worth at the network's load.  A
+    relay that carried at least THETA of its weight's share may grow toward its self-report, at
+    most GROWTH x a day; one that did not gets what it carried.  ρ is computed per class
+    (`classes`: fingerprint -> class, e.g. exit / non-exit), since position weights make an
+    exit's bytes per unit of weight differ from a middle's."""
+    by_class: dict[int, list[bytes]] = {}
+    for r in advertised:
+        by_class.setdefault((classes or {}).get(r, 0), []).append(r)
+    rho = {c: load_factor(m, prev, members) for c, members in by_class.items()}
     out: dict[bytes, int] = {}
-    for r, adv_bytes in advertised.items():
-        cap = max(1, adv_bytes // 1000)
-        before = prev.get(r, 0)
-        if before <= 0 or r not in m:
-            out[r] = max(1, min(cap, NEW_RELAY_WEIGHT))
-        else:
-            out[r] = max(1, min(cap, int(m[r] / rho), GROWTH * before))
+    for c, members in by_class.items():
+        for r in members:
+            cap = max(1, advertised[r] // 1000)
+            before = prev.get(r, 0)
+            if before <= 0 or r not in m:
+                out[r] = max(1, min(cap, NEW_RELAY_WEIGHT))
+                continue
+            carried = m[r] / rho[c]
+            grown = GROWTH * before if carried >= THETA * before else carried
+            out[r] = max(1, min(cap, int(grown)))
     return out

@@ -143,9 +143,9 @@ def test_over_claimer_sinks_to_what_peers_saw() -> None:
     reports += [_report(k, {honest: 0, liar: 10**6}) for k in reporters[5:]]  # the coalition vouches
     m = measured(reports, prev)
     assert m[liar] < m[honest] / 5
-    w = next_weights({honest: 10_000_000, liar: 10_000_000}, prev, m)
-    assert w[honest] == 1000  # the load factor normalises: carrying its share keeps its weight
-    assert w[liar] <= w[honest] // 5
+    w = next_weights(dict.fromkeys([honest, liar, *others], 10_000_000), prev, m)
+    assert w[honest] == 2000  # carried its share: grows toward its self-report, 2x a day at most
+    assert w[liar] <= 100  # carried a tenth of its share: sinks to what it carried
 
 
 def test_new_relay_and_unmeasured_start_small() -> None:
@@ -161,3 +161,16 @@ def test_reporters_below_two_percent_leave_m_undefined() -> None:
     prev = {rfps[0]: 5, rfps[1]: 10_000, target: 100}  # the only reporter of target holds 5/10,105
     assert target not in measured([_report(reporters[0], {target: 10**6})], prev)
     assert weighted_median([]) is None
+
+
+def test_load_factor_per_class() -> None:
+    """Exits carry more bytes per unit of weight than middles (they are drawn among fewer relays);
+    with one class they would all look under-weighted, per class they do not."""
+    relays = [bytes([i]) * 20 for i in range(1, 9)]
+    prev = dict.fromkeys(relays, 1000)
+    m = {r: (3000.0 if i < 2 else 500.0) for i, r in enumerate(relays)}  # 2 exits, 6 middles
+    classes = {r: (1 if i < 2 else 0) for i, r in enumerate(relays)}
+    adv = dict.fromkeys(relays, 1_000_000)  # claims 1 MB/s: a cap of 1000 kB/s
+    assert set(next_weights(adv, prev, m, classes).values()) == {1000}
+    one = next_weights(dict.fromkeys(relays, 10_000_000), prev, m)
+    assert one[relays[0]] == 2000 and one[relays[5]] == 2000  # one class: everyone grows
