@@ -492,8 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{pool} shared real paths per directory; wall {time.perf_counter() - wall:.1f} s"
     )
     print(table(HEADERS, [row(o) for o in outcomes]))
-    for line in compromise_lines(outcomes, args.days):
-        print(line)
+    lines = compromise_lines(outcomes, args.days)
+    if lines:
+        print()
+        print("\n".join(lines))
     if executor is not None:
         johnson = [f.result() for f in jfutures]
         executor.shutdown()
