@@ -82,3 +82,40 @@ def test_density_check_flags_answers_that_hide_the_neighbourhood() -> None:
     assert hides_neighbourhood(far, target, 1000)
     assert not hides_neighbourhood(far, target, 0)  # no view: no check
     assert not hides_neighbourhood([], target, 1000)
+
+
+async def test_iterative_lookup_queries_answers_that_hide_the_neighbourhood_last() -> None:
+    """A node that answers FIND_NODE with only far contacts (real, proven ones) is counted as
+    hiding the key's neighbourhood once the caller knows the network's size; the lookup still
+    finds the value through the others."""
+    async with Net() as net:
+        relays = await net.network(16)
+        target = relays[5]
+        assert target.descriptor_raw is not None
+        key = descriptor_key(RelayDescriptor.decode(target.descriptor_raw).fingerprint)
+        assert await target.publish(target.descriptor_raw) >= 3
+        k = Node(key)
+        # Contacts in the other half of the ID space (≥ 2^159 away); 16 random IDs all in the
+        # key's half has probability 2^-16.
+        far_nodes = [r for r in relays if k.distance_to(r.node) >= 2**159][:3]
+        assert far_nodes
+        far = [[n.node.id, *n.address] for n in far_nodes]
+        liar = next(r for r in relays if r not in far_nodes and r is not target)
+
+        def rpc_find_node(sender: tuple[str, int], nodeid: object, key: object) -> Any:
+            return far
+
+        def rpc_find_value(sender: tuple[str, int], nodeid: object, key: object) -> Any:
+            return far
+
+        proto(liar).rpc_find_node = rpc_find_node  # type: ignore[method-assign]
+        proto(liar).rpc_find_value = rpc_find_value  # type: ignore[method-assign]
+        client = await net.client()
+        # Sized 64, the check flags answers whose j-th contact is ≥ 8·j·2^160/64 = j·2^157 away
+        # for every j ≤ 3: those far contacts are.
+        client.network_size = 64
+        result = await client.lookup(key, want_value=True, seeds=[contact(liar)])
+        assert result.deferred >= 1
+        client.network_size = 0
+        plain = await client.lookup(key, want_value=True, seeds=[contact(liar)])
+        assert plain.deferred == 0
