@@ -87,13 +87,13 @@ def run_days(
     weights = (
         dict(initial) if initial is not None else {fp: max(1, adv // 1000) for fp, adv in advertised.items()}
     )
-    classes = {fp_of(r): int(r.is_exit) for r in relays}  # the load factor per class (§6)
+    exits = [fp_of(r) for r in relays if r.is_exit]  # scaled by their position (§6)
     history = [weights]
     bad = list(coalition)
     for day in range(days):
         reports = day_reports(relays, weights, load, max_peers, bad, seed=day)
         m = measured(reports, weights)
-        weights = next_weights(advertised, weights, m, classes)
+        weights = next_weights(advertised, weights, m, exits)
         history.append(weights)
     return weights, history
 

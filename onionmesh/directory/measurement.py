@@ -12,8 +12,9 @@ and no coalition holding less than half of the reporters' weight can move:
              max(1, min(advertised/1000, c(R)))           otherwise
              new relays, or m undefined: min(advertised/1000, 50)
 
-ρ is the load of R's class (exits, non-exits): the weight-weighted lower median of
-m(X)/w_{d-1}(X) over its measured members.  A relay that carries its weight's share is not
+ρ is the network's load: the weight-weighted lower median of m(X)/w_{d-1}(X) over all measured
+relays, an exit's m first divided by 1 + W/W_exit (its position draws that much more traffic
+per unit of weight, `exit_scale`).  A relay that carries its weight's share is not
 saturated and may grow toward its self-report; one that does not sinks to what it carried.
 What byte counts cannot tell apart: a relay saturated at capacity C from one with spare
 capacity carrying C at the network's load ρ; so a liar settles between C/ρ and 2C/ρ.
@@ -200,32 +201,43 @@ def load_factor(
     return rho if rho is not None and rho > 0 else 1.0
 
 
+def exit_scale(prev: Mapping[bytes, int], exits: Iterable[bytes]) -> float:
+    """How many more bytes per unit of weight peers attribute to an exit than to a non-exit.
+
+    Paths draw hop 1 and the middle among all relays and the exit among exits (path_selection);
+    peers attribute bytes on the links they opened (hop 1 its middle, the middle its exit), so a
+    non-exit R is seen as a middle (∝ w(R)/W) and an exit as a middle and an exit
+    (∝ w(R)/W + w(R)/W_exit): the factor 1 + W/W_exit, computed from yesterday's weights."""
+    total = sum(w for w in prev.values() if w > 0)
+    total_exit = sum(prev.get(r, 0) for r in set(exits))
+    return 1.0 + total / total_exit if total_exit > 0 else 1.0
+
+
 def next_weights(
     advertised: Mapping[bytes, int],
     prev: Mapping[bytes, int],
     m: Mapping[bytes, float],
-    classes: Mapping[bytes, int] | None = None,
+    exits: Iterable[bytes] = (),
 ) -> dict[bytes, int]:
     """Rule 4 of §6: today's weight (kB/s) for every relay with a self-report (bytes/s).
 
-    `carried` = m(R)/ρ is the weight R's measured throughput is worth at the network's load.  A
-    relay that carried at least THETA of its weight's share may grow toward its self-report, at
-    most GROWTH x a day; one that did not gets what it carried.  ρ is computed per class
-    (`classes`: fingerprint -> class, e.g. exit / non-exit), since position weights make an
-    exit's bytes per unit of weight differ from a middle's."""
-    by_class: dict[int, list[bytes]] = {}
-    for r in advertised:
-        by_class.setdefault((classes or {}).get(r, 0), []).append(r)
-    rho = {c: load_factor(m, prev, members) for c, members in by_class.items()}
+    An exit's m is first divided by `exit_scale` (its position draws more traffic per unit of
+    weight).  `carried` = m(R)/ρ is the weight R's measured throughput is worth at the network's
+    load ρ (one median over all relays, so a coalition holding less than half of the weight
+    cannot set it).  A relay that carried at least THETA of its weight's share may grow toward
+    its self-report, at most GROWTH x a day; one that did not gets what it carried."""
+    exit_set = set(exits)
+    scale = exit_scale(prev, exit_set)
+    norm = {r: (v / scale if r in exit_set else v) for r, v in m.items()}
+    rho = load_factor(norm, prev, advertised)
     out: dict[bytes, int] = {}
-    for c, members in by_class.items():
-        for r in members:
-            cap = max(1, advertised[r] // 1000)
-            before = prev.get(r, 0)
-            if before <= 0 or r not in m:
-                out[r] = max(1, min(cap, NEW_RELAY_WEIGHT))
-                continue
-            carried = m[r] / rho[c]
-            grown = GROWTH * before if carried >= THETA * before else carried
-            out[r] = max(1, min(cap, int(grown)))
+    for r, adv_bytes in advertised.items():
+        cap = max(1, adv_bytes // 1000)
+        before = prev.get(r, 0)
+        if before <= 0 or r not in norm:  # new, or unmeasured: 50 kB/s, never above 2x yesterday
+            out[r] = max(1, min(cap, NEW_RELAY_WEIGHT, GROWTH * before if before > 0 else NEW_RELAY_WEIGHT))
+            continue
+        carried = norm[r] / rho
+        grown = GROWTH * before if carried >= THETA * before else carried
+        out[r] = max(1, min(cap, int(grown)))
     return out

@@ -163,14 +163,17 @@ def test_reporters_below_two_percent_leave_m_undefined() -> None:
     assert weighted_median([]) is None
 
 
-def test_load_factor_per_class() -> None:
+def test_exits_are_scaled_by_their_position_not_grown() -> None:
     """Exits carry more bytes per unit of weight than middles (they are drawn among fewer relays);
-    with one class they would all look under-weighted, per class they do not."""
+    unscaled they would all look under-weighted and grow, scaled by 1 + W/W_exit they do not."""
     relays = [bytes([i]) * 20 for i in range(1, 9)]
     prev = dict.fromkeys(relays, 1000)
-    m = {r: (3000.0 if i < 2 else 500.0) for i, r in enumerate(relays)}  # 2 exits, 6 middles
-    classes = {r: (1 if i < 2 else 0) for i, r in enumerate(relays)}
-    adv = dict.fromkeys(relays, 1_000_000)  # claims 1 MB/s: a cap of 1000 kB/s
-    assert set(next_weights(adv, prev, m, classes).values()) == {1000}
-    one = next_weights(dict.fromkeys(relays, 10_000_000), prev, m)
-    assert one[relays[0]] == 2000 and one[relays[5]] == 2000  # one class: everyone grows
+    exits = relays[:2]  # W/W_exit = 4: an exit carrying its share shows 5x a middle's bytes
+    m = {r: (2500.0 if r in exits else 500.0) for r in relays}
+    adv = dict.fromkeys(relays, 10_000_000)
+    scaled = next_weights(adv, prev, m, exits)
+    assert scaled[relays[0]] == scaled[relays[5]] == 2000  # all carried their share: all may grow
+    unscaled = next_weights(adv, prev, m)
+    assert unscaled[relays[5]] == 2000  # the middles set the median ...
+    # ... and a middle carrying a fifth of an exit's bytes would be cut if exits set it:
+    assert next_weights(adv, prev, {r: 2500.0 for r in relays} | {relays[7]: 500.0}, exits)[relays[7]] < 1000
