@@ -19,21 +19,37 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from kademlia.node import Node
+
 import onionmesh.runtime.dht.node as dht_mod
+from onionmesh.directory.descriptor import descriptor_key
+from onionmesh.directory.placement import ReplicaIndex, day_of
 from onionmesh.runtime.dht.node import DhtNode
 from simulations import vclock
 from simulations.churn import Churn, SessionModel
-from simulations.dht_sim import DhtNetwork, build_network, fill_routing_tables, place_descriptors
+from simulations.dht_sim import (
+    DhtNetwork,
+    build_network,
+    fill_routing_tables,
+    place_descriptors,
+    place_replicas,
+    replica_index,
+)
 from simulations.memnet import MemoryNetwork
 from simulations.relays import random_ip
 from simulations.report import out_path, pct, table
 
 WARMUP = 1800.0  # virtual seconds of churn between building the tables and the first lookup
+VIEW_LAG = 900.0  # the readers' view is the set of relays running this long before the lookups
+# Lookup modes: iterative with d = 4 and d = 1 from the routing table (as before); "4v" iterative
+# d = 4 seeded from the view's 16 nearest relays with the density check; "view" asks the
+# view-seeded replicas directly (directory.placement, docs/directory-design.md §5).
+MODES = ("view", "4v", "4", "1")
 
 
 @dataclass
 class Lookup:
-    paths: int
+    paths: str
     ok: bool
     rounds: int
     queries: int
@@ -54,7 +70,7 @@ class Scenario:
 
     def rows(self) -> list[list[object]]:
         out: list[list[object]] = []
-        for d in (4, 1):
+        for d in MODES:
             ls = [x for x in self.lookups if x.paths == d]
             if not ls:
                 continue
@@ -100,8 +116,17 @@ def routing_sybil_share(client: DhtNode, sybil_ids: set[bytes]) -> float:
     return sum(n.id in sybil_ids for n in contacts) / len(contacts) if contacts else 1.0
 
 
+def view_seeds(network: DhtNetwork, view: ReplicaIndex[int], key: bytes, k: int) -> list[Node]:
+    return [network.nodes[c.item].contact for c in view.nearest(key, k)]
+
+
 async def run_client(
-    network: DhtNetwork, scenario: Scenario, rng: random.Random, lookups: int, used_ips: set[str]
+    network: DhtNetwork,
+    scenario: Scenario,
+    rng: random.Random,
+    lookups: int,
+    used_ips: set[str],
+    view: ReplicaIndex[int],
 ) -> None:
     net = network.net
     online = [i for i, n in enumerate(network.nodes) if n.address not in net.offline]
@@ -113,13 +138,27 @@ async def run_client(
     client.transport = net.attach(address, client.protocol)
     await client.bootstrap([network.nodes[i].address for i in rng.sample(online, 3)])
     scenario.client_sybil_share.append(routing_sybil_share(client, sybil_ids))
+    ksize = client.ksize
     for _ in range(lookups):
         target = network.nodes[rng.choice(honest_online)].relay
-        for d in rng.sample((4, 1), 2):  # random order: a lookup teaches the next one contacts
+        key = descriptor_key(target.fingerprint)
+        for d in rng.sample(MODES, len(MODES)):  # random order: a lookup teaches the next one contacts
             before = net.sent[address]
-            dht_mod.DISJOINT_PATHS = d  # read synchronously when the lookup starts
-            result = await client.get_descriptor(target.fingerprint)
-            dht_mod.DISJOINT_PATHS = 4
+            if d == "view":
+                replicas = [
+                    network.nodes[c.item].contact for c in view.replicas(key, day_of(network.clock()))
+                ]
+                result = await client.lookup_replicas(key, replicas)
+            elif d == "4v":
+                client.network_size = len(view)
+                result = await client.lookup(
+                    key, want_value=True, seeds=view_seeds(network, view, key, ksize)
+                )
+                client.network_size = 0
+            else:
+                dht_mod.DISJOINT_PATHS = int(d)  # read synchronously when the lookup starts
+                result = await client.get_descriptor(target.fingerprint)
+                dht_mod.DISJOINT_PATHS = 4
             found = result.descriptor is not None and result.descriptor.fingerprint == target.fingerprint
             share = sum(n.id in sybil_ids for n in result.nodes) / len(result.nodes) if result.nodes else 1.0
             scenario.lookups.append(
@@ -181,8 +220,12 @@ async def study(
     online = {i for i, node in enumerate(network.nodes) if node.address not in net.offline}
     fill_routing_tables(network, seed + 4, online)
     place_descriptors(network, online)
+    place_replicas(network, online)
     build = time.perf_counter() - t0
-    await asyncio.sleep(WARMUP)
+    await asyncio.sleep(WARMUP - VIEW_LAG)
+    viewed = {i for i, node in enumerate(network.nodes) if node.address not in net.offline}
+    view = replica_index(network, viewed)
+    await asyncio.sleep(VIEW_LAG)
     scenarios = []
     rng = random.Random(seed + 5)
     used = {node.address[0] for node in network.nodes}
@@ -191,7 +234,7 @@ async def study(
         scenario = Scenario(n, f, churn=churn_on)
         await asyncio.gather(
             *(
-                run_client(network, scenario, random.Random(rng.random()), lookups, used)
+                run_client(network, scenario, random.Random(rng.random()), lookups, used, view)
                 for _ in range(clients)
             )
         )
@@ -220,7 +263,7 @@ def plot(results: list[Scenario], path: str) -> None:
             sel = [s for s in results if s.n == n and s.churn == churn]
             if not sel:
                 continue
-            for d, style in ((4, "-o"), (1, "--s")):
+            for d, style in (("view", "-o"), ("4v", "-^"), ("4", "-x"), ("1", "--s")):
                 ys = [
                     100
                     * sum(x.ok for x in s.lookups if x.paths == d)
@@ -273,14 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="directory for the PNG (default simulations/out)")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--median-session", type=float, default=2.0, help="hours")
+    ap.add_argument("--fractions", type=float, nargs="*", default=None, help="Sybil shares with churn")
+    ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
     random.seed(args.seed)  # DhtNode.refresh_buckets draws from the global generator
     sizes = args.sizes or ([300] if args.quick else [1000, 10_000])
-    fractions = [0.0, 0.2] if args.quick else [0.0, 0.1, 0.2, 0.3]
+    fractions = args.fractions or ([0.0, 0.2] if args.quick else [0.0, 0.1, 0.2, 0.3])
     clients, lookups = (6, 5) if args.quick else (40, 25)
     model = SessionModel(median_session=args.median_session * 3600, median_gap=args.median_session * 3600)
     results: list[Scenario] = []
-    runs = [(True, fractions)] if args.quick else [(True, fractions), (False, [0.2])]
+    runs = [(True, fractions)] if args.quick or args.fractions else [(True, fractions), (False, [0.2])]
     for n in sizes:
         for churn_on, fracs in runs:
             wall = time.perf_counter()
@@ -325,10 +370,34 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    path = out_path(args.out, "dht_discovery.png")
-    plot(results, str(path))
-    print(f"plot: {path}")
+    print()
+    for line in metric_lines(results):
+        print(line)
+    if not args.no_plot:
+        path = out_path(args.out, "dht_discovery.png")
+        plot(results, str(path))
+        print(f"plot: {path}")
     return 0
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def metric_lines(results: list[Scenario]) -> list[str]:
+    """`name value unit` lines (issue 19's acceptance names): per scenario, view-seeded and
+    iterative (view-seeded d = 4) lookup success and their messages per lookup."""
+    out = []
+    for s in results:
+        tag = f"{size_label(s.n)}_s{round(100 * s.fraction)}_{'churn' if s.churn else 'nochurn'}"
+        for mode, name in (("view", "lookup"), ("4v", "lookup_iterative"), ("4", "lookup_table_d4")):
+            ls = [x for x in s.lookups if x.paths == mode]
+            if not ls:
+                continue
+            out.append(f"sim.{name}_success_{tag} {sum(x.ok for x in ls) / len(ls):.4f} ratio")
+            out.append(f"sim.{name}_queries_{tag} {statistics.mean(x.queries for x in ls):.2f} rpc")
+            out.append(f"sim.{name}_datagrams_{tag} {statistics.mean(x.datagrams for x in ls):.2f} datagrams")
+    return out
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 from kademlia.node import Node
 
 from onionmesh.directory.descriptor import descriptor_key
+from onionmesh.directory.placement import Candidate, ReplicaIndex, day_of
 from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.dht.protocol import OnionmeshDhtProtocol
 from simulations.memnet import MemoryNetwork
@@ -201,5 +202,35 @@ def place_descriptors(network: DhtNetwork, among: set[int] | None = None) -> int
             raise RuntimeError("a synthetic descriptor did not validate")
         for holder in holders[1:]:
             holder.dht.storage.relays._data[key] = entry
+        placed += len(holders)
+    return placed
+
+
+def replica_index(
+    network: DhtNetwork, members: set[int], first_seen: float = float("-inf")
+) -> ReplicaIndex[int]:
+    """The view-seeded placement index (directory.placement) over `members`, all aged (they have
+    run since before the study: `first_seen` -inf), items = node indices."""
+    return ReplicaIndex(
+        (Candidate(network.nodes[i].contact.id, first_seen, i) for i in members), network.clock()
+    )
+
+
+def place_replicas(network: DhtNetwork, among: set[int]) -> int:
+    """Also store every relay's descriptor at its view-seeded replicas (directory.placement),
+    computed from the publisher's view = `among` (the nodes online at placement); entries made."""
+    index = replica_index(network, among)
+    day = day_of(network.clock())
+    placed = 0
+    for node in network.nodes:
+        key = descriptor_key(node.relay.fingerprint)
+        holders = index.replicas(key, day)
+        first = network.nodes[holders[0].item].dht.storage
+        first.offer(key, node.relay.raw)
+        entry = first.relays._data.get(key)
+        if entry is None:
+            raise RuntimeError("a synthetic descriptor did not validate")
+        for holder in holders[1:]:
+            network.nodes[holder.item].dht.storage.relays._data[key] = entry
         placed += len(holders)
     return placed

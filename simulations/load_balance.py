@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from onionmesh.directory.path_selection import PathRequest, select_path
+from simulations.measured_weights import as_hex, fluid_utilisation, fp_of, run_days
 from simulations.relays import PyRng, Relay, make_relay, random_ip, tor_like_bandwidth
 from simulations.report import out_path, pct, save, table
 
@@ -56,13 +57,16 @@ def make_directory(n: int, liars: int, seed: int, lie: bool) -> tuple[list[Relay
     return relays, {relays[i].fingerprint for i in liar_idx}
 
 
-def utilisation(relays: list[Relay], paths: int, load: float, seed: int) -> tuple[dict[str, float], int]:
-    """Per relay, traffic over capacity, from `paths` real select_path draws; and paths drawn."""
+def utilisation(
+    relays: list[Relay], paths: int, load: float, seed: int, weights: dict[str, int] | None = None
+) -> tuple[dict[str, float], int]:
+    """Per relay, traffic over capacity, from `paths` real select_path draws; and paths drawn.
+    `weights`: measured weights (kB/s by fingerprint) for `PathRequest.weights`."""
     rng = PyRng(seed)
     descs = [r.descriptor for r in relays]
     hits: Counter[str] = Counter()
     for _ in range(paths):
-        for d in select_path(descs, PathRequest(port=443), rng):
+        for d in select_path(descs, PathRequest(port=443, weights=weights), rng):
             hits[d.fingerprint] += 1
     total_capacity = sum(r.capacity for r in relays)
     per_path = load * total_capacity / (3 * paths)  # bytes/s each sampled path stands for
@@ -144,22 +148,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--relays", type=int, default=None)
     ap.add_argument("--paths", type=int, default=None)
     ap.add_argument("--load", type=float, default=0.5, help="network-wide load as a fraction of capacity")
+    ap.add_argument("--days", type=int, default=4, help="days of measured weights (0: self-reports only)")
+    ap.add_argument("--max-peers", type=int, default=512, help="peers per measurement report")
     args = ap.parse_args(argv)
     n = args.relays or (1000 if args.quick else 10_000)
     paths = args.paths or (600 if args.quick else 2500)
     wall = time.perf_counter()
     rows: list[list[object]] = []
     runs = {}
-    for lie in (False, True):
+    metrics: list[str] = []
+    variants: list[tuple[bool, bool]] = [(False, False), (True, False)]
+    if args.days:
+        variants.append((True, True))
+    for lie, measure in variants:
         relays, liars = make_directory(n, max(5, n // 100), args.seed, lie)
-        util, drawn = utilisation(relays, paths, args.load, args.seed + 1)
+        weights = None
+        if measure:
+            final, _ = run_days(relays, args.days, args.load, args.max_peers)
+            weights = as_hex(final)
+            fluid = fluid_utilisation(relays, final, args.load)
+            honest_small = {r.fingerprint for r in relays if r.capacity < 1_000_000} - liars
+            metrics.append(
+                f"sim.load_liar_utilisation_measured_fluid {group_util(relays, fluid, liars):.4f} ratio"
+            )
+            small_u = group_util(relays, fluid, honest_small)
+            metrics.append(f"sim.load_honest_small_utilisation_measured_fluid {small_u:.4f} ratio")
+        elif lie:
+            fluid = fluid_utilisation(
+                relays, {fp_of(r): r.descriptor.bandwidth // 1000 for r in relays}, args.load
+            )
+            metrics.append(
+                f"sim.load_liar_utilisation_selfreport_fluid {group_util(relays, fluid, liars):.4f} ratio"
+            )
+        util, drawn = utilisation(relays, paths, args.load, args.seed + 1, weights)
         total = sum(r.capacity for r in relays)
         for g in groups(relays, liars):
             capacity = sum(r.capacity for r in relays if r.fingerprint in g.fps)
             traffic = sum(util[r.fingerprint] * r.capacity for r in relays if r.fingerprint in g.fps)
             rows.append(
                 [
-                    "yes" if lie else "no",
+                    ("yes" if lie else "no") + (f", measured {args.days} d" if measure else ""),
                     g.name,
                     len(g.fps),
                     pct(capacity / total),
@@ -167,13 +195,26 @@ def main(argv: list[str] | None = None) -> int:
                     pct(traffic / capacity),
                 ]
             )
-        runs[lie] = (relays, liars, util)
+        if not measure:
+            runs[lie] = (relays, liars, util)
+        else:
+            honest = {r.fingerprint for r in relays} - liars
+            liar_u, honest_u = group_util(relays, util, liars), group_util(relays, util, honest)
+            metrics.append(f"sim.load_liar_utilisation_measured {liar_u:.4f} ratio")
+            metrics.append(f"sim.load_honest_utilisation_measured {honest_u:.4f} ratio")
+        if lie and not measure:
+            liar_u = group_util(relays, util, liars)
+            metrics.append(f"sim.load_liar_utilisation_selfreport {liar_u:.4f} ratio")
         print(
-            f"# liars {'lying' if lie else 'truthful'}: {drawn} paths, {time.perf_counter() - wall:.0f} s",
+            f"# liars {'lying' if lie else 'truthful'}{', measured weights' if measure else ''}: "
+            f"{drawn} paths, {time.perf_counter() - wall:.0f} s",
             flush=True,
         )
     print(f"# {n} relays, network load {pct(args.load)} of capacity, wall {time.perf_counter() - wall:.1f} s")
     print(table(["liars lie", "group", "relays", "capacity share", "traffic share", "utilisation"], rows))
+    print()
+    for line in metrics:
+        print(line)
     path = out_path(args.out, "load_balance.png")
     plot(runs, str(path), args.load)
     print(f"plot: {path}")

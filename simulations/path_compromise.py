@@ -48,6 +48,7 @@ from onionmesh.directory.guards import GuardSet
 from onionmesh.directory.path_selection import PathRequest, relays_conflict, select_path
 from onionmesh.directory.view import NetView
 from simulations.consensus import Population, make_population, weight_share
+from simulations.overclaim import measured_directory, overclaim_directory
 from simulations.relays import EPOCH, PyRng
 from simulations.report import out_path, pct, save, table
 from simulations.user_model import DAY, circuit_times, stream_times
@@ -260,7 +261,13 @@ def directory_rows(
     n: int, clients: int, seed: int, days: int, share: float, view: str, pool: int
 ) -> list[Outcome]:
     """The rows without and with guards for one adversary share and view (one job)."""
-    relays, adversary = _population(n, seed).directory(n, share)
+    if view.startswith("over-claim"):  # the adversary advertises 10x its capacity (simulations/overclaim.py)
+        relays, adversary = overclaim_directory(_population(n, seed), n, share, seed)
+        if view == "over-claim, measured":
+            relays = measured_directory(relays, adversary, seed)
+            adversary = {r.fingerprint for r in relays if r.adversary}
+    else:
+        relays, adversary = _population(n, seed).directory(n, share)
     descs = [r.descriptor for r in relays]
     if view == "DHT cap":
         descs = capped_view(descs, adversary)
@@ -408,6 +415,25 @@ def plot(outcomes: list[Outcome], johnson: list[JohnsonOutcome], days: int, jday
     save(fig, path)  # type: ignore[arg-type]
 
 
+def compromise_lines(outcomes: list[Outcome], days: int) -> list[str]:
+    """`name value unit` lines: clients compromised by `days` with guards, per share and view, and
+    each view's figure relative to the full (perfect static) directory's at the same share."""
+    out = []
+    full = {o.share: o.by_day(days) for o in outcomes if o.guards and o.view == "full"}
+    for o in outcomes:
+        if not o.guards or o.share == 0:
+            continue
+        slug = o.view.replace(", ", "_").replace(" ", "_").replace("-", "")
+        value = o.by_day(days)
+        out.append(f"sim.compromised_{days}d_guards_s{round(100 * o.share)}_{slug} {value:.4f} ratio")
+        out.append(f"sim.adversary_weight_share_s{round(100 * o.share)}_{slug} {o.view_share:.4f} ratio")
+        if o.view != "full" and full.get(o.share):
+            out.append(
+                f"sim.compromised_vs_perfect_s{round(100 * o.share)}_{slug} {value / full[o.share]:.3f} ratio"
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m simulations.path_compromise", description=__doc__.splitlines()[0]
@@ -422,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         "--johnson-days", type=int, default=None, help="horizon of the Johnson-style rows (180; 0: skip)"
     )
     ap.add_argument("--jobs", type=int, default=None, help="worker processes (2; --quick: 1, in-process)")
+    ap.add_argument(
+        "--overclaim",
+        action="store_true",
+        help="only the over-claiming adversary rows (5-20 %%: perfect, self-reported, measured weights)",
+    )
     args = ap.parse_args(argv)
     n = args.relays or (1000 if args.quick else 10_000)
     clients = args.clients or (60 if args.quick else 250)
@@ -429,12 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     jdays = JOHNSON_DAYS if args.johnson_days is None else args.johnson_days
     jobs = args.jobs or (1 if args.quick else 2)
     shares = [0.0, 0.05, 0.3] if args.quick else [0.0, 0.05, 0.1, 0.2, 0.3]
-    specs = [
-        (share, view)
-        for share in shares
-        for view in (("full", "DHT cap") if share > 0 and n > VIEW_CAP else ("full",))
-    ]
-    jshares = [] if jdays <= 0 else [0.1] if args.quick else [0.05, 0.1]
+    views = ("full", "DHT cap") if n > VIEW_CAP else ("full",)
+    if args.overclaim:
+        shares = [0.05, 0.1, 0.2] if not args.quick else [0.1]
+        views = ("full", "over-claim, self-report", "over-claim, measured")
+    specs = [(share, view) for share in shares for view in (views if share > 0 else ("full",))]
+    jshares = [] if jdays <= 0 or args.overclaim else [0.1] if args.quick else [0.05, 0.1]
     wall = time.perf_counter()
     executor = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     if executor is not None:  # the longest jobs first: the 180-day rows, then the largest shares
@@ -461,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{pool} shared real paths per directory; wall {time.perf_counter() - wall:.1f} s"
     )
     print(table(HEADERS, [row(o) for o in outcomes]))
+    lines = compromise_lines(outcomes, args.days)
+    if lines:
+        print()
+        print("\n".join(lines))
     if executor is not None:
         johnson = [f.result() for f in jfutures]
         executor.shutdown()

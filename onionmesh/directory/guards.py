@@ -22,7 +22,7 @@ Not in this module: choosing the rest of the path (path_selection.py: pass `prim
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from onionmesh.directory.descriptor import RelayDescriptor
@@ -95,9 +95,12 @@ class GuardSet:
         retry = guard.retry_at()
         return guard.fingerprint in listed and now < guard.expires_at and (retry is None or now >= retry)
 
-    def primary(self, now: float, relays: Sequence[RelayDescriptor]) -> list[str]:
-        """The first N_PRIMARY_GUARDS usable guards, sampling new ones (bandwidth-weighted) while
-        fewer are usable and the sample has room.  Expired guards leave the sample here."""
+    def primary(
+        self, now: float, relays: Sequence[RelayDescriptor], weights: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """The first N_PRIMARY_GUARDS usable guards, sampling new ones (bandwidth-weighted, by the
+        measured weights in kB/s when given: `path_selection.bandwidth_weight`) while fewer are
+        usable and the sample has room.  Expired guards leave the sample here."""
         by_fp = {d.fingerprint: d for d in relays}
         listed = set(by_fp)
         self._guards = [g for g in self._guards if now < g.expires_at]
@@ -105,7 +108,10 @@ class GuardSet:
         sampled = {g.fingerprint for g in self._guards}
         fresh = [d for fp, d in by_fp.items() if fp not in sampled]
         while len(usable) < N_PRIMARY_GUARDS and len(self._guards) < SAMPLE_SIZE and fresh:
-            pick = fresh.pop(weighted_index(self._rng, [bandwidth_weight(d) for d in fresh]))
+            known = weights or {}
+            pick = fresh.pop(
+                weighted_index(self._rng, [bandwidth_weight(d, known.get(d.fingerprint, 0)) for d in fresh])
+            )
             backdate = self._rng.randbelow(int(GUARD_LIFETIME // 10) + 1)
             self._guards.append(SampledGuard(pick.fingerprint, added_at=now - backdate))
             usable.append(pick.fingerprint)

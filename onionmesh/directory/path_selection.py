@@ -19,8 +19,8 @@ and consensus flags (onionmesh has no bandwidth authorities), building circuits 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 
 from onionmesh.directory.descriptor import RelayDescriptor
@@ -35,9 +35,15 @@ MAX_SEARCH_STEPS = 4096  # candidates tried by one select_path before it gives u
 
 
 # --------------------------------------------------------------------------- the rules
-def bandwidth_weight(desc: RelayDescriptor) -> int:
-    """The selection weight of a relay: min(advertised bandwidth, cap), at least 1."""
-    return max(1, min(desc.bandwidth, MAX_ADVERTISED_BANDWIDTH))
+def bandwidth_weight(desc: RelayDescriptor, measured_kbps: int = 0) -> int:
+    """The selection weight of a relay in bytes/s: its measured weight (kB/s, directory.measurement,
+    the directory entry's `weight`) when there is one, else the self-report; never above the
+    self-report nor the cap, at least 1.  The measured weight is what peers saw the relay carry,
+    so a relay cannot raise it by advertising more (docs/directory-design.md §6)."""
+    claimed = min(desc.bandwidth, MAX_ADVERTISED_BANDWIDTH)
+    if measured_kbps > 0:
+        claimed = min(claimed, measured_kbps * 1000)
+    return max(1, claimed)
 
 
 def same_family(a: RelayDescriptor, b: RelayDescriptor) -> bool:
@@ -140,6 +146,8 @@ class PathRequest:
     excluded: frozenset[str] = frozenset()
     exits: frozenset[str] | None = None
     restriction: str = ""
+    # Measured weights (kB/s) by fingerprint, from the directory entries; absent or 0: self-report.
+    weights: Mapping[str, int] | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "via", tuple(fp.upper() for fp in self.via))
@@ -211,7 +219,7 @@ class _Search:
         return None
 
 
-def _dedupe(relays: Sequence[RelayDescriptor]) -> dict[str, _Relay]:
+def _dedupe(relays: Sequence[RelayDescriptor], weights: Mapping[str, int] | None = None) -> dict[str, _Relay]:
     newest: dict[bytes, RelayDescriptor] = {}
     for desc in relays:
         old = newest.get(desc.identity_pk)
@@ -219,7 +227,10 @@ def _dedupe(relays: Sequence[RelayDescriptor]) -> dict[str, _Relay]:
             newest[desc.identity_pk] = desc
     out = {}
     for desc in newest.values():
-        out[desc.fingerprint] = _Relay(desc, desc.fingerprint, bandwidth_weight(desc), relay_subnets(desc))
+        measured = weights.get(desc.fingerprint, 0) if weights else 0
+        out[desc.fingerprint] = _Relay(
+            desc, desc.fingerprint, bandwidth_weight(desc, measured), relay_subnets(desc)
+        )
     return out
 
 
@@ -238,7 +249,7 @@ def select_path(relays: Sequence[RelayDescriptor], req: PathRequest, rng: Rng) -
     if len(req.via) > req.hops - 1:
         room = req.hops - 1
         raise DirectoryError(f"--via names {len(req.via)} relays; a {req.hops}-hop path has room for {room}")
-    by_fp = _dedupe(relays)
+    by_fp = _dedupe(relays, req.weights)
     for fp in (*req.via, *((req.exit_fp,) if req.exit_fp else ())):
         if fp in req.excluded:
             raise DirectoryError(f"relay {fp[:16]} is excluded (ExcludeNodes)")

@@ -265,3 +265,12 @@ def test_state_round_trips(guards: list[SampledGuard], failed_at: float | None) 
         gs.mark_failure(guards[0].fingerprint, failed_at)
     again = GuardSet.from_json(gs.to_json())
     assert again.sampled == gs.sampled
+
+
+def test_sampling_uses_measured_weights_when_given() -> None:
+    """Stage 4: a relay advertising the cap but measured at 1 kB/s is no longer a near-certain guard."""
+    rs = [relay(i, bw=1000) for i in range(9)] + [relay(9, bw=10 * MAX_ADVERTISED_BANDWIDTH)]
+    heavy = rs[-1].fingerprint
+    measured = {heavy: 1}  # kB/s: as much as each of the others
+    counts = Counter(fp for seed in range(100) for fp in fresh(seed).primary(NOW, rs, measured))
+    assert counts[heavy] < 60  # a uniform draw of 3 of 10 takes it about 30 times in 100

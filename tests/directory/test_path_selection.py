@@ -371,3 +371,19 @@ def test_paths_obey_every_rule_and_fail_only_when_impossible(
     # An avoided exit is chosen only when no other exit can be part of a valid path.
     if req.exit_fp is None and exit_relay.fingerprint in req.avoid:
         assert all(s[-1].fingerprint in req.avoid for s in solutions)
+
+
+
+def test_measured_weight_replaces_the_self_report_but_never_exceeds_it() -> None:
+    """Stage 4 (docs/directory-design.md §6): a relay advertising the cap but measured at 10 kB/s
+    is weighted (and drawn) by its measured weight; a measured weight above the self-report
+    counts as the self-report."""
+    liar = relay(1, bw=MAX_ADVERTISED_BANDWIDTH)
+    assert bandwidth_weight(liar) == MAX_ADVERTISED_BANDWIDTH
+    assert bandwidth_weight(liar, 10) == 10_000
+    assert bandwidth_weight(relay(2, bw=20_000), 10_000) == 20_000
+    relays = [liar, relay(2, bw=7)]
+    rng = ScriptedRng([10_000])
+    (pick,) = select_path(relays, PathRequest(hops=1, weights={liar.fingerprint: 10}), rng)
+    assert rng.asked == [10_000 + 7]
+    assert pick.fingerprint == relays[1].fingerprint

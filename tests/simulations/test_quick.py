@@ -40,6 +40,13 @@ def test_dht_discovery_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     attacked = [r for r in rows if r[1] == "20.0%"]
     assert attacked and any(int(r[9]) > 0 for r in attacked)  # forgeries were met and refused
     assert "rate-limited requests 0" in out
+    # Stage 5: the view-seeded lookup (mode "view") and the view-seeded iterative one ("4v").
+    view = [r for r in attacked if r[3] == "view"]
+    assert view and all(_pct(r[5]) >= 95.0 for r in view)
+    metrics = dict(line.split()[:2] for line in out.splitlines() if line.startswith("sim."))
+    assert float(metrics["sim.lookup_success_300_s20_churn"]) >= 0.95
+    assert "sim.lookup_iterative_success_300_s20_churn" in metrics
+    assert float(metrics["sim.lookup_queries_300_s20_churn"]) <= 16  # at most the 16 replicas
 
 
 def test_path_compromise_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,6 +106,27 @@ def test_load_balance_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     truthful = _pct(rows[("no", "liars (advertise 10x)")][5])
     lying = _pct(rows[("yes", "liars (advertise 10x)")][5])
     assert lying > 4 * truthful  # a 10x lie below the cap buys about 10x the traffic
+    # Stage 4: with measured weights the liars lose most of what the lie bought (fluid figures).
+    metrics = {
+        k: float(v) for k, v, *_ in (line.split() for line in out.splitlines() if line.startswith("sim."))
+    }
+    assert (
+        metrics["sim.load_liar_utilisation_measured_fluid"]
+        < 0.6 * metrics["sim.load_liar_utilisation_selfreport_fluid"]
+    )
+    assert metrics["sim.load_honest_small_utilisation_measured_fluid"] > 0.3
+
+
+def test_path_compromise_overclaim_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert path_compromise.main(["--quick", "--overclaim", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    metrics = {
+        k: float(v) for k, v, *_ in (line.split() for line in out.splitlines() if line.startswith("sim."))
+    }
+    self_report = metrics["sim.adversary_weight_share_s10_overclaim_selfreport"]
+    measured = metrics["sim.adversary_weight_share_s10_overclaim_measured"]
+    assert self_report > 4 * metrics["sim.adversary_weight_share_s10_full"]  # the lie works on self-reports
+    assert measured < 0.6 * self_report  # and mostly not on measured weights
 
 
 def test_primary_guards_hold_for_the_30_simulated_days() -> None:

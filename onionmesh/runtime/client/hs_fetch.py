@@ -5,8 +5,10 @@
 * The address gives the service's key `A` (a malformed one: BAD_ADDRESS, 0xF6, and nothing is
   sent).  For the current period (and, near a boundary, the adjacent one: a skewed clock, here or
   at the service) the client blinds `A` itself and computes the four replica keys
-  (directory.hs_placement); it looks up all of them at once, each over the DHT's disjoint paths
-  (runtime.dht.node.lookup), so a Sybil cluster near one replica withholds one of four.
+  (directory.hs_placement); it looks up all of them at once: first by asking the 16 relays of its
+  view nearest each key directly (`DhtNode.lookup_replicas`: where publishers store), then, if
+  none has it, over the DHT's disjoint paths (runtime.dht.node.lookup), so a Sybil cluster near
+  one replica withholds one of four.
 * Every answer is checked as a storing node checks it (signature by the blinded key, size,
   period, times, key); the newest verifiable revision wins, the current period first.  It is
   then opened with `decrypt_record` (with the client's authorization key, if any).
@@ -107,13 +109,22 @@ def _check_channel(dht: DhtNode) -> None:
         raise DirectFetchRefused("onion descriptors are fetched through circuits only")
 
 
+async def _one_key(dht: DhtNode, key: bytes, relays: Sequence[RelayDescriptor]) -> OuterRecord | None:
+    """Ask the view's nearest relays to `key` directly first (where a publisher that found the
+    key's neighbourhood stored: `DhtNode.lookup_replicas`, 4 at a time, no candidate heap for
+    colluding answers to crowd); only if none of them has a valid record, the iterative lookup."""
+    seeds = seeds_near(key, dht, relays)
+    direct = await dht.lookup_replicas(key, seeds)
+    if direct.hs_record is not None:
+        return direct.hs_record
+    return (await dht.lookup(key, want_value=True, seeds=seeds)).hs_record
+
+
 async def _newest(
     dht: DhtNode, keys: Sequence[bytes], relays: Sequence[RelayDescriptor]
 ) -> list[OuterRecord]:
-    results = await asyncio.gather(
-        *(dht.lookup(key, want_value=True, seeds=seeds_near(key, dht, relays)) for key in keys)
-    )
-    return [r.hs_record for r in results if r.hs_record is not None]
+    results = await asyncio.gather(*(_one_key(dht, key, relays) for key in keys))
+    return [r for r in results if r is not None]
 
 
 async def fetch_onion_descriptor(

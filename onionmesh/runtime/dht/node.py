@@ -53,6 +53,14 @@ for _name in ("kademlia", "rpcudp"):
 KSIZE = 16
 ALPHA = 3
 DISJOINT_PATHS = 4
+# Per path, the candidates a lookup keeps: 2k, not k (docs/directory-design.md §5), so a round of
+# colluding answers that fills the heap with Sybils does not push every honest candidate out.
+CANDIDATE_FACTOR = 2
+# Density check: with N running relays known, the j-th nearest node to a key is expected at XOR
+# distance about j * 2^160 / N.  A find_node answer whose every contact is at least this many
+# times farther than expected hides the key's neighbourhood; its contacts are queried last.
+DENSITY_FACTOR = 8
+REPLICA_BATCH = 4  # view-seeded lookups ask this many replicas at a time (one per position)
 CRAWL_TARGETS_PER_NODE = 2
 CRAWL_CONCURRENCY = 64  # nodes visited at once (each visit: a descriptor RPC, then 3 FIND_NODEs)
 CRAWL_MAX_NODES = 20_000  # addresses a crawl will visit; NetView keeps at most as many relays
@@ -77,6 +85,17 @@ class LookupResult:
     queries: int = 0
     forged: int = 0  # values that did not verify
     hs_record: OuterRecord | None = None  # for an onion-service key: the newest valid revision
+    deferred: int = 0  # find_node answers the density check put last
+
+
+def hides_neighbourhood(contacts: list[Node], target: Node, network_size: int) -> bool:
+    """True if every contact is ≥ DENSITY_FACTOR times farther from `target` than the j-th
+    nearest of `network_size` uniformly placed IDs is expected to be (j = its rank)."""
+    if network_size <= 0 or not contacts:
+        return False
+    unit = 2**160 // network_size
+    dists = sorted(target.distance_to(n) for n in contacts)
+    return all(d >= DENSITY_FACTOR * (j + 1) * unit for j, d in enumerate(dists))
 
 
 class DhtNode(Server):
@@ -98,6 +117,8 @@ class DhtNode(Server):
         self.clock = clock
         self.descriptor_raw: bytes | None = None
         self.protocol: OnionmeshDhtProtocol | None = None
+        # Running relays in the owner's view (0: unknown, no density check); set by whoever holds one.
+        self.network_size = 0
 
     def _own(self) -> tuple[bytes, Callable[[bytes], bytes]] | None:
         if self.identity is None or self.descriptor_raw is None:
@@ -169,17 +190,23 @@ class DhtNode(Server):
         result = LookupResult(nodes=[])
         claimed: set[bytes] = {self.node.id}
         responded: dict[bytes, Node] = {}
-        paths = [NodeHeap(target, self.ksize) for _ in range(DISJOINT_PATHS)]
+        paths = [NodeHeap(target, CANDIDATE_FACTOR * self.ksize) for _ in range(DISJOINT_PATHS)]
         for i, seed in enumerate(sorted(seeds, key=lambda n: n.distance_to(target))):
             paths[i % DISJOINT_PATHS].push(seed)
+        size = self.network_size
 
         async def walk(heap: NodeHeap) -> None:
             rounds = 0
+            later: list[Node] = []  # contacts of answers the density check distrusts
             while True:
                 batch = [n for n in heap.get_uncontacted() if n.id not in claimed][: self.alpha]
                 for n in heap.get_uncontacted():
                     if n.id in claimed:
                         heap.mark_contacted(n)
+                if not batch and later:
+                    heap.push([n for n in later if n.id not in claimed])
+                    later.clear()
+                    continue
                 if not batch:
                     break
                 rounds += 1
@@ -198,13 +225,43 @@ class DhtNode(Server):
                     if isinstance(data, dict):
                         found |= self._take_value(result, key, data["value"])
                     elif data:
-                        heap.push([Node(*n) for n in data if n[0] not in claimed])
+                        contacts = [Node(*n) for n in data if n[0] not in claimed]
+                        if hides_neighbourhood([Node(*n) for n in data], target, size):
+                            result.deferred += 1
+                            later += contacts
+                        else:
+                            heap.push(contacts)
                 if found:
                     break
             result.rounds.append(rounds)
 
         await asyncio.gather(*(walk(p) for p in paths if len(p)))
         result.nodes = sorted(responded.values(), key=lambda n: n.distance_to(target))[: self.ksize]
+        return result
+
+    async def lookup_replicas(
+        self, key: bytes, replicas: list[Node], batch: int = REPLICA_BATCH
+    ) -> LookupResult:
+        """View-seeded lookup: ask the replicas the caller computed (directory.placement), in order,
+        `batch` at a time, until one gives a value that verifies; no routing, no candidate heap."""
+        assert self.protocol is not None
+        target = Node(key)
+        result = LookupResult(nodes=[])
+        rounds = 0
+        for start in range(0, len(replicas), batch):
+            group = replicas[start : start + batch]
+            rounds += 1
+            answers = await asyncio.gather(*(self.protocol.call_find_value(n, target) for n in group))
+            result.queries += len(group)
+            found = False
+            for node, (ok, data) in zip(group, answers, strict=True):
+                if ok:
+                    result.nodes.append(node)
+                    if isinstance(data, dict):
+                        found |= self._take_value(result, key, data["value"])
+            if found:
+                break
+        result.rounds.append(rounds)
         return result
 
     def _take_value(self, result: LookupResult, key: bytes, raw: bytes) -> bool:

@@ -64,8 +64,22 @@ class LinkOnward:
 
     __slots__ = ("slot",)
 
-    def __init__(self, entry: RelayCircuitEntry, link: Link[RelayCircuitEntry], circ_id: int) -> None:
-        self.slot = link.attach(circ_id, entry, lambda: _forward_cells(entry, circ_id))
+    def __init__(
+        self,
+        entry: RelayCircuitEntry,
+        link: Link[RelayCircuitEntry],
+        circ_id: int,
+        sent: Callable[[int], None] | None = None,
+    ) -> None:
+        """`sent(n)` is told how many cells went onto the link (the per-peer byte counts)."""
+
+        def outbox() -> list[Cell]:
+            cells = _forward_cells(entry, circ_id)
+            if sent is not None and cells:
+                sent(len(cells))
+            return cells
+
+        self.slot = link.attach(circ_id, entry, outbox)
 
     def wake(self) -> None:
         self.slot.wake()

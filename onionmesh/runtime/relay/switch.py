@@ -47,12 +47,14 @@ from onionmesh.runtime.relay.dht_answers import DhtRpcService
 from onionmesh.runtime.relay.exit_limits import StreamCaps, StreamLedger
 from onionmesh.runtime.relay.exit_streams import ExitService
 from onionmesh.runtime.relay.exit_udp import UdpExit
+from onionmesh.runtime.relay.peer_bytes import PeerBytes
 from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.transport import memory_guard as oom
 from onionmesh.runtime.transport.link import HANDSHAKE_TIMEOUT, CircuitSlot, Link, LinkLimits
 from onionmesh.runtime.transport.link_manager import LinkManager
 from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.cell import (
+    CELL_LEN,
     Cell,
     CellCommand,
     DestroyReason,
@@ -112,6 +114,7 @@ class CircuitSwitch:
         self.stats.setdefault("destroyed_protocol", 0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._create_budget = TokenBuckets(CREATE_RATE, CREATE_BURST, 65536)
+        self.peer_bytes = PeerBytes()  # relay cells per proven peer per day: measurement reports
 
     def count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n
@@ -151,6 +154,8 @@ class CircuitSwitch:
                 if entry.created_waiter is not None and not entry.created_waiter.done():
                     entry.created_waiter.set_result(cell.payload)
             elif cell.command in (CellCommand.RELAY, CellCommand.RELAY_EARLY):
+                if link.peer_identity is not None:  # a relay we extended to: measured (§6)
+                    self.peer_bytes.add(link.peer_identity, CELL_LEN)
                 if from_prev:
                     entry.circ.handle_forward(cell.command, cell.payload)
                 elif cell.command is CellCommand.RELAY_EARLY:
@@ -288,7 +293,9 @@ class CircuitSwitch:
             if entry.dead:
                 return
             cid = link.allocate_circ_id()
-            onward = entry.onward = LinkOnward(entry, link, cid)
+            peer = link.peer_identity
+            sent = None if peer is None else lambda n, peer=peer: self.peer_bytes.add(peer, n * CELL_LEN)
+            onward = entry.onward = LinkOnward(entry, link, cid, sent)
             entry.created_waiter = asyncio.get_running_loop().create_future()
             link.send_cell(
                 Cell(cid, CellCommand.CREATE, create_payload(extend.handshake_type, extend.onionskin))
