@@ -52,7 +52,8 @@ from onionmesh.proto.link import (
     LinkRole,
     LinkState,
 )
-from onionmesh.proto.socks import MAX_BUFFER, SocksReply, SocksRequest, SocksServer
+from onionmesh.proto.socks import MAX_BUFFER, SocksServer
+from onionmesh.proto.socks_wire import SocksReply, SocksRequest
 from onionmesh.rng import SeededRng
 from onionmesh.wire import relay_msg as rm
 from onionmesh.wire.cell import (

@@ -21,7 +21,8 @@ import time
 from onionmesh.directory.node_restrictions import RestrictionError
 from onionmesh.directory.path_selection import RestrictedExitError
 from onionmesh.errors import OnionConnectFailed, OnionmeshError
-from onionmesh.proto.socks import SocksCommand, SocksReply, SocksRequest, SocksServer
+from onionmesh.proto.socks import SocksServer
+from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction

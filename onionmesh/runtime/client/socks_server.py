@@ -11,7 +11,8 @@ import resource
 import socket
 
 from onionmesh.crypto.hs_address import is_onion_host
-from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
+from onionmesh.proto.socks import SocksRejected, SocksServer
+from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
 from onionmesh.runtime.client.socks_requests import SocksRequests, close_after_reply
 from onionmesh.runtime.client.socks_udp import UdpStats, serve_associate
