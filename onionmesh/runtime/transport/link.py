@@ -76,9 +76,7 @@ class CircuitSlot(Generic[C]):
 
     __slots__ = ("attached", "circ_id", "circuit", "link", "outbox", "ready")
 
-    def __init__(
-        self, link: Link[C], circ_id: int, circuit: C, outbox: Callable[[], Iterable[Cell]]
-    ) -> None:
+    def __init__(self, link: Link[C], circ_id: int, circuit: C, outbox: Callable[[], Iterable[Cell]]) -> None:
         self.link = link
         self.circ_id = circ_id
         self.circuit = circuit
