@@ -34,6 +34,15 @@ class CryptoError(RemoteProtocolError):
     """A signature, MAC or key agreement did not verify."""
 
 
+class SocksRefused(RemoteProtocolError):
+    """A SOCKS client's handshake is refused (proto.socks_wire); `reply` is what to send before closing."""
+
+    def __init__(self, reason: str, reply: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
+
+
 class DirectoryError(OnionmeshError):
     """A descriptor or directory lookup was unusable."""
 

@@ -19,17 +19,12 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from onionmesh.app.settings_schema import (
-    ALL_KEYS,
-    MAX_FILE_BYTES,
-    SCHEMAS,
-    Key,
-    coerce,
-    shown,
-)
+from onionmesh.app.setting_values import Key, coerce, shown
+from onionmesh.app.settings_schema import ALL_KEYS, SCHEMAS
 from onionmesh.errors import ConfigError
 
 # --- files ---------------------------------------------------------------------------------------
+MAX_FILE_BYTES = 1 << 20
 MAX_PROBLEMS = 200
 _PART = r"""(?:"[^"]*"|'[^']*'|[\w-]+)"""
 _HEADER = re.compile(r"^\s*\[\[?([^\]]+)\]")

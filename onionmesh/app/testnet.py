@@ -85,6 +85,7 @@ class Testnet:
         allow_public_listeners: bool = False,
         tor_control: tuple[str, int] | None = ("127.0.0.1", 0),
         hashed_control_password: str | None = None,
+        relay_metrics_port: int | None = None,
     ) -> None:
         if not 1 <= relays <= 250:
             raise ValueError("a testnet has 1 to 250 relays")
@@ -95,6 +96,8 @@ class Testnet:
         self.hops = min(hops, relays)
         self.log_level = log_level
         self.relay_args = relay_args  # more `onionmesh relay` options for every relay (benchmarks, tests)
+        # each relay's /metrics on its own host (relay_host) at this port, so tests can scrape each
+        self.relay_metrics_port = relay_metrics_port
         self.allow_public_listeners = allow_public_listeners
         self.tor_control = tor_control
         self.passwords = (hashed_control_password,) if hashed_control_password else ()
@@ -127,6 +130,8 @@ class Testnet:
         if i < exits_for(self.n):
             args += ["--exit-policy", TESTNET_EXIT_POLICY, "--allow-private-destinations"]
             args += ["--exit-policy-udp", TESTNET_EXIT_POLICY]  # UDP, too, to loopback only
+        if self.relay_metrics_port is not None:
+            args += ["--metrics", f"{relay_host(i)}:{self.relay_metrics_port}"]
         return args + list(self.relay_args)
 
     async def _wait_descriptors(self, indices: range) -> list[RelayDescriptor]:

@@ -4,8 +4,7 @@ This module owns the `RelayDescriptor` value (nickname, identity key, certified 
 link addresses, DHT contact, exit-policy text, bandwidth, family, protocols, validity window),
 its canonical binary encoding (one and only one encoding per descriptor; anything else is
 rejected on decode), its Ed25519 signature by the identity key, its verification against a
-clock passed in as `now`, the key it is stored under in the DHT (`dht_key`), and the JSON
-directory file used by the local testnet before the DHT exists.
+clock passed in as `now`, and the key it is stored under in the DHT (`dht_key`).
 
 Untrusted bytes go through `decode_and_verify` only; it raises `OnionmeshError` subclasses only.
 
@@ -20,16 +19,13 @@ Encoding (big-endian), then a 64-byte signature over `SIGNATURE_CONTEXT || every
 The bracketed UDP exit policy (issue 22) is present exactly when the relay exits UDP; a descriptor
 without it is byte for byte what it was before UDP existed, so older descriptors still verify.
 
-Not in this module: DHT storage, exit-policy parsing.
+Not in this module: DHT storage, exit-policy parsing, the JSON directory file (descriptor_file).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import ipaddress
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -37,7 +33,7 @@ from dataclasses import dataclass, replace
 
 from onionmesh.crypto import ntor
 from onionmesh.crypto.keys import IdentityKey, OnionKeyCert, fingerprint, verify_signature
-from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, Truncated
+from onionmesh.errors import DirectoryError, RemoteProtocolError, Truncated
 from onionmesh.wire.bridge_cells import MAX_DESCRIPTOR_LEN  # the wire's bound, re-exported
 from onionmesh.wire.buffer import Buffer
 
@@ -56,11 +52,6 @@ MAX_FAMILY = 8
 MAX_PROTOCOLS_LEN = 64
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
-
-DIRECTORY_FILE_VERSION = 1
-MAX_DIRECTORY_FILE_LEN = 4 * 1024 * 1024
-MAX_DIRECTORY_ENTRIES = 10_000
-_MAX_B64_LEN = 4 * ((MAX_DESCRIPTOR_LEN + 2) // 3)
 
 _EXT_UDP_POLICY = 1  # the only descriptor extension: the UDP exit policy
 _NICKNAME_RE = re.compile(rf"[A-Za-z0-9]{{1,{MAX_NICKNAME_LEN}}}")
@@ -370,59 +361,6 @@ def decode_and_verify(data: bytes, now: float) -> RelayDescriptor:
 
 
 # --- testnet directory file ----------------------------------------------------------------
-def encode_descriptor_file(descs: Iterable[RelayDescriptor]) -> str:
-    entries = [base64.b64encode(d.encode()).decode("ascii") for d in descs]
-    if len(entries) > MAX_DIRECTORY_ENTRIES:
-        raise ValueError("too many descriptors for one directory file")
-    return json.dumps({"version": DIRECTORY_FILE_VERSION, "descriptors": entries}, indent=1) + "\n"
-
-
-def decode_descriptor_file(text: str, now: float) -> tuple[list[RelayDescriptor], list[str]]:
-    """Valid descriptors (newest per identity, file order) and one short error per bad entry.
-
-    Bad entries are skipped; only an unreadable file as a whole raises DirectoryError.
-    """
-    if len(text) > MAX_DIRECTORY_FILE_LEN:
-        raise DirectoryError("directory file too large")
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise DirectoryError("directory file is not JSON") from exc
-    if (
-        not isinstance(doc, dict)
-        or doc.get("version") is True
-        or doc.get("version") != DIRECTORY_FILE_VERSION
-    ):
-        raise DirectoryError("unknown directory file version")
-    entries = doc.get("descriptors")
-    if not isinstance(entries, list):
-        raise DirectoryError("directory file has no descriptor list")
-    if len(entries) > MAX_DIRECTORY_ENTRIES:
-        raise DirectoryError("too many descriptors in directory file")
-    kept: dict[bytes, tuple[int, RelayDescriptor]] = {}
-    errors: list[str] = []
-    for i, entry in enumerate(entries):
-        try:
-            if not isinstance(entry, str) or len(entry) > _MAX_B64_LEN:
-                raise DirectoryError("not a descriptor string")
-            try:
-                raw = base64.b64decode(entry, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise DirectoryError("bad base64") from exc
-            desc = decode_and_verify(raw, now)
-        except OnionmeshError as exc:
-            errors.append(f"entry {i}: {exc}")
-            continue
-        old = kept.get(desc.identity_pk)
-        if old is None or desc.newer_than(old[1]):
-            if old is not None:
-                errors.append(f"entry {old[0]}: superseded by a newer descriptor for {desc.fingerprint}")
-            kept[desc.identity_pk] = (i, desc)
-        else:
-            errors.append(f"entry {i}: not newer than entry {old[0]} for {desc.fingerprint}")
-    return [desc for _, desc in sorted(kept.values(), key=lambda item: item[0])], errors
-
-
 __all__ = [
     "DEFAULT_PROTOCOLS",
     "MAX_DESCRIPTOR_LEN",
@@ -431,7 +369,5 @@ __all__ = [
     "RelayDescriptor",
     "canonical_address",
     "decode_and_verify",
-    "decode_descriptor_file",
     "descriptor_key",
-    "encode_descriptor_file",
 ]

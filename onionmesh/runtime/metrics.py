@@ -204,6 +204,9 @@ def relay_metrics(node: Any) -> list[Metric]:
         if isinstance(k, str) and k.startswith("destroyed_") and _LABEL.match(k)
     }
 
+    limits = getattr(node, "limits", None)
+    buckets = {"in": getattr(limits, "read", None), "out": getattr(limits, "write", None)}
+
     def count(key: str) -> float:
         return _num(stats, key)
 
@@ -231,6 +234,13 @@ def relay_metrics(node: Any) -> list[Metric]:
         _by("onionmesh_relay_exit_bytes_total", "direction", "Bytes to and from exit destinations.",
             {"in": count("bytes_exit_in"), "out": count("bytes_exit_out")}),
         _one("onionmesh_relay_queued_bytes", "Bytes in circuit queues and link write buffers.", queued),
+        # --bandwidth-rate: what the link buckets let through and how often a link waited for tokens
+        _by("onionmesh_relay_bandwidth_bytes_total", "direction",
+            "Link bytes charged to the bandwidth-rate buckets (0 without a rate).",
+            {d: getattr(bucket, "carried", 0) for d, bucket in buckets.items()}),
+        _by("onionmesh_relay_bandwidth_waits_total", "direction",
+            "Times a link waited for bandwidth-rate tokens.",
+            {d: getattr(bucket, "waits", 0) for d, bucket in buckets.items()}),
         # UDP flows (runtime.relay.exit_udp): sockets only ever opened under a UDP exit policy
         _one("onionmesh_relay_udp_sockets_opened_total", "Exit UDP sockets opened (one per flow).",
              count("udp_sockets_opened")),

@@ -25,8 +25,10 @@ class TokenBuckets:
 class ByteBucket:
     """A relay's bandwidth budget in one direction (Tor's BandwidthRate / BandwidthBurst).
 
-    `take` grants what the bucket holds now, up to what was asked; `wait_for` says how long
-    until `n` bytes will be there.  A relay with no limit has no bucket at all.
+    `take` grants what the bucket holds now, up to what was asked; `settle` gives back what a
+    taker did not use; `wait_for` says how long until `n` bytes will be there.  A relay with no
+    limit has no bucket at all.  `carried` and `waits` count what the bucket let through and how
+    often a taker found it empty: counted evidence (metrics, tests) that traffic went through it.
     """
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
@@ -34,6 +36,8 @@ class ByteBucket:
             raise ValueError("bandwidth rate must be positive and burst at least the rate")
         self.rate, self.burst = rate, burst
         self.tokens, self.last = burst, now
+        self.carried = 0  # bytes takers used (settled): what passed under this budget
+        self.waits = 0  # times a taker had to wait for tokens
 
     def _refill(self, now: float) -> None:
         if now > self.last:
@@ -46,9 +50,17 @@ class ByteBucket:
         self.tokens -= granted
         return granted
 
+    def settle(self, taken: int, used: int) -> None:
+        """A taker used `used` of the `taken` bytes `take` granted: the rest goes back."""
+        self.tokens += taken - used
+        self.carried += used
+
     def wait_for(self, n: int, now: float) -> float:
         self._refill(now)
-        return max(0.0, (min(n, self.burst) - self.tokens) / self.rate)
+        wait = max(0.0, (min(n, self.burst) - self.tokens) / self.rate)
+        if wait > 0:
+            self.waits += 1
+        return wait
 
 
 class HandshakeGate:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire.buffer import Buffer
-from onionmesh.wire.relay_msg import RELAY_BODY_MAX, _decoding, pull_address, push_address
+from onionmesh.wire.relay_address import pull_address, push_address
+from onionmesh.wire.relay_msg import RELAY_BODY_MAX, _decoding
 
 MAX_REQUEST = 3712  # a `store` of an onion-service record (<= 3584 bytes) with its framing
 MAX_ANSWER = 4096  # a DHT datagram is at most this long

@@ -31,10 +31,9 @@ from onionmesh.directory.descriptor import (
     SIGNATURE_CONTEXT,
     RelayDescriptor,
     decode_and_verify,
-    decode_descriptor_file,
-    encode_descriptor_file,
     protocol_versions,
 )
+from onionmesh.directory.descriptor_file import decode_descriptor_file, encode_descriptor_file
 from onionmesh.errors import CryptoError, DirectoryError, OnionmeshError, RemoteProtocolError
 from onionmesh.rng import SeededRng
 

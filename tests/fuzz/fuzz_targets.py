@@ -34,9 +34,8 @@ from onionmesh.directory.descriptor import (
     MAX_EXIT_POLICY_LEN,
     RelayDescriptor,
     decode_and_verify,
-    decode_descriptor_file,
-    encode_descriptor_file,
 )
+from onionmesh.directory.descriptor_file import decode_descriptor_file, encode_descriptor_file
 from onionmesh.directory.dht_records import DescriptorStore, StoreResult, node_id_for, sign_hello
 from onionmesh.directory.dht_storage import DhtStorage
 from onionmesh.directory.exit_policy import DEFAULT_EXIT_POLICY, MAX_POLICY_CHARS, ExitPolicy, summary_allows
@@ -52,7 +51,8 @@ from onionmesh.proto.link import (
     LinkRole,
     LinkState,
 )
-from onionmesh.proto.socks import MAX_BUFFER, SocksReply, SocksRequest, SocksServer
+from onionmesh.proto.socks import MAX_BUFFER, SocksServer
+from onionmesh.proto.socks_wire import SocksReply, SocksRequest
 from onionmesh.rng import SeededRng
 from onionmesh.wire import relay_msg as rm
 from onionmesh.wire.cell import (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,27 +147,43 @@ async def stop_mesh(mesh: Mesh, extras: list[object]) -> None:
     await asyncio.sleep(0)
 
 
-def socks5_connect(port: int, host: str, dport: int, *, timeout: float = 30.0):
-    """A blocking pysocks socket with remote DNS (run it in a thread)."""
+def socks5_connect(
+    port: int,
+    host: str,
+    dport: int,
+    *,
+    timeout: float = 30.0,
+    username: str | None = None,
+    password: str = "x",
+):
+    """A blocking pysocks socket with remote DNS (run it in a thread); a username isolates its stream."""
     import socks
 
     s = socks.socksocket()
-    s.set_proxy(socks.SOCKS5, "127.0.0.1", port, rdns=True)
+    if username is None:
+        s.set_proxy(socks.SOCKS5, "127.0.0.1", port, rdns=True)
+    else:
+        s.set_proxy(socks.SOCKS5, "127.0.0.1", port, rdns=True, username=username, password=password)
     s.settimeout(timeout)
     s.connect((host, dport))
     return s
 
 
-def http_get_via_socks(port: int, host: str, dport: int, path: str, timeout: float = 60.0) -> bytes:
-    s = socks5_connect(port, host, dport, timeout=timeout)
+def http_get_on(sock: socket.socket, host: str, path: str) -> tuple[bytes, bytes]:
+    """GET `path` over an open (SOCKS) socket, read to the end (HTTP/1.0), close it: (head, body)."""
     try:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         buf = bytearray()
-        while chunk := s.recv(1 << 16):
+        while chunk := sock.recv(1 << 16):
             buf += chunk
     finally:
-        s.close()
+        sock.close()
     head, _, body = bytes(buf).partition(b"\r\n\r\n")
+    return head, body
+
+
+def http_get_via_socks(port: int, host: str, dport: int, path: str, timeout: float = 60.0) -> bytes:
+    head, body = http_get_on(socks5_connect(port, host, dport, timeout=timeout), host, path)
     assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head[:100]
     return body
 

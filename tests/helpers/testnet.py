@@ -47,9 +47,18 @@ def socks_get(socks_port: int, port: int, path: str, user: str, timeout: float =
     return s
 
 
-async def start_testnet(tmp_path: Path, *relay_args: str) -> testnet.Testnet:
+async def start_testnet(
+    tmp_path: Path, *relay_args: str, relay_metrics_port: int | None = None
+) -> testnet.Testnet:
     safelog.configure("warning")
-    net = testnet.Testnet(tmp_path / "net", 3, ("127.0.0.1", 0), ("127.0.0.1", 0), relay_args=relay_args)
+    net = testnet.Testnet(
+        tmp_path / "net",
+        3,
+        ("127.0.0.1", 0),
+        ("127.0.0.1", 0),
+        relay_args=relay_args,
+        relay_metrics_port=relay_metrics_port,
+    )
     await net.start()
     return net
 

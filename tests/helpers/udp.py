@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 DNS_ANSWER_IP = "127.0.0.42"
@@ -36,9 +37,24 @@ def dns_answer_of(packet: bytes) -> tuple[int, str]:
     return query_id, ".".join(str(b) for b in packet[at + 12 : at + 16])
 
 
-class _Dns(asyncio.DatagramProtocol):
-    def __init__(self, server: UdpServer) -> None:
+def _dns_reply(data: bytes) -> bytes | None:
+    """The answer to a standard query: its question and one A record (DNS_ANSWER_IP)."""
+    try:
+        end = _question_end(data)
+    except IndexError:
+        return None
+    (query_id,) = struct.unpack(">H", data[:2])
+    header = struct.pack(">HHHHHH", query_id, 0x8180, 1, 1, 0, 0)
+    answer = struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + bytes(int(p) for p in DNS_ANSWER_IP.split("."))
+    return header + data[12:end] + answer
+
+
+class _Answering(asyncio.DatagramProtocol):
+    """Counts every datagram and its sender, then sends back what `reply` makes of it (None: nothing)."""
+
+    def __init__(self, server: UdpServer, reply: Callable[[bytes], bytes | None]) -> None:
         self.server = server
+        self.reply = reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -46,28 +62,9 @@ class _Dns(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.server.received += 1
         self.server.peers.add(addr[0])
-        try:
-            end = _question_end(data)
-        except IndexError:
-            return
-        (query_id,) = struct.unpack(">H", data[:2])
-        header = struct.pack(">HHHHHH", query_id, 0x8180, 1, 1, 0, 0)
-        answer = struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + bytes(int(p) for p in DNS_ANSWER_IP.split("."))
-        self.transport.sendto(header + data[12:end] + answer, addr)  # type: ignore[attr-defined]
-
-
-class _Echo(asyncio.DatagramProtocol):
-    def __init__(self, server: UdpServer) -> None:
-        self.server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.server.received += 1
-        self.server.peers.add(addr[0])
-        if self.server.echo:
-            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+        answer = self.reply(data)
+        if answer is not None:
+            self.transport.sendto(answer, addr)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -87,7 +84,9 @@ async def start_udp_server(kind: str = "echo", host: str = "127.0.0.1") -> UdpSe
     """kind: "dns" (answers A queries), "echo" (sends every datagram back) or "sink" (counts only)."""
     server = UdpServer(echo=kind == "echo")
     loop = asyncio.get_running_loop()
-    factory = (lambda: _Dns(server)) if kind == "dns" else (lambda: _Echo(server))
-    server.transport, _ = await loop.create_datagram_endpoint(factory, local_addr=(host, 0))
+    reply = _dns_reply if kind == "dns" else (lambda data: data if server.echo else None)
+    server.transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Answering(server, reply), local_addr=(host, 0)
+    )
     server.port = server.transport.get_extra_info("sockname")[1]
     return server

@@ -10,17 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onionmesh.errors import LocalProtocolError
-from onionmesh.proto.socks import (
-    HTTP_RESPONSE,
-    MAX_BUFFER,
-    AddrType,
-    SocksCommand,
-    SocksRejected,
-    SocksReply,
-    SocksRequest,
-    SocksServer,
-    SocksState,
-)
+from onionmesh.proto.socks import MAX_BUFFER, SocksRejected, SocksServer, SocksState
+from onionmesh.proto.socks_wire import HTTP_RESPONSE, AddrType, SocksCommand, SocksReply, SocksRequest
 
 ZERO5 = b"\x00\x01" + bytes(4) + b"\x00\x00"  # RSV ATYP=IPv4 0.0.0.0 port 0 (after VER REP)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
+from onionmesh.proto.socks import SocksRejected, SocksServer
+from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
 
 ASSOCIATE = b"\x05\x01\x00" + b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00"  # DST 0.0.0.0:0
 

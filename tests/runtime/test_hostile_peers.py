@@ -15,7 +15,7 @@ from onionmesh.rng import SystemRng
 from onionmesh.runtime.relay.node import RelayNode
 from onionmesh.runtime.transport.link_setup import open_link
 from onionmesh.wire.cell import Cell, CellCommand, DestroyReason, create_payload, destroy_payload
-from tests.helpers.mesh import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
+from tests.helpers.mesh import Mesh, eventually, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
 
 
 class RecordingRelay(RelayNode):
@@ -156,10 +156,9 @@ async def test_tampering_at_hop_one_destroys_the_circuit(tmp_path: Path, mode: s
                 s.close()
 
         await asyncio.to_thread(upload)
-        for _ in range(100):
-            if handle.closed_reason is not None and m.origin.uploads:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: handle.closed_reason is not None and bool(m.origin.uploads), 2.0, interval=0.02
+        )
         assert exit_relay.stats["destroyed_protocol"] >= 1
         assert handle.closed_reason is not None
         # Whatever reached the destination is an unaltered prefix of what was sent, and not all of it.
@@ -318,11 +317,7 @@ async def test_a_dead_relay_only_kills_its_circuits(mesh: Mesh) -> None:
     handle = await mesh.client.circuits.build(port=mesh.origin.port)
     victim = mesh.relay(handle.path[1].fingerprint)
     await victim.stop()
-    for _ in range(200):
-        if handle.closed_reason is not None:
-            break
-        await asyncio.sleep(0.02)
-    assert handle.closed_reason is not None
+    assert await eventually(lambda: handle.closed_reason is not None, 4.0, interval=0.02)
     # New streams are built around it (the directory still lists it: a retry picks another path).
     body = await asyncio.to_thread(
         http_get_via_socks, mesh.socks_port, "localhost", mesh.origin.port, f"/blob/{size}"

@@ -71,13 +71,13 @@ def test_every_peer_triggered_logger_is_the_one_limiter() -> None:
     (no second or third limiter with its own rules)."""
     from onionmesh.runtime.client import dht_over_circuits as dht_circuit
     from onionmesh.runtime.client import directory as dht_directory
-    from onionmesh.runtime.client import socks_server
+    from onionmesh.runtime.client import socks_requests, socks_server
     from onionmesh.runtime.dht import node as dht
     from onionmesh.runtime.relay import exit_streams
     from onionmesh.runtime.transport import listeners
 
     for logger in (
-        socks_server.peer_log, listeners.log, exit_streams.peer_log,
+        socks_server.peer_log, socks_requests.peer_log, listeners.log, exit_streams.peer_log,
         dht.peer_log, dht_circuit.log, dht_directory.log,
     ):  # fmt: skip
         assert isinstance(logger, LimitedLogger)

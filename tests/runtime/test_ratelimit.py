@@ -46,3 +46,30 @@ def test_byte_bucket_says_how_long_to_wait() -> None:
     assert bucket.take(1, 0.0) == 0
     assert bucket.wait_for(500, 0.0) == 0.5
     assert bucket.take(5000, 0.5) == 500
+
+
+@given(st.lists(st.tuples(st.floats(0, 0.1), st.integers(0, 100_000), st.floats(0, 1)), max_size=50))
+def test_byte_bucket_counts_what_its_takers_used_and_gives_back_the_rest(
+    calls: list[tuple[float, int, float]],
+) -> None:
+    """`carried` is the sum of what takers used of their grants; what they did not use is back in
+    the bucket (the same grant again), so the counters tell an operator what passed under the rate."""
+    bucket = ByteBucket(rate=100_000, burst=100_000, now=0.0)
+    now, used_total = 0.0, 0
+    for dt, want, share in calls:
+        now += dt
+        got = bucket.take(want, now)
+        used = int(got * share)
+        before = bucket.tokens
+        bucket.settle(got, used)
+        assert bucket.tokens == before + (got - used)
+        used_total += used
+    assert bucket.carried == used_total
+
+
+def test_byte_bucket_counts_the_waits_it_imposes() -> None:
+    bucket = ByteBucket(rate=1000, burst=2000, now=0.0)
+    assert bucket.wait_for(500, 0.0) == 0 and bucket.waits == 0  # tokens there: no wait
+    bucket.take(2000, 0.0)
+    assert bucket.wait_for(500, 0.0) == 0.5 and bucket.waits == 1
+    assert bucket.wait_for(500, 0.5) == 0 and bucket.waits == 1

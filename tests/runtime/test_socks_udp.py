@@ -15,7 +15,7 @@ from onionmesh.proto.udp_flow import QUEUE_BYTES, SHARED_QUEUE_BYTES
 from onionmesh.runtime.client.socks_udp import UdpStats
 from onionmesh.runtime.metrics import client_metrics, relay_metrics, render
 from onionmesh.wire.relay_msg import EndReason
-from tests.helpers.mesh import LOOPBACK_EXIT_POLICY, start_mesh, stop_mesh
+from tests.helpers.mesh import LOOPBACK_EXIT_POLICY, http_get_on, socks5_connect, start_mesh, stop_mesh
 from tests.helpers.udp import DNS_ANSWER_IP, dns_answer_of, dns_query, start_udp_server
 
 
@@ -224,16 +224,8 @@ async def test_udp_flood_keeps_memory_bounded_and_tcp_stream_on_same_circuit_int
                 s.sendto(i.to_bytes(4, "big") * 300, ("127.0.0.1", sink.port))
 
         def download() -> bytes:
-            t = socks.socksocket()
-            t.set_proxy(socks.SOCKS5, "127.0.0.1", mesh.socks_port, rdns=True, username="flood", password="x")
-            t.settimeout(60)
-            t.connect(("127.0.0.1", mesh.origin.port))
-            t.sendall(f"GET /blob/{4 << 20} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-            data = bytearray()
-            while chunk := t.recv(65536):
-                data += chunk
-            t.close()
-            return bytes(data).partition(b"\r\n\r\n")[2]
+            t = socks5_connect(mesh.socks_port, "127.0.0.1", mesh.origin.port, timeout=60, username="flood")
+            return http_get_on(t, "x", f"/blob/{4 << 20}")[1]
 
         async def watch() -> None:
             while True:

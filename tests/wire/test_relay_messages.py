@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire.buffer import Buffer
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN
+from onionmesh.wire.relay_address import AddrType, pull_address, push_address
 from onionmesh.wire.relay_msg import (
     CIRCUIT_COMMANDS,
     RELAY_BODY_MAX,
     RELAY_HEADER_LEN,
     STREAM_COMMANDS,
     TAG_LEN,
-    AddrType,
     Begin,
     BeginFlags,
     Connected,
@@ -38,8 +38,6 @@ from onionmesh.wire.relay_msg import (
     ResolvedType,
     Sendme,
     Truncated_,
-    pull_address,
-    push_address,
 )
 
 ALL_DECODERS: dict[str, Callable[[bytes], object]] = {

@@ -17,7 +17,8 @@ import ipaddress
 import time
 from pathlib import Path
 
-from onionmesh.directory.descriptor import RelayDescriptor, decode_descriptor_file, encode_descriptor_file
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.descriptor_file import decode_descriptor_file, encode_descriptor_file
 from onionmesh.directory.view import NetView
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.backoff import Backoff

@@ -144,7 +144,7 @@ class ClientNode:
         self.hs = HsCircuits(self.circuits, Path(config.data_dir), rng)
         self._hs_dht: DhtNode | None = None
         self.onion = OnionConnector(self.hs, self.hs_dht, self.client_auth, rng)
-        self.socks.onion = self.onion
+        self.socks.requests.onion = self.onion
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None
         self.torcontrol: TorControlServer | None = None

@@ -1,69 +1,33 @@
-"""The SOCKS listener: drives `proto.socks.SocksServer` for each connection and hands streams to circuits.
-
-Replies mean what they say: 0x02 the exit's policy refused, 0x04 the name did not resolve or
-the host is unreachable, 0x05 the destination refused, 0x06 nothing answered in time,
-0x07/0x08 unsupported command or address type (decided by the parser).  A request is retried
-on a circuit through another exit when the first exit refused or failed, within one deadline.
-0x02 also answers a request that the node restrictions leave no exit for (ExitNodes, or a
-username `exit={cc}` whose countries have no exit for the port) and one whose `exit=` username
-does not parse: "not allowed by ruleset", the user's ruleset; never a silent other exit.
+"""The SOCKS listener: accepts connections within its bounds, drives `proto.socks.SocksServer`
+through each handshake and hands the request on: CONNECT and RESOLVE to `SocksRequests`
+(socks_requests: what each reply code means), UDP ASSOCIATE to socks_udp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import resource
 import socket
-import time
 
 from onionmesh.crypto.hs_address import is_onion_host
-from onionmesh.directory.node_restrictions import RestrictionError
-from onionmesh.directory.path_selection import RestrictedExitError
-from onionmesh.errors import OnionConnectFailed, OnionmeshError
-from onionmesh.proto.socks import SocksCommand, SocksRejected, SocksReply, SocksRequest, SocksServer
-from onionmesh.runtime.client.circuit_handle import stream_timeout
-from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
-from onionmesh.runtime.client.onion_client import OnionConnector
-from onionmesh.runtime.client.path_policy import stream_restriction
+from onionmesh.proto.socks import SocksRejected, SocksServer
+from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
+from onionmesh.runtime.client.circuit_manager import CircuitMgr
+from onionmesh.runtime.client.socks_requests import SocksRequests, close_after_reply
 from onionmesh.runtime.client.socks_udp import UdpStats, serve_associate
-from onionmesh.runtime.client.stream_status import StreamRecord, end_reasons, source_address
+from onionmesh.runtime.client.stream_status import StreamRecord, source_address
 from onionmesh.runtime.loglimit import limited
-from onionmesh.runtime.safelog import Sensitive, get_logger
+from onionmesh.runtime.safelog import get_logger
 from onionmesh.runtime.transport.listeners import accept_loop, bind_listeners
-from onionmesh.wire.relay_msg import EndReason, ResolvedType
 
 log = get_logger("onionmesh.socks")
 peer_log = limited(log)  # lines any local process can repeat at will: rate-limited (runtime.loglimit)
 
-REQUEST_DEADLINE = 60.0
 HANDSHAKE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 4096  # at most; see default_max_connections
 MAX_HANDSHAKES = 128  # connections that have not yet sent their request
-
-
-MAX_ATTEMPTS = 3
 LISTEN_BACKLOG = 1024  # a browser opens dozens of connections at once; asyncio's default is 100
-
-END_TO_SOCKS = {
-    EndReason.EXITPOLICY: SocksReply.NOT_ALLOWED,
-    EndReason.RESOLVEFAILED: SocksReply.HOST_UNREACHABLE,
-    EndReason.NOROUTE: SocksReply.HOST_UNREACHABLE,
-    EndReason.CONNECTREFUSED: SocksReply.CONNECTION_REFUSED,
-    EndReason.TIMEOUT: SocksReply.TTL_EXPIRED,
-    EndReason.CONNRESET: SocksReply.CONNECTION_REFUSED,
-}
-# Reasons that say something about the exit rather than the destination: try another exit.
-RETRY_ELSEWHERE = {
-    EndReason.EXITPOLICY,
-    EndReason.DESTROY,
-    EndReason.MISC,
-    EndReason.RESOURCELIMIT,
-    EndReason.INTERNAL,
-    EndReason.HIBERNATING,
-    EndReason.TORPROTOCOL,
-}
 
 
 def default_max_connections() -> int:
@@ -106,7 +70,7 @@ class SocksListener:
         self._conns: set[asyncio.StreamWriter] = set()
         # Connections that have not sent their request yet, oldest first (the writer once it exists).
         self._handshaking: dict[socket.socket, asyncio.StreamWriter | None] = {}
-        self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
+        self.requests = SocksRequests(circuits)  # CONNECT, NAME.onion, RESOLVE
         self.refused = 0  # closed at once: max_connections reached
         self.evicted = 0  # closed in their handshake to make room for a newcomer
         self.udp_stats = UdpStats()  # UDP ASSOCIATE, over all associations
@@ -207,15 +171,15 @@ class SocksListener:
             )
             if is_onion_host(request.host):  # never resolved, never sent to an exit
                 if request.command is SocksCommand.CONNECT:
-                    attached = await self._connect_onion(machine, request, reader, writer, record)
+                    attached = await self.requests.connect_onion(machine, request, reader, writer, record)
                 else:
-                    self._reply(machine, writer, SocksReply.ONION_BAD_ADDRESS)
+                    self.requests.reply(machine, writer, SocksReply.ONION_BAD_ADDRESS)
                     status.failed(record, "RESOLVEFAILED")
-                    await _close(writer)
+                    await close_after_reply(writer)
             elif request.command is SocksCommand.CONNECT:
-                attached = await self._connect(machine, request, reader, writer, record)
+                attached = await self.requests.connect(machine, request, reader, writer, record)
             else:
-                await self._resolve(machine, request, writer, record)
+                await self.requests.resolve(machine, request, writer, record)
             if attached:  # the stream owns the socket now; count it until it closes
                 await writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
@@ -241,215 +205,10 @@ class SocksListener:
                 return event
             if isinstance(event, SocksRejected):
                 log.debug("socks request rejected", reason=event.reason)
-                await _close(writer)
+                await close_after_reply(writer)
                 return None
             data = await reader.read(4096)
             if not data:
                 writer.close()
                 return None
             machine.receive_data(data)
-
-    def _reply(
-        self,
-        machine: SocksServer,
-        writer: asyncio.StreamWriter,
-        code: SocksReply,
-        host: str | None = None,
-        port: int = 0,
-    ) -> None:
-        try:
-            machine.reply(code, host, port)
-        except OnionmeshError:
-            # The answer does not fit the client's SOCKS version (an IPv6 address for SOCKS4):
-            # a success without the address would be a lie.
-            machine.reply(SocksReply.HOST_UNREACHABLE if code is SocksReply.SUCCEEDED else code)
-        writer.write(machine.data_to_send())
-
-    async def _connect(
-        self,
-        machine: SocksServer,
-        request: SocksRequest,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        record: StreamRecord,
-    ) -> bool:
-        """Open the stream (retrying through other exits); True once the socket is attached to it."""
-        isolation = (request.username, request.password)
-        status = self.circuits.streams.status
-        if not _restriction_parses(isolation):
-            status.failed(record, "NOROUTE")
-            self._reply(machine, writer, SocksReply.NOT_ALLOWED)
-            await _close(writer)
-            return False
-        deadline = time.monotonic() + REQUEST_DEADLINE
-        self.circuits.ports_seen[request.port] = time.monotonic()
-        code = SocksReply.GENERAL_FAILURE
-        avoid: set[str] = set()
-        why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
-        for _attempt in range(MAX_ATTEMPTS):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
-                break
-            try:
-                if avoid:
-                    async with asyncio.timeout(remaining):
-                        handle = await self.circuits.build(
-                            port=request.port, isolation=isolation, avoid=avoid
-                        )
-                else:
-                    async with asyncio.timeout(remaining):
-                        handle = await self.circuits.get_circuit(request.port, isolation)
-                sid = await self.circuits.streams.open_stream(
-                    handle,
-                    request.host,
-                    request.port,
-                    min(stream_timeout(handle), max(1.0, deadline - time.monotonic())),
-                    record,
-                )
-            except StreamFailed as failed:
-                code, why = (
-                    END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
-                    end_reasons(failed.reason),
-                )
-                if failed.reason not in RETRY_ELSEWHERE:
-                    break
-                status.detached(record, *why)
-                avoid.add(handle.exit.fingerprint)
-                if failed.reason is not EndReason.EXITPOLICY:  # refusing by policy is no failure
-                    self.circuits.policy.relay_failed(handle.exit.fingerprint)
-                continue
-            except TimeoutError:
-                code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
-                status.detached(record, *why)
-                continue
-            except RestrictedExitError:  # path_policy logged why (rate-limited); no other exit
-                code, why = SocksReply.NOT_ALLOWED, ("NOROUTE", None)
-                break
-            except (OnionmeshError, OSError) as exc:
-                peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
-                code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
-                continue
-            self._reply(machine, writer, SocksReply.SUCCEEDED)
-            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
-            log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
-            return True
-        status.failed(record, *why)
-        self._reply(machine, writer, code)
-        await _close(writer)
-        return False
-
-    async def _connect_onion(
-        self,
-        machine: SocksServer,
-        request: SocksRequest,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        record: StreamRecord,
-    ) -> bool:
-        """A stream to an onion service over its rendezvous circuit (runtime.client.onion_client);
-        failures answer Tor's extended codes 0xF0-0xF7 within REQUEST_DEADLINE."""
-        code: int = SocksReply.GENERAL_FAILURE
-        deadline = time.monotonic() + REQUEST_DEADLINE
-        isolation = (request.username, request.password)
-        status = self.circuits.streams.status
-        why: tuple[str, str | None] = ("MISC", None)
-        if self.onion is None:
-            code, why = SocksReply.ONION_BAD_ADDRESS, ("RESOLVEFAILED", None)
-        else:
-            for _attempt in range(2):  # a cached rendezvous circuit may have died under us: once more
-                try:
-                    left = deadline - time.monotonic()
-                    handle = await self.onion.circuit_for(request.host, isolation, left)
-                    left = max(1.0, min(stream_timeout(handle), deadline - time.monotonic()))
-                    sid = await self.circuits.streams.open_stream(
-                        handle, request.host, request.port, left, record
-                    )
-                except OnionConnectFailed as failed:
-                    code = failed.code
-                    why = (
-                        "TIMEOUT" if failed.code == SocksReply.ONION_INTRO_TIMEOUT else "RESOLVEFAILED",
-                        None,
-                    )
-                    break
-                except StreamFailed as failed:
-                    code, why = (
-                        END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
-                        end_reasons(failed.reason),
-                    )
-                    if failed.reason in (EndReason.DONE, EndReason.EXITPOLICY):
-                        code = SocksReply.CONNECTION_REFUSED  # before CONNECTED: an unmapped port
-                    if failed.reason is not EndReason.DESTROY:
-                        break
-                    status.detached(record, *why)
-                    continue
-                except TimeoutError:
-                    code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
-                    break
-                self._reply(machine, writer, SocksReply.SUCCEEDED)
-                self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
-                return True
-        status.failed(record, *why)
-        self._reply(machine, writer, SocksReply(code))
-        await _close(writer)
-        return False
-
-    async def _resolve(
-        self, machine: SocksServer, request: SocksRequest, writer: asyncio.StreamWriter, record: StreamRecord
-    ) -> None:
-        code, answer = SocksReply.HOST_UNREACHABLE, None
-        status = self.circuits.streams.status
-        if not _restriction_parses((request.username, request.password)):
-            status.failed(record, "NOROUTE")
-            self._reply(machine, writer, SocksReply.NOT_ALLOWED)
-            await _close(writer)
-            return
-        isolation = (request.username, request.password)
-        why: tuple[str, str | None] = ("RESOLVEFAILED", None)
-        try:
-            async with asyncio.timeout(REQUEST_DEADLINE):
-                handle = await self.circuits.get_circuit(None, isolation)
-            timeout = stream_timeout(handle)
-            resolved = await self.circuits.streams.resolve(handle, request.host, timeout, record)
-            for kind, value, _ttl in resolved.answers:
-                if request.command is SocksCommand.RESOLVE_PTR and kind is ResolvedType.HOSTNAME:
-                    code, answer = SocksReply.SUCCEEDED, value
-                    break
-                if request.command is SocksCommand.RESOLVE and kind in (ResolvedType.IPV4, ResolvedType.IPV6):
-                    code, answer = SocksReply.SUCCEEDED, str(ipaddress.ip_address(value))
-                    break
-        except StreamFailed as failed:
-            code, why = (
-                END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
-                end_reasons(failed.reason),
-            )
-        except TimeoutError:
-            code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
-        except RestrictedExitError:
-            code, why = SocksReply.NOT_ALLOWED, ("NOROUTE", None)
-        except (OnionmeshError, OSError):
-            code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
-        if code == SocksReply.SUCCEEDED:
-            status.succeeded(record)
-            status.closed(record)
-        else:
-            status.failed(record, *why)
-        self._reply(machine, writer, code, answer)
-        await _close(writer)
-
-
-def _restriction_parses(isolation: tuple[bytes | None, bytes | None]) -> bool:
-    """False (and a rate-limited log line) when the username starts with `exit=` but its node
-    list does not parse: such a request is refused, never served without its restriction."""
-    try:
-        stream_restriction(isolation)
-    except RestrictionError as exc:
-        peer_log.warning("SOCKS request refused: bad exit= in username", error=str(exc)[:120])
-        return False
-    return True
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
-        await writer.drain()
-        writer.close()

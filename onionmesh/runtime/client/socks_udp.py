@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from onionmesh.directory.path_selection import exit_accepts_udp_port, weighted_index
 from onionmesh.errors import DirectoryError, OnionmeshError, RemoteProtocolError, StreamFailed
 from onionmesh.proto.events import DatagramReceived, SendWindowOpened, StreamEnded
-from onionmesh.proto.socks import SocksReply, SocksRequest, SocksServer
+from onionmesh.proto.socks import SocksServer
+from onionmesh.proto.socks_wire import SocksReply, SocksRequest
 from onionmesh.proto.udp_flow import (
     IDLE_TIMEOUT,
     MAX_FLOWS,

@@ -28,6 +28,16 @@ def _time(unix: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+def _socks_isolation(info: CircuitInfo | StreamInfo) -> list[str]:
+    """SOCKS_USERNAME= and SOCKS_PASSWORD=, quoted: the isolation a circuit or stream serves."""
+    parts = []
+    if info.socks_username is not None:
+        parts.append(f"SOCKS_USERNAME={quote(info.socks_username)}")
+    if info.socks_password is not None:
+        parts.append(f"SOCKS_PASSWORD={quote(info.socks_password)}")
+    return parts
+
+
 def path_text(info: CircuitInfo) -> str:
     return ",".join(f"${hop.fingerprint}~{hop.nickname}" for hop in info.path)
 
@@ -45,10 +55,7 @@ def circuit_line(info: CircuitInfo) -> str:
         parts.append(f"TIME_CREATED={_time(info.created)}")
     if info.reason:
         parts.append(f"REASON={info.reason}")
-    if info.socks_username is not None:
-        parts.append(f"SOCKS_USERNAME={quote(info.socks_username)}")
-    if info.socks_password is not None:
-        parts.append(f"SOCKS_PASSWORD={quote(info.socks_password)}")
+    parts += _socks_isolation(info)
     return " ".join(parts)
 
 
@@ -69,10 +76,7 @@ def stream_event(info: StreamInfo) -> str:
     if info.source_addr:
         parts.append(f"SOURCE_ADDR={info.source_addr}")
     parts.append("PURPOSE=USER")
-    if info.socks_username is not None:
-        parts.append(f"SOCKS_USERNAME={quote(info.socks_username)}")
-    if info.socks_password is not None:
-        parts.append(f"SOCKS_PASSWORD={quote(info.socks_password)}")
+    parts += _socks_isolation(info)
     return " ".join(parts)
 
 

@@ -76,9 +76,7 @@ class CircuitSlot(Generic[C]):
 
     __slots__ = ("attached", "circ_id", "circuit", "link", "outbox", "ready")
 
-    def __init__(
-        self, link: Link[C], circ_id: int, circuit: C, outbox: Callable[[], Iterable[Cell]]
-    ) -> None:
+    def __init__(self, link: Link[C], circ_id: int, circuit: C, outbox: Callable[[], Iterable[Cell]]) -> None:
         self.link = link
         self.circ_id = circ_id
         self.circuit = circuit
@@ -256,7 +254,7 @@ class Link(Generic[C]):
                 now = self._loop.time()
                 granted = bucket.take(n * CELL_LEN, now)
                 n = granted // CELL_LEN
-                bucket.tokens += granted - n * CELL_LEN
+                bucket.settle(granted, n * CELL_LEN)
                 if n == 0:
                     self._draining = True  # waits for tokens as for a drain; pulls go on meanwhile
                     self._loop.call_later(bucket.wait_for(CELL_LEN, now), self._tokens_back)
@@ -313,8 +311,8 @@ class Link(Generic[C]):
                 data = await self.reader.read(want)
                 if not data:
                     break
-                if self.limits.read is not None and len(data) < want:
-                    self.limits.read.tokens += want - len(data)
+                if self.limits.read is not None:
+                    self.limits.read.settle(want, len(data))
                 self._last_heard = self._loop.time()
                 for event in self.proto.receive_data(data):
                     if isinstance(event, Cell):

@@ -9,22 +9,20 @@ from pathlib import Path
 
 from onionmesh.errors import OnionmeshError
 from onionmesh.runtime.client.node import ClientConfig, ClientNode
-from tests.helpers.mesh import Mesh, http_get_via_socks, socks5_connect, start_mesh, stop_mesh
+from tests.helpers.mesh import (
+    Mesh,
+    eventually,
+    http_get_on,
+    http_get_via_socks,
+    socks5_connect,
+    start_mesh,
+    stop_mesh,
+)
 
 
 def fetch_as(port: int, user: str, dport: int, path: str) -> bytes:
-    import socks
-
-    s = socks.socksocket()
-    s.set_proxy(socks.SOCKS5, "127.0.0.1", port, rdns=True, username=user, password="pw")
-    s.settimeout(30)
-    s.connect(("localhost", dport))
-    s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-    buf = bytearray()
-    while chunk := s.recv(65536):
-        buf += chunk
-    s.close()
-    return bytes(buf).partition(b"\r\n\r\n")[2]
+    s = socks5_connect(port, "localhost", dport, timeout=30, username=user, password="pw")
+    return http_get_on(s, "localhost", path)[1]
 
 
 def exit_host(handle) -> str:
@@ -142,11 +140,8 @@ async def test_a_dead_relay_is_routed_around_for_new_streams(tmp_path: Path) -> 
         (handle,) = [h for h in m.client.circuits.circuits.values() if h.isolation[0] == b"dave"]
         middle = m.relay(handle.path[1].fingerprint)
         await middle.stop()
-        for _ in range(100):
-            if handle.closed_reason is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert handle.closed_reason is not None  # torn down promptly, not left to time out
+        # torn down promptly, not left to time out
+        assert await eventually(lambda: handle.closed_reason is not None, 2.0, interval=0.02)
         ok = 0
         for i in range(20):  # the dead relay stays in the directory until the next crawls
             try:

@@ -7,16 +7,11 @@ import socket
 
 import socks
 
-from tests.helpers.mesh import Mesh
+from tests.helpers.mesh import Mesh, http_get_on
 
 
 def _fetch(sock: socket.socket, host: str, path: str) -> bytes:
-    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-    buf = bytearray()
-    while chunk := sock.recv(65536):
-        buf += chunk
-    sock.close()
-    return bytes(buf).partition(b"\r\n\r\n")[2]
+    return http_get_on(sock, host, path)[1]
 
 
 async def test_socks4a_and_socks4_with_ipv4(mesh: Mesh) -> None:
