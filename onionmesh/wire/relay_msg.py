@@ -42,6 +42,8 @@ class RelayCommand(enum.IntEnum):
     RESOLVED = 12
     DHT_RPC = 13  # stream_id = request id: one DHT RPC for the last hop to send (wire.dht_rpc)
     DHT_ANSWER = 14  # stream_id = request id: one chunk of its answer
+    DIR_GET = 15  # stream_id = request id: one directory document (wire.dir_msg)
+    DIR_DATA = 16  # stream_id = request id: one chunk of the answer
     # onion services (Tor's numbers, rend-spec-v3 §0.5; bodies in wire.hs_cells)
     ESTABLISH_INTRO = 32
     ESTABLISH_RENDEZVOUS = 33
@@ -88,6 +90,8 @@ STREAM_COMMANDS = frozenset(
         RelayCommand.RESOLVED,
         RelayCommand.DHT_RPC,  # the stream id is the request id (no stream is opened)
         RelayCommand.DHT_ANSWER,
+        RelayCommand.DIR_GET,  # likewise (wire.dir_msg)
+        RelayCommand.DIR_DATA,
     }
 )
 CIRCUIT_COMMANDS = frozenset(

@@ -75,6 +75,9 @@ class OnionmeshDhtProtocol(KademliaProtocol):
         self._sent_to: dict[bytes, Address] = {}
         self.address_check = AddressCheck()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # RPCs added by other roles (runtime.dht.dir_rpc: a directory source's): name -> handler
+        # called as handler(sender, *args); raising TypeError/ValueError/OnionmeshError = malformed.
+        self.extra_rpcs: dict[str, Callable[..., Any]] = {}
 
     # --- datagrams ---------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -132,14 +135,15 @@ class OnionmeshDhtProtocol(KademliaProtocol):
             isinstance(data, list)
             and len(data) == 2
             and isinstance(data[0], str)
-            and data[0] in RPCS
+            and (data[0] in RPCS or data[0] in self.extra_rpcs)
             and isinstance(data[1], list)
         ):
             self.stats["malformed"] += 1
             return
         name, args = data
+        handler = self.extra_rpcs.get(name) or getattr(self, f"rpc_{name}")
         try:
-            response = getattr(self, f"rpc_{name}")(address, *args)
+            response = handler(address, *args)
         except (TypeError, ValueError, OnionmeshError):
             self.stats["malformed"] += 1
             return
