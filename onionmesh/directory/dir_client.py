@@ -14,7 +14,7 @@ One refresh, epoch by epoch:
 3. `finish()`: the view is the union (per relay the newest valid descriptor any source gave,
    RUNNING if any lists it RUNNING), and evidence: a source that omits a relay that more of the
    consulted sources list RUNNING than omit it, or that serves a descriptor older than one another
-   source gave that was published before the epoch's cut-off.  Evidence in `bad_after` distinct
+   source gave that was published a whole epoch before the epoch's cut-off.  Evidence in `bad_after` distinct
    epochs makes a source bad (its guard is replaced: directory.dir_guards).
 """
 
@@ -183,7 +183,7 @@ class DirClient:
                 omitters = [s for s, entries in lists.items() if fp not in entries]
                 if len(listers) > len(omitters):
                     new += [Evidence(s, r.epoch, "omission", newest.descriptor.fingerprint) for s in omitters]
-                if newest.descriptor.published < cut:
+                if newest.descriptor.published < cut - self.epoch_len:  # every source had an epoch
                     for s, entries in lists.items():
                         e = entries.get(fp)
                         if e is not None and e.descriptor.published < newest.descriptor.published:

@@ -41,7 +41,7 @@ def _relay(i: int) -> list[RelayDescriptor]:
             dht_contact=(f"10.{i}.0.1", 9002),
             exit_policy="",
             bandwidth=1_000_000 * (i + 1),
-            published=T0 - 7200 + 3600 * v,
+            published=T0 - 14_400 + 7200 * v,
             lifetime=72 * 3600,
         )
         for v in range(2)
