@@ -46,18 +46,30 @@ class DirGuardSet:
             self.bad.append(fp)
             del self.bad[:-MAX_BAD]
 
-    def update(self, relays: Sequence[RelayDescriptor], entry_guards: Iterable[str], rng: Rng) -> list[str]:
-        """Drop guards that left the view, turned bad or became entry guards; sample up to n."""
+    def update(
+        self,
+        relays: Sequence[RelayDescriptor],
+        entry_guards: Iterable[str],
+        rng: Rng,
+        listed: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Keep the guards still `listed` in the directory (RUNNING or not: one that is down for a
+        while stays a guard, as Tor keeps its guards), drop those that turned bad or became entry
+        guards; sample from the running `relays` up to n, and more (at most 2n) while none of the
+        sampled ones is running.  Returns the usable ones (running), primary first."""
         by_fp = {d.fingerprint: d for d in relays}
         entry = set(entry_guards)
-        self.sampled = [fp for fp in self.sampled if fp in by_fp and fp not in entry and fp not in self.bad]
-        chosen = [by_fp[fp] for fp in self.sampled]
+        keep = set(by_fp) if listed is None else set(listed) | set(by_fp)
+        self.sampled = [fp for fp in self.sampled if fp in keep and fp not in entry and fp not in self.bad]
+        chosen = [by_fp[fp] for fp in self.sampled if fp in by_fp]
         candidates = [
             d
             for d in relays
-            if d.fingerprint not in entry and d.fingerprint not in self.bad and d not in chosen
+            if d.fingerprint not in entry
+            and d.fingerprint not in self.bad
+            and d.fingerprint not in self.sampled
         ]
-        while len(self.sampled) < self.n:
+        while len(self.sampled) < self.n or (not chosen and len(self.sampled) < 2 * self.n):
             nets = {_net16(c) for c in chosen}
             fit = [
                 d for d in candidates if _net16(d) not in nets and not any(same_family(d, c) for c in chosen)
@@ -69,7 +81,7 @@ class DirGuardSet:
             chosen.append(pick)
             self.sampled.append(pick.fingerprint)
         self.ever.update(self.sampled)
-        return list(self.sampled)
+        return [fp for fp in self.sampled if fp in by_fp]
 
     def to_json(self) -> str:
         return json.dumps({"sampled": self.sampled, "bad": self.bad})
@@ -86,7 +98,7 @@ class DirGuardSet:
         fps = [
             x for x in (sampled if isinstance(sampled, list) else []) if isinstance(x, str) and len(x) == 40
         ]
-        out.sampled = fps[:n]
+        out.sampled = fps[: 2 * n]
         out.bad = [x for x in (bad if isinstance(bad, list) else []) if isinstance(x, str)][-MAX_BAD:]
         out.ever.update(out.sampled)
         return out

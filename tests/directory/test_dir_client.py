@@ -182,3 +182,18 @@ def test_dir_msg_decoders_only_raise_protocol_errors(data: bytes) -> None:
     for decode in (DirGet.decode, DirData.decode):
         with contextlib.suppress(OnionmeshError):
             decode(data)
+
+
+def test_a_dir_guard_that_is_down_for_a_while_is_kept() -> None:
+    relays = [d[1] for d in RELAYS]
+    guards = DirGuardSet()
+    chosen = guards.update(relays, set(), SeededRng(6))
+    listed = [r.fingerprint for r in relays]
+    down = [r for r in relays if r.fingerprint != chosen[0]]
+    usable = guards.update(down, set(), SeededRng(7), listed)
+    assert guards.sampled == chosen and usable == chosen[1:]  # kept, only not asked this epoch
+    none_up = [r for r in relays if r.fingerprint not in chosen]
+    usable = guards.update(none_up, set(), SeededRng(8), listed)
+    assert guards.sampled[:3] == chosen and len(usable) == 1  # one more while none is up, at most 2n
+    gone = guards.update(none_up, set(), SeededRng(9), [r.fingerprint for r in none_up])
+    assert not set(chosen) & set(guards.sampled) and len(gone) == 3  # left the directory: replaced

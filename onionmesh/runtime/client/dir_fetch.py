@@ -175,8 +175,8 @@ class DirFetchDirectory(DhtDirectory):
     async def _sources(self) -> list[RelayDescriptor]:
         relays = {d.fingerprint: d for d in self.relays()}
         if relays:
-            self.guards.update(list(relays.values()), self.entry_guards(list(relays.values())), self.rng)
-            sources = [relays[fp] for fp in self.guards.sampled if fp in relays]
+            usable = self._update_guards()
+            sources = [relays[fp] for fp in usable if fp in relays]
             if not sources:  # too few relays for guards apart from the entry guards: ask those
                 sources = [relays[fp] for fp in self.entry_guards(list(relays.values())) if fp in relays]
             if sources:
@@ -184,6 +184,11 @@ class DirFetchDirectory(DhtDirectory):
         if not self.bootstrap_sources:
             self.bootstrap_sources = await self._bootstrap_sources()
         return list(self.bootstrap_sources)
+
+    def _update_guards(self) -> list[str]:
+        relays = self.relays()
+        listed = [e.descriptor.fingerprint for e in self.client.entries()]
+        return self.guards.update(relays, self.entry_guards(relays), self.rng, listed)
 
     # --- a refresh ------------------------------------------------------------------------------
     async def refresh(self) -> int:
@@ -213,7 +218,7 @@ class DirFetchDirectory(DhtDirectory):
         now = time.time()
         view = self.client.view(now)
         self.view.merge(view, now)
-        self.guards.update(self.relays(), self.entry_guards(self.relays()), self.rng)
+        self._update_guards()
         self.last_found = len(view)
         self.last_crawl = now
         self._save_cache()
