@@ -97,7 +97,8 @@ async def fresh_client(tmp: Path, relays: list[RelayNode], mode: str, epoch: flo
     protocol.datagram_received = counted_in  # type: ignore[method-assign]
     got = await client.directory.wait_for(n, 300)
     ready = time.monotonic() - t0
-    links = list(client.circuits.links.links)
+    mgrs = [client.circuits, getattr(client.directory, "circuits", None)]
+    links = [link for mgr in mgrs if mgr is not None for link in mgr.links.links]
     link_bytes = sum(link.proto.bytes_sent + link.proto.bytes_received for link in links)
     by_host = {host(i): relays[i].keys.identity.public for i in range(n)}
     contacted = {by_host[h] for h in seen if h in by_host} | {link.peer_identity for link in links}

@@ -74,7 +74,7 @@ class DirFetchDirectory(DhtDirectory):
         self.client = DirClient(epoch_len)
         path = self.data_dir / GUARDS_FILE
         self.guards = DirGuardSet.from_json(path.read_text() if path.exists() else "")
-        self.circuits: CircuitMgr | None = None  # set by the node before start()
+        self.circuits: CircuitMgr | None = None  # the directory's own, set by the node before start()
         self.entry_guards: Callable[[list[RelayDescriptor]], set[str]] = lambda relays: set()
         self.bootstrap_sources: list[RelayDescriptor] = []
         self.contacted: set[str] = set()  # relays this client reached from its own address
@@ -100,8 +100,7 @@ class DirFetchDirectory(DhtDirectory):
     async def stop(self) -> None:
         await super().stop()
         if self.circuits is not None:
-            for handle in self._handles.values():
-                self.circuits.close_circuit(handle.number)
+            self.circuits.close_all()  # the directory's own manager: its circuits and links
 
     # --- one-hop circuits and documents ---------------------------------------------------------
     def _on_message(self, handle: CircuitHandle, msg: RelayMessage) -> None:

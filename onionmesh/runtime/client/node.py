@@ -142,7 +142,12 @@ class ClientNode:
         self.policy = PathPolicy(Path(config.data_dir), rng)
         self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops, policy=self.policy)
         if isinstance(self.directory, DirFetchDirectory):
-            self.directory.circuits = self.circuits
+            # Directory circuits (one hop, to directory guards) live in a manager of their own:
+            # never offered to streams, never in the circuit list, their builds not in the build-time
+            # statistics of real circuits, and their links apart.
+            self.directory.circuits = CircuitMgr(
+                self.directory.relays, rng, hops=1, policy=PathPolicy(None, rng)
+            )
             self.directory.entry_guards = self._entry_guards
         self.circuits.directory_ready = self.directory.crawled
         if config.bridges:

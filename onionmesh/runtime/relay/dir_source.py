@@ -235,10 +235,13 @@ class DirSource:
         await asyncio.sleep(max(0.0, when - self.clock()))
 
     async def _cut_loop(self) -> None:
+        started = self.clock()
         while True:
             now = self.clock()
             epoch = self.epoch(now)
-            if now >= self.cut_time(epoch) and epoch not in self.states:
+            # A source that started after this epoch's cut-off has gathered nothing for it: its
+            # first state is the next epoch's (until then it answers NOT_FOUND).
+            if started <= self.cut_time(epoch) <= now and epoch not in self.states:
                 self.cut(epoch)
                 continue
             target = epoch if now < self.cut_time(epoch) else epoch + 1
@@ -368,6 +371,7 @@ class DirSource:
         while True:
             with contextlib.suppress(OSError, TimeoutError, OnionmeshError):
                 await self.crawl_once()
+                await self.check_liveness()  # the relays just found: their heartbeats now, not next epoch
             await asyncio.sleep(self.epoch_len * CRAWL_EPOCHS)
 
     async def crawl_once(self) -> int:
