@@ -36,7 +36,7 @@ from onionmesh.runtime.keystore import private_dir
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
 START_TIMEOUT = 60.0
 TESTNET_DHT_REFRESH = 30.0
-TESTNET_DIR_EPOCH = 10.0  # the directory's epoch on a testnet (3600 in a real network)
+TESTNET_DIR_EPOCH = 3.0  # the directory's epoch on a testnet (3600 in a real network)
 BOOTSTRAP_CONTACTS = 3
 
 
