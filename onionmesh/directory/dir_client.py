@@ -13,9 +13,10 @@ One refresh, epoch by epoch:
    (`add_bucket`);
 3. `finish()`: the view is the union (per relay the newest valid descriptor any source gave,
    RUNNING if any lists it RUNNING), and evidence: a source that omits a relay that more of the
-   consulted sources list RUNNING than omit it, or that serves a descriptor older than one another
-   source gave that was published a whole epoch before the epoch's cut-off.  Evidence in `bad_after` distinct
-   epochs makes a source bad (its guard is replaced: directory.dir_guards).
+   consulted sources list RUNNING than omit it and that was RUNNING in our view an epoch before
+   ("omission"), or that serves a descriptor older than one another source gave that was
+   published a whole epoch before the epoch's cut-off ("stale").  Evidence in `bad_after`
+   distinct epochs makes a source bad (its guard is replaced: directory.dir_guards).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class DirClient:
         self.overlay: dict[bytes, DirEntry] = {}  # what other sources add to the primary's state
         self.evidence: list[Evidence] = []
         self.round: Round | None = None
+        # relay -> the first epoch it was RUNNING in our view: only a relay we have known for a
+        # whole epoch can be "omitted" (sources that just started, or a network that just started,
+        # have not all heard of a relay that just came up).
+        self.known_since: dict[bytes, int] = {}
 
     # --- the primary ----------------------------------------------------------------------------
     def primary_request(self, source: bytes) -> DirGet:
@@ -181,7 +186,8 @@ class DirClient:
                     overlay[fp] = DirEntry(newest.descriptor, newest.raw, newest.flags | int(running), 0)
                 listers = [s for s, entries in lists.items() if fp in entries and entries[fp].running]
                 omitters = [s for s, entries in lists.items() if fp not in entries]
-                if len(listers) > len(omitters):
+                known = self.known_since.get(fp)
+                if len(listers) > len(omitters) and known is not None and known < r.epoch:
                     new += [Evidence(s, r.epoch, "omission", newest.descriptor.fingerprint) for s in omitters]
                 if newest.descriptor.published < cut - self.epoch_len:  # every source had an epoch
                     for s, entries in lists.items():
@@ -189,6 +195,8 @@ class DirClient:
                         if e is not None and e.descriptor.published < newest.descriptor.published:
                             new.append(Evidence(s, r.epoch, "stale", newest.descriptor.fingerprint))
         self.overlay = overlay
+        running = {e.fp for e in self.entries() if e.running}
+        self.known_since = {fp: self.known_since.get(fp, r.epoch) for fp in running}
         self.evidence += new
         del self.evidence[:-4096]
         self.round = None

@@ -82,6 +82,7 @@ def test_agreeing_sources_no_evidence() -> None:
 
 def test_a_source_that_omits_is_caught_and_bad_after_two_epochs() -> None:
     client = DirClient()
+    assert _round(client, [_state(E - 1), _state(E - 1, skip=3), _state(E - 1)]) == []  # new to us: no blame
     ev = _round(client, [_state(E), _state(E, skip=3), _state(E)])
     assert [(e.source, e.what, e.relay) for e in ev] == [
         (SOURCES[1].public, "omission", RELAYS[3][1].fingerprint)
@@ -93,6 +94,7 @@ def test_a_source_that_omits_is_caught_and_bad_after_two_epochs() -> None:
 
 def test_an_omitting_primary_cannot_hide_a_relay() -> None:
     client = DirClient()
+    _round(client, [_state(E - 1)] * 3)
     ev = _round(client, [_state(E, skip=5), _state(E), _state(E)])
     assert {(e.source, e.what) for e in ev} == {(SOURCES[0].public, "omission")}
     assert RELAYS[5][1] in client.view(NOW)  # the union

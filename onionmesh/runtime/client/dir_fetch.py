@@ -203,7 +203,7 @@ class DirFetchDirectory(DhtDirectory):
                 await self._cross_check(desc)
         evidence = self.client.finish()
         for ev in evidence:
-            log.warning(
+            log.info(
                 "a directory source contradicted the others", what=ev.what, source=fingerprint(ev.source)
             )
         for pk in self.client.bad_sources():
