@@ -114,13 +114,18 @@ class DirClient:
         return state
 
     # --- the cross-check ------------------------------------------------------------------------
+    def _need_round(self) -> Round:
+        if self.round is None:
+            raise DirectoryError("no cross-check round open (no state from a primary yet)")
+        return self.round
+
     def head_request(self) -> DirGet:
-        assert self.round is not None
+        self._need_round()
         return DirGet(dl.Kind.HEAD, self.round.epoch)
 
     def add_head(self, source: bytes, data: bytes) -> bool:
         """True when this source's state for the round's epoch equals the primary's."""
-        assert self.round is not None
+        self._need_round()
         doc = self._doc(source, data)
         if doc.kind != dl.Kind.HEAD or doc.epoch != self.round.epoch:
             raise DirectoryError("not a HEAD of the epoch asked for")
@@ -128,11 +133,11 @@ class DirClient:
         return doc.state_digest == self.round.primary_state.digest()
 
     def summary_request(self) -> DirGet:
-        assert self.round is not None
+        self._need_round()
         return DirGet(dl.Kind.SUMMARY, self.round.epoch)
 
     def add_summary(self, source: bytes, data: bytes) -> list[int]:
-        assert self.round is not None
+        self._need_round()
         doc = self._doc(source, data)
         hashes = dl.summary_hashes(doc)
         if doc.epoch != self.round.epoch or doc.state_digest != self.round.heads.get(
@@ -144,11 +149,11 @@ class DirClient:
         return self.round.missing_buckets(source)
 
     def bucket_request(self, bucket: int) -> DirGet:
-        assert self.round is not None
+        self._need_round()
         return DirGet(dl.Kind.BUCKET, self.round.epoch, bytes(32), bucket)
 
     def add_bucket(self, source: bytes, data: bytes, now: float) -> None:
-        assert self.round is not None
+        self._need_round()
         doc = self._doc(source, data)
         hashes = self.round.summaries.get(source)
         if hashes is None or doc.epoch != self.round.epoch or len(doc.body) < 1:

@@ -124,6 +124,8 @@ def test_diff_follows_the_primary_and_foreign_documents_are_refused() -> None:
     with pytest.raises(DirectoryError):  # a HEAD of another epoch
         client.add_head(SOURCES[1].public, dl.make_head(SOURCES[1], old).encode())
     assert client.state is not None and client.state.digest() == new.digest()
+    with pytest.raises(DirectoryError):  # a HEAD with no round open (no primary state yet)
+        DirClient().add_head(SOURCES[1].public, dl.make_head(SOURCES[1], new).encode())
 
 
 def test_a_bucket_that_contradicts_the_summary_is_refused() -> None:

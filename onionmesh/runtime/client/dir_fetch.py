@@ -43,6 +43,7 @@ GUARDS_FILE = "dir-guards.json"
 FETCH_TIMEOUT = 15.0
 BOOTSTRAP_SOURCES = 3
 TIMEOUT = None  # what _fetch returns for a source that did not answer
+SETTLE_REFRESHES = 3
 
 
 class _DirIsolation:
@@ -82,11 +83,20 @@ class DirFetchDirectory(DhtDirectory):
         self._ids = itertools.cycle(range(1, 0x10000))
         self._waiters: dict[tuple[int, int], asyncio.Future[tuple[DirStatus, bytes]]] = {}
         self._assemblers: dict[int, DocAssembler] = {}
+        self._refreshing = asyncio.Lock()
+        # A first view is offered to path selection only once its sources agreed (or after a few
+        # refreshes): the first lists of a network that is still forming are partial.
+        self.settled = False
+        self._refreshes = 0
         self.stats = {"docs": 0, "bytes": 0, "busy": 0, "not_found": 0, "timeouts": 0, "refused_docs": 0}
 
     # --- life cycle -----------------------------------------------------------------------------
+    def relays(self) -> list[RelayDescriptor]:
+        return super().relays() if self.settled else []
+
     async def start(self) -> None:
         self._load_cache()
+        self.settled = len(self.view) > 0  # a cached view is usable at once, as before
         # The UDP socket asks only the bootstrap contacts to prove their IDs (first start).
         await self.dht.listen(0, local_bind_for(self.bootstrap))
         self._task = asyncio.create_task(self._refresh_loop(), name="dir-fetch-refresh")
@@ -192,6 +202,10 @@ class DirFetchDirectory(DhtDirectory):
     # --- a refresh ------------------------------------------------------------------------------
     async def refresh(self) -> int:
         """Fetch this epoch's documents; returns how many relays the view holds afterwards."""
+        async with self._refreshing:  # the refresh loop and wait_for() share one DirClient
+            return await self._refresh()
+
+    async def _refresh(self) -> int:
         sources = await self._sources()
         if not sources:
             raise OSError("no directory source reachable")
@@ -201,6 +215,8 @@ class DirFetchDirectory(DhtDirectory):
         for desc in sources:
             if desc is not primary:
                 await self._cross_check(desc)
+        r = self.client.round
+        agreed = r is not None and not r.disagreeing()
         evidence = self.client.finish()
         for ev in evidence:
             log.info(
@@ -214,6 +230,9 @@ class DirFetchDirectory(DhtDirectory):
             if pk == self.client.primary:
                 self.client.forget_primary()
         self.bootstrap_sources = [d for d in self.bootstrap_sources if d.fingerprint not in self.guards.bad]
+        self._refreshes += 1
+        if agreed or self._refreshes >= SETTLE_REFRESHES:
+            self.settled = True
         now = time.time()
         view = self.client.view(now)
         self.view.merge(view, now)
@@ -223,7 +242,8 @@ class DirFetchDirectory(DhtDirectory):
         self._save_cache()
         with contextlib.suppress(OSError):
             write_secret(self.data_dir / GUARDS_FILE, self.guards.to_json().encode())
-        self.crawled.set()
+        if self.settled:
+            self.crawled.set()
         log.info("directory refreshed", relays=len(self.view), sources=len(sources))
         return len(self.view)
 
@@ -269,12 +289,12 @@ class DirFetchDirectory(DhtDirectory):
     async def wait_for(self, relays: int, timeout: float) -> int:
         """Refresh until the view holds at least `relays` relays or `timeout` passes."""
         deadline = time.monotonic() + timeout
-        while len(self.view) < relays and time.monotonic() < deadline:
+        while len(self.relays()) < relays and time.monotonic() < deadline:
             with contextlib.suppress(OSError, TimeoutError, OnionmeshError):
                 await self.refresh()
-            if len(self.view) < relays:
+            if len(self.relays()) < relays:
                 await asyncio.sleep(min(1.0, self.epoch_len / 4))
-        return len(self.view)
+        return len(self.relays())
 
 
 __all__ = ["DIR_ISOLATION", "DirFetchDirectory"]
