@@ -235,13 +235,12 @@ class DirSource:
         await asyncio.sleep(max(0.0, when - self.clock()))
 
     async def _cut_loop(self) -> None:
-        started = self.clock()
         while True:
             now = self.clock()
             epoch = self.epoch(now)
-            # A source that started after this epoch's cut-off has gathered nothing for it: its
-            # first state is the next epoch's (until then it answers NOT_FOUND).
-            if started <= self.cut_time(epoch) <= now and epoch not in self.states:
+            # A source that starts after this epoch's cut-off cuts at once, from what it has (itself,
+            # at least: a lone relay serves a list of one); clients settle on agreeing sources.
+            if now >= self.cut_time(epoch) and epoch not in self.states:
                 self.cut(epoch)
                 continue
             target = epoch if now < self.cut_time(epoch) else epoch + 1
@@ -329,9 +328,13 @@ class DirSource:
             return 0
         ours = mine.bucket_hashes()
         differing = [b for b in range(BUCKETS) if hashes[b] != ours[b]][:MAX_BUCKETS_PER_ROUND]
-        got = 0
-        for b in differing:
-            got += await self._fetch_bucket(address, epoch, b)
+        limit = asyncio.Semaphore(8)  # buckets fetched 8 at a time: a round must fit in its slot
+
+        async def one(b: int) -> int:
+            async with limit:
+                return await self._fetch_bucket(address, epoch, b)
+
+        got = sum(await asyncio.gather(*(one(b) for b in differing)))
         self.stats["gossip_items"] += got
         return got
 
@@ -368,11 +371,12 @@ class DirSource:
 
     async def _crawl_loop(self) -> None:
         await asyncio.sleep(min(2.0, self.epoch_len / 12))  # let the DHT join first
-        while True:
+        # A new source (or a new network) knows little: crawl again after 1, 2 and 4 epochs, then daily.
+        for wait in itertools.chain((1, 1, 2), itertools.repeat(CRAWL_EPOCHS)):
             with contextlib.suppress(OSError, TimeoutError, OnionmeshError):
                 await self.crawl_once()
                 await self.check_liveness()  # the relays just found: their heartbeats now, not next epoch
-            await asyncio.sleep(self.epoch_len * CRAWL_EPOCHS)
+            await asyncio.sleep(self.epoch_len * wait)
 
     async def crawl_once(self) -> int:
         found = await self.dht.crawl()
