@@ -56,8 +56,8 @@ class RecordingRelay(RelayNode):
 class OmittingSource(DirSource):
     """Test-only malicious source: its signed states leave out the relays in `hide`."""
 
-    def make_state(self, epoch: int) -> DirState:
-        honest = super().make_state(epoch)
+    def make_state(self, epoch: int, at: float | None = None) -> DirState:
+        honest = super().make_state(epoch, at)
         hide: set[bytes] = self.__dict__.get("hide", set())
         return DirState(epoch, [e for fp, e in honest.entries.items() if fp not in hide])
 
@@ -65,8 +65,8 @@ class OmittingSource(DirSource):
 class StaleSource(DirSource):
     """Test-only malicious source: serves the first descriptor it ever listed for each relay."""
 
-    def make_state(self, epoch: int) -> DirState:
-        honest = super().make_state(epoch)
+    def make_state(self, epoch: int, at: float | None = None) -> DirState:
+        honest = super().make_state(epoch, at)
         first: dict[bytes, DirEntry] = self.__dict__.setdefault("first", {})
         cut = self.cut_time(epoch)
         out = []

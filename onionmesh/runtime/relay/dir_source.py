@@ -83,14 +83,15 @@ class DirSource:
     def newest(self) -> DirState | None:
         return next(reversed(self.states.values())) if self.states else None
 
-    def make_state(self, epoch: int) -> DirState:
-        """The state of `epoch` from the items held (a test's misbehaving source overrides this)."""
-        return self.items.state(epoch, self.cut_time(epoch))
+    def make_state(self, epoch: int, at: float | None = None) -> DirState:
+        """The state of `epoch` from the items held, as at its cut-off or at `at` (a test's
+        misbehaving source overrides this)."""
+        return self.items.state(epoch, self.cut_time(epoch) if at is None else at)
 
-    def cut(self, epoch: int) -> DirState:
+    def cut(self, epoch: int, at: float | None = None) -> DirState:
         self._take_own(epoch)
         self._take_verified()
-        state = self.make_state(epoch)
+        state = self.make_state(epoch, at)
         self.states[epoch] = state
         self._by_digest[state.digest()] = epoch
         while len(self.states) > KEEP_STATES:
@@ -238,10 +239,11 @@ class DirSource:
         while True:
             now = self.clock()
             epoch = self.epoch(now)
-            # A source that starts after this epoch's cut-off cuts at once, from what it has (itself,
-            # at least: a lone relay serves a list of one); clients settle on agreeing sources.
+            # A source that starts after this epoch's cut-off cuts at once, as of now (so that its own
+            # descriptor, just published, is in: a lone relay serves a list of one); later epochs are
+            # cut as of their cut-off, the same instant for every source.
             if now >= self.cut_time(epoch) and epoch not in self.states:
-                self.cut(epoch)
+                self.cut(epoch, None if self.states else now)
                 continue
             target = epoch if now < self.cut_time(epoch) else epoch + 1
             await self._sleep_until(self.cut_time(target))
