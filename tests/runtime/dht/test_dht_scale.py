@@ -1,7 +1,7 @@
 """The DHT directory at the scale of the acceptance criteria: 50 relays, and 30% of them dying.
 
 These are the crawl's figures and bound (MISSED_CRAWLS_TO_DROP): the client runs `--directory=crawl`
-(and the relays' directory sources slow epochs, so that they do not load the machine meanwhile).
+(and the relays' directory sources run slow epochs, so that they do not load the machine meanwhile).
 The default directory (guards, runtime.client.dir_fetch) is tested in tests/runtime/test_dir_guards.py."""
 
 from __future__ import annotations
