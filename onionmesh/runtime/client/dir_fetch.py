@@ -203,13 +203,22 @@ class DirFetchDirectory(DhtDirectory):
     async def refresh(self) -> int:
         """Fetch this epoch's documents; returns how many relays the view holds afterwards."""
         async with self._refreshing:  # the refresh loop and wait_for() share one DirClient
-            return await self._refresh()
+            try:
+                return await self._refresh()
+            finally:
+                self.last_crawl = time.time()  # an attempt that found nothing counts (status, as the crawl)
 
     async def _refresh(self) -> int:
         sources = await self._sources()
         if not sources:
             raise OSError("no directory source reachable")
         primary = await self._refresh_primary(sources)
+        if primary is None and self.bootstrap:
+            # None of them answered (a cached view whose relays moved, say): the bootstrap contacts
+            # again, their descriptors proven afresh.
+            self.bootstrap_sources = await self._bootstrap_sources()
+            sources = list(self.bootstrap_sources)
+            primary = await self._refresh_primary(sources)
         if primary is None:
             raise OSError("no directory source gave a usable list")
         for desc in sources:
