@@ -44,6 +44,7 @@ FETCH_TIMEOUT = 15.0
 BOOTSTRAP_SOURCES = 3
 TIMEOUT = None  # what _fetch returns for a source that did not answer
 SETTLE_REFRESHES = 3
+UNSETTLED_RETRY = 5.0  # seconds between refreshes while a first view has not settled
 
 
 class _DirIsolation:
@@ -102,7 +103,10 @@ class DirFetchDirectory(DhtDirectory):
         self._task = asyncio.create_task(self._refresh_loop(), name="dir-fetch-refresh")
 
     def _after_success_delay(self) -> float:
-        """The next refresh: a random time in the middle half of the next epoch (fetches spread)."""
+        """The next refresh: a random time in the middle half of the next epoch (fetches spread);
+        soon while a first view has not settled."""
+        if not self.settled:
+            return min(self.epoch_len, UNSETTLED_RETRY)
         now = time.time()
         nxt = (int(now // self.epoch_len) + 1) * self.epoch_len
         return nxt - now + self.epoch_len * (0.25 + self.rng.randbelow(1000) / 2000)
@@ -225,7 +229,7 @@ class DirFetchDirectory(DhtDirectory):
             if desc is not primary:
                 await self._cross_check(desc)
         r = self.client.round
-        agreed = r is not None and not r.disagreeing()
+        agreed = r is not None and bool(r.heads) and not r.disagreeing()  # two sources at least
         evidence = self.client.finish()
         for ev in evidence:
             log.info(
