@@ -88,6 +88,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         ws_public_url=args.ws_public_url,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        dir_epoch=args.dir_epoch,
     )
     if config.bridge and config.ws_listen is None:
         print("onionmesh relay: --bridge needs --ws-listen HOST:PORT", file=sys.stderr)
@@ -172,6 +173,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             bridges=tuple(parse_bridge_line(line) for line in args.bridges),
             dht_over_circuits=bool(args.dht_over_circuits),
+            directory=args.directory,
+            dir_epoch=args.dir_epoch,
             allow_public_listeners=args.allow_public_listeners,
             torcontrol=args.tor_control,
             torcontrol_passwords=(args.hashed_control_password,) if args.hashed_control_password else (),

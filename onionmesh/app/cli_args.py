@@ -18,6 +18,16 @@ def host_port(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _add_dir_epoch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir-epoch",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="the directory's epoch (3600; shorter only for tests and testnets: all nodes must agree)",
+    )
+
+
 def _add_logging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="console", choices=["console", "json"])
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="let this exit reach private/loopback addresses (test meshes only)",
     )
     relay.add_argument("--bandwidth", type=int, default=10_000_000, help="advertised bytes per second")
+    _add_dir_epoch(relay)
     relay.add_argument(
         "--bandwidth-rate",
         type=int,
@@ -284,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dht-refresh", type=float, default=600.0, metavar="SECONDS", help="how often to re-crawl the DHT"
     )
     proxy.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    proxy.add_argument(
+        "--directory",
+        choices=("guards", "crawl"),
+        default="guards",
+        help="guards: fetch the directory from 3 directory guards (default); crawl: crawl the whole DHT",
+    )
+    _add_dir_epoch(proxy)
     proxy.add_argument(
         "--bridge",
         "--bridges",

@@ -36,6 +36,7 @@ from onionmesh.runtime.keystore import private_dir
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
 START_TIMEOUT = 60.0
 TESTNET_DHT_REFRESH = 30.0
+TESTNET_DIR_EPOCH = 3.0  # the directory's epoch on a testnet (3600 in a real network)
 BOOTSTRAP_CONTACTS = 3
 
 
@@ -124,6 +125,7 @@ class Testnet:
             "--data-dir", str(data),
             "--nickname", f"testrelay{i}",
             "--log-level", self.log_level,
+            "--dir-epoch", str(TESTNET_DIR_EPOCH),
         ]  # fmt: skip
         if bootstrap is not None:
             args += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
@@ -183,6 +185,7 @@ class Testnet:
                 control_port=self.control[1],
                 bootstrap=bootstrap,
                 dht_refresh=TESTNET_DHT_REFRESH,
+                dir_epoch=TESTNET_DIR_EPOCH,
                 hops=self.hops,
                 allow_public_listeners=self.allow_public_listeners,
                 torcontrol=self.tor_control,

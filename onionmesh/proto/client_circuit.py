@@ -149,12 +149,14 @@ class ClientCircuit(CircuitEndpoint):
         )
         self.accepts_streams = service_side
 
-    def send_message(self, command: RelayCommand, body: bytes, *, hop: int | None = None) -> None:
-        """A circuit-level message (stream 0) to hop `hop` (default: the last): ESTABLISH_INTRO,
-        INTRODUCE1, ESTABLISH_RENDEZVOUS, RENDEZVOUS1."""
+    def send_message(
+        self, command: RelayCommand, body: bytes, *, hop: int | None = None, stream_id: int = 0
+    ) -> None:
+        """A message to hop `hop` (default: the last): ESTABLISH_INTRO, INTRODUCE1,
+        ESTABLISH_RENDEZVOUS, RENDEZVOUS1 (stream 0); DIR_GET (its request id as stream_id)."""
         if self.state is not CircuitState.OPEN:
             raise LocalProtocolError("circuit is not open")
-        self._seal(RelayMessage(command, 0, body), hop=hop)
+        self._seal(RelayMessage(command, stream_id, body), hop=hop)
 
     # --- layering ----------------------------------------------------------------------------
     def _seal(

@@ -180,10 +180,10 @@ class RelayCircuit(CircuitEndpoint):
         for body in bodies:
             self._seal(RelayMessage(RelayCommand.DHT_ANSWER, request_id, body))
 
-    def send_message(self, command: RelayCommand, body: bytes) -> None:
-        """A circuit-level message to this circuit's client (a handler's answer: INTRO_ESTABLISHED,
-        INTRODUCE2, INTRODUCE_ACK, RENDEZVOUS_ESTABLISHED, RENDEZVOUS2)."""
-        self._seal(RelayMessage(command, 0, body))
+    def send_message(self, command: RelayCommand, body: bytes, stream_id: int = 0) -> None:
+        """A message to this circuit's client (a handler's answer: INTRO_ESTABLISHED, INTRODUCE2,
+        INTRODUCE_ACK, RENDEZVOUS_ESTABLISHED, RENDEZVOUS2; DIR_DATA with its request id)."""
+        self._seal(RelayMessage(command, stream_id, body))
 
     def take_forward(self) -> list[tuple[CellCommand, bytes]]:
         out, self.forward_out = self.forward_out, []

@@ -43,10 +43,12 @@ class RelayCommand(enum.IntEnum):
     RESOLVED = 12
     DHT_RPC = 13  # stream_id = request id: one DHT RPC for the last hop to send (wire.dht_rpc)
     DHT_ANSWER = 14  # stream_id = request id: one chunk of its answer
+    DIR_GET = 15  # stream_id = request id: one directory document (wire.dir_msg)
     # UDP flows (Tor's proposal 339; bodies in wire.udp_msg, docs/protocol.md §7.2 and §10.6)
     CONNECT_UDP = 16
     CONNECTED_UDP = 17
     DATAGRAM = 18
+    DIR_DATA = 19  # stream_id = request id: one chunk of a DIR_GET's answer
     # onion services (Tor's numbers, rend-spec-v3 §0.5; bodies in wire.hs_cells)
     ESTABLISH_INTRO = 32
     ESTABLISH_RENDEZVOUS = 33
@@ -96,6 +98,8 @@ STREAM_COMMANDS = frozenset(
         RelayCommand.CONNECT_UDP,
         RelayCommand.CONNECTED_UDP,
         RelayCommand.DATAGRAM,
+        RelayCommand.DIR_GET,  # likewise (wire.dir_msg)
+        RelayCommand.DIR_DATA,
     }
 )
 CIRCUIT_COMMANDS = frozenset(

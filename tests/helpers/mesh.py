@@ -102,6 +102,8 @@ async def start_mesh(
     dht_refresh: float = 600.0,
     resolve_overrides: dict[str, list[str]] | None = None,
     hosts: list[str] | None = None,  # relay i listens on hosts[i]; default 127.{i+1}.0.1 (distinct /16s)
+    dir_epoch: float = 3.0,  # the directory's epoch, accelerated (runtime.relay.dir_source)
+    directory: str = "guards",
 ) -> tuple[Mesh, list[object]]:
     origin, runner = await start_origin()
     nodes: list[RelayNode] = []
@@ -118,6 +120,7 @@ async def start_mesh(
                 allow_private_destinations=allow_private,
                 bootstrap=(nodes[0].dht.address,) if nodes else (),  # the first relay starts the DHT
                 resolve_overrides=dict(resolve_overrides or {}) if i < exits else {},
+                dir_epoch=dir_epoch,
             )
         )
         await node.start()
@@ -131,6 +134,8 @@ async def start_mesh(
             prebuilt_circuits=prebuilt,
             hops=hops,
             dht_refresh=dht_refresh,
+            directory=directory,
+            dir_epoch=dir_epoch,
         )
     )
     await client.start()

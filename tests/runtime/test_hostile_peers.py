@@ -58,8 +58,11 @@ class RecordingRelay(RelayNode):
 
 
 async def test_no_hop_sees_both_ends(tmp_path: Path) -> None:
+    # The crawl (UDP) keeps the client's directory traffic off the relays' links: with directory
+    # guards a 3-relay mesh's every relay is an entry guard or a directory source of the client,
+    # and this test is about what the hops of one circuit see.
     m, extras = await start_mesh(
-        tmp_path, relays=3, exits=1, relay_factory={i: RecordingRelay for i in range(3)}
+        tmp_path, relays=3, exits=1, relay_factory={i: RecordingRelay for i in range(3)}, directory="crawl"
     )
     try:
         exit_relay, guard, middle = m.relays[0], m.relays[1], m.relays[2]

@@ -145,9 +145,12 @@ class DhtDirectory:
             self.crawls += 1
             if found:
                 backoff.reset()
-                delay = self.refresh_interval
+                delay = self._after_success_delay()
             else:  # nothing reachable yet (offline, or a wrong contact): soon again, less and less often
                 delay = backoff.next_delay()
+
+    def _after_success_delay(self) -> float:
+        return self.refresh_interval
 
     async def wait_for(self, relays: int, timeout: float) -> int:
         """Crawl until the view holds at least `relays` relays or `timeout` passes."""

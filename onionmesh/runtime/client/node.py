@@ -26,6 +26,7 @@ from onionmesh.runtime.client.bridges import BridgeSet
 from onionmesh.runtime.client.circuit_manager import NO_ISOLATION, CircuitMgr
 from onionmesh.runtime.client.control import ControlServer, load_or_create_cookie
 from onionmesh.runtime.client.dht_over_circuits import CircuitDhtChannel
+from onionmesh.runtime.client.dir_fetch import DirFetchDirectory
 from onionmesh.runtime.client.directory import DEFAULT_REFRESH, DhtDirectory
 from onionmesh.runtime.client.hs_circuits import HsCircuits
 from onionmesh.runtime.client.hs_fetch import circuit_dht_node
@@ -66,6 +67,10 @@ class ClientConfig:
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
     bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
     dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
+    # "guards": the directory from directory guards over one-hop circuits (runtime.client.dir_fetch);
+    # "crawl": the whole-DHT crawl of earlier releases (also used with bridges and dht_over_circuits).
+    directory: str = "guards"
+    dir_epoch: float = 3600.0  # the network's directory epoch (only tests and the testnet shorten it)
     allow_public_listeners: bool = False  # SOCKS/control on a non-loopback address (--allow-public-listeners)
     # Tor's control protocol (runtime/torcontrol, docs/control-port.md): off unless given; the
     # commands default it to 127.0.0.1:9051. Passwords are `16:` hashes (tor --hash-password).
@@ -125,11 +130,26 @@ class ClientNode:
                 listener=listener,
             )
         private_dir(Path(config.data_dir))
-        self.directory = DhtDirectory(
-            Path(config.data_dir), list(config.bootstrap), refresh=config.dht_refresh
+        crawl = config.directory == "crawl" or bool(config.bridges) or config.dht_over_circuits
+        if config.directory not in ("guards", "crawl"):
+            raise ConfigError(f"--directory is guards or crawl, not {config.directory!r}")
+        self.directory: DhtDirectory = (
+            DhtDirectory(Path(config.data_dir), list(config.bootstrap), refresh=config.dht_refresh)
+            if crawl
+            else DirFetchDirectory(
+                Path(config.data_dir), list(config.bootstrap), epoch_len=config.dir_epoch, rng=rng
+            )
         )
         self.policy = PathPolicy(Path(config.data_dir), rng)
         self.circuits = CircuitMgr(self.directory.relays, rng, hops=config.hops, policy=self.policy)
+        if isinstance(self.directory, DirFetchDirectory):
+            # Directory circuits (one hop, to directory guards) live in a manager of their own:
+            # never offered to streams, never in the circuit list, their builds not in the build-time
+            # statistics of real circuits, and their links apart.
+            self.directory.circuits = CircuitMgr(
+                self.directory.relays, rng, hops=1, policy=PathPolicy(None, rng)
+            )
+            self.directory.entry_guards = self._entry_guards
         self.circuits.directory_ready = self.directory.crawled
         if config.bridges:
             self.circuits.first_hops = BridgeSet(list(config.bridges), rng)
@@ -161,6 +181,12 @@ class ClientNode:
     @property
     def relays(self) -> list[RelayDescriptor]:
         return self.directory.relays()
+
+    def _entry_guards(self, relays: list[RelayDescriptor]) -> set[str]:
+        """Our entry guards (sampled now if need be): directory guards are chosen apart from them."""
+        if not self.policy.use_guards:
+            return set()
+        return set(self.policy.primary_guards(relays)) | {g.fingerprint for g in self.policy.guards.sampled}
 
     def hs_dht(self) -> DhtNode:
         """The DHT node onion descriptors are published and fetched with: its RPCs go through

@@ -25,6 +25,7 @@ import contextlib
 import os
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import umsgpack
@@ -75,6 +76,9 @@ class DatagramRpc(KademliaProtocol):
         self._sent_to: dict[bytes, Address] = {}
         self.address_check = AddressCheck()
         self.parts = Reassembly()
+        # RPCs added by other roles (runtime.dht.dir_rpc: a directory source's): name -> handler
+        # called as handler(sender, *args); raising TypeError/ValueError/OnionmeshError = malformed.
+        self.extra_rpcs: dict[str, Callable[..., Any]] = {}
 
     # --- datagrams ---------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -162,14 +166,15 @@ class DatagramRpc(KademliaProtocol):
             isinstance(data, list)
             and len(data) == 2
             and isinstance(data[0], str)
-            and data[0] in self.RPCS
+            and (data[0] in self.RPCS or data[0] in self.extra_rpcs)
             and isinstance(data[1], list)
         ):
             self.stats["malformed"] += 1
             return
         name, args = data
+        handler = self.extra_rpcs.get(name) or getattr(self, f"rpc_{name}")
         try:
-            response = getattr(self, f"rpc_{name}")(address, *args)
+            response = handler(address, *args)
         except (TypeError, ValueError, OnionmeshError):
             self.stats["malformed"] += 1
             return

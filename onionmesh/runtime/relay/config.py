@@ -44,6 +44,9 @@ class RelayConfig:
     udp_datagrams_per_second: float | None = None
     # Inbound links at once, over all addresses; None: half the descriptor budget (runtime.fd_budget).
     max_inbound_links: int | None = None
+    # The directory (runtime.relay.dir_source): epoch length in seconds; 3600 in a real network,
+    # shorter only in tests and the testnet (every relay and client of one network must agree).
+    dir_epoch: float = 3600.0
 
     @property
     def advertised_bandwidth(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from onionmesh.directory.bridge_line import BridgeLine
 from onionmesh.directory.descriptor import MAX_EXIT_POLICY_LEN, RelayDescriptor
+from onionmesh.directory.dir_budget import DIR_SHARE, DirBudget
 from onionmesh.directory.exit_policy import ExitPolicy, is_private_address
 from onionmesh.errors import OnionmeshError, PolicyError
 from onionmesh.proto.scheduler import QueueBudget
@@ -32,6 +33,8 @@ from onionmesh.runtime.relay import exit_rules as exit_mod
 from onionmesh.runtime.relay.circuit_entry import RelayCircuitEntry
 from onionmesh.runtime.relay.config import RelayConfig
 from onionmesh.runtime.relay.dht_answers import DhtRpcService
+from onionmesh.runtime.relay.dir_answers import DirAnswers
+from onionmesh.runtime.relay.dir_source import DirSource
 from onionmesh.runtime.relay.exit_limits import StreamCaps
 from onionmesh.runtime.relay.exit_streams import ExitService
 from onionmesh.runtime.relay.exit_udp import udp_exit
@@ -118,6 +121,15 @@ class RelayNode:
         self.intro_point.register(self.switch.handlers)
         self.rend_point = RendezvousPoint(self.switch.destroy, self.switch.count)
         self.rend_point.register(self.switch.handlers)
+        # The directory: every relay (not a bridge) is a source; clients fetch through DIR_GET.
+        self.dir_source: DirSource | None = None
+        if not config.bridge:
+            self.dir_source = DirSource(
+                self.keys.identity, self.dht, lambda: self.descriptor, epoch_len=config.dir_epoch, rng=rng
+            )
+        budget = DirBudget(config.advertised_bandwidth * DIR_SHARE, window=config.dir_epoch, now=time.time())
+        self.dir_answers = DirAnswers(lambda: self.dir_source, budget, self._count)
+        self.dir_answers.register(self.switch.handlers)
         if config.bandwidth_rate is not None:
             rate = config.bandwidth_rate
             burst = config.bandwidth_burst or rate
@@ -163,6 +175,8 @@ class RelayNode:
             await self.dht.bootstrap(list(self.config.bootstrap))
         if not self.config.bridge:
             self._spawn(self._publish_to_dht(), "relay-publish")
+        if self.dir_source is not None:
+            self.dir_source.start()
         if self.config.ws_listen is not None and self.front is None:
             self.front, self.bridge_line = await bridge_relay.start_front(self, self._on_accept)  # type: ignore[arg-type]
         self._spawn(self._maintenance(), "relay-maintenance")
@@ -181,6 +195,8 @@ class RelayNode:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.dir_source is not None:
+            await self.dir_source.stop()
         self.dht.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()

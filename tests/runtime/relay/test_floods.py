@@ -63,7 +63,8 @@ async def test_honest_circuits_survive_a_flood(tmp_path: Path) -> None:
         victim = subprocess.Popen(
             [sys.executable, "-m", "onionmesh", "relay", "--listen", "127.9.0.1:0", "--dht", "127.9.0.1:0",
              "--data-dir", str(data), "--nickname", "victim", "--log-level", "warning",
-             "--bootstrap", "{}:{}".format(*exit_relay.dht.address)],
+             "--bootstrap", "{}:{}".format(*exit_relay.dht.address),
+             "--dir-epoch", str(exit_relay.config.dir_epoch)],  # one network, one directory epoch
             cwd=ROOT,
         )  # fmt: skip
         deadline = time.monotonic() + 20

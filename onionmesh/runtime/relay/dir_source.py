@@ -1,0 +1,389 @@
+"""A relay as directory source: keeps the full relay list by gossip, liveness checks and a slow
+crawl, fixes a signed state each epoch and caches the documents clients fetch (design §4.1).
+
+Why a loop of its own: a source's inputs are self-signed items (descriptors, heartbeats) that it
+fetches from relays (`dir_self`, its liveness share), from its gossip peers (runtime.dht.dir_rpc)
+and from the DHT (a crawl every `CRAWL_EPOCHS` epochs, the completeness backstop); the state is a
+pure function of them (directory.source_state), fixed at `cutoff` into each epoch.  Documents
+(HEAD, SUMMARY, SNAPSHOT, BUCKET, DIFF from any of the last `KEEP_STATES` states) are signed once
+and cached; serving is a lookup.
+
+Epochs are `epoch_len` seconds (3600 in a real network; tests and the testnet shorten them):
+epoch E = floor(unix time / epoch_len); every timing below is a fraction of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from onionmesh.crypto.keys import IdentityKey
+from onionmesh.directory import dir_list as dl
+from onionmesh.directory.descriptor import RelayDescriptor
+from onionmesh.directory.dht_records import node_id_for
+from onionmesh.directory.dir_state import BUCKETS, DirState, fp_bytes
+from onionmesh.directory.gossip_peers import gossip_peers, liveness_share
+from onionmesh.directory.heartbeat import decode_heartbeat, descriptor_hash, sign_heartbeat
+from onionmesh.directory.source_state import SourceState
+from onionmesh.errors import OnionmeshError
+from onionmesh.rng import DEFAULT_RNG, Rng
+from onionmesh.runtime.dht import dir_rpc
+from onionmesh.runtime.dht.node import DhtNode
+from onionmesh.runtime.loglimit import limited
+from onionmesh.runtime.safelog import get_logger
+
+log = limited(get_logger("onionmesh.dir_source"))
+
+DEFAULT_EPOCH = 3600.0
+CUTOFF = 1 / 6  # the state of epoch E is fixed 10 minutes into it
+GOSSIP_EVERY = 1 / 12  # one gossip peer every 5 minutes
+CRAWL_EPOCHS = 24  # the backstop crawl: once a day
+KEEP_STATES = 72  # diffs from the last 72 states (proposal 140 keeps 72 h)
+MAX_DOCS = 1024  # signed documents cached
+MAX_BUCKETS_PER_ROUND = 32
+
+
+class DirSource:
+    def __init__(
+        self,
+        identity: IdentityKey,
+        dht: DhtNode,
+        descriptor: Callable[[], RelayDescriptor | None],
+        *,
+        epoch_len: float = DEFAULT_EPOCH,
+        rng: Rng = DEFAULT_RNG,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.dht = dht
+        self.descriptor = descriptor
+        self.epoch_len = epoch_len
+        self.rng = rng
+        self.clock = clock
+        self.items = SourceState()
+        self.states: OrderedDict[int, DirState] = OrderedDict()
+        self._by_digest: dict[bytes, int] = {}
+        self._docs: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._own: tuple[int, bytes, bytes] | None = None  # epoch, descriptor, heartbeat
+        self._peer_turn = itertools.count()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stats = {"cuts": 0, "gossip_rounds": 0, "gossip_items": 0, "liveness_ok": 0, "crawls": 0}
+
+    # --- epochs ---------------------------------------------------------------------------------
+    def epoch(self, now: float | None = None) -> int:
+        return int((self.clock() if now is None else now) // self.epoch_len)
+
+    def cut_time(self, epoch: int) -> float:
+        return epoch * self.epoch_len + CUTOFF * self.epoch_len
+
+    def newest(self) -> DirState | None:
+        return next(reversed(self.states.values())) if self.states else None
+
+    def make_state(self, epoch: int, at: float | None = None) -> DirState:
+        """The state of `epoch` from the items held, as at its cut-off or at `at` (a test's
+        misbehaving source overrides this)."""
+        return self.items.state(epoch, self.cut_time(epoch) if at is None else at)
+
+    def cut(self, epoch: int, at: float | None = None) -> DirState:
+        self._take_own(epoch)
+        self._take_verified()
+        state = self.make_state(epoch, at)
+        self.states[epoch] = state
+        self._by_digest[state.digest()] = epoch
+        while len(self.states) > KEEP_STATES:
+            old_epoch, old = self.states.popitem(last=False)
+            self._by_digest.pop(old.digest(), None)
+            for key in [k for k in self._docs if k[1] == old_epoch]:
+                del self._docs[key]
+        self.items.prune(epoch, self.clock())
+        self.stats["cuts"] += 1
+        return state
+
+    # --- items ----------------------------------------------------------------------------------
+    def own(self) -> tuple[bytes, bytes] | None:
+        """Our descriptor and our heartbeat for the current epoch (dir_self)."""
+        desc = self.descriptor()
+        if desc is None:
+            return None
+        epoch, raw = self.epoch(), desc.encode()
+        if self._own is None or self._own[:2] != (epoch, raw):
+            self._own = (epoch, raw, sign_heartbeat(self.identity, desc, epoch).encode())
+        return self._own[1], self._own[2]
+
+    def _take_own(self, epoch: int) -> None:
+        own = self.own()
+        if own is not None:
+            self.items.add_descriptor(own[0], self.clock())
+            self.items.add_heartbeat(decode_heartbeat(own[1]), epoch)
+
+    def _take_verified(self) -> None:
+        """Descriptors that relays proved to our DHT node (already verified there)."""
+        protocol = self.dht.protocol
+        if protocol is None:
+            return
+        for _addr, desc in list(protocol.verified.values()):
+            raw = desc.encode()
+            if not self.items.has_hash(fp_bytes(desc), descriptor_hash(raw)[:16]):
+                self.items.add_descriptor(raw, self.clock())
+
+    def take(self, raw: bytes, heartbeat: bytes | None = None) -> bool:
+        new = self.items.add_descriptor(raw, self.clock())
+        if heartbeat is not None:
+            with contextlib.suppress(OnionmeshError):
+                new = self.items.add_heartbeat(decode_heartbeat(heartbeat), self.epoch()) or new
+        return new
+
+    # --- what the RPCs serve (runtime.dht.dir_rpc.DirProvider) ----------------------------------
+    def head(self, epoch: int) -> bytes | None:
+        return self.doc(dl.Kind.HEAD, epoch)
+
+    def bucket_hashes(self, epoch: int) -> list[bytes] | None:
+        state = self.states.get(epoch)
+        return None if state is None else self._cached(("hashes", epoch), state.bucket_hashes)  # type: ignore[return-value]
+
+    def leaves(self, epoch: int, bucket: int) -> list[dir_rpc.Leaf] | None:
+        state = self.states.get(epoch)
+        if state is None:
+            return None
+        return [(e.fp, descriptor_hash(e.raw)[:16], e.flags, e.weight) for e in state.bucket(bucket)]
+
+    def entries(self, fps: list[bytes]) -> list[bytes]:
+        state = self.newest()
+        if state is None:
+            return []
+        return [state.entries[fp].encode() for fp in fps if fp in state.entries]
+
+    def heartbeats(self, epoch: int, bucket: int) -> list[bytes]:
+        return [hb.encode() for hb in self.items.heartbeats(bucket, (epoch,))]
+
+    # --- documents for clients (runtime.relay.dir_answers) --------------------------------------
+    def _cached(self, key: tuple[object, ...], make: Callable[[], object]) -> object:
+        value = self._docs.get(key)
+        if value is None:
+            value = make()
+            self._docs[key] = value  # type: ignore[assignment]
+            while len(self._docs) > MAX_DOCS:
+                self._docs.popitem(last=False)
+        else:
+            self._docs.move_to_end(key)
+        return value
+
+    def doc(self, kind: int, epoch: int = 0, from_digest: bytes = bytes(32), bucket: int = 0) -> bytes | None:
+        """The signed document asked for, or None (NOT_FOUND).  epoch 0: the newest state."""
+        if epoch == 0:
+            newest = self.newest()
+            if newest is None:
+                return None
+            epoch = newest.epoch
+        state = self.states.get(epoch)
+        if state is None:
+            return None
+        ident = self.identity
+        if kind == dl.Kind.HEAD:
+            return self._cached(("head", epoch), lambda: dl.make_head(ident, state).encode())  # type: ignore[return-value]
+        if kind == dl.Kind.SUMMARY:
+            return self._cached(("summary", epoch), lambda: dl.make_summary(ident, state).encode())  # type: ignore[return-value]
+        if kind == dl.Kind.SNAPSHOT:
+            return self._cached(("snapshot", epoch), lambda: dl.make_snapshot(ident, state).encode())  # type: ignore[return-value]
+        if kind == dl.Kind.BUCKET and 0 <= bucket < BUCKETS:
+            return self._cached(
+                ("bucket", epoch, bucket), lambda: dl.make_bucket(ident, state, bucket).encode()
+            )  # type: ignore[return-value]
+        if kind == dl.Kind.DIFF:
+            old_epoch = self._by_digest.get(from_digest)
+            if old_epoch is None or old_epoch > epoch:
+                return None
+            old = self.states[old_epoch]
+            return self._cached(
+                ("diff", epoch, from_digest), lambda: dl.make_diff(ident, old, state).encode()
+            )  # type: ignore[return-value]
+        return None
+
+    # --- the loops ------------------------------------------------------------------------------
+    def start(self) -> None:
+        protocol = self.dht.protocol
+        assert protocol is not None, "start the DHT node first"
+        dir_rpc.install(protocol, self)
+        for coro, name in (
+            (self._cut_loop(), "dir-cut"),
+            (self._liveness_loop(), "dir-liveness"),
+            (self._gossip_loop(), "dir-gossip"),
+            (self._crawl_loop(), "dir-crawl"),
+        ):
+            self._tasks.append(asyncio.create_task(self._guard(coro, name), name=name))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _guard(self, coro: object, name: str) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not end the relay; it is logged
+            log.error("directory source loop failed", loop=name, error=type(exc).__name__)
+
+    async def _sleep_until(self, when: float) -> None:
+        await asyncio.sleep(max(0.0, when - self.clock()))
+
+    async def _cut_loop(self) -> None:
+        while True:
+            now = self.clock()
+            epoch = self.epoch(now)
+            # A source that starts after this epoch's cut-off cuts at once, as of now (so that its own
+            # descriptor, just published, is in: a lone relay serves a list of one); later epochs are
+            # cut as of their cut-off, the same instant for every source.
+            if now >= self.cut_time(epoch) and epoch not in self.states:
+                self.cut(epoch, None if self.states else now)
+                continue
+            target = epoch if now < self.cut_time(epoch) else epoch + 1
+            await self._sleep_until(self.cut_time(target))
+
+    async def _liveness_loop(self) -> None:
+        """Each epoch, at its start: the heartbeats of our liveness share, from the relays themselves."""
+        while True:
+            epoch = self.epoch()
+            await self.check_liveness()
+            await self._sleep_until(
+                (epoch + 1) * self.epoch_len + self.rng.randbelow(100) / 100 * CUTOFF * self.epoch_len / 2
+            )
+
+    async def check_liveness(self) -> int:
+        protocol = self.dht.protocol
+        own = self.descriptor()
+        if protocol is None or own is None:
+            return 0
+        share = liveness_share(node_id_for(own.identity_pk), self.items.relays())
+        ok = 0
+        for attempt in range(2):
+            results = await asyncio.gather(*(self._ask_self(r) for r in share))
+            ok += sum(results)
+            share = [r for r, good in zip(share, results, strict=True) if not good]
+            if not share or attempt:
+                break
+            await asyncio.sleep(min(1.0, self.epoch_len / 24))  # the callee was proving us: once more
+        self.stats["liveness_ok"] += ok
+        return ok
+
+    async def _ask_self(self, relay: RelayDescriptor) -> bool:
+        protocol = self.dht.protocol
+        if protocol is None or relay.dht_contact is None:
+            return False
+        result = await dir_rpc.call(protocol, relay.dht_contact, "dir_self")
+        pair = dir_rpc.parse_bytes_list(result, 2)
+        if len(pair) != 2:
+            return False
+        raw, hb = pair
+        try:
+            desc = RelayDescriptor.decode(raw)
+            beat = decode_heartbeat(hb)
+        except (OnionmeshError, ValueError):
+            return False
+        if desc.identity_pk != relay.identity_pk or desc.dht_contact != relay.dht_contact:
+            return False  # only a relay's own answer, from its own address, counts
+        self.items.add_descriptor(raw, self.clock())
+        self.items.add_heartbeat(beat, self.epoch())
+        return self.items.has_hash(beat.fp, descriptor_hash(raw)[:16])
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.epoch_len * GOSSIP_EVERY * (0.5 + self.rng.randbelow(1000) / 1000))
+            with contextlib.suppress(OSError, TimeoutError):
+                await self.gossip_once()
+
+    async def gossip_once(self) -> int:
+        """Reconcile with the next gossip peer: fetch what its newest state holds that we lack."""
+        protocol, own, mine = self.dht.protocol, self.descriptor(), self.newest()
+        if protocol is None or own is None or mine is None:
+            return 0
+        day = int(self.clock() // (self.epoch_len * 24))
+        peers = gossip_peers(node_id_for(own.identity_pk), day, self.items.relays(), self.rng)
+        if not peers:
+            return 0
+        peer = peers[next(self._peer_turn) % len(peers)]
+        if peer.dht_contact is None:
+            return 0
+        address, epoch = peer.dht_contact, mine.epoch
+        self.stats["gossip_rounds"] += 1
+        head = await dir_rpc.call(protocol, address, "dir_head", epoch)
+        try:
+            doc = dl.decode_doc(head) if isinstance(head, bytes) else None
+        except OnionmeshError:
+            doc = None
+        if doc is None or doc.kind != dl.Kind.HEAD or doc.source_pk != peer.identity_pk or doc.epoch != epoch:
+            return 0
+        if doc.state_digest == mine.digest():
+            return 0
+        hashes: list[bytes] = []
+        for part in range(3):
+            hashes += dir_rpc.parse_hashes(await dir_rpc.call(protocol, address, "dir_summary", epoch, part))
+        if len(hashes) != BUCKETS:
+            return 0
+        ours = mine.bucket_hashes()
+        differing = [b for b in range(BUCKETS) if hashes[b] != ours[b]][:MAX_BUCKETS_PER_ROUND]
+        limit = asyncio.Semaphore(8)  # buckets fetched 8 at a time: a round must fit in its slot
+
+        async def one(b: int) -> int:
+            async with limit:
+                return await self._fetch_bucket(address, epoch, b)
+
+        got = sum(await asyncio.gather(*(one(b) for b in differing)))
+        self.stats["gossip_items"] += got
+        return got
+
+    async def _fetch_bucket(self, address: tuple[str, int], epoch: int, bucket: int) -> int:
+        protocol = self.dht.protocol
+        assert protocol is not None
+        want: list[bytes] = []
+        for page in range(8):
+            leaves = dir_rpc.parse_leaves(
+                await dir_rpc.call(protocol, address, "dir_leaves", epoch, bucket, page)
+            )
+            want += [fp for fp, h16, _f, _w in leaves if fp[0] == bucket and not self.items.has_hash(fp, h16)]
+            if len(leaves) < dir_rpc.LEAVES_PAGE:
+                break
+        got = 0
+        for i in range(0, len(want), dir_rpc.GET_MAX):
+            result = await dir_rpc.call(protocol, address, "dir_get", want[i : i + dir_rpc.GET_MAX])
+            for entry in dir_rpc.parse_bytes_list(result, dir_rpc.GET_MAX):
+                if len(entry) > 7 and int.from_bytes(entry[5:7], "big") == len(entry) - 7:
+                    got += self.items.add_descriptor(entry[7:], self.clock())
+        now_epoch = self.epoch()
+        for e in sorted({epoch, now_epoch - 1, now_epoch}):
+            for page in range(8):
+                beats = dir_rpc.parse_bytes_list(
+                    await dir_rpc.call(protocol, address, "heartbeats", e, bucket, page),
+                    dir_rpc.HEARTBEATS_PAGE,
+                )
+                for raw in beats:
+                    with contextlib.suppress(OnionmeshError):
+                        got += self.items.add_heartbeat(decode_heartbeat(raw), now_epoch)
+                if len(beats) < dir_rpc.HEARTBEATS_PAGE:
+                    break
+        return got
+
+    async def _crawl_loop(self) -> None:
+        await asyncio.sleep(min(2.0, self.epoch_len / 12))  # let the DHT join first
+        # A new source (or a new network) knows little: crawl again after 1, 2 and 4 epochs, then daily.
+        for wait in itertools.chain((1, 1, 2), itertools.repeat(CRAWL_EPOCHS)):
+            with contextlib.suppress(OSError, TimeoutError, OnionmeshError):
+                await self.crawl_once()
+                await self.check_liveness()  # the relays just found: their heartbeats now, not next epoch
+            await asyncio.sleep(self.epoch_len * wait)
+
+    async def crawl_once(self) -> int:
+        found = await self.dht.crawl()
+        self.stats["crawls"] += 1
+        return sum(self.items.add_descriptor(d.encode(), self.clock()) for d in found)
+
+
+__all__ = ["DEFAULT_EPOCH", "DirSource"]

@@ -1,0 +1,68 @@
+"""Directory sources over real sockets (docs/directory-design.md §4.1): relays on loopback with
+accelerated epochs agree on one signed state, and liveness follows a relay that leaves and returns."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from onionmesh.directory import dir_list as dl
+from onionmesh.directory.dir_state import fp_bytes
+from onionmesh.runtime.relay.node import RelayConfig, RelayNode
+from tests.helpers.mesh import eventually
+
+EPOCH = 1.5
+
+
+def _config(tmp_path: Path, i: int, bootstrap: tuple[tuple[str, int], ...]) -> RelayConfig:
+    return RelayConfig(
+        listen_host=f"127.{i + 1}.0.1", listen_port=0, data_dir=tmp_path / f"relay{i}",
+        bootstrap=bootstrap, dir_epoch=EPOCH,
+    )  # fmt: skip
+
+
+def _running(node: RelayNode, fp: bytes) -> bool | None:
+    assert node.dir_source is not None
+    state = node.dir_source.newest()
+    entry = None if state is None else state.entries.get(fp)
+    return None if entry is None else entry.running
+
+
+async def test_sources_agree_and_follow_a_relay_that_leaves_and_returns(tmp_path: Path) -> None:
+    nodes: list[RelayNode] = []
+    try:
+        for i in range(6):
+            node = RelayNode(_config(tmp_path, i, (nodes[0].dht.address,) if nodes else ()))
+            await node.start()
+            nodes.append(node)
+        fps = [fp_bytes(n.descriptor) for n in nodes]  # type: ignore[arg-type]
+
+        def agree(members: list[RelayNode], running: set[bytes]) -> bool:
+            states = [m.dir_source.newest() for m in members]  # type: ignore[union-attr]
+            if any(s is None for s in states):
+                return False
+            digests = {s.digest() for s in states}  # type: ignore[union-attr]
+            listed = {fp for fp, e in states[0].entries.items() if e.running}  # type: ignore[union-attr]
+            return len(digests) == 1 and listed == running
+
+        assert await eventually(lambda: agree(nodes, set(fps)), 20)
+        # The signed documents verify and say the same: a client could cross-check them.
+        source = nodes[2].dir_source
+        assert source is not None
+        head = dl.decode_doc(source.doc(dl.Kind.HEAD))  # type: ignore[arg-type]
+        snapshot = dl.state_from_snapshot(dl.decode_doc(source.doc(dl.Kind.SNAPSHOT)), time.time())  # type: ignore[arg-type]
+        assert head.state_digest == snapshot.digest() and len(snapshot) == 6
+
+        # Relay 5 stops: within a few epochs no source lists it RUNNING (kept without the flag).
+        gone = nodes.pop()
+        await gone.stop()
+        assert await eventually(lambda: agree(nodes, set(fps[:5])), 20)
+        assert all(_running(n, fps[5]) is False for n in nodes)
+        # It returns (same keys, same address): RUNNING again everywhere, nothing depends on routing tables.
+        back = RelayNode(_config(tmp_path, 5, (nodes[0].dht.address,)))
+        await back.start()
+        nodes.append(back)
+        assert await eventually(lambda: agree(nodes, set(fps)), 20)
+    finally:
+        for node in nodes:
+            await node.stop()
