@@ -62,4 +62,3 @@ def configure(
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
-

@@ -23,6 +23,7 @@ from tests.helpers.testnet import ONIONMESH, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
 
+
 @pytest.fixture(scope="module")
 def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
     state = tmp_path_factory.mktemp("tn")

@@ -373,7 +373,6 @@ def test_paths_obey_every_rule_and_fail_only_when_impossible(
         assert all(s[-1].fingerprint in req.avoid for s in solutions)
 
 
-
 def test_measured_weight_replaces_the_self_report_but_never_exceeds_it() -> None:
     """Stage 4 (docs/directory-design.md §6): a relay advertising the cap but measured at 10 kB/s
     is weighted (and drawn) by its measured weight; a measured weight above the self-report

@@ -101,11 +101,18 @@ def test_state_parser_never_raises(text: str) -> None:
     assert len(vs.vanguards) <= NUM_LAYER2
 
 
-@given(st.lists(st.fixed_dictionaries({
-    "fingerprint": st.sampled_from(["A" * 40, "B" * 40, "c" * 40, "1" * 39]),
-    "added_at": st.one_of(st.floats(allow_nan=True), st.integers(-5, 2**70)),
-    "expires_at": st.one_of(st.floats(allow_nan=True), st.integers(-5, 2**70)),
-}), max_size=8))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "fingerprint": st.sampled_from(["A" * 40, "B" * 40, "c" * 40, "1" * 39]),
+                "added_at": st.one_of(st.floats(allow_nan=True), st.integers(-5, 2**70)),
+                "expires_at": st.one_of(st.floats(allow_nan=True), st.integers(-5, 2**70)),
+            }
+        ),
+        max_size=8,
+    )
+)
 def test_state_entries_checked(entries: list) -> None:  # type: ignore[type-arg]
     import json
 

@@ -44,6 +44,7 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"  # git-ignored
 
+
 async def run_chromium(profile: Path, *args: str, timeout: float = 90.0) -> tuple[int, str, str]:
     """Run chromium without blocking the event loop (the mesh lives in this process)."""
     assert CHROMIUM is not None

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         first_hops: BridgeSet | None
         newnym_exits: set[str]
 
+
 MEASURE_PURPOSE = "measure_timeout"
 STREAM_CREDIT_VERSION = 2  # relay protocol version whose stream SENDMEs may carry credit
 

@@ -1,7 +1,7 @@
 """What an onion service is configured with: its key, its port map, its client keys, its defences.
 
-    spec = OnionServiceSpec(key, (PortMap(80, "127.0.0.1", 8080),), client_auth=(x25519_pub,))
-    check_spec(spec)      # ConfigError for what cannot run, before anything is built
+spec = OnionServiceSpec(key, (PortMap(80, "127.0.0.1", 8080),), client_auth=(x25519_pub,))
+check_spec(spec)      # ConfigError for what cannot run, before anything is built
 """
 
 from __future__ import annotations

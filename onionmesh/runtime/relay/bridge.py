@@ -41,9 +41,7 @@ def send_descriptor(link: Link[Any], raw: bytes | None) -> None:
         link.send_cell(Cell(0, CellCommand.DESCRIPTOR, payload))
 
 
-async def start_front(
-    relay: BridgeHost, on_accept: OnLink
-) -> tuple[WsFront, BridgeLine]:
+async def start_front(relay: BridgeHost, on_accept: OnLink) -> tuple[WsFront, BridgeLine]:
     """Serve the decoy site on --ws-listen and hand WebSocket links at the secret path to the relay;
     a bridge also writes its bridge line to DATA_DIR/bridge-line."""
     config = relay.config

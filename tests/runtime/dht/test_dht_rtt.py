@@ -63,8 +63,6 @@ def test_crawl_deadline_follows_the_rto() -> None:
     assert crawl_deadline(1e9) == 600.0
 
 
-
-
 def test_a_join_survives_a_lost_datagram() -> None:
     """The bootstrap contact's first answer is lost (it is unreachable for the first 0.2 s): the
     joining node asks again instead of staying outside the network until its next refresh."""

@@ -116,5 +116,3 @@ async def test_a_lone_streams_window_grows_on_a_delayed_path(tmp_path: Path, mon
         await stop_mesh(m, extras)
         for proxy in proxies.values():
             await proxy.close()
-
-
