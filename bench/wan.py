@@ -1,7 +1,7 @@
 """WAN bench (issue 20): onionmesh against Tor under delayed, lossy paths, with the issue's targets.
 
-    sudo /work/venv/bin/python bench/wan.py continental intercontinental lossy
-    sudo /work/venv/bin/python bench/wan.py --ready "300 0 3 0"
+    sudo .venv/bin/python bench/wan.py continental intercontinental lossy
+    sudo .venv/bin/python bench/wan.py --ready "300 0 3 0"
 
 Profiles: a wrapper around ../shared/bench/wan/run.sh (WAN_RUN_SH overrides the path; its
 README describes the emulator and every figure): each profile is one run.sh run in its own
