@@ -247,8 +247,23 @@ class CircuitMgr:
             isolation=isolation,  # its SOCKS username may restrict the exit (runtime.client.path_policy)
         )  # fmt: skip
 
-    async def _extend_all(self, handle: CircuitHandle, progress: Callable[[int, float], None] | None) -> None:
-        for i, desc in enumerate(handle.path):
+    async def extend(self, handle: CircuitHandle, desc: RelayDescriptor) -> None:
+        """Add one hop to a built, idle circuit (an onion-service circuit taken from the pre-built
+        pool, runtime.client.hs_pool); on failure the hop is blamed and the circuit closed."""
+        handle.path.append(desc)
+        try:
+            async with asyncio.timeout(self.policy.build_timeout()):
+                await self._extend_all(handle, None, start=len(handle.path) - 1)
+        except (OnionmeshError, OSError, TimeoutError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            self.policy.build_failed(handle.path, len(handle.hop_times), timed_out=timed_out)
+            self._close(handle, f"extend failed: {type(exc).__name__}")
+            raise
+
+    async def _extend_all(
+        self, handle: CircuitHandle, progress: Callable[[int, float], None] | None, start: int = 0
+    ) -> None:
+        for i, desc in enumerate(handle.path[start:], start):
             t0 = time.monotonic()
             handle.extended.clear()
             htype = ntor.best_type(protocol_versions(desc.protocols, "circ"))
