@@ -33,10 +33,20 @@ async def test_warm_pools_make_each_onion_circuit_one_extend(
     try:
         separate_guards(node, client)
         service = await publish(node, mesh)  # the service's pool started with the service
+        learned, built = client.circuits.policy.cbt.count, []
+
+        def on_built(what: str, handle) -> None:  # type: ignore[no-untyped-def]
+            if what == "built":
+                built.append(len(handle.path))
+
+        client.circuits.listeners.append(on_built)
         client.hs.pool.want(client=True)  # what the first .onion request does (Tor's predicted HS use)
         assert await eventually(lambda: client.hs.pool.full() and node.hs.pool.full(), WAIT), (
             client.hs.pool.stats, node.hs.pool.stats,
         )  # fmt: skip
+        # the build-timeout learner took the 3-hop builds, not the 2-hop guard-L2 ones
+        assert built.count(2) >= 2, built
+        assert client.circuits.policy.cbt.count - learned == len([n for n in built if n >= 3]), built
         assert all(h.purpose == POOL_PURPOSE and not h.circ.streams for k in client.hs.pool.ready
                    for h in client.hs.pool.ready[k])  # fmt: skip
 

@@ -221,7 +221,7 @@ class CircuitMgr:
             self._emit("failed", handle)
             raise
         handle.built_at = time.monotonic()
-        self.policy.built(path, handle.built_at - start)
+        self.policy.built(path, handle.built_at - start, learn=len(path) >= self.hops)
         self._newnym_exits.discard(path[-1].fingerprint)
         log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
         self._emit("built", handle)

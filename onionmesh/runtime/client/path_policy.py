@@ -180,8 +180,11 @@ class PathPolicy:
         return self.cbt.timeout()
 
     # --- learning ----------------------------------------------------------------------------------
-    def built(self, path: list[RelayDescriptor], seconds: float) -> None:
-        self.cbt.add(seconds)
+    def built(self, path: list[RelayDescriptor], seconds: float, *, learn: bool = True) -> None:
+        """A build completed; `learn` False keeps its time out of the build-timeout learner (a
+        shorter circuit than the general ones, e.g. a pre-built guard-L2 one, would lower it)."""
+        if learn:
+            self.cbt.add(seconds)
         self.guards.mark_success(path[0].fingerprint, time.time())
         self.save()
 
