@@ -139,8 +139,8 @@ async def measure_onionmesh(args: argparse.Namespace) -> dict[str, float]:
             print(f"onionmesh.hs_first_ttfb_ms_runs {','.join(f'{x:.1f}' for x in firsts)} ms", flush=True)
             if pooled:  # pre-built circuits taken (one EXTEND each) and misses (built whole)
                 for who, n in (("client", client), ("service", host)):
-                    taken, miss = n.hs.pool.stats.get("taken", 0), n.hs.pool.stats.get("miss", 0)
-                    print(f"onionmesh.hs_pool_{who} taken={taken} miss={miss}", flush=True)
+                    stats = " ".join(f"{k}={v}" for k, v in sorted(n.hs.pool.stats.items()))
+                    print(f"onionmesh.hs_pool_{who} {stats}", flush=True)
             socks = f"127.0.0.1:{client.socks.port}"
             await curl(socks, f"{url}/small", user="warm")
             small = [(await curl(socks, f"{url}/small", user="warm"))[1] * 1000 for _ in range(5)]

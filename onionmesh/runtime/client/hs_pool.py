@@ -22,7 +22,15 @@ import time
 from collections.abc import Callable
 
 from onionmesh.directory.descriptor import RelayDescriptor
-from onionmesh.directory.hs_prebuilt import KIND_OF, PrebuiltKind, choose, fits, prebuilt_path, still_usable
+from onionmesh.directory.hs_prebuilt import (
+    KIND_OF,
+    PrebuiltKind,
+    choose,
+    fits,
+    guard_for,
+    prebuilt_path,
+    still_usable,
+)
 from onionmesh.directory.vanguards import HsPurpose, VanguardSet
 from onionmesh.errors import OnionmeshError
 from onionmesh.rng import Rng
@@ -112,6 +120,13 @@ class HsCircuitPool:
         self._save()  # `fits` may have refilled the vanguard set
         if number is None:
             self.count("miss")
+            by_fp = {r.fingerprint: r for r in relays}
+            if not ready:
+                self.count("miss_empty")
+            elif guard_for(guards, by_fp, last) != guard_for(guards, by_fp, None):
+                self.count("miss_guard")  # the target conflicts with the first guard: another guard
+            else:
+                self.count("miss_hops")  # the target is (or conflicts with) a hop of each one
             return None
         handle = next(h for h in ready if h.number == number)
         self.ready[kind].remove(handle)
