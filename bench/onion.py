@@ -121,8 +121,16 @@ async def measure_onionmesh(args: argparse.Namespace) -> dict[str, float]:
                     warm.circuits.retire_all()
                     if pooled:  # clean pre-built circuits survive NEWNYM, as Tor's; refilled within
                         await pools_full(warm, host)  # Tor's 10.5 s between its runs, at most
-                got = await curl(f"127.0.0.1:{client.socks.port}", f"{url}/small", user=f"first{i}")
+                try:
+                    got = await curl(f"127.0.0.1:{client.socks.port}", f"{url}/small", user=f"first{i}")
+                except RuntimeError as exc:  # counted and said, not hidden in the median
+                    why = " ".join(f"{k}={v}" for k, v in sorted(client.onion.stats.items()))
+                    print(f"onionmesh.hs_first_failed run={i} {exc} client: {why}", flush=True)
+                    continue
                 firsts.append(got[1] * 1000)
+            out("hs_first_failures", args.first - len(firsts), "", ".0f")
+            if not firsts:
+                raise RuntimeError("every first connection failed")
             out("hs_first_ttfb_ms", statistics.median(firsts), "ms", ".1f")
             if warm is not None:  # its first part alone: the descriptor fetch through circuits
                 from onionmesh.crypto.hs_address import parse_onion_host
