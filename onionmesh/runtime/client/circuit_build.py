@@ -63,9 +63,11 @@ async def extend_all(
     progress: Callable[[int, float], None] | None,
     emit: Callable[[str, CircuitHandle], None],
     clock: Callable[[], float],
+    start: int = 0,
 ) -> None:
-    """CREATE to the first hop, then one EXTEND per further hop, each awaited."""
-    for i, desc in enumerate(handle.path):
+    """CREATE to the first hop, then one EXTEND per further hop, each awaited; from `start`, only
+    the hops from that index on (a built circuit extended by one hop: runtime.client.hs_pool)."""
+    for i, desc in enumerate(handle.path[start:], start):
         t0 = clock()
         handle.extended.clear()
         htype = ntor.best_type(protocol_versions(desc.protocols, "circ"))

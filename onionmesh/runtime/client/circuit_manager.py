@@ -242,11 +242,24 @@ class CircuitMgr:
             self._emit("failed", handle)
             raise
         handle.built_at = clock()
-        self.policy.built(path, handle.built_at - start)
+        self.policy.built(path, handle.built_at - start, learn=len(path) >= self.hops)
         self.newnym_exits.discard(path[-1].fingerprint)
         log.debug("circuit built", number=handle.number, ms=round((handle.built_at - start) * 1000, 1))
         self._emit("built", handle)
         return handle
+
+    async def extend(self, handle: CircuitHandle, desc: RelayDescriptor) -> None:
+        """Add one hop to a built, idle circuit (an onion-service circuit taken from the pre-built
+        pool, runtime.client.hs_pool); on failure the hop is blamed and the circuit closed."""
+        handle.path.append(desc)
+        try:
+            async with asyncio.timeout(self.policy.build_timeout()):
+                await extend_all(handle, None, self._emit, self.clock, start=len(handle.path) - 1)
+        except (OnionmeshError, OSError, TimeoutError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            self.policy.build_failed(handle.path, len(handle.hop_times), timed_out=timed_out)
+            self._close(handle, f"extend failed: {type(exc).__name__}")
+            raise
 
     async def get_circuit(self, port: int | None, isolation: object) -> CircuitHandle:
         """An open circuit for this port and isolation key, sharing one being built if any."""

@@ -26,6 +26,7 @@ from onionmesh.errors import HsCircuitClosed, NoHsPath
 from onionmesh.rng import Rng
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.circuit_manager import CircuitMgr
+from onionmesh.runtime.client.hs_pool import HsCircuitPool
 from onionmesh.runtime.client.vanguard_state import load_vanguards, save_vanguards
 from onionmesh.wire.hs_cells import LinkSpec
 from onionmesh.wire.relay_msg import LinkSpecType, RelayCommand, RelayMessage
@@ -60,8 +61,16 @@ class HsCircuits:
     def __init__(self, mgr: CircuitMgr, data_dir: Path | None, rng: Rng) -> None:
         self.mgr, self.rng, self.data_dir = mgr, rng, data_dir
         self.vanguards = load_vanguards(data_dir, rng)
+        self._saved = [v.fingerprint for v in self.vanguards.vanguards]
         self._waiters: dict[int, asyncio.Queue[RelayMessage | None]] = {}
         mgr.listeners.append(self._circuit_event)
+        self.pool = HsCircuitPool(mgr, self.vanguards, rng, self._save_vanguards)
+
+    def _save_vanguards(self) -> None:
+        now = [v.fingerprint for v in self.vanguards.vanguards]
+        if now != self._saved:
+            save_vanguards(self.data_dir, self.vanguards)
+            self._saved = now
 
     def _circuit_event(self, what: str, handle: CircuitHandle) -> None:
         if what == "closed" and handle.number in self._waiters:
@@ -71,7 +80,8 @@ class HsCircuits:
         return self.mgr.relays()
 
     def choose_last_hop(self, avoid: set[str]) -> RelayDescriptor:
-        """A relay for the last hop (an intro or rendezvous point) that none of our guards conflicts with."""
+        """A relay for the last hop (an intro or rendezvous point) that none of our guards conflicts
+        with (chosen as before, whatever the pre-built pool holds: docs/protocol.md §16)."""
         relays = self.relays()
         guards = self.mgr.policy.primary_guards(relays)
         by_fp = {r.fingerprint: r for r in relays}
@@ -91,7 +101,16 @@ class HsCircuits:
         service_id: str | None,
         on_message: Callable[[RelayMessage], None] | None = None,
     ) -> CircuitHandle:
-        """A circuit on a vanguards-lite path to `last_hop`; HS messages go to a queue `expect` reads."""
+        """A circuit on a vanguards-lite path to `last_hop`, a pre-built one extended by one hop if
+        one fits (runtime.client.hs_pool); HS messages go to a queue `expect` reads."""
+        handle = await self.pool.take(purpose, last_hop, PURPOSE_OF[purpose], service_id)
+        if handle is None:
+            handle = await self._build_whole(purpose, last_hop, service_id)
+        return self._attach(handle, on_message)
+
+    async def _build_whole(
+        self, purpose: HsPurpose, last_hop: RelayDescriptor, service_id: str | None
+    ) -> CircuitHandle:
         relays = self.relays()
         if all(r.fingerprint != last_hop.fingerprint for r in relays):
             relays = [*relays, last_hop]
@@ -100,14 +119,16 @@ class HsCircuits:
         guard = next((g for g in guards if g in by_fp and not relays_conflict(by_fp[g], last_hop)), None)
         if guard is None:
             raise NoHsPath("no guard fits this last hop")
-        before = [v.fingerprint for v in self.vanguards.vanguards]
         path = self.vanguards.path(purpose, relays, guard, last_hop.fingerprint, time.time(), self.rng)
-        if [v.fingerprint for v in self.vanguards.vanguards] != before:
-            save_vanguards(self.data_dir, self.vanguards)
-        handle = await self.mgr.build(
+        self._save_vanguards()
+        return await self.mgr.build(
             path=path, hops=len(path), purpose=PURPOSE_OF[purpose], hs_service_id=service_id,
             wait_directory=False,
         )  # fmt: skip
+
+    def _attach(
+        self, handle: CircuitHandle, on_message: Callable[[RelayMessage], None] | None
+    ) -> CircuitHandle:
         queue: asyncio.Queue[RelayMessage | None] = asyncio.Queue(maxsize=64)
         self._waiters[handle.number] = queue
         if handle.closed_reason is not None:
@@ -147,3 +168,6 @@ class HsCircuits:
 
     def forget(self, handle: CircuitHandle) -> None:
         self._waiters.pop(handle.number, None)
+
+    def close(self) -> None:
+        self.pool.close()

@@ -239,6 +239,8 @@ class ClientNode:
                 self.metrics_server = None
                 raise ListenError("metrics", *self.config.metrics, exc) from None
         self._tasks.append(asyncio.create_task(self._prebuild(), name="circuit-prebuild"))
+        if self.client_auth:  # configured for onion services: their pre-built circuits from the start
+            self.hs.pool.want(client=True)
         log.info(
             "proxy ready", socks_port=self.socks.port, control_port=self.control.port, relays=len(self.relays)
         )
@@ -336,6 +338,7 @@ class ClientNode:
         for service in list(self.onion_services.values()):
             await service.stop()
         self.onion.close()
+        self.hs.close()
         await self.socks.stop()
         await self.directory.stop()
         if self.metrics_server is not None:

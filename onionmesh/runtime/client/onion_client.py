@@ -103,6 +103,7 @@ class OnionConnector:
             self.count("bad_address")
             raise OnionConnectFailed(BAD_ADDRESS) from None
         service_id = hs_address.service_id(service_pk)
+        self.hs.pool.want(client=True)  # from now on keep pre-built circuits (Tor's predicted HS use)
         key = (service_id, isolation)
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:

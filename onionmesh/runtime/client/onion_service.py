@@ -81,6 +81,7 @@ class OnionService:
     # --- life -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.hs.mgr.listeners.append(self._circuit_event)
+        self.hs.pool.want(service=True)  # rendezvous circuits cannibalized from pre-built ones
         self._tasks.append(asyncio.create_task(self._run(), name="onion-service"))
         self._tasks.extend(self.introductions.workers())
 

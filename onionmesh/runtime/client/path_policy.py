@@ -185,9 +185,14 @@ class PathPolicy:
         return self.cbt.timeout(), self.cbt.close_timeout()
 
     # --- learning ----------------------------------------------------------------------------------
-    def built(self, path: list[RelayDescriptor], seconds: float, *, timed_out: bool = False) -> None:
-        """A build completed after `seconds`; `timed_out`: after the build timeout (measured)."""
-        self.cbt.add(seconds, timed_out=timed_out)
+    def built(
+        self, path: list[RelayDescriptor], seconds: float, *, timed_out: bool = False, learn: bool = True
+    ) -> None:
+        """A build completed after `seconds`; `timed_out`: after the build timeout (measured);
+        `learn` False keeps its time out of the build-timeout learner (a circuit shorter than the
+        general ones, e.g. a pre-built guard-L2 one, would lower it)."""
+        if learn:
+            self.cbt.add(seconds, timed_out=timed_out)
         self.guards.mark_success(path[0].fingerprint, time.time())
         self.save()
 
