@@ -106,7 +106,11 @@ async def test_only_guards_and_bootstrap_learn_the_client_address(tmp_path: Path
     address are its entry guards, its directory guards and its bootstrap contact; never all."""
     relays = 12
     mesh, extras = await start_mesh(
-        tmp_path, relays=relays, relay_factory=dict.fromkeys(range(relays), RecordingRelay), dir_epoch=EPOCH
+        tmp_path,
+        relays=relays,
+        relay_factory=dict.fromkeys(range(relays), RecordingRelay),
+        dir_epoch=EPOCH,
+        directory="guards",
     )
     try:
         directory = _fetcher(mesh)
@@ -139,7 +143,9 @@ async def test_a_source_that_omits_and_one_that_serves_stale_are_replaced(tmp_pa
     relays = 8
     factory = {i: RecordingRelay for i in range(relays)}
     factory[1], factory[2] = _with_source(OmittingSource), _with_source(StaleSource)
-    mesh, extras = await start_mesh(tmp_path, relays=relays, relay_factory=factory, dir_epoch=EPOCH)
+    mesh, extras = await start_mesh(
+        tmp_path, relays=relays, relay_factory=factory, dir_epoch=EPOCH, directory="guards"
+    )
     try:
         directory = _fetcher(mesh)
         fps = [r.fingerprint for r in mesh.relays]
@@ -176,7 +182,7 @@ async def test_a_source_that_omits_and_one_that_serves_stale_are_replaced(tmp_pa
 
 
 async def test_a_flood_of_dir_gets_meets_busy_while_relaying_continues(tmp_path: Path) -> None:
-    mesh, extras = await start_mesh(tmp_path, relays=5, dir_epoch=EPOCH)
+    mesh, extras = await start_mesh(tmp_path, relays=5, dir_epoch=EPOCH, directory="guards")
     try:
         target = mesh.relays[3]
         desc = next(d for d in mesh.client.relays if d.fingerprint == target.fingerprint)
