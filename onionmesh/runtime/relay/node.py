@@ -57,8 +57,22 @@ ACCEPT_BURST = 400.0  # ... with this burst: a connection flood costs an accept 
 HANDSHAKE_RATE = 256.0
 HANDSHAKE_BURST = 512.0
 MAX_PENDING_HANDSHAKES = 256
-DESCRIPTOR_LIFETIME = 3 * 3600
-REPUBLISH_INTERVAL = 1800  # well before expiry; at once on any change
+# A descriptor is re-signed daily (and at once on any change: onion-key rotation, restart) with a
+# 72-hour lifetime, the most protocol §9.1 allows: every re-signing is a RENEW in the directory's
+# hourly diff, so signing every 30 minutes would put one per relay in every diff (directory-design
+# §7.1).  Liveness rides on heartbeats, not on descriptor freshness.  The same signed bytes are
+# still stored in the DHT every 30 minutes: DHT holders come and go, and a holder that already has
+# them answers ALREADY_HELD, so this costs lookups, not diff entries.
+DESCRIPTOR_LIFETIME = 72 * 3600
+RESIGN_INTERVAL = 24 * 3600
+REPUBLISH_INTERVAL = 1800
+
+
+def descriptor_due(now: float, signed_at: float, stored_at: float, rotated: bool) -> tuple[bool, bool]:
+    """(re-sign, store in the DHT) at `now`: re-sign daily or after a rotation; store what was
+    (re-)signed, and the unchanged descriptor every REPUBLISH_INTERVAL."""
+    resign = rotated or now - signed_at >= RESIGN_INTERVAL
+    return resign, resign or now - stored_at >= REPUBLISH_INTERVAL
 
 
 class RelayNode:
@@ -263,15 +277,18 @@ class RelayNode:
             await asyncio.sleep(1 + attempt)
 
     async def _maintenance(self) -> None:
-        last = time.time()
+        signed = stored = time.time()
         while True:
             await asyncio.sleep(60)
             now = time.time()
-            if self.keys.maybe_rotate(now) or now - last > REPUBLISH_INTERVAL:
+            resign, store = descriptor_due(now, signed, stored, self.keys.maybe_rotate(now))
+            if resign:
                 self.publish_descriptor()
+                signed = now
+            if store:
                 if not self.config.bridge:
                     self._spawn(self._publish_to_dht(), "relay-publish")
-                last = now
+                stored = now
 
     # --- links ---------------------------------------------------------------------------------
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
