@@ -43,7 +43,7 @@ DHT_KEY_PREFIX = b"onionmesh-descriptor-key"
 # circ= lists the circuit handshake types this relay answers (each names a layer suite)
 # relay=2: stream SENDMEs may carry credit (a u16 increment), so stream windows can grow (proto.flow)
 DEFAULT_PROTOCOLS = "link=2 circ=" + ",".join(str(t) for t in sorted(ntor.LOCAL_TYPES)) + " relay=1-2"
-DEFAULT_LIFETIME = 18 * 3600  # for tests and simulations; a relay signs 3 h (runtime/relay/node.py)
+DEFAULT_LIFETIME = 18 * 3600  # for tests and simulations; a relay signs 72 h (runtime/relay/node.py)
 MAX_LIFETIME = 3 * 24 * 3600
 MAX_NICKNAME_LEN = 19
 MAX_LINK_ADDRESSES = 4
