@@ -66,6 +66,7 @@ from onionmesh.wire.cell import (
     parse_created,
 )
 from onionmesh.wire.dht_rpc import DhtAnswer, DhtRpc, DhtStatus
+from onionmesh.wire.dir_msg import DirData, DirGet, DirStatus
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "vectors"
 GENERATOR = "tests/crypto/test_vectors.py"
@@ -603,6 +604,14 @@ def _relay_messages() -> list[tuple[str, rm.RelayMessage]]:
         ("CONNECT_UDP name :53", rm.RelayMessage(C.CONNECT_UDP, 10, rm.Begin("dns.example", 53).encode())),
         ("CONNECTED_UDP IPv4", rm.RelayMessage(C.CONNECTED_UDP, 10, rm.Connected("192.0.2.53", 0).encode())),
         ("DATAGRAM (one UDP payload)", rm.RelayMessage(C.DATAGRAM, 10, b"\x12\x34\x01\x00\x00\x01")),
+        (
+            "DIR_GET DIFF from a digest, epoch 493000 (request id 11)",
+            rm.RelayMessage(C.DIR_GET, 11, DirGet(2, 493000, bytes(range(32)), 0).encode()),
+        ),
+        (
+            "DIR_DATA OK, more chunks follow (request id 11)",
+            rm.RelayMessage(C.DIR_DATA, 11, DirData(DirStatus.OK, True, b"OMDL").encode()),
+        ),
         *_hs_relay_messages(rng),
     ]
 
@@ -1163,6 +1172,8 @@ _BODY_CODECS = {
     rm.RelayCommand.TRUNCATED: rm.Truncated_,
     rm.RelayCommand.DHT_RPC: DhtRpc,
     rm.RelayCommand.DHT_ANSWER: DhtAnswer,
+    rm.RelayCommand.DIR_GET: DirGet,
+    rm.RelayCommand.DIR_DATA: DirData,
     rm.RelayCommand.ESTABLISH_INTRO: hc.EstablishIntro,
     rm.RelayCommand.ESTABLISH_RENDEZVOUS: hc.EstablishRendezvous,
     rm.RelayCommand.INTRODUCE1: hc.Introduce1,
