@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from onionmesh.directory.hs_prebuilt import PrebuiltKind
 from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.errors import OnionConnectFailed
 from onionmesh.proto.client_circuit import ClientCircuit
-from onionmesh.runtime.client.hs_pool import POOL_PURPOSE
+from onionmesh.runtime.client.hs_pool import CLIENT_TARGET, POOL_PURPOSE, SERVICE_TARGET
 from tests.runtime.conftest import eventually, http_get_via_socks, start_mesh, stop_mesh
 from tests.runtime.test_onion_services import RELAYS, WAIT, paths, publish, separate_guards, service_node
 
@@ -131,6 +132,33 @@ async def test_warm_pools_make_each_onion_circuit_one_extend(
         assert len(intro.path) == 4 and intro.path[1].fingerprint in l2s
         # the pools refill in the background
         assert await eventually(lambda: client.hs.pool.full() and node.hs.pool.full(), WAIT)
+    finally:
+        await node.stop()
+        await stop_mesh(mesh, extras)
+
+
+async def test_the_service_pool_is_closed_after_the_last_service_stops(tmp_path: Path) -> None:
+    """A node keeps pre-built service circuits while it runs a service, not after: removing the
+    last one closes them and none is rebuilt; a node that also wants client circuits keeps those."""
+    mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
+    node = await service_node(mesh, tmp_path)
+    pool = node.hs.pool
+    try:
+        separate_guards(node, mesh.client)
+        service = await publish(node, mesh)
+        assert await eventually(pool.full, WAIT), pool.stats
+        assert [len(pool.ready[k]) for k in PrebuiltKind] == [0, SERVICE_TARGET[PrebuiltKind.LONG]]
+        pooled = [h for k in PrebuiltKind for h in pool.ready[k]]
+        await node.remove_onion_service(service.service_id)
+        assert all(h.closed_reason is not None for h in pooled)
+        assert not any(pool.ready.values()) and not any(pool.targets.values())
+        built = pool.stats.get("built", 0)
+        pool.want()  # wakes the refill loop: nothing is wanted, nothing is built
+        await asyncio.sleep(0.5)
+        assert pool.stats.get("built", 0) == built and not any(pool.ready.values())
+        pool.want(client=True)
+        assert await eventually(pool.full, WAIT), pool.stats
+        assert {k: len(pool.ready[k]) for k in PrebuiltKind} == CLIENT_TARGET
     finally:
         await node.stop()
         await stop_mesh(mesh, extras)

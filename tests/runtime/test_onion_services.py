@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 from nacl.bindings import crypto_scalarmult_base
 
+from onionmesh.crypto import hs_blinding, hs_ntor
 from onionmesh.crypto.hs_blinding import ExpandedKey
+from onionmesh.crypto.hs_intro import seal_introduce1
 from onionmesh.directory.guards import GuardSet, SampledGuard
+from onionmesh.directory.hs_publish import periods_to_publish
 from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.runtime.client import onion_client
 from onionmesh.runtime.client.circuit_manager import StreamFailed
@@ -270,20 +273,23 @@ async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never
 ) -> None:
     """Over real sockets: (1) an INTRODUCE1 captured from an honest client and sent again through
     the same intro point, from a new circuit, reaches the service as INTRODUCE2 and is refused as a
-    replay (counted; no second rendezvous); (2) a stream to a port the service does not map gets
-    END DONE (Tor's reason, not EXITPOLICY) and the SOCKS client 0x05, and the circuit still
-    carries the next stream to a mapped port; (3) every BEGIN reaching
-    the service carries no address, only the port (Tor's `:port`)."""
+    replay (counted; no second rendezvous), and so is a fresh INTRODUCE1 (a new X) that names the
+    same rendezvous cookie (Tor's rendezvous-cookie replay cache); (2) a stream to a port the
+    service does not map gets END DONE (Tor's reason, not EXITPOLICY) and the SOCKS client 0x05,
+    and the circuit still carries the next stream to a mapped port; (3) every BEGIN reaching the
+    service carries no address, only the port (Tor's `:port`)."""
     mesh, extras = await start_mesh(tmp_path, relays=RELAYS, exits=1)
     node = await service_node(mesh, tmp_path)
     try:
         separate_guards(node, mesh.client)
         service = await publish(node, mesh)
         sealed: list[Introduce1] = []
+        plaintexts: list[object] = []
         real_seal, real_begin = onion_client.seal_introduce1, service.streams.begin
         begin_hosts: list[object] = []
 
         def seal(*args, **kwargs):  # type: ignore[no-untyped-def]
+            plaintexts.append(args[1])
             sealed.append(real_seal(*args, **kwargs))
             return sealed[-1]
 
@@ -298,17 +304,26 @@ async def test_service_refuses_replayed_introduction_and_unmapped_port_and_never
         assert len(sealed) == 1 and service.stats.get("rend_joined") == 1, service.stats
         # (1) the replay, from a new circuit through the same intro point
         slot = next(s for s in service.intros if s.auth.public == sealed[0].auth_key)
+        pk = service.spec.key.public
+        blinded = hs_blinding.blind_public(pk, periods_to_publish(time.time())[0])
+        subcred = hs_blinding.subcredential(pk, blinded)
+        fresh = hs_ntor.client_start(slot.auth.public, slot.enc_pub, subcred, mesh.client.rng)
+        same_cookie = seal_introduce1(fresh, plaintexts[0])  # type: ignore[arg-type]
+        assert same_cookie.client_pk != sealed[0].client_pk
         hs = mesh.client.hs
-        intro = await hs.build(HsPurpose.CLIENT_INTRO, slot.relay, None)
-        try:
-            intro.circ.send_message(RelayCommand.INTRODUCE1, sealed[0].encode())
-            ack = await hs.expect(intro, RelayCommand.INTRODUCE_ACK, WAIT)
-            assert IntroduceAck.decode(ack.body).status is IntroduceAckStatus.SUCCESS  # forwarded
-        finally:
-            hs.forget(intro)
-            mesh.client.circuits.close_circuit(intro.number)
-        assert await eventually(lambda: service.stats.get("introduce2_replayed") == 1, WAIT), service.stats
-        assert service.stats.get("introduce2") == 2 and service.stats.get("rend_joined") == 1, service.stats
+        for n, cell in enumerate((sealed[0], same_cookie), start=1):
+            intro = await hs.build(HsPurpose.CLIENT_INTRO, slot.relay, None)
+            try:
+                intro.circ.send_message(RelayCommand.INTRODUCE1, cell.encode())
+                ack = await hs.expect(intro, RelayCommand.INTRODUCE_ACK, WAIT)
+                assert IntroduceAck.decode(ack.body).status is IntroduceAckStatus.SUCCESS  # forwarded
+            finally:
+                hs.forget(intro)
+                mesh.client.circuits.close_circuit(intro.number)
+            assert await eventually(lambda n=n: service.stats.get("introduce2") == 1 + n, WAIT), service.stats
+        replays = ("introduce2_replayed", "introduce2_cookie_replayed")
+        assert await eventually(lambda: all(service.stats.get(k) == 1 for k in replays), WAIT), service.stats
+        assert service.stats.get("rend_joined") == 1, service.stats
         # (2) an unmapped port, on the rendezvous circuit the first stream used
         ends: list[EndReason] = []
         streams = mesh.client.circuits.streams

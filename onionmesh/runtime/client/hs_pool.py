@@ -9,9 +9,11 @@ streams (`CircuitHandle.usable_for` takes "general" only), are never dirty, belo
 isolation key and to no service until `take` hands one out; then it is the caller's alone.
 
 Kept for a node that has used onion services as a client or is configured for them (`want`,
-like Tor's predicted HS ports), and for a node that runs a service.  A circuit whose guard is no
-longer the first primary guard, whose L2 is no longer a vanguard, with a hop gone from the
-directory, or older than MAX_AGE is closed; the background task refills (backoff on failures).
+like Tor's predicted HS ports), and for a node while it runs a service (`release_service` when
+one stops: after the last, the service-side circuits beyond the client's target are closed).
+A circuit whose guard is no longer the first primary guard, whose L2 is no longer a vanguard,
+with a hop gone from the directory, or older than MAX_AGE is closed; the background task
+refills (backoff on failures).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class HsCircuitPool:
     ) -> None:
         self.mgr, self.vanguards, self.rng, self._save = mgr, vanguards, rng, save_vanguards
         self.targets: dict[PrebuiltKind, int] = {kind: 0 for kind in PrebuiltKind}
+        self._client_wanted, self._services = False, 0
         self.ready: dict[PrebuiltKind, list[CircuitHandle]] = {kind: [] for kind in PrebuiltKind}
         self._building: dict[PrebuiltKind, int] = {kind: 0 for kind in PrebuiltKind}
         self.stats: dict[str, int] = {}
@@ -72,15 +75,29 @@ class HsCircuitPool:
 
     # --- demand ---------------------------------------------------------------------------------
     def want(self, *, client: bool = False, service: bool = False) -> None:
-        """Keep circuits for this node's client side and/or its services from now on."""
-        for enabled, target in ((client, CLIENT_TARGET), (service, SERVICE_TARGET)):
-            if enabled:
-                for kind, n in target.items():
-                    self.targets[kind] = max(self.targets[kind], n)
+        """Keep circuits for this node's client side from now on, and/or for one more service."""
+        self._client_wanted = self._client_wanted or client
+        self._services += int(service)
+        self._retarget()
         if any(self.targets.values()) and self._task is None:
             with contextlib.suppress(RuntimeError):  # no running loop: the next want() starts it
                 self._task = asyncio.get_running_loop().create_task(self._run(), name="hs-pool")
         self._wake.set()
+
+    def release_service(self) -> None:
+        """One service stopped; after the last, keep only what the client side wants."""
+        self._services = max(0, self._services - 1)
+        self._retarget()
+        for kind, target in self.targets.items():
+            while len(self.ready[kind]) > target:
+                self.count("released")
+                self.mgr.close_circuit(self.ready[kind].pop(0).number)  # the oldest first
+                self._changed()
+
+    def _retarget(self) -> None:
+        demand = ((self._client_wanted, CLIENT_TARGET), (self._services > 0, SERVICE_TARGET))
+        wanted = [target for on, target in demand if on]
+        self.targets = {kind: max((t.get(kind, 0) for t in wanted), default=0) for kind in PrebuiltKind}
 
     def full(self) -> bool:
         return all(len(self.ready[k]) >= n for k, n in self.targets.items())
@@ -200,7 +217,10 @@ class HsCircuitPool:
             self._wake.set()
         self._backoff.reset()
         self.count("built")
-        if handle.closed_reason is None:
+        if len(self.ready[kind]) >= self.targets[kind]:  # demand fell while it was building
+            self.count("released")
+            self.mgr.close_circuit(handle.number)
+        elif handle.closed_reason is None:
             self.ready[kind].append(handle)
             self._changed()
 

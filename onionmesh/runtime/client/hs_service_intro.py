@@ -1,13 +1,15 @@
 """An onion service's introductions: INTRODUCE2 in, a rendezvous circuit out.
 
 * An IntroSlot is one introduction point: its relay, its fresh auth and encryption keys, its
-  circuit, and the replay cache of the clients' X that reached it.
+  circuit, and the replay cache of the clients' X that reached it (the service keeps a second
+  one of rendezvous cookies, Tor's `replay_cache_rend_cookie`: proto.replay_cache says why).
 * INTRODUCE2 (`Introductions.on_message`): parsed; with PoW on, the PoW is checked before any
   X25519 (invalid: dropped); ranked in `hs_pow.IntroQueue` (effort 0 without PoW; the queue tells
   the effort controller what it drops).
 * At most MAX_RENDEZVOUS_IN_FLIGHT workers take the queue's head (telling the controller its
   effort and the backlog): opened with the subcredential of a published period
-  (crypto.hs_intro), a replay of the client's X at that intro point dropped, a circuit to the
+  (crypto.hs_intro), a replay of the client's X at that intro point or of a rendezvous cookie
+  within 5 minutes dropped, a circuit to the
   rendezvous point, RENDEZVOUS1 (hs-ntor's answer), then the end-to-end hop, whose BEGINs go to
   runtime.client.hs_service_streams.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from nacl.bindings import crypto_scalarmult_base
@@ -29,6 +30,7 @@ from onionmesh.directory.hs_descriptor import IntroPoint
 from onionmesh.directory.hs_publish import periods_to_publish
 from onionmesh.directory.vanguards import HsPurpose
 from onionmesh.errors import OnionmeshError, RemoteProtocolError
+from onionmesh.proto.replay_cache import ReplayCache
 from onionmesh.rng import Rng
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.hs_circuits import HsCircuits, identity_of
@@ -43,6 +45,8 @@ from onionmesh.wire.relay_msg import RelayCommand, RelayMessage
 log = limited(get_logger("onionmesh.onion_service"))
 
 REPLAY_CACHE_MAX = 16384  # client X values remembered per intro point
+REND_COOKIE_HORIZON = 300.0  # Tor's REND_REPLAY_TIME_INTERVAL
+REND_COOKIE_CACHE_MAX = 65536  # cookies remembered per service (32 B each: ~4 MB at most)
 MAX_RENDEZVOUS_IN_FLIGHT = 8
 
 
@@ -56,7 +60,7 @@ class IntroSlot:
         self.enc_pub = crypto_scalarmult_base(self.enc_secret)
         self.handle: CircuitHandle | None = None
         self.established = asyncio.Event()
-        self.seen: OrderedDict[bytes, None] = OrderedDict()  # replay cache of X
+        self.seen = ReplayCache(REPLAY_CACHE_MAX)  # the clients' X, for the point's lifetime
 
     def point(self) -> IntroPoint:
         return IntroPoint(
@@ -65,12 +69,7 @@ class IntroSlot:
         )  # fmt: skip
 
     def replayed(self, x: bytes) -> bool:
-        if x in self.seen:
-            return True
-        self.seen[x] = None
-        while len(self.seen) > REPLAY_CACHE_MAX:
-            self.seen.popitem(last=False)
-        return False
+        return self.seen.seen(x, time.monotonic())
 
 
 class Introductions:
@@ -93,6 +92,7 @@ class Introductions:
             INTRO_QUEUE_CAP, publisher.pow.trimmed
         )
         self.rend_circuits: set[CircuitHandle] = set()
+        self.cookies = ReplayCache(REND_COOKIE_CACHE_MAX, REND_COOKIE_HORIZON)
         self._queued = asyncio.Event()
 
     def workers(self) -> list[asyncio.Task[None]]:
@@ -181,6 +181,9 @@ class Introductions:
             return
         if slot.replayed(cell.client_pk):
             self.count("introduce2_replayed")
+            return
+        if self.cookies.seen(opened.plaintext.rendezvous_cookie, time.monotonic()):
+            self.count("introduce2_cookie_replayed")
             return
         rp_id = identity_of(opened.plaintext.link_specs)
         rp = next((r for r in self.hs.relays() if r.identity_pk == rp_id), None)

@@ -72,6 +72,7 @@ class OnionService:
         self._tasks: list[asyncio.Task[None]] = []
         self._backoff = Backoff(base=1.0, cap=30.0, rng=rng)
         self._failed_relays: dict[str, float] = {}
+        self._holds_pool = False  # counted in the pool's service demand (start) until stop
 
     @property
     def rend_circuits(self) -> set[CircuitHandle]:
@@ -82,10 +83,14 @@ class OnionService:
     def start(self) -> None:
         self.hs.mgr.listeners.append(self._circuit_event)
         self.hs.pool.want(service=True)  # rendezvous circuits cannibalized from pre-built ones
+        self._holds_pool = True
         self._tasks.append(asyncio.create_task(self._run(), name="onion-service"))
         self._tasks.extend(self.introductions.workers())
 
     async def stop(self) -> None:
+        if self._holds_pool:
+            self._holds_pool = False
+            self.hs.pool.release_service()
         self.state = "stopped"
         tasks = self._tasks + self.streams.cancel()
         for task in self._tasks:
