@@ -5,13 +5,15 @@
 * The address gives the service's key `A` (a malformed one: BAD_ADDRESS, 0xF6, and nothing is
   sent).  For the current period (and, near a boundary, the adjacent one: a skewed clock, here or
   at the service) the client blinds `A` itself and computes the four replica keys
-  (directory.hs_placement); it looks up all of them at once: first by asking the 16 relays of its
-  view nearest each key directly (`DhtNode.lookup_replicas`: where publishers store), then, if
-  none has it, over the DHT's disjoint paths (runtime.dht.node.lookup), so a Sybil cluster near
-  one replica withholds one of four.
+  (directory.hs_placement); it looks up all of them at once (the first record that verifies and
+  opens wins, as Tor takes the first HSDir's; `complete=True` takes the newest of all replicas):
+  first by asking the 16 relays of its view nearest each key directly
+  (`DhtNode.lookup_replicas`: where publishers store), then, if none has it, over the DHT's
+  disjoint paths (runtime.dht.node.lookup), so a Sybil cluster near one replica withholds one
+  of four.
 * Every answer is checked as a storing node checks it (signature by the blinded key, size,
-  period, times, key); the newest verifiable revision wins, the current period first.  It is
-  then opened with `decrypt_record` (with the client's authorization key, if any).
+  period, times, key).  A record is then opened with `decrypt_record` (with the client's
+  authorization key, if any).
 * The DHT node must send through circuits (`circuit_dht_node`): the storing nodes see the last
   hop's address, never the client's.  A UDP DHT node is refused (`DirectFetchRefused`).
 
@@ -120,13 +122,6 @@ async def _one_key(dht: DhtNode, key: bytes, relays: Sequence[RelayDescriptor]) 
     return (await dht.lookup(key, want_value=True, seeds=seeds)).hs_record
 
 
-async def _newest(
-    dht: DhtNode, keys: Sequence[bytes], relays: Sequence[RelayDescriptor]
-) -> list[OuterRecord]:
-    results = await asyncio.gather(*(_one_key(dht, key, relays) for key in keys))
-    return [r for r in results if r is not None]
-
-
 async def fetch_onion_descriptor(
     dht: DhtNode,
     host: str,
@@ -135,8 +130,15 @@ async def fetch_onion_descriptor(
     client_secret: bytes | None = None,
     now: float | None = None,
     deadline: float = FETCH_DEADLINE,
+    complete: bool = False,
 ) -> FetchResult:
-    """Find, verify and open the descriptor of the service at `host` (see the module doc)."""
+    """Find, verify and open the descriptor of the service at `host` (see the module doc).
+
+    By default the first record that verifies and opens wins, as a Tor client takes the first
+    HSDir's answer: the connection waits for the fastest replica, not the slowest. `complete`
+    waits for every replica (or the deadline) and takes the newest revision (the client's retry
+    after a descriptor's introduction points all failed: a replica may have served an old one).
+    Records found before the deadline count either way."""
     try:
         service_pk = parse_onion_host(host)
     except BadOnionAddress:
@@ -144,32 +146,53 @@ async def fetch_onion_descriptor(
     _check_channel(dht)
     now = time.time() if now is None else now
     periods = periods_to_fetch(now)
-    keys = {p: store_keys(blind_public(service_pk, p), p) for p in periods}
-    result = FetchResult(FetchOutcome.NOT_FOUND, service_pk=service_pk)
-    found: dict[int, list[OuterRecord]] = {}
+    result = FetchResult(FetchOutcome.NOT_FOUND, service_pk=service_pk, found=dict.fromkeys(periods, 0))
+    lookups = {
+        asyncio.create_task(_one_key(dht, key, relays), name="onion-descriptor-lookup"): period
+        for period in periods
+        for key in store_keys(blind_public(service_pk, period), period)
+    }
+    found: dict[int, list[OuterRecord]] = {p: [] for p in periods}
+    errors: list[FetchOutcome] = []
+    pending = set(lookups)
     try:
         async with asyncio.timeout(deadline):
-            answers = await asyncio.gather(*(_newest(dht, keys[p], relays) for p in periods))
-        found = dict(zip(periods, answers, strict=True))
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    record = None if task.exception() is not None else task.result()
+                    if record is None:
+                        continue
+                    found[lookups[task]].append(record)
+                    result.found[lookups[task]] += 1
+                    if not complete and _open(result, record, client_secret, errors):
+                        return result
     except TimeoutError:
         pass
-    errors: list[FetchOutcome] = []
+    finally:
+        for task in pending:
+            task.cancel()
     for period in periods:
-        records = found.get(period, [])
-        result.found[period] = len(records)
-        if not records:
-            continue
-        newest = max(records, key=lambda r: r.revision)
-        try:
-            result.descriptor = decrypt_record(newest, service_pk, client_secret)
-        except DescriptorDecryptError as exc:
-            errors.append(FetchOutcome.AUTH_MISSING if exc.auth == "missing" else FetchOutcome.AUTH_WRONG)
-            continue
-        except OnionmeshError:
-            errors.append(FetchOutcome.INVALID)
-            continue
-        result.outcome, result.record = FetchOutcome.OK, newest
-        return result
+        records = found[period]
+        if records and _open(result, max(records, key=lambda r: r.revision), client_secret, errors):
+            return result
     if errors:  # an auth verdict explains more than "invalid"
         result.outcome = min(errors, key=lambda e: (e is FetchOutcome.INVALID, e.value))
     return result
+
+
+def _open(
+    result: FetchResult, record: OuterRecord, client_secret: bytes | None, errors: list[FetchOutcome]
+) -> bool:
+    """Decrypt `record` into `result` (True), or note why it cannot be opened (False)."""
+    assert result.service_pk is not None
+    try:
+        result.descriptor = decrypt_record(record, result.service_pk, client_secret)
+    except DescriptorDecryptError as exc:
+        errors.append(FetchOutcome.AUTH_MISSING if exc.auth == "missing" else FetchOutcome.AUTH_WRONG)
+        return False
+    except OnionmeshError:
+        errors.append(FetchOutcome.INVALID)
+        return False
+    result.outcome, result.record = FetchOutcome.OK, record
+    return True

@@ -15,7 +15,9 @@
    RENDEZVOUS2 finishes hs-ntor and the end-to-end hop is added.  A first connection thus costs
    max(fetch, rendezvous circuit) + introduction + rendezvous, not their sum.
 4. Failures: every intro point refused or failed 0xF2 (0xF7 if the last one timed out), no
-   RENDEZVOUS2 or a bad one 0xF3; a cached descriptor that fails is fetched again once.  The
+   RENDEZVOUS2 or a bad one 0xF3; a cached descriptor whose intro points all fail is fetched
+   again once, the newest revision of every replica (the next SOCKS request after a failed
+   first-answer descriptor therefore asks every replica).  The
    whole attempt is bounded by CONNECT_DEADLINE.
 """
 
@@ -130,7 +132,7 @@ class OnionConnector:
         relays = self.hs.relays()
         self._fetch_event("requested", service_id, {})
         result = await fetch_onion_descriptor(
-            self._dht(), host, relays, client_secret=self.client_auth.get(service_id)
+            self._dht(), host, relays, client_secret=self.client_auth.get(service_id), complete=fresh
         )
         if result.outcome is not FetchOutcome.OK or result.descriptor is None or result.record is None:
             self.count(f"fetch_{result.outcome.name.lower()}")
@@ -145,6 +147,10 @@ class OnionConnector:
         return result.descriptor, subcred, blinded
 
     async def _connect(self, host: str, service_pk: bytes, service_id: str) -> CircuitHandle:
+        """A cached descriptor or the first replica's answer; if every introduction point of a
+        cached one fails, once more with the newest revision of all replicas
+        (`fetch_onion_descriptor`'s `complete`): the service may have moved its intro points, or
+        the replica that answered first served an old revision."""
         had_cached = service_id in self._descriptors
         try:
             return await self._attempt(host, service_pk, service_id, fresh=False)
