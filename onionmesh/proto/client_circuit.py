@@ -21,7 +21,13 @@ from onionmesh.crypto.hs_intro import circuit_binding_key
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
 from onionmesh.proto.dht_events import DhtAnswerReceived
-from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
+from onionmesh.proto.endpoint import (
+    MAX_STREAMS_PER_CIRCUIT,
+    OPTIMISTIC_CELLS,
+    CircuitEndpoint,
+    StreamState,
+    no_clock,
+)
 from onionmesh.proto.events import (
     BeginRequested,
     CircuitExtended,
@@ -91,6 +97,9 @@ class ClientCircuit(CircuitEndpoint):
         # the end-to-end hop opens a stream here (the service's side of a rendezvous circuit).
         self.handled: frozenset[RelayCommand] = frozenset()
         self.accepts_streams = False
+        # The exit holds DATA sent before CONNECTED (relay protocol 3, from its descriptor): only
+        # then may a stream be begun optimistically (an older exit would drop that data).
+        self.peer_optimistic = False
 
     # --- construction ------------------------------------------------------------------------
     def create(self, identity_pk: bytes, onion_pk: bytes, handshake_type: int = ntor.LOCAL_TYPES[0]) -> None:
@@ -242,6 +251,7 @@ class ClientCircuit(CircuitEndpoint):
         if stream.udp != (msg.command is RelayCommand.CONNECTED_UDP):
             raise RemoteProtocolError("CONNECTED and CONNECTED_UDP answer BEGIN and CONNECT_UDP only")
         stream.state = StreamState.OPEN
+        stream.early_left = 0
         self.events.append(StreamConnected(msg.stream_id, Connected.decode(msg.body).address))
 
     def _on_begin(self, msg: RelayMessage) -> None:
@@ -302,13 +312,24 @@ class ClientCircuit(CircuitEndpoint):
                 return sid
         raise LocalProtocolError("no free stream ids")
 
-    def begin(self, host: str | None, port: int, flags: BeginFlags = BeginFlags.IPV6_OK) -> int:
+    def begin(
+        self,
+        host: str | None,
+        port: int,
+        flags: BeginFlags = BeginFlags.IPV6_OK,
+        *,
+        optimistic: bool = False,
+    ) -> int:
         """Open a stream to host:port through the exit (the last hop), or to `port` of an onion
-        service (host None: the empty address); returns the stream id."""
+        service (host None: the empty address); returns the stream id.  `optimistic`: the stream
+        may send OPTIMISTIC_CELLS DATA cells before CONNECTED (only toward an exit that holds them)."""
         if self.state is not CircuitState.OPEN:
             raise LocalProtocolError("circuit is not open")
+        if optimistic and (not self.peer_optimistic or host is None):
+            raise LocalProtocolError("optimistic data only toward an exit that holds it")
         sid = self._allocate_stream_id()
-        self._new_stream(sid, StreamState.CONNECTING)
+        stream = self._new_stream(sid, StreamState.CONNECTING)
+        stream.early_left = OPTIMISTIC_CELLS if optimistic else 0
         self._seal(RelayMessage(RelayCommand.BEGIN, sid, Begin(host, port, flags).encode()))
         return sid
 

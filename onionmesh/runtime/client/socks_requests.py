@@ -23,7 +23,7 @@ from onionmesh.directory.path_selection import RestrictedExitError
 from onionmesh.errors import OnionConnectFailed, OnionmeshError
 from onionmesh.proto.socks import SocksServer
 from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
-from onionmesh.runtime.client.circuit_handle import stream_timeout
+from onionmesh.runtime.client.circuit_handle import CircuitHandle, stream_timeout
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
@@ -63,9 +63,21 @@ class SocksRequests:
     client (success or the reply code that says why not) and closes the socket unless it attached
     the socket to a stream."""
 
-    def __init__(self, circuits: CircuitMgr) -> None:
+    def __init__(self, circuits: CircuitMgr, early_reply: bool = True) -> None:
         self.circuits = circuits
         self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
+        # Answer success before CONNECTED where proto.early_reply allows it (docs/protocol.md §14.6)
+        self.early_reply = early_reply
+
+    @staticmethod
+    def _may_answer_early(handle: CircuitHandle, request: SocksRequest) -> bool:
+        """An early success only on a general circuit whose exit holds optimistic data, for a
+        host:port this circuit connected to lately (proto.early_reply: why these rules)."""
+        return (
+            handle.purpose == "general"
+            and handle.circ.peer_optimistic
+            and handle.recent.fresh(request.host, request.port, time.monotonic())
+        )
 
     def reply(
         self,
@@ -102,6 +114,9 @@ class SocksRequests:
             return False
         deadline = time.monotonic() + REQUEST_DEADLINE
         self.circuits.ports_seen[request.port] = time.monotonic()
+        streams = self.circuits.streams
+        # What the application sent behind its request: optimistic data (sent again on a retry).
+        leftover = machine.take_leftover()
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
         why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
@@ -119,13 +134,27 @@ class SocksRequests:
                 else:
                     async with asyncio.timeout(remaining):
                         handle = await self.circuits.get_circuit(request.port, isolation)
-                sid = await self.circuits.streams.open_stream(
-                    handle,
-                    request.host,
-                    request.port,
-                    min(stream_timeout(handle), max(1.0, deadline - time.monotonic())),
-                    record,
-                )
+                timeout = min(stream_timeout(handle), max(1.0, deadline - time.monotonic()))
+                early_reply = self.early_reply and self._may_answer_early(handle, request)
+                optimistic = handle.circ.peer_optimistic and (early_reply or bool(leftover))
+                sid = streams.begin_stream(handle, request.host, request.port, record, optimistic=optimistic)
+                sent = streams.send_early(handle, sid, leftover) if optimistic else 0
+                if early_reply:
+                    self.reply(machine, writer, SocksReply.SUCCEEDED)
+                    streams.attach_early(
+                        handle,
+                        sid,
+                        request.host,
+                        request.port,
+                        reader,
+                        writer,
+                        leftover[sent:],
+                        timeout,
+                        record,
+                    )
+                    log.debug("stream attached early", circuit=handle.number, host=Sensitive(request.host))
+                    return True
+                await streams.wait_connected(handle, sid, request.host, request.port, timeout, record)
             except StreamFailed as failed:
                 code, why = (
                     END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
@@ -150,7 +179,7 @@ class SocksRequests:
                 code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
                 continue
             self.reply(machine, writer, SocksReply.SUCCEEDED)
-            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
+            streams.attach(handle, sid, reader, writer, leftover[sent:], record)
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
         status.failed(record, *why)
