@@ -1,4 +1,4 @@
-"""Optimistic data (Tor proposal 181, docs/protocol.md §7.4) in the circuit state machines, and
+"""Optimistic data (Tor proposal 181, docs/protocol.md §7.6) in the circuit state machines, and
 the early SOCKS success's rule (proto.early_reply), driven by hand: no sockets, no clocks."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from onionmesh.proto.early_reply import RecentTargets
 from onionmesh.proto.endpoint import OPTIMISTIC_CELLS
 from onionmesh.proto.events import StreamConnected, StreamDataReceived, StreamEnded
 from onionmesh.proto.flow import STREAM_WINDOW
-from onionmesh.wire.relay_msg import RELAY_BODY_MAX, EndReason, RelayCommand
+from onionmesh.wire.relay_msg import RELAY_BODY_MAX, Connected, EndReason, RelayCommand, RelayMessage
 from tests.helpers.circuit_harness import Chain, built_chain
 
 
@@ -152,3 +152,24 @@ def test_recent_targets_stay_bounded_and_keep_the_latest(targets: list[tuple[str
         recent.succeeded(host, port, float(t))
         assert len(recent) <= 5
         assert recent.fresh(host, port, float(t))
+
+
+def test_connected_crossing_the_clients_end_is_dropped_not_a_violation() -> None:
+    """An application that closes its socket after an early success, before CONNECTED, makes the
+    client END a connecting stream; the exit's CONNECTED may already be on its way.  It must
+    not destroy the circuit (and every other stream on it); a CONNECTED for a stream the client
+    never began still does."""
+    chain = held_chain(3)
+    other = chain.client.begin("other.example", 443)
+    sid = chain.client.begin("example.com", 443, optimistic=True)
+    chain.client.send_data(sid, b"GET /")
+    chain.pump()
+    chain.exit.connected(other, None)
+    chain.exit.connected(sid, "192.0.2.1")  # in flight ...
+    chain.client.end_stream(sid, EndReason.DONE)  # ... while the client ends the stream
+    chain.pump()
+    assert chain.take_client_events() == [StreamConnected(other, None)]
+    assert chain.client.can_send(other)
+    chain.exit._seal(RelayMessage(RelayCommand.CONNECTED, 999, Connected(None, 0).encode()))
+    with pytest.raises(RemoteProtocolError, match="CONNECTED"):
+        chain.pump()

@@ -86,6 +86,7 @@ class CircuitStreams:
             handle.pending.pop(sid, None)
             handle.stream_targets.pop(sid, None)
             handle.circ.end_stream(sid, EndReason.TIMEOUT)
+            handle.recent.failed(host, port)
             raise
         except BaseException as exc:
             handle.stream_targets.pop(sid, None)
@@ -116,8 +117,10 @@ class CircuitStreams:
 
     @staticmethod
     def _early_overdue(handle: CircuitHandle, sid: int, pump: StreamPump) -> None:
-        if handle.early.pop(sid, None) is None:  # connected, or ended already
+        target = handle.early.pop(sid, None)
+        if target is None:  # connected, or ended already
             return
+        handle.recent.failed(*target)
         if handle.closed_reason is None:
             handle.circ.end_stream(sid, EndReason.TIMEOUT)
         pump.remote_closed()
