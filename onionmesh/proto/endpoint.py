@@ -35,7 +35,7 @@ from onionmesh.wire.relay_msg import (
 from onionmesh.wire.udp_msg import DATAGRAM_MAX, check_datagram
 
 MAX_STREAMS_PER_CIRCUIT = 512
-# Optimistic data (Tor proposal 181, docs/protocol.md §7.4): DATA cells a client may send on a
+# Optimistic data (Tor proposal 181, docs/protocol.md §7.6): DATA cells a client may send on a
 # stream after its BEGIN and before CONNECTED, and so what an exit holds for a connecting stream
 # (about 16 KiB: a TLS ClientHello or an HTTP request fits in one).  More is a protocol violation.
 OPTIMISTIC_CELLS = 4

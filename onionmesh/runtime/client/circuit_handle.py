@@ -71,10 +71,9 @@ class CircuitHandle:
     on_message: Callable[[RelayMessage], None] | None = None
     on_begin: Callable[[BeginRequested], None] | None = None
     udp: UdpRouter | None = None  # the SOCKS UDP association whose flows this circuit carries
-    # host:port this circuit connected to lately (an early SOCKS success is allowed for those,
-    # proto.early_reply), and the streams answered early that still wait for CONNECTED
+    # host:port this circuit connected to lately: an early SOCKS success is allowed for those
+    # (proto.early_reply)
     recent: RecentTargets = field(default_factory=RecentTargets)
-    early: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.slot = self.link.attach(self.circ.circ_id, self, self.circ.cells_to_send)

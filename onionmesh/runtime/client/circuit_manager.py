@@ -316,11 +316,6 @@ class CircuitMgr:
                     handle.udp.route(handle, event)
                 case StreamEnded(sid) if handle.udp is not None and handle.udp.owns(handle, sid):
                     handle.udp.route(handle, event)
-                case StreamConnected(sid) if sid in handle.early:  # answered early (socks_requests)
-                    self.streams.early_connected(handle, sid)
-                case StreamEnded(sid) if sid in handle.early:
-                    self.streams.early_failed(handle, sid)
-                    handle.pumps.route(event)
                 case StreamConnected(sid) | StreamResolved(sid) if sid in handle.pending:
                     waiter = handle.pending.pop(sid)
                     if not waiter.done():
@@ -364,7 +359,6 @@ class CircuitMgr:
         handle.pending.clear()
         handle.pumps.close_all(remote=True)
         handle.unattached.clear()
-        handle.early.clear()
         if handle.udp is not None:
             handle.udp.circuit_closed(handle)
         handle.extended.set()

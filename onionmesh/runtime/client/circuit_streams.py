@@ -6,17 +6,26 @@ and carries the cells; what a stream queues, the circuit's link pulls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
 from onionmesh.errors import StreamFailed
-from onionmesh.proto.events import SendWindowOpened, StreamConnected, StreamResolved
+from onionmesh.proto.endpoint import OPTIMISTIC_CELLS
+from onionmesh.proto.events import StreamConnected, StreamResolved
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
 from onionmesh.runtime.client.stream_status import StreamRecord, StreamStatus
 from onionmesh.runtime.transport.stream_pump import StreamPump
 from onionmesh.wire.relay_msg import RELAY_BODY_MAX, EndReason
 
 StreamListener = Callable[[str, CircuitHandle, int], None]
+# What the proxy reads from an application while it waits for CONNECTED: what optimistic data can
+# carry (proto.endpoint.OPTIMISTIC_CELLS cells), so it is bounded per request.
+EARLY_READ_MAX = OPTIMISTIC_CELLS * RELAY_BODY_MAX
+
+
+class ApplicationGone(Exception):
+    """The application's socket failed while its stream was connecting."""
 
 
 class CircuitStreams:
@@ -65,6 +74,58 @@ class CircuitStreams:
             sent += handle.circ.send_data(sid, data[sent : sent + RELAY_BODY_MAX])
         return sent
 
+    async def wait_connected_reading(
+        self,
+        handle: CircuitHandle,
+        sid: int,
+        host: str,
+        port: int,
+        timeout: float,
+        reader: asyncio.StreamReader,
+        pending: bytearray,
+        sent: int,
+        record: StreamRecord | None = None,
+    ) -> int:
+        """Wait for CONNECTED to an optimistic BEGIN, and meanwhile send what the application
+        writes (appended to `pending`, of which `sent` bytes went already) behind it as
+        optimistic data, while the stream may (Tor's proposal 181); the bytes of `pending` sent.
+        The caller keeps `pending` to send again through another exit if this one fails.
+        ApplicationGone if the application's socket failed; else as wait_connected."""
+        waiting = asyncio.ensure_future(self.wait_connected(handle, sid, host, port, timeout, record))
+        reading: asyncio.Future[bytes] | None = None
+        eof = False
+        try:
+            while not waiting.done() and not eof and len(pending) < EARLY_READ_MAX:
+                stream = handle.circ.streams.get(sid)
+                if stream is None or stream.early_left <= 0:
+                    break
+                reading = asyncio.ensure_future(reader.read(EARLY_READ_MAX - len(pending)))
+                await asyncio.wait({waiting, reading}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    break  # CONNECTED (or the end): the pump reads the rest
+                try:
+                    data = reading.result()
+                except (ConnectionError, OSError) as exc:
+                    raise ApplicationGone from exc
+                reading = None
+                eof = not data
+                pending += data
+                sent += self.send_early(handle, sid, bytes(pending[sent:]))
+        except BaseException:
+            if not waiting.done():  # nobody will attach this stream: end it
+                waiting.cancel()
+                handle.pending.pop(sid, None)
+                if handle.closed_reason is None:
+                    handle.circ.end_stream(sid, EndReason.DONE)
+            raise
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+        await waiting
+        return sent
+
     async def wait_connected(
         self,
         handle: CircuitHandle,
@@ -94,50 +155,6 @@ class CircuitStreams:
                 handle.recent.failed(host, port)
             raise
         handle.recent.succeeded(host, port, time.monotonic())
-
-    def attach_early(
-        self,
-        handle: CircuitHandle,
-        sid: int,
-        host: str,
-        port: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        early: bytes,
-        timeout: float,
-        record: StreamRecord | None = None,
-    ) -> StreamPump:
-        """Join a stream to its socket before CONNECTED (an early SOCKS success, proto.early_reply):
-        its data goes out optimistically, the rest once CONNECTED comes; if END comes instead, or
-        nothing within `timeout`, the application sees its connection closed."""
-        handle.early[sid] = (host, port)
-        pump = self.attach(handle, sid, reader, writer, early, record)
-        asyncio.get_running_loop().call_later(timeout, self._early_overdue, handle, sid, pump)
-        return pump
-
-    @staticmethod
-    def _early_overdue(handle: CircuitHandle, sid: int, pump: StreamPump) -> None:
-        target = handle.early.pop(sid, None)
-        if target is None:  # connected, or ended already
-            return
-        handle.recent.failed(*target)
-        if handle.closed_reason is None:
-            handle.circ.end_stream(sid, EndReason.TIMEOUT)
-        pump.remote_closed()
-
-    @staticmethod
-    def early_connected(handle: CircuitHandle, sid: int) -> None:
-        """CONNECTED for a stream answered early: it may send all it has now."""
-        host, port = handle.early.pop(sid)
-        handle.recent.succeeded(host, port, time.monotonic())
-        handle.pumps.route(SendWindowOpened(sid))
-
-    @staticmethod
-    def early_failed(handle: CircuitHandle, sid: int) -> None:
-        """END before CONNECTED for a stream answered early: its socket closes (the pump, on the
-        END), and the next request to that host:port on this circuit waits for CONNECTED."""
-        host, port = handle.early.pop(sid)
-        handle.recent.failed(host, port)
 
     async def resolve(
         self, handle: CircuitHandle, host: str, timeout: float, record: StreamRecord | None = None

@@ -25,6 +25,7 @@ from onionmesh.proto.socks import SocksServer
 from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
 from onionmesh.runtime.client.circuit_handle import CircuitHandle, stream_timeout
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
+from onionmesh.runtime.client.circuit_streams import ApplicationGone
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
 from onionmesh.runtime.client.stream_status import StreamRecord, end_reasons
@@ -68,6 +69,7 @@ class SocksRequests:
         self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
         # Answer success before CONNECTED where proto.early_reply allows it (docs/protocol.md §14.6)
         self.early_reply = early_reply
+        self.answered_early = 0  # CONNECTs answered before CONNECTED (a count for tests and status)
 
     @staticmethod
     def _may_answer_early(handle: CircuitHandle, request: SocksRequest) -> bool:
@@ -115,8 +117,10 @@ class SocksRequests:
         deadline = time.monotonic() + REQUEST_DEADLINE
         self.circuits.ports_seen[request.port] = time.monotonic()
         streams = self.circuits.streams
-        # What the application sent behind its request: optimistic data (sent again on a retry).
-        leftover = machine.take_leftover()
+        # What the application sent behind its request, and while its stream was connecting:
+        # optimistic data, sent again on a retry through another exit (at most EARLY_READ_MAX).
+        pending = bytearray(machine.take_leftover())
+        replied = False  # an early success went out: the application may be sending already
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
         why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
@@ -135,26 +139,20 @@ class SocksRequests:
                     async with asyncio.timeout(remaining):
                         handle = await self.circuits.get_circuit(request.port, isolation)
                 timeout = min(stream_timeout(handle), max(1.0, deadline - time.monotonic()))
-                early_reply = self.early_reply and self._may_answer_early(handle, request)
-                optimistic = handle.circ.peer_optimistic and (early_reply or bool(leftover))
+                early = not replied and self.early_reply and self._may_answer_early(handle, request)
+                optimistic = handle.circ.peer_optimistic and (early or replied or bool(pending))
                 sid = streams.begin_stream(handle, request.host, request.port, record, optimistic=optimistic)
-                sent = streams.send_early(handle, sid, leftover) if optimistic else 0
-                if early_reply:
+                sent = streams.send_early(handle, sid, bytes(pending)) if optimistic else 0
+                if early:
                     self.reply(machine, writer, SocksReply.SUCCEEDED)
-                    streams.attach_early(
-                        handle,
-                        sid,
-                        request.host,
-                        request.port,
-                        reader,
-                        writer,
-                        leftover[sent:],
-                        timeout,
-                        record,
+                    replied = True
+                    self.answered_early += 1
+                if optimistic:
+                    sent = await streams.wait_connected_reading(
+                        handle, sid, request.host, request.port, timeout, reader, pending, sent, record
                     )
-                    log.debug("stream attached early", circuit=handle.number, host=Sensitive(request.host))
-                    return True
-                await streams.wait_connected(handle, sid, request.host, request.port, timeout, record)
+                else:
+                    await streams.wait_connected(handle, sid, request.host, request.port, timeout, record)
             except StreamFailed as failed:
                 code, why = (
                     END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
@@ -167,6 +165,10 @@ class SocksRequests:
                 if failed.reason is not EndReason.EXITPOLICY:  # refusing by policy is no failure
                     self.circuits.policy.relay_failed(handle.exit.fingerprint)
                 continue
+            except ApplicationGone:
+                status.failed(record, "MISC")
+                writer.close()
+                return False
             except TimeoutError:
                 code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
                 status.detached(record, *why)
@@ -178,10 +180,15 @@ class SocksRequests:
                 peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
                 code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
                 continue
-            self.reply(machine, writer, SocksReply.SUCCEEDED)
-            streams.attach(handle, sid, reader, writer, leftover[sent:], record)
+            if not replied:
+                self.reply(machine, writer, SocksReply.SUCCEEDED)
+            streams.attach(handle, sid, reader, writer, bytes(pending[sent:]), record)
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
+        if replied:  # after an early success there is no reply left to give: the connection closes
+            status.failed(record, *why)
+            await close_after_reply(writer)
+            return False
         status.failed(record, *why)
         self.reply(machine, writer, code)
         await close_after_reply(writer)

@@ -1,16 +1,18 @@
 """Optimistic data and the early SOCKS success over real sockets: a mesh of real relays on
-loopback, pysocks and raw SOCKS5 clients, a real HTTP origin (docs/protocol.md §7.4, §14.6)."""
+loopback, pysocks and raw SOCKS5 clients, a real HTTP origin (docs/protocol.md §7.6, §14.6)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from onionmesh.runtime.relay.exit_limits import StreamCaps
 from tests.helpers.mesh import Mesh, http_get_on, socks5_connect, start_mesh, stop_mesh
 
 WAIT = 60.0  # bounded waits for liveness only
@@ -109,6 +111,7 @@ async def test_early_success_only_for_a_target_this_circuit_reached(mesh1: Mesh,
     await server.wait_closed()
     code, rest = await asyncio.to_thread(socks_connect_reply, mesh1.socks_port, "127.0.0.1", port, b"again")
     assert (code, rest) == ((0, b"") if early_reply else (5, b""))
+    assert mesh1.client.socks.requests.answered_early == (1 if early_reply else 0)
     code, _ = await asyncio.to_thread(socks_connect_reply, mesh1.socks_port, "127.0.0.1", port, b"third")
     assert code == 5
     code, _ = await asyncio.to_thread(
@@ -118,33 +121,72 @@ async def test_early_success_only_for_a_target_this_circuit_reached(mesh1: Mesh,
 
 
 async def test_early_success_carries_a_fetch_and_an_upload_byte_exact(mesh1: Mesh) -> None:
-    """After an early success the application's bytes (more than the optimistic allowance) all
-    arrive, in order, and the answer comes back whole: the stream opens fully on CONNECTED."""
+    """After an early success the application's bytes (far more than optimistic data carries,
+    the first of them pipelined with the request) all arrive, in order, and the answer comes
+    back whole: the stream opens fully on CONNECTED."""
     origin = mesh1.origin
     want = origin.blob(200_000)
 
     def fetch() -> bytes:
-        head, body = http_get_on(
-            socks5_connect(mesh1.socks_port, "localhost", origin.port), "localhost", "/blob/200000"
-        )
+        sock = socks5_connect(mesh1.socks_port, "localhost", origin.port)
+        head, body = http_get_on(sock, "localhost", "/blob/200000")
         assert b" 200 " in head.split(b"\r\n")[0], head[:100]
         return body
 
     assert await asyncio.to_thread(fetch) == want  # the circuit learns the target
-    early_before = exit_stat(mesh1, "streams_optimistic")
     assert await asyncio.to_thread(fetch) == want  # answered early
+    assert mesh1.client.socks.requests.answered_early == 1
     data = bytes(range(256)) * 1000  # 256 kB: far more than OPTIMISTIC_CELLS cells
+    post = b"POST /upload HTTP/1.0\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data
 
-    def upload() -> bytes:
-        s = socks5_connect(mesh1.socks_port, "localhost", origin.port)
-        s.sendall(b"POST /upload HTTP/1.0\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
-        buf = bytearray()
-        while chunk := s.recv(65536):
-            buf += chunk
-        s.close()
-        return bytes(buf)
+    def upload() -> tuple[int, bytes]:
+        with socket.create_connection(("127.0.0.1", mesh1.socks_port), timeout=WAIT) as s:
+            s.sendall(b"\x05\x01\x00")
+            assert s.recv(2) == b"\x05\x00"
+            request = b"\x05\x01\x00\x03\x09localhost" + origin.port.to_bytes(2, "big")
+            s.sendall(request + post[:3000])
+            reply = s.recv(10)
+            s.sendall(post[3000:])
+            buf = bytearray()
+            while chunk := s.recv(65536):
+                buf += chunk
+            return reply[1], bytes(buf)
 
-    reply = await asyncio.to_thread(upload)
-    assert hashlib.sha256(data).hexdigest().encode() in reply
+    before = exit_stat(mesh1, "streams_optimistic")
+    code, answer = await asyncio.to_thread(upload)
+    assert code == 0
+    assert hashlib.sha256(data).hexdigest().encode() in answer
     assert origin.uploads[-1] == data
-    assert exit_stat(mesh1, "streams_optimistic") - early_before == 2  # both went early
+    assert exit_stat(mesh1, "streams_optimistic") - before == 1
+    assert mesh1.client.socks.requests.answered_early == 2
+
+
+async def test_after_an_early_success_an_exit_side_failure_is_retried_through_another_exit(
+    tmp_path: Path,
+) -> None:
+    """An early success loses the SOCKS error code, not the retry: an exit that refuses for a
+    reason of its own (END RESOURCELIMIT: out of sockets) makes the proxy take another exit, and
+    the bytes already sent optimistically go again there; the application only waits longer."""
+    mesh, extras = await start_mesh(tmp_path, relays=5, exits=2)
+    try:
+        server, port, got = await listener()
+        code, rest = await asyncio.to_thread(
+            socks_connect_reply, mesh.socks_port, "127.0.0.1", port, b"first"
+        )
+        assert (code, rest) == (0, b"ok")
+        now = time.monotonic()
+        (learned,) = [
+            h for h in mesh.client.circuits.circuits.values() if h.recent.fresh("127.0.0.1", port, now)
+        ]
+        first_exit = learned.exit.fingerprint
+        mesh.relay(first_exit).exit_service.streams.caps = StreamCaps(0, 0, 0)  # it admits no stream now
+        code, rest = await asyncio.to_thread(
+            socks_connect_reply, mesh.socks_port, "127.0.0.1", port, b"again"
+        )
+        assert (code, rest) == (0, b"ok")
+        assert mesh.client.socks.requests.answered_early == 1
+        assert got == [b"first", b"again"]
+        assert mesh.relay(first_exit).stats.get("streams_refused_circuit", 0) == 1
+        server.close()
+    finally:
+        await stop_mesh(mesh, extras)
