@@ -140,7 +140,9 @@ class SocksRequests:
                         handle = await self.circuits.get_circuit(request.port, isolation)
                 timeout = min(stream_timeout(handle), max(1.0, deadline - time.monotonic()))
                 early = not replied and self.early_reply and self._may_answer_early(handle, request)
-                optimistic = handle.circ.peer_optimistic and (early or replied or bool(pending))
+                # After an early success, a retry's bytes wait for the new exit's CONNECTED: sent
+                # behind BEGIN they would tell that exit what this client did on another circuit.
+                optimistic = handle.circ.peer_optimistic and (early or (bool(pending) and not replied))
                 sid = streams.begin_stream(handle, request.host, request.port, record, optimistic=optimistic)
                 sent = streams.send_early(handle, sid, bytes(pending)) if optimistic else 0
                 if early:

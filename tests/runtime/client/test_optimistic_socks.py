@@ -166,7 +166,8 @@ async def test_after_an_early_success_an_exit_side_failure_is_retried_through_an
 ) -> None:
     """An early success loses the SOCKS error code, not the retry: an exit that refuses for a
     reason of its own (END RESOURCELIMIT: out of sockets) makes the proxy take another exit, and
-    the bytes already sent optimistically go again there; the application only waits longer."""
+    the bytes already sent optimistically go again there (after its CONNECTED); the application
+    only waits longer."""
     mesh, extras = await start_mesh(tmp_path, relays=5, exits=2)
     try:
         server, port, got = await listener()
@@ -187,6 +188,11 @@ async def test_after_an_early_success_an_exit_side_failure_is_retried_through_an
         assert mesh.client.socks.requests.answered_early == 1
         assert got == [b"first", b"again"]
         assert mesh.relay(first_exit).stats.get("streams_refused_circuit", 0) == 1
+        # the retry's bytes waited for the second exit's CONNECTED: behind its BEGIN they would
+        # have told it that this request had an early success elsewhere
+        (second,) = [r for r in mesh.relays[:2] if r.fingerprint != first_exit]
+        assert second.stats.get("streams_opened", 0) == 1
+        assert second.stats.get("streams_optimistic", 0) == 0
         server.close()
     finally:
         await stop_mesh(mesh, extras)
