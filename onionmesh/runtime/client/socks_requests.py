@@ -9,6 +9,11 @@ on a circuit through another exit when the first exit refused or failed, within 
 0x02 also answers a request that the node restrictions leave no exit for (ExitNodes, or a
 username `exit={cc}` whose countries have no exit for the port) and one whose `exit=` username
 does not parse: "not allowed by ruleset", the user's ruleset; never a silent other exit.
+
+Round trips (docs/protocol.md §14.6): toward an exit that holds optimistic data, what the
+application sends with or after its request goes behind BEGIN; and a CONNECT to a host:port the
+chosen circuit connected to lately is answered with success at once (proto.early_reply), so a
+failure after it can only close the connection.
 """
 
 from __future__ import annotations
