@@ -173,6 +173,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             bridges=tuple(parse_bridge_line(line) for line in args.bridges),
             dht_over_circuits=bool(args.dht_over_circuits),
+            early_socks_reply=args.early_socks_reply is not False,
             directory=args.directory,
             dir_epoch=args.dir_epoch,
             allow_public_listeners=args.allow_public_listeners,

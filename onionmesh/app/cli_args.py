@@ -317,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="send DHT lookups through circuits, never UDP (always so with --bridge)",
     )
+    proxy.add_argument(
+        "--no-early-socks-reply",
+        dest="early_socks_reply",
+        action="store_false",
+        default=None,
+        help="always wait for the exit's CONNECTED before answering SOCKS success (docs/protocol.md §14.6)",
+    )
     _add_node_choice(proxy)
     _add_onion(proxy)
     _add_logging(proxy)

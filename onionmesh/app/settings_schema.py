@@ -146,6 +146,12 @@ _KEYS = {
         Key("tls_key", "path", None, "TLS private key (PEM) for wss:// on ws_listen", optional=True),
         Key("bridges", "bridges", (), "bridge lines: webtunnel wss://HOST:PORT/SECRET IDENTITY"),
         Key("dht_over_circuits", "bool", False, "send DHT RPCs through circuits, no UDP (bridges: always)"),
+        Key(
+            "early_socks_reply",
+            "bool",
+            True,
+            "SOCKS success before CONNECTED for a host:port this circuit reached lately",
+        ),
         Key("exit_nodes", "str", "", "exits only from these: {de},$FP,ADDR/BITS", check=_check_node_list),
         Key("exclude_nodes", "str", "", "never use these relays at any position", check=_check_node_list),
         Key("exclude_exit_nodes", "str", "", "never use these relays as exit", check=_check_node_list),
@@ -213,7 +219,10 @@ SCHEMAS: dict[str, dict[str, Key]] = {
         "data_dir": replace(_KEYS["data_dir"], default=_CLIENT_DIR, required=False, doc="client state"),
         "bootstrap": _KEYS["bootstrap"],
         **{name: _KEYS[name] for name in ("bootstrap_file", "metrics", "dht_refresh", "hops", *_LOG)},
-        **{name: _KEYS[name] for name in ("bridges", "dht_over_circuits", *_TOR_CONTROL, *_NODES, *_ONION)},
+        **{
+            name: _KEYS[name]
+            for name in ("bridges", "dht_over_circuits", "early_socks_reply", *_TOR_CONTROL, *_NODES, *_ONION)
+        },
     },
     "testnet": {
         "relays": _KEYS["relays"],

@@ -42,7 +42,8 @@ SIGNATURE_CONTEXT = b"onionmesh relay descriptor v1\x00"
 DHT_KEY_PREFIX = b"onionmesh-descriptor-key"
 # circ= lists the circuit handshake types this relay answers (each names a layer suite)
 # relay=2: stream SENDMEs may carry credit (a u16 increment), so stream windows can grow (proto.flow)
-DEFAULT_PROTOCOLS = "link=2 circ=" + ",".join(str(t) for t in sorted(ntor.LOCAL_TYPES)) + " relay=1-2"
+# relay=3: the exit holds optimistic data (DATA behind BEGIN, before CONNECTED; protocol §7.4)
+DEFAULT_PROTOCOLS = "link=2 circ=" + ",".join(str(t) for t in sorted(ntor.LOCAL_TYPES)) + " relay=1-3"
 DEFAULT_LIFETIME = 18 * 3600  # for tests and simulations; a relay signs 72 h (runtime/relay/node.py)
 MAX_LIFETIME = 3 * 24 * 3600
 MAX_NICKNAME_LEN = 19

@@ -13,6 +13,7 @@ Not in this module: choosing relays, links, sockets, timers.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,13 @@ from onionmesh.crypto.hs_intro import circuit_binding_key
 from onionmesh.crypto.onion_layer import OnionLayer, is_recognized
 from onionmesh.errors import LocalProtocolError, RemoteProtocolError
 from onionmesh.proto.dht_events import DhtAnswerReceived
-from onionmesh.proto.endpoint import MAX_STREAMS_PER_CIRCUIT, CircuitEndpoint, StreamState, no_clock
+from onionmesh.proto.endpoint import (
+    MAX_STREAMS_PER_CIRCUIT,
+    OPTIMISTIC_CELLS,
+    CircuitEndpoint,
+    StreamState,
+    no_clock,
+)
 from onionmesh.proto.events import (
     BeginRequested,
     CircuitExtended,
@@ -54,6 +61,7 @@ from onionmesh.wire.relay_msg import (
 )
 
 MAX_HOPS = 8
+ENDED_CONNECTING = 64  # stream ids remembered as ended by us before their CONNECTED
 
 
 class CircuitState(enum.Enum):
@@ -91,6 +99,12 @@ class ClientCircuit(CircuitEndpoint):
         # the end-to-end hop opens a stream here (the service's side of a rendezvous circuit).
         self.handled: frozenset[RelayCommand] = frozenset()
         self.accepts_streams = False
+        # The exit holds DATA sent before CONNECTED (relay protocol 3, from its descriptor): only
+        # then may a stream be begun optimistically (an older exit would drop that data).
+        self.peer_optimistic = False
+        # Streams this side ended while they were connecting: the exit's CONNECTED (or END) may
+        # cross our END, and is then dropped, not a violation (the most recent ENDED_CONNECTING).
+        self._ended_connecting: OrderedDict[int, None] = OrderedDict()
 
     # --- construction ------------------------------------------------------------------------
     def create(self, identity_pk: bytes, onion_pk: bytes, handshake_type: int = ntor.LOCAL_TYPES[0]) -> None:
@@ -237,11 +251,15 @@ class ClientCircuit(CircuitEndpoint):
 
     def _on_connected(self, msg: RelayMessage) -> None:
         stream = self.streams.get(msg.stream_id)
+        if stream is None and msg.stream_id in self._ended_connecting:
+            del self._ended_connecting[msg.stream_id]  # crossed our END: dropped, as Tor does
+            return
         if stream is None or stream.state is not StreamState.CONNECTING:
             raise RemoteProtocolError("CONNECTED for no pending stream")
         if stream.udp != (msg.command is RelayCommand.CONNECTED_UDP):
             raise RemoteProtocolError("CONNECTED and CONNECTED_UDP answer BEGIN and CONNECT_UDP only")
         stream.state = StreamState.OPEN
+        stream.early_left = 0
         self.events.append(StreamConnected(msg.stream_id, Connected.decode(msg.body).address))
 
     def _on_begin(self, msg: RelayMessage) -> None:
@@ -289,7 +307,16 @@ class ClientCircuit(CircuitEndpoint):
     def _on_end(self, msg: RelayMessage) -> None:
         if msg.stream_id in self._resolving:  # a RESOLVE the exit refused
             self._resolving.discard(msg.stream_id)
+        self._ended_connecting.pop(msg.stream_id, None)
         super()._on_end(msg)
+
+    def end_stream(self, stream_id: int, reason: EndReason = EndReason.DONE) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.state is StreamState.CONNECTING and stream_id not in self._resolving:
+            self._ended_connecting[stream_id] = None
+            while len(self._ended_connecting) > ENDED_CONNECTING:
+                self._ended_connecting.popitem(last=False)
+        super().end_stream(stream_id, reason)
 
     # --- streams -----------------------------------------------------------------------------
     def _allocate_stream_id(self) -> int:
@@ -299,16 +326,28 @@ class ClientCircuit(CircuitEndpoint):
             sid = self._next_stream_id
             self._next_stream_id = sid % 0xFFFF + 1
             if sid not in self.streams:
+                self._ended_connecting.pop(sid, None)  # a new stream: its CONNECTED is its own
                 return sid
         raise LocalProtocolError("no free stream ids")
 
-    def begin(self, host: str | None, port: int, flags: BeginFlags = BeginFlags.IPV6_OK) -> int:
+    def begin(
+        self,
+        host: str | None,
+        port: int,
+        flags: BeginFlags = BeginFlags.IPV6_OK,
+        *,
+        optimistic: bool = False,
+    ) -> int:
         """Open a stream to host:port through the exit (the last hop), or to `port` of an onion
-        service (host None: the empty address); returns the stream id."""
+        service (host None: the empty address); returns the stream id.  `optimistic`: the stream
+        may send OPTIMISTIC_CELLS DATA cells before CONNECTED (only toward an exit that holds them)."""
         if self.state is not CircuitState.OPEN:
             raise LocalProtocolError("circuit is not open")
+        if optimistic and (not self.peer_optimistic or host is None):
+            raise LocalProtocolError("optimistic data only toward an exit that holds it")
         sid = self._allocate_stream_id()
-        self._new_stream(sid, StreamState.CONNECTING)
+        stream = self._new_stream(sid, StreamState.CONNECTING)
+        stream.early_left = OPTIMISTIC_CELLS if optimistic else 0
         self._seal(RelayMessage(RelayCommand.BEGIN, sid, Begin(host, port, flags).encode()))
         return sid
 

@@ -35,6 +35,10 @@ from onionmesh.wire.relay_msg import (
 from onionmesh.wire.udp_msg import DATAGRAM_MAX, check_datagram
 
 MAX_STREAMS_PER_CIRCUIT = 512
+# Optimistic data (Tor proposal 181, docs/protocol.md §7.6): DATA cells a client may send on a
+# stream after its BEGIN and before CONNECTED, and so what an exit holds for a connecting stream
+# (about 16 KiB: a TLS ClientHello or an HTTP request fits in one).  More is a protocol violation.
+OPTIMISTIC_CELLS = 4
 
 
 def no_clock() -> float:
@@ -52,7 +56,7 @@ class StreamState(enum.Enum):
 
 
 class Stream:
-    __slots__ = ("bytes_in", "bytes_out", "flow", "state", "stream_id", "udp")
+    __slots__ = ("bytes_in", "bytes_out", "early_left", "flow", "held", "state", "stream_id", "udp")
 
     def __init__(self, stream_id: int, state: StreamState, udp: bool = False) -> None:
         self.stream_id = stream_id
@@ -61,9 +65,14 @@ class Stream:
         self.flow = StreamFlow()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.early_left = 0  # the client: DATA cells it may still send before CONNECTED
+        self.held: list[bytes] = []  # the exit: DATA that came before its connect succeeded
 
 
 class CircuitEndpoint:
+    # An exit holds DATA for a stream still connecting (optimistic data) instead of dropping it.
+    HOLDS_EARLY_DATA = False
+
     def __init__(self, rng: Rng, clock: Callable[[], float] = no_clock) -> None:
         self.rng = rng
         self.clock = clock  # seconds, for congestion control's RTTs; the runtime supplies a real one
@@ -98,7 +107,10 @@ class CircuitEndpoint:
         stream = self.streams.get(stream_id)
         return (
             stream is not None
-            and stream.state is StreamState.OPEN
+            and (
+                stream.state is StreamState.OPEN
+                or (stream.state is StreamState.CONNECTING and stream.early_left > 0)
+            )
             and stream.flow.can_send()
             and self.flow.can_send()
         )
@@ -120,6 +132,8 @@ class CircuitEndpoint:
             data = data[: RELAY_BODY_MAX - SENDME_NONCE_LEN]
         digest = self._seal(RelayMessage(RelayCommand.DATA, stream_id, data), nonce)
         self.flow.on_data_sent(digest, self.clock())
+        if stream.state is StreamState.CONNECTING:
+            stream.early_left -= 1
         stream.flow.package -= 1
         stream.bytes_out += len(data)
         self.bytes_out += len(data)
@@ -168,12 +182,27 @@ class CircuitEndpoint:
         if sendme_digest is not None:
             self._seal(RelayMessage(RelayCommand.SENDME, 0, Sendme(1, sendme_digest).encode()))
         stream = self.streams.get(msg.stream_id)
+        connecting = stream is not None and stream.state is StreamState.CONNECTING and not stream.udp
+        if connecting and self.HOLDS_EARLY_DATA:
+            assert stream is not None
+            self._hold(stream, msg.body)
+            return
         if stream is None or stream.state is not StreamState.OPEN or stream.udp:
             return  # data for a stream we already closed (or for a UDP flow): dropped, as Tor does
         stream.flow.on_data_received()
         stream.bytes_in += len(msg.body)
         self.bytes_in += len(msg.body)
         self.events.append(StreamDataReceived(msg.stream_id, msg.body))
+
+    def _hold(self, stream: Stream, body: bytes) -> None:
+        """Optimistic data: kept until the stream connects (then handed over in order) or ends
+        (then dropped); it counts in the stream window, so no credit goes back before delivery."""
+        if len(stream.held) >= OPTIMISTIC_CELLS:
+            raise RemoteProtocolError("more DATA before CONNECTED than optimistic data allows")
+        stream.flow.on_data_received()
+        stream.held.append(body)
+        stream.bytes_in += len(body)
+        self.bytes_in += len(body)
 
     def _on_datagram(self, msg: RelayMessage, digest: bytes) -> None:
         """A DATAGRAM counts in the circuit window like DATA; one for no open flow is dropped."""

@@ -49,6 +49,8 @@ from onionmesh.wire.relay_msg import (
 
 
 class RelayCircuit(CircuitEndpoint):
+    HOLDS_EARLY_DATA = True  # optimistic data (relay protocol 3): held until connected() hands it over
+
     def __init__(
         self,
         keys: HopKeys,
@@ -155,12 +157,17 @@ class RelayCircuit(CircuitEndpoint):
         self.extending = False
         self._seal(RelayMessage(RelayCommand.TRUNCATED, 0, Truncated_(reason).encode()))
 
-    def connected(self, stream_id: int, address: str | None) -> None:
+    def connected(self, stream_id: int, address: str | None) -> list[bytes]:
+        """The exit's connect succeeded: CONNECTED, and the optimistic data that came before it
+        (what the runtime must write to the destination first, in order; the application's
+        consumption of it then credits the stream as for any DATA)."""
         stream = self.streams.get(stream_id)
         if stream is None or stream.state is not StreamState.CONNECTING:
-            return
+            return []
         stream.state = StreamState.OPEN
         self._seal(RelayMessage(RelayCommand.CONNECTED, stream_id, Connected(address, 0).encode()))
+        held, stream.held = stream.held, []
+        return held
 
     def connected_udp(self, stream_id: int, address: str | None) -> None:
         """The exit opened the flow's connected UDP socket: CONNECTED_UDP (wire.udp_msg)."""

@@ -45,7 +45,7 @@ def _relay(rng: SeededRng, i: int) -> tuple[IdentityKey, list[RelayDescriptor]]:
             published=published,
             lifetime=72 * 3600,
             # pinned: the vector was made when relays spoke relay=1 (the default grows with the protocol)
-            protocols=DEFAULT_PROTOCOLS.replace("relay=1-2", "relay=1"),
+            protocols=DEFAULT_PROTOCOLS.replace("relay=1-3", "relay=1"),
         )
 
     return identity, [desc(T0, 1_000_000), desc(T0 + 3600, 1_000_000), desc(T0 + 7200, 2_000_000)]

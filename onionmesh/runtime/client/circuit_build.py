@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 MEASURE_PURPOSE = "measure_timeout"
 STREAM_CREDIT_VERSION = 2  # relay protocol version whose stream SENDMEs may carry credit
+OPTIMISTIC_DATA_VERSION = 3  # relay protocol version whose exits hold DATA sent before CONNECTED
 
 
 async def choose_path(
@@ -87,7 +88,9 @@ async def extend_all(
     if handle.purpose == "general":  # its streams end at the exit (not so on onion-service circuits)
         # Stream windows may grow toward an exit that takes credit in stream SENDMEs (proto.flow),
         # timed by the circuit's round trip: the last hop's EXTEND took about one.
-        handle.circ.peer_credit = STREAM_CREDIT_VERSION in protocol_versions(handle.exit.protocols, "relay")
+        relay_versions = protocol_versions(handle.exit.protocols, "relay")
+        handle.circ.peer_credit = STREAM_CREDIT_VERSION in relay_versions
+        handle.circ.peer_optimistic = OPTIMISTIC_DATA_VERSION in relay_versions
         handle.circ.rtt_hint = handle.hop_times[-1] if handle.hop_times else 0.0
 
 

@@ -16,6 +16,7 @@ from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.path_selection import exit_accepts_port
 from onionmesh.errors import StreamFailed as StreamFailed  # re-exported: circuits imports it from here
 from onionmesh.proto.client_circuit import CircuitState, ClientCircuit
+from onionmesh.proto.early_reply import RecentTargets
 from onionmesh.proto.events import BeginRequested, StreamEvent
 from onionmesh.proto.rtt import scaled_timeout
 from onionmesh.runtime.transport.link import CircuitSlot, Link
@@ -70,6 +71,9 @@ class CircuitHandle:
     on_message: Callable[[RelayMessage], None] | None = None
     on_begin: Callable[[BeginRequested], None] | None = None
     udp: UdpRouter | None = None  # the SOCKS UDP association whose flows this circuit carries
+    # host:port this circuit connected to lately: an early SOCKS success is allowed for those
+    # (proto.early_reply)
+    recent: RecentTargets = field(default_factory=RecentTargets)
 
     def __post_init__(self) -> None:
         self.slot = self.link.attach(self.circ.circ_id, self, self.circ.cells_to_send)

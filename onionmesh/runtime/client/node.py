@@ -67,6 +67,7 @@ class ClientConfig:
     metrics: tuple[str, int] | None = None  # Prometheus /metrics on loopback; off by default
     bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
     dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
+    early_socks_reply: bool = True  # SOCKS success before CONNECTED where safe (socks_requests)
     # "guards": the directory from directory guards over one-hop circuits (runtime.client.dir_fetch);
     # "crawl": the whole-DHT crawl (always so with bridges and dht_over_circuits). The crawl stays
     # the default until a fresh client's first view from guards settles as fast (issue 23).
@@ -156,7 +157,9 @@ class ClientNode:
             self.circuits.first_hops = BridgeSet(list(config.bridges), rng)
         if config.bridges or config.dht_over_circuits:
             self.directory.channel = CircuitDhtChannel(self.circuits)
-        self.socks = SocksListener(self.circuits, config.socks_host, config.socks_port)
+        self.socks = SocksListener(
+            self.circuits, config.socks_host, config.socks_port, early_reply=config.early_socks_reply
+        )
         # Onion services (docs/protocol.md §16.13): the services this node runs, the clients' keys
         # for restricted discovery (service id -> x25519 private key), and the SOCKS side's connector.
         self.onion_services: dict[str, OnionService] = {}

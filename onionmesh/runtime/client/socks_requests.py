@@ -9,6 +9,11 @@ on a circuit through another exit when the first exit refused or failed, within 
 0x02 also answers a request that the node restrictions leave no exit for (ExitNodes, or a
 username `exit={cc}` whose countries have no exit for the port) and one whose `exit=` username
 does not parse: "not allowed by ruleset", the user's ruleset; never a silent other exit.
+
+Round trips (docs/protocol.md §14.6): toward an exit that holds optimistic data, what the
+application sends with or after its request goes behind BEGIN; and a CONNECT to a host:port the
+chosen circuit connected to lately is answered with success at once (proto.early_reply), so a
+failure after it can only close the connection.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from onionmesh.directory.path_selection import RestrictedExitError
 from onionmesh.errors import OnionConnectFailed, OnionmeshError
 from onionmesh.proto.socks import SocksServer
 from onionmesh.proto.socks_wire import SocksCommand, SocksReply, SocksRequest
-from onionmesh.runtime.client.circuit_handle import stream_timeout
+from onionmesh.runtime.client.circuit_handle import CircuitHandle, stream_timeout
 from onionmesh.runtime.client.circuit_manager import CircuitMgr, StreamFailed
+from onionmesh.runtime.client.circuit_streams import ApplicationGone
 from onionmesh.runtime.client.onion_client import OnionConnector
 from onionmesh.runtime.client.path_policy import stream_restriction
 from onionmesh.runtime.client.stream_status import StreamRecord, end_reasons
@@ -63,9 +69,22 @@ class SocksRequests:
     client (success or the reply code that says why not) and closes the socket unless it attached
     the socket to a stream."""
 
-    def __init__(self, circuits: CircuitMgr) -> None:
+    def __init__(self, circuits: CircuitMgr, early_reply: bool = True) -> None:
         self.circuits = circuits
         self.onion: OnionConnector | None = None  # set by ClientNode: NAME.onion goes there, never to an exit
+        # Answer success before CONNECTED where proto.early_reply allows it (docs/protocol.md §14.6)
+        self.early_reply = early_reply
+        self.answered_early = 0  # CONNECTs answered before CONNECTED (a count for tests and status)
+
+    @staticmethod
+    def _may_answer_early(handle: CircuitHandle, request: SocksRequest) -> bool:
+        """An early success only on a general circuit whose exit holds optimistic data, for a
+        host:port this circuit connected to lately (proto.early_reply: why these rules)."""
+        return (
+            handle.purpose == "general"
+            and handle.circ.peer_optimistic
+            and handle.recent.fresh(request.host, request.port, time.monotonic())
+        )
 
     def reply(
         self,
@@ -102,6 +121,11 @@ class SocksRequests:
             return False
         deadline = time.monotonic() + REQUEST_DEADLINE
         self.circuits.ports_seen[request.port] = time.monotonic()
+        streams = self.circuits.streams
+        # What the application sent behind its request, and while its stream was connecting:
+        # optimistic data, sent again on a retry through another exit (at most EARLY_READ_MAX).
+        pending = bytearray(machine.take_leftover())
+        replied = False  # an early success went out: the application may be sending already
         code = SocksReply.GENERAL_FAILURE
         avoid: set[str] = set()
         why: tuple[str, str | None] = ("MISC", None)  # Tor's REASON / REMOTE_REASON if it fails
@@ -119,13 +143,23 @@ class SocksRequests:
                 else:
                     async with asyncio.timeout(remaining):
                         handle = await self.circuits.get_circuit(request.port, isolation)
-                sid = await self.circuits.streams.open_stream(
-                    handle,
-                    request.host,
-                    request.port,
-                    min(stream_timeout(handle), max(1.0, deadline - time.monotonic())),
-                    record,
-                )
+                timeout = min(stream_timeout(handle), max(1.0, deadline - time.monotonic()))
+                early = not replied and self.early_reply and self._may_answer_early(handle, request)
+                # After an early success, a retry's bytes wait for the new exit's CONNECTED: sent
+                # behind BEGIN they would tell that exit what this client did on another circuit.
+                optimistic = handle.circ.peer_optimistic and (early or (bool(pending) and not replied))
+                sid = streams.begin_stream(handle, request.host, request.port, record, optimistic=optimistic)
+                sent = streams.send_early(handle, sid, bytes(pending)) if optimistic else 0
+                if early:
+                    self.reply(machine, writer, SocksReply.SUCCEEDED)
+                    replied = True
+                    self.answered_early += 1
+                if optimistic:
+                    sent = await streams.wait_connected_reading(
+                        handle, sid, request.host, request.port, timeout, reader, pending, sent, record
+                    )
+                else:
+                    await streams.wait_connected(handle, sid, request.host, request.port, timeout, record)
             except StreamFailed as failed:
                 code, why = (
                     END_TO_SOCKS.get(failed.reason, SocksReply.GENERAL_FAILURE),
@@ -138,6 +172,10 @@ class SocksRequests:
                 if failed.reason is not EndReason.EXITPOLICY:  # refusing by policy is no failure
                     self.circuits.policy.relay_failed(handle.exit.fingerprint)
                 continue
+            except ApplicationGone:
+                status.failed(record, "MISC")
+                writer.close()
+                return False
             except TimeoutError:
                 code, why = SocksReply.TTL_EXPIRED, ("TIMEOUT", None)
                 status.detached(record, *why)
@@ -149,10 +187,15 @@ class SocksRequests:
                 peer_log.info("no circuit for stream", error=type(exc).__name__, detail=str(exc))
                 code, why = SocksReply.GENERAL_FAILURE, ("NOROUTE", None)
                 continue
-            self.reply(machine, writer, SocksReply.SUCCEEDED)
-            self.circuits.streams.attach(handle, sid, reader, writer, machine.take_leftover(), record)
+            if not replied:
+                self.reply(machine, writer, SocksReply.SUCCEEDED)
+            streams.attach(handle, sid, reader, writer, bytes(pending[sent:]), record)
             log.debug("stream attached", circuit=handle.number, host=Sensitive(request.host))
             return True
+        if replied:  # after an early success there is no reply left to give: the connection closes
+            status.failed(record, *why)
+            await close_after_reply(writer)
+            return False
         status.failed(record, *why)
         self.reply(machine, writer, code)
         await close_after_reply(writer)

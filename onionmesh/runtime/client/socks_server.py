@@ -57,6 +57,7 @@ class SocksListener:
         max_connections: int | None = None,
         max_handshakes: int = MAX_HANDSHAKES,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        early_reply: bool = True,
     ) -> None:
         self.circuits = circuits
         self.host = host
@@ -70,7 +71,7 @@ class SocksListener:
         self._conns: set[asyncio.StreamWriter] = set()
         # Connections that have not sent their request yet, oldest first (the writer once it exists).
         self._handshaking: dict[socket.socket, asyncio.StreamWriter | None] = {}
-        self.requests = SocksRequests(circuits)  # CONNECT, NAME.onion, RESOLVE
+        self.requests = SocksRequests(circuits, early_reply)  # CONNECT, NAME.onion, RESOLVE
         self.refused = 0  # closed at once: max_connections reached
         self.evicted = 0  # closed in their handshake to make room for a newcomer
         self.udp_stats = UdpStats()  # UDP ASSOCIATE, over all associations

@@ -82,7 +82,12 @@ class ExitService:
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.count("streams_opened")
         pump = StreamPump(entry.circ, entry.streams, sid, reader, writer, on_close=slot.release)
-        entry.circ.connected(sid, address)
+        # Optimistic data the client sent behind its BEGIN goes to the destination first, in order.
+        early = entry.circ.connected(sid, address)
+        if early:
+            self.count("streams_optimistic")
+        for data in early:
+            pump.deliver(data)
         pump.start()
 
     async def resolve(self, entry: RelayCircuitEntry, event: ResolveRequested) -> None:
