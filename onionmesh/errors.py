@@ -192,3 +192,7 @@ class ListenerClash(OnionmeshError, ValueError):
 
 class ConfigSaveError(OnionmeshError, ValueError):
     """SAVECONF could not write the settings back to the config file (the file is unchanged)."""
+
+
+class ApplicationGone(OnionmeshError):
+    """The application's socket failed while its stream was connecting (after an early SOCKS reply)."""

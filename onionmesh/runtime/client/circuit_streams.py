@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from onionmesh.errors import StreamFailed
+from onionmesh.errors import ApplicationGone, StreamFailed
 from onionmesh.proto.endpoint import OPTIMISTIC_CELLS
 from onionmesh.proto.events import StreamConnected, StreamResolved
 from onionmesh.runtime.client.circuit_handle import CircuitHandle
@@ -22,10 +22,6 @@ StreamListener = Callable[[str, CircuitHandle, int], None]
 # What the proxy reads from an application while it waits for CONNECTED: what optimistic data can
 # carry (proto.endpoint.OPTIMISTIC_CELLS cells), so it is bounded per request.
 EARLY_READ_MAX = OPTIMISTIC_CELLS * RELAY_BODY_MAX
-
-
-class ApplicationGone(Exception):
-    """The application's socket failed while its stream was connecting."""
 
 
 class CircuitStreams:
