@@ -200,7 +200,7 @@ def test_a_twenty_relay_testnet_finds_its_relays_only_in_the_dht(
     state = tmp_path / "tn20"
     proc = subprocess.Popen(
         [*ONIONMESH, "testnet", "--relays", "20", "--socks", f"127.0.0.1:{port}", "--state-dir", str(state),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--dir-epoch", str(CRAWL_DIR_EPOCH)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
