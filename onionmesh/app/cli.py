@@ -225,6 +225,7 @@ def cmd_testnet(args: argparse.Namespace) -> int:
         allow_public_listeners=args.allow_public_listeners,
         tor_control=args.tor_control,
         hashed_control_password=args.hashed_control_password,
+        dir_epoch=args.dir_epoch,
     )
     try:
         net.geoip, net.restrictions = node_choice(args)

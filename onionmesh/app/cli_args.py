@@ -18,13 +18,13 @@ def host_port(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _add_dir_epoch(parser: argparse.ArgumentParser) -> None:
+def _add_dir_epoch(parser: argparse.ArgumentParser, default: float = 3600.0) -> None:
     parser.add_argument(
         "--dir-epoch",
         type=float,
-        default=3600.0,
+        default=default,
         metavar="SECONDS",
-        help="the directory's epoch (3600; shorter only for tests and testnets: all nodes must agree)",
+        help=f"the directory's epoch ({default:g}; 3600 in a real network, shorter for tests and testnets)",
     )
 
 
@@ -335,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tor_control(testnet, ("127.0.0.1", 0))
     testnet.add_argument("--state-dir", type=Path, default=Path("onionmesh-testnet"))
     testnet.add_argument("--hops", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    _add_dir_epoch(testnet, 3.0)  # app.testnet.TESTNET_DIR_EPOCH (its relays' and its proxy's)
     _add_node_choice(testnet)
     _add_onion(testnet)
     _add_public_listeners(testnet)

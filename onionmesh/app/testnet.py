@@ -36,7 +36,7 @@ from onionmesh.runtime.keystore import private_dir
 TESTNET_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
 START_TIMEOUT = 60.0
 TESTNET_DHT_REFRESH = 30.0
-TESTNET_DIR_EPOCH = 3.0  # the directory's epoch on a testnet (3600 in a real network)
+TESTNET_DIR_EPOCH = 3.0  # the directory's epoch on a testnet (3600 in a real network; --dir-epoch)
 BOOTSTRAP_CONTACTS = 3
 
 
@@ -87,6 +87,7 @@ class Testnet:
         tor_control: tuple[str, int] | None = ("127.0.0.1", 0),
         hashed_control_password: str | None = None,
         relay_metrics_port: int | None = None,
+        dir_epoch: float = TESTNET_DIR_EPOCH,
     ) -> None:
         if not 1 <= relays <= 250:
             raise ValueError("a testnet has 1 to 250 relays")
@@ -102,6 +103,9 @@ class Testnet:
         self.allow_public_listeners = allow_public_listeners
         self.tor_control = tor_control
         self.passwords = (hashed_control_password,) if hashed_control_password else ()
+        # Short by default so that a proxy with --directory=guards can be tried against the testnet;
+        # the testnet's own proxy crawls, so tests that need no directory source pass a long one.
+        self.dir_epoch = dir_epoch
         exposed = public_listeners(
             ClientConfig(self.state_dir, socks[0], socks[1], control[0], control[1], torcontrol=tor_control)
         )
@@ -125,7 +129,7 @@ class Testnet:
             "--data-dir", str(data),
             "--nickname", f"testrelay{i}",
             "--log-level", self.log_level,
-            "--dir-epoch", str(TESTNET_DIR_EPOCH),
+            "--dir-epoch", str(self.dir_epoch),
         ]  # fmt: skip
         if bootstrap is not None:
             args += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
@@ -185,7 +189,7 @@ class Testnet:
                 control_port=self.control[1],
                 bootstrap=bootstrap,
                 dht_refresh=TESTNET_DHT_REFRESH,
-                dir_epoch=TESTNET_DIR_EPOCH,
+                dir_epoch=self.dir_epoch,
                 hops=self.hops,
                 allow_public_listeners=self.allow_public_listeners,
                 torcontrol=self.tor_control,

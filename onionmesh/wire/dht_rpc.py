@@ -18,15 +18,13 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
-from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire.buffer import Buffer
+from onionmesh.wire.chunked import Assembler, ChunkBody, decoder, split
 from onionmesh.wire.relay_address import pull_address, push_address
-from onionmesh.wire.relay_msg import RELAY_BODY_MAX, _decoding
+from onionmesh.wire.relay_msg import _decoding
 
 MAX_REQUEST = 3712  # a `store` of an onion-service record (<= 3584 bytes) with its framing
 MAX_ANSWER = 4096  # a DHT datagram is at most this long
-MORE = 0x01
-CHUNK_MAX = RELAY_BODY_MAX - 4  # status, flags, length u16
 
 
 class DhtStatus(enum.IntEnum):
@@ -63,58 +61,23 @@ class DhtRpc:
         return cls(host, port, request)
 
 
-@dataclass(frozen=True, slots=True)
-class DhtAnswer:
-    status: DhtStatus
-    more: bool = False
-    chunk: bytes = b""
+class DhtAnswer(ChunkBody[DhtStatus]):
+    """One DHT_ANSWER body (the framing: wire.chunked)."""
 
-    def encode(self) -> bytes:
-        if len(self.chunk) > CHUNK_MAX:
-            raise ValueError("chunk too long")
-        buf = Buffer().push_u8(self.status).push_u8(MORE if self.more else 0)
-        return buf.push_vec16(self.chunk).getvalue()
-
-    @_decoding("DHT_ANSWER")
-    def decode(cls, buf: Buffer) -> DhtAnswer:
-        status = DhtStatus(buf.pull_u8())
-        flags = buf.pull_u8()
-        if flags & ~MORE:
-            raise ValueError("unknown flags")
-        chunk = buf.pull_vec16()
-        if len(chunk) > CHUNK_MAX or (flags & MORE and status is not DhtStatus.OK):
-            raise ValueError("bad DHT_ANSWER")
-        return cls(status, bool(flags & MORE), chunk)
+    __slots__ = ()
+    STATUS = DhtStatus
+    decode = decoder("DHT_ANSWER")
 
 
 def answer_bodies(status: DhtStatus, answer: bytes = b"") -> list[bytes]:
     """The DHT_ANSWER bodies for one answer."""
     if len(answer) > MAX_ANSWER:
         raise ValueError("answer too long")
-    if status is not DhtStatus.OK or not answer:
-        return [DhtAnswer(status).encode()]
-    chunks = [answer[i : i + CHUNK_MAX] for i in range(0, len(answer), CHUNK_MAX)]
-    return [DhtAnswer(status, i < len(chunks) - 1, c).encode() for i, c in enumerate(chunks)]
+    return split(DhtAnswer, status, answer)
 
 
-class AnswerAssembler:
-    """Joins DHT_ANSWER chunks per request id; `feed` returns (status, answer) when one is complete."""
+class AnswerAssembler(Assembler[DhtStatus]):
+    """Joins DHT_ANSWER chunks per request id, at most MAX_ANSWER bytes per answer."""
 
     def __init__(self, max_pending: int = 256) -> None:
-        self._parts: dict[int, bytearray] = {}
-        self.max_pending = max_pending
-
-    def feed(self, request_id: int, answer: DhtAnswer) -> tuple[DhtStatus, bytes] | None:
-        parts = self._parts.pop(request_id, bytearray())
-        parts += answer.chunk
-        if len(parts) > MAX_ANSWER:
-            raise RemoteProtocolError("DHT answer too long")
-        if answer.more:
-            if len(self._parts) >= self.max_pending:
-                raise RemoteProtocolError("too many partial DHT answers")
-            self._parts[request_id] = parts
-            return None
-        return answer.status, bytes(parts)
-
-    def forget(self, request_id: int) -> None:
-        self._parts.pop(request_id, None)
+        super().__init__(MAX_ANSWER, max_pending, "DHT answer")

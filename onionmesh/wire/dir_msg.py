@@ -17,13 +17,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire.buffer import Buffer
-from onionmesh.wire.relay_msg import RELAY_BODY_MAX, _decoding
+from onionmesh.wire.chunked import Assembler, ChunkBody, decoder, split
+from onionmesh.wire.relay_msg import _decoding
 
 DIR_GET_LEN = 38
-MORE = 0x01
-CHUNK_MAX = RELAY_BODY_MAX - 4  # status, flags, length u16
 MAX_DOC = 16 * 1024 * 1024 + 4096  # directory.dir_list's MAX_BODY and its envelope
 KINDS = range(1, 6)
 
@@ -56,61 +54,24 @@ class DirGet:
         return cls(kind, buf.pull_u32(), buf.pull_bytes(32), buf.pull_u8())
 
 
-@dataclass(frozen=True, slots=True)
-class DirData:
-    status: DirStatus
-    more: bool = False
-    chunk: bytes = b""
+class DirData(ChunkBody[DirStatus]):
+    """One DIR_DATA body (the framing: wire.chunked)."""
 
-    def encode(self) -> bytes:
-        if len(self.chunk) > CHUNK_MAX:
-            raise ValueError("chunk too long")
-        buf = Buffer().push_u8(self.status).push_u8(MORE if self.more else 0)
-        return buf.push_vec16(self.chunk).getvalue()
-
-    @_decoding("DIR_DATA")
-    def decode(cls, buf: Buffer) -> DirData:
-        status = DirStatus(buf.pull_u8())
-        flags = buf.pull_u8()
-        if flags & ~MORE:
-            raise ValueError("unknown flags")
-        chunk = buf.pull_vec16()
-        if len(chunk) > CHUNK_MAX or ((flags & MORE or chunk) and status is not DirStatus.OK):
-            raise ValueError("bad DIR_DATA")
-        return cls(status, bool(flags & MORE), chunk)
+    __slots__ = ()
+    STATUS = DirStatus
+    decode = decoder("DIR_DATA")
 
 
 def data_bodies(status: DirStatus, doc: bytes = b"") -> list[bytes]:
     """The DIR_DATA bodies of one answer."""
-    if status is not DirStatus.OK or not doc:
-        return [DirData(status).encode()]
-    chunks = [doc[i : i + CHUNK_MAX] for i in range(0, len(doc), CHUNK_MAX)]
-    return [DirData(status, i < len(chunks) - 1, c).encode() for i, c in enumerate(chunks)]
+    return split(DirData, status, doc)
 
 
-class DocAssembler:
-    """Joins DIR_DATA chunks per request id, at most `limit` bytes per document; `feed` returns
-    (status, document) when one is complete."""
+class DocAssembler(Assembler[DirStatus]):
+    """Joins DIR_DATA chunks per request id, at most `limit` bytes per document."""
 
     def __init__(self, limit: int = MAX_DOC, max_pending: int = 16) -> None:
-        self.limit = limit
-        self.max_pending = max_pending
-        self._parts: dict[int, bytearray] = {}
-
-    def feed(self, request_id: int, data: DirData) -> tuple[DirStatus, bytes] | None:
-        parts = self._parts.pop(request_id, bytearray())
-        parts += data.chunk
-        if len(parts) > self.limit:
-            raise RemoteProtocolError("directory document too long")
-        if data.more:
-            if len(self._parts) >= self.max_pending:
-                raise RemoteProtocolError("too many partial directory documents")
-            self._parts[request_id] = parts
-            return None
-        return data.status, bytes(parts)
-
-    def forget(self, request_id: int) -> None:
-        self._parts.pop(request_id, None)
+        super().__init__(limit, max_pending, "directory document")
 
 
 __all__ = ["DIR_GET_LEN", "DirData", "DirGet", "DirStatus", "DocAssembler", "data_bodies"]

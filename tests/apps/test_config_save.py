@@ -1,6 +1,6 @@
 """SAVECONF's file edit (app/config_save.py): only the changed keys' lines change, comments and
 everything else stay byte for byte, the result checks, and refusals leave the file alone.  The
-control-port side runs with stem in tests/apps/test_tor_control.py."""
+control-port side runs with stem in tests/apps/tor_control/test_saveconf.py."""
 
 from __future__ import annotations
 

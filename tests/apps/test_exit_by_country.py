@@ -17,6 +17,7 @@ import pytest
 from onionmesh.app import testnet
 from onionmesh.app.cli import build_parser, node_choice, settings
 from onionmesh.runtime import safelog
+from tests.helpers.mesh import CRAWL_DIR_EPOCH
 
 COUNTRIES = {1: "DE", 2: "FR", 3: "US", 4: "SE"}  # 127.N.0.0/16 -> country; testnet relay i is 127.(i+1).0.1
 BODY = b"hello from the origin"
@@ -82,7 +83,7 @@ async def start(tmp_path: Path, *flags: str) -> testnet.Testnet:
         "testnet",
         build_parser().parse_args(["testnet", "--geoip-file", str(geoip_file(tmp_path / "geoip")), *flags]),
     )
-    net = testnet.Testnet(tmp_path / "net", 4, ("127.0.0.1", 0), ("127.0.0.1", 0))
+    net = testnet.Testnet(tmp_path / "net", 4, ("127.0.0.1", 0), ("127.0.0.1", 0), dir_epoch=CRAWL_DIR_EPOCH)
     net.geoip, net.restrictions = node_choice(args)
     await net.start()
     return net

@@ -20,8 +20,8 @@ import pytest
 
 from onionmesh.app import testnet
 from tests.apps.test_exit_by_country import BODY, socks_fetch, start
-from tests.apps.test_tor_control import SYSTEM_PYTHON, needs_stem
 from tests.helpers.chromium import ARTIFACTS, live_chromium, needs_chromium
+from tests.helpers.torcontrol import SYSTEM_PYTHON, needs_stem
 
 RELAY_ADDRESS = {"DE": "127.1.0.1", "FR": "127.2.0.1", "US": "127.3.0.1", "SE": "127.4.0.1"}
 STEM_SETCONF = """

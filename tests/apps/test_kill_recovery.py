@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.mesh import http_get_via_socks, socks5_connect
+from tests.helpers.mesh import CRAWL_DIR_EPOCH, http_get_via_socks, socks5_connect
 from tests.helpers.testnet import ONIONMESH, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
@@ -42,7 +42,7 @@ def test_sigkilled_relays_are_survived(tmp_path: Path, www: tuple[int, Path]) ->
     state = tmp_path / "tn"
     proc = subprocess.Popen(
         [*ONIONMESH, "testnet", "--relays", str(RELAYS), "--socks", f"127.0.0.1:{port}", "--state-dir",
-         str(state), "--log-level", "warning"],
+         str(state), "--log-level", "warning", "--dir-epoch", str(CRAWL_DIR_EPOCH)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

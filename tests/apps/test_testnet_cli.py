@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.mesh import http_get_via_socks
+from tests.helpers.mesh import CRAWL_DIR_EPOCH, http_get_via_socks
 from tests.helpers.testnet import ONIONMESH, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed")
@@ -30,7 +30,7 @@ def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pat
     port = free_port()
     proc = subprocess.Popen(
         [*ONIONMESH, "testnet", "--relays", "5", "--socks", f"127.0.0.1:{port}", "--state-dir", str(state),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--dir-epoch", str(CRAWL_DIR_EPOCH)],  # its proxy crawls
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines = []
@@ -59,6 +59,20 @@ def test_testnet_json_describes_the_mesh(testnet: tuple[int, Path, subprocess.Po
     assert cookie.stat().st_mode & 0o777 == 0o600
     assert (state / "relay0" / "keys").stat().st_mode & 0o777 == 0o700
     assert (state / "relay0" / "keys" / "identity_ed25519").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_dir_epoch_reaches_every_relay(testnet: tuple[int, Path, subprocess.Popen[str]]) -> None:
+    """`onionmesh testnet --dir-epoch` is its relays' epoch (one network, one epoch)."""
+    _, _, proc = testnet
+    children = [
+        int(pid)
+        for task in Path(f"/proc/{proc.pid}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+    relays = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
+    relays = [argv for argv in relays if b"relay" in argv]
+    assert len(relays) == 5
+    assert all(argv[argv.index(b"--dir-epoch") + 1] == str(CRAWL_DIR_EPOCH).encode() for argv in relays)
 
 
 def test_curl_50_mib_byte_identical(
@@ -186,7 +200,7 @@ def test_a_twenty_relay_testnet_finds_its_relays_only_in_the_dht(
     state = tmp_path / "tn20"
     proc = subprocess.Popen(
         [*ONIONMESH, "testnet", "--relays", "20", "--socks", f"127.0.0.1:{port}", "--state-dir", str(state),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--dir-epoch", str(CRAWL_DIR_EPOCH)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

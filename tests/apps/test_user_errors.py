@@ -51,8 +51,8 @@ def _proxy(tmp_path: Path, *extra: str) -> list[str]:
 def test_a_proxy_port_in_use_is_one_line(tmp_path: Path, busy_port: int, which: str) -> None:
     ports = {"socks": "127.0.0.1:0", "control": "127.0.0.1:0"}
     ports[which] = f"127.0.0.1:{busy_port}"
-    extra = ["--socks", ports["socks"], "--control", ports["control"]]
-    if which == "metrics":
+    extra = ["--socks", ports["socks"], "--control", ports["control"], "--tor-control", "127.0.0.1:0"]
+    if which == "metrics":  # (not Tor's 9051 above: another proxy on this machine may hold it)
         extra += ["--metrics", f"127.0.0.1:{busy_port}"]
     line = _one_line(_run(*_proxy(tmp_path, *extra)))
     assert f"127.0.0.1:{busy_port}" in line and "already in use" in line, line

@@ -2,22 +2,46 @@
 
     python -m tests.helpers.flooder HOST PORT IDENTITY_HEX ONION_HEX SECONDS JUNK CREATES_PER_S
 
-Prints one JSON line of what it did. Bounded in time and count; loopback targets only.
+Prints `{"flooding": true}` once its CREATE links are up and the flood begins, then one JSON line of
+what it did. The JUNK connections are spread over SECONDS; the CREATE flood runs at CREATES_PER_S
+(a starved flooder catches up in bursts) for SECONDS, until it has sent SECONDS' worth, and on
+until stdin is closed (a test ends it when its honest traffic is done, so that traffic is measured
+under the flood however slow a loaded machine makes it), at most MAX_SECONDS. At nice 19 on a
+loaded machine this process may get no CPU for seconds: the amount is what it promises, not the
+rate. Bounded in time and count; loopback targets only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
 import sys
+import threading
 import time
 
 from onionmesh.crypto import ntor
 from onionmesh.rng import SystemRng
 from onionmesh.runtime.transport.link_setup import open_link
 from onionmesh.wire.cell import Cell, CellCommand, create_payload
+
+MAX_SECONDS = 120.0  # the CREATE flood's bound, whether or not stdin is closed
+
+
+def stdin_closed() -> asyncio.Future[None]:
+    """Done when stdin reaches EOF; read in a daemon thread, so an open stdin never holds up the exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wait() -> None:
+        sys.stdin.read()
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=wait, daemon=True).start()
+    return done
 
 
 class Owner:
@@ -61,12 +85,17 @@ async def junk(host: str, port: int, total: int, deadline: float, stats: dict[st
 
 
 async def creates(links: list, identity: bytes, onion: bytes, rate: int, deadline: float,
-                  stats: dict[str, int]) -> None:  # fmt: skip
+                  quota: int, stop: asyncio.Future, stats: dict[str, int]) -> None:  # fmt: skip
     rng = SystemRng()
     skins = [ntor.client_start(identity, onion, rng)[1] for _ in range(256)]
     sent = 0
     start = time.monotonic()
-    while time.monotonic() < deadline:
+    limit = start + MAX_SECONDS
+    stats["hit_bound"] = False  # True: at MAX_SECONDS, stdin was still open or the quota not sent
+    while time.monotonic() < deadline or sent < quota or not stop.done():
+        if time.monotonic() >= limit:
+            stats["hit_bound"] = True
+            break
         due = int((time.monotonic() - start) * rate)
         while sent < due:
             link = links[sent % len(links)]
@@ -76,6 +105,7 @@ async def creates(links: list, identity: bytes, onion: bytes, rate: int, deadlin
             sent += 1
         await asyncio.sleep(0.005)
     stats["creates_sent"] = sent
+    stats["seconds"] = round(time.monotonic() - start, 2)
     await asyncio.sleep(0.2)
     for link in links:
         link.close()
@@ -85,15 +115,17 @@ async def main() -> None:
     host, port, identity, onion, seconds, total, rate = sys.argv[1:8]
     if not ipaddress.ip_address(host).is_loopback:
         raise SystemExit("the flooder only targets loopback")
-    deadline = time.monotonic() + float(seconds)
     stats = {"junk_connected": 0, "junk_failed": 0, "creates_sent": 0}
     owner = Owner()
     ident, onion_pk = bytes.fromhex(identity), bytes.fromhex(onion)
     # The CREATE links first: once junk fills the relay's per-address link cap, new links are refused.
     links = [await open_link(host, int(port), ident, owner, SystemRng()) for _ in range(4)]
+    deadline = time.monotonic() + float(seconds)  # from here: the flood itself lasts SECONDS
+    stop = stdin_closed()
+    print(json.dumps({"flooding": True}), flush=True)
     await asyncio.gather(
         junk(host, int(port), int(total), deadline, stats),
-        creates(links, ident, onion_pk, int(rate), deadline, stats),
+        creates(links, ident, onion_pk, int(rate), deadline, int(float(seconds) * int(rate)), stop, stats),
     )
     stats["created"] = owner.created
     stats["destroyed"] = owner.destroys

@@ -22,6 +22,12 @@ from onionmesh.runtime.client.node import ClientConfig, ClientNode
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 
 LOOPBACK_EXIT_POLICY = "accept 127.0.0.0/8:*; accept [::1]:*; reject *:*"
+# The directory's epoch in a test mesh: accelerated where the client fetches from directory guards;
+# where it crawls, nothing reads the relays' directory sources, so they keep a real network's epoch
+# (gossip every few minutes, one catch-up crawl 2 s after start; not gossip 4 times a second, a
+# liveness round every 3 s and crawls at 0.25, 3, 6 and 12 s).
+GUARDS_DIR_EPOCH = 3.0
+CRAWL_DIR_EPOCH = 3600.0
 
 
 @dataclass
@@ -102,9 +108,11 @@ async def start_mesh(
     dht_refresh: float = 600.0,
     resolve_overrides: dict[str, list[str]] | None = None,
     hosts: list[str] | None = None,  # relay i listens on hosts[i]; default 127.{i+1}.0.1 (distinct /16s)
-    dir_epoch: float = 3.0,  # the directory's epoch, accelerated (runtime.relay.dir_source)
+    dir_epoch: float | None = None,  # runtime.relay.dir_source; default GUARDS_/CRAWL_DIR_EPOCH
     directory: str = "crawl",  # "guards": the directory guards (runtime.client.dir_fetch)
 ) -> tuple[Mesh, list[object]]:
+    if dir_epoch is None:
+        dir_epoch = GUARDS_DIR_EPOCH if directory == "guards" else CRAWL_DIR_EPOCH
     origin, runner = await start_origin()
     nodes: list[RelayNode] = []
     for i in range(relays):

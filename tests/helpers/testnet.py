@@ -16,6 +16,7 @@ from pathlib import Path
 
 from onionmesh.app import testnet
 from onionmesh.runtime import safelog
+from tests.helpers.mesh import CRAWL_DIR_EPOCH
 
 ONIONMESH = [sys.executable, "-m", "onionmesh"]
 
@@ -58,6 +59,7 @@ async def start_testnet(
         ("127.0.0.1", 0),
         relay_args=relay_args,
         relay_metrics_port=relay_metrics_port,
+        dir_epoch=CRAWL_DIR_EPOCH,  # the testnet's proxy crawls: its relays' directory sources idle
     )
     await net.start()
     return net
@@ -71,7 +73,7 @@ def run_testnet(
     stop it with `stop_testnet`."""
     proc = subprocess.Popen(
         [*ONIONMESH, "testnet", "--relays", str(relays), "--socks", "127.0.0.1:0", "--state-dir", str(state),
-         "--log-level", "warning", *extra],
+         "--log-level", "warning", "--dir-epoch", str(CRAWL_DIR_EPOCH), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -13,8 +13,8 @@ from onionmesh.errors import RemoteProtocolError
 from onionmesh.wire import bridge_cells
 from onionmesh.wire.bridge_cells import DescriptorAssembler, descriptor_payloads
 from onionmesh.wire.cell import CELL_PAYLOAD_LEN, Cell, CellCommand
+from onionmesh.wire.chunked import CHUNK_MAX
 from onionmesh.wire.dht_rpc import (
-    CHUNK_MAX,
     MAX_ANSWER,
     MAX_REQUEST,
     AnswerAssembler,
@@ -108,3 +108,12 @@ def test_error_answers_carry_no_data_and_sizes_are_bounded() -> None:
     with pytest.raises(RemoteProtocolError, match="too long"):
         for _ in range(MAX_ANSWER // CHUNK_MAX + 2):
             assembler.feed(3, chunk)
+
+
+def test_an_answer_that_is_not_ok_carries_no_chunk() -> None:
+    """docs/protocol.md §15.4: TIMEOUT, REFUSED, RATE_LIMITED have "no chunk, no more" (as DIR_DATA)."""
+    for status in (DhtStatus.TIMEOUT, DhtStatus.REFUSED, DhtStatus.RATE_LIMITED):
+        assert DhtAnswer.decode(bytes([status, 0, 0, 0])) == DhtAnswer(status)
+        for body in (bytes([status, 0, 0, 1]) + b"x", bytes([status, 1, 0, 0])):
+            with pytest.raises(RemoteProtocolError, match="malformed DHT_ANSWER"):
+                DhtAnswer.decode(body)

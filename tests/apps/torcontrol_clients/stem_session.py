@@ -1,4 +1,4 @@
-"""Run by Debian's /usr/bin/python3 with python3-stem (tests/apps/test_tor_control.py): a stem
+"""Run by Debian's /usr/bin/python3 with python3-stem (tests/apps/tor_control/test_events.py): a stem
 user's session against onionmesh's Tor control port.  Prints one JSON object of what it saw.
 
 usage: stem_session.py CONTROL_PORT SOCKS_HOST:PORT URL

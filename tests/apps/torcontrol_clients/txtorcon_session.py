@@ -1,4 +1,4 @@
-"""Run by Debian's /usr/bin/python3 with python3-txtorcon (tests/apps/test_tor_control.py): a
+"""Run by Debian's /usr/bin/python3 with python3-txtorcon (tests/apps/tor_control/test_txtorcon.py): a
 txtorcon user connects to onionmesh's Tor control port (PROTOCOLINFO, cookie authentication by
 itself), builds TorState (ns/all, circuit-status, stream-status, address-mappings/all,
 entry-guards, process/pid), builds a circuit with EXTENDCIRCUIT and waits for it, and adds an

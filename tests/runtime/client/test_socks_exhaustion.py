@@ -103,6 +103,7 @@ def test_out_of_descriptors_costs_a_few_log_lines_not_a_storm(tmp_path: Path, ev
     proc = subprocess.Popen(
         [sys.executable, "-m", "onionmesh", "proxy", "--bootstrap", "127.0.0.1:1",
          "--socks", "127.0.0.1:0", "--control", "127.0.0.1:0", "--data-dir", str(tmp_path / "c"),
+         "--tor-control", "127.0.0.1:0",  # not Tor's 9051: another proxy on this machine may hold it
          "--log-level", "warning"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_low_nofile,
         env=env,
@@ -112,7 +113,7 @@ def test_out_of_descriptors_costs_a_few_log_lines_not_a_storm(tmp_path: Path, ev
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
         match = re.search(r"SOCKS5 at [\d.]+:(\d+)", line)
-        assert match, line
+        assert match, line or proc.stderr.read()  # no line: it exited; say why
         port = int(match.group(1))
         for _ in range(300):  # far past the proxy's 128 descriptors
             try:
