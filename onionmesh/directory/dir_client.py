@@ -170,12 +170,13 @@ class DirClient:
         sources = [r.primary, *r.heads]
         differing = {b for s in r.buckets for b in r.buckets[s]}
         ours = r.primary_state.bucket_hashes()
+        digest = r.primary_state.digest()
         overlay: dict[bytes, DirEntry] = {}
         new: list[Evidence] = []
         for b in sorted(differing):
             lists: dict[bytes, dict[bytes, DirEntry]] = {}
             for s in sources:
-                agrees = r.heads.get(s) == r.primary_state.digest() or (
+                agrees = r.heads.get(s) == digest or (
                     s in r.summaries and r.summaries[s][b] == ours[b]
                 )
                 if s == r.primary or agrees:

@@ -201,3 +201,31 @@ def test_a_dir_guard_that_is_down_for_a_while_is_kept() -> None:
     assert guards.sampled[:3] == chosen and len(usable) == 1  # one more while none is up, at most 2n
     gone = guards.update(none_up, set(), SeededRng(9), [r.fingerprint for r in none_up])
     assert not set(chosen) & set(guards.sampled) and len(gone) == 3  # left the directory: replaced
+
+
+def test_the_union_hashes_each_leaf_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by simulations/dir_view.py: the union recomputed the primary's whole state digest for
+    every differing bucket and source (256 x 3 x N leaf hashes: minutes at 10,000 relays)."""
+    from onionmesh.directory import dir_state
+
+    big = [DirEntry.of(_relay(100 + i)[1], RUNNING) for i in range(60)]
+    states = [DirState(E, big), DirState(E, big[::2]), DirState(E, big[1::2])]  # every bucket differs
+    calls = 0
+    real = dir_state.dir_hash
+
+    def counting(person: bytes, data: bytes) -> bytes:
+        nonlocal calls
+        calls += person == b"om-dir-leaf"
+        return real(person, data)
+
+    client = DirClient()
+    pk = [s.public for s in SOURCES]
+    client.on_primary(pk[0], dl.make_snapshot(SOURCES[0], states[0]).encode(), NOW)
+    for i in (1, 2):
+        assert not client.add_head(pk[i], dl.make_head(SOURCES[i], states[i]).encode())
+        for b in client.add_summary(pk[i], dl.make_summary(SOURCES[i], states[i]).encode()):
+            client.add_bucket(pk[i], dl.make_bucket(SOURCES[i], states[i], b).encode(), NOW)
+    monkeypatch.setattr(dir_state, "dir_hash", counting)
+    client.finish()
+    assert len(client.view(NOW)) == len(big)
+    assert calls <= 2 * len(big), calls
