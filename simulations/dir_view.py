@@ -68,6 +68,7 @@ from onionmesh.directory.gossip_peers import (
     heartbeat_epochs,
 )
 from onionmesh.directory.placement import Candidate, ReplicaIndex
+from onionmesh.runtime.relay.dir_source import GOSSIP_EVERY, MAX_BUCKETS_PER_ROUND
 from simulations.churn import SessionModel
 from simulations.relays import EPOCH, PyRng, Relay, make_relay, random_ip, tor_like_bandwidth
 
@@ -76,7 +77,7 @@ EPOCH_LEN = 3600.0
 TICKS = int(EPOCH_LEN // TICK)
 CUT_TICK = round(CUTOFF * TICKS)  # 10 minutes in
 FETCH_TICK = 6  # a client fetches 30 minutes into the epoch (the design's window is 15-45)
-MAX_BUCKETS_PER_ROUND = 32  # runtime.relay.dir_source
+PULLS_PER_TICK = max(1, round(TICK / (EPOCH_LEN * GOSSIP_EVERY)))  # gossip rounds per tick
 CONTACTS = 3  # a fresh client's bootstrap contacts (design §4.3)
 T0 = (EPOCH // 3600 + 1) * 3600
 
@@ -256,40 +257,41 @@ def run(
         if k == 0:
             liveness(live_honest, e, t)
         lay.set(hb[e], live_honest, live_honest)
-        # gossip: every online source pulls from the next of its peers that answers (online, with a
-        # state of its epoch; a Sybil answers, with no honest heartbeat)
-        before_cut = k < CUT_TICK
-        pulled = heartbeat_epochs(e, before_cut)
-        mine = np.where(cut_epoch[live_honest, 0] >= 0, cut_epoch[live_honest, 0], e - before_cut)
-        p = np.full(len(live_honest), -1)
-        tries = np.full(len(live_honest), PLACED + RANDOM)
-        for step in range(PLACED + RANDOM):
-            cand = peers[live_honest, (turn[live_honest] + step) % (PLACED + RANDOM)]
-            answers = now_on[cand] & (sybil[cand] | (cut_epoch[cand] == mine[:, None]).any(axis=1))
-            first = (p < 0) & answers
-            p[first], tries[first] = cand[first], step + 1
-        turn[live_honest] += tries
-        ok = p >= 0
-        ok[ok] = honest[p[ok]]
-        s_ok, p_ok = live_honest[ok], p[ok]
-        for epoch in pulled:  # heartbeats for every bucket that lacks some (at scale: every bucket)
-            hb[epoch][s_ok] |= hb[epoch][p_ok]
-        with_state = cut_epoch[s_ok, 0] >= 0
-        s_ok, p_ok = s_ok[with_state], p_ok[with_state]
-        if len(s_ok):
-            theirs = np.where(
-                (cut_epoch[p_ok, 0] == cut_epoch[s_ok, 0])[:, None], cut["cur"][p_ok], cut["prev"][p_ok]
-            )
-            diff = np.bitwise_or.reduceat(cut["cur"][s_ok] ^ theirs, lay.starts, axis=1) != 0
-            chosen = np.zeros_like(diff)
-            for row in range(len(s_ok)):
-                differing = np.flatnonzero(diff[row]).tolist()
-                res.differing.append(len(differing))
-                chosen[row, gossip_buckets(differing, MAX_BUCKETS_PER_ROUND, grng)] = True
-            fetch = np.where(chosen[:, lay.byte_bucket], np.uint8(255), np.uint8(0))
-            for epoch in (e - 1, e):
-                if epoch not in pulled:
-                    hb[epoch][s_ok] |= hb[epoch][p_ok] & fetch
+        for _round in range(PULLS_PER_TICK):
+            # gossip: every online source pulls from the next of its peers that answers (online, with a
+            # state of its epoch; a Sybil answers, with no honest heartbeat)
+            before_cut = k < CUT_TICK
+            pulled = heartbeat_epochs(e, before_cut)
+            mine = np.where(cut_epoch[live_honest, 0] >= 0, cut_epoch[live_honest, 0], e - before_cut)
+            p = np.full(len(live_honest), -1)
+            tries = np.full(len(live_honest), PLACED + RANDOM)
+            for step in range(PLACED + RANDOM):
+                cand = peers[live_honest, (turn[live_honest] + step) % (PLACED + RANDOM)]
+                answers = now_on[cand] & (sybil[cand] | (cut_epoch[cand] == mine[:, None]).any(axis=1))
+                first = (p < 0) & answers
+                p[first], tries[first] = cand[first], step + 1
+            turn[live_honest] += tries
+            ok = p >= 0
+            ok[ok] = honest[p[ok]]
+            s_ok, p_ok = live_honest[ok], p[ok]
+            for epoch in pulled:  # heartbeats for every bucket that lacks some (at scale: every bucket)
+                hb[epoch][s_ok] |= hb[epoch][p_ok]
+            with_state = cut_epoch[s_ok, 0] >= 0
+            s_ok, p_ok = s_ok[with_state], p_ok[with_state]
+            if len(s_ok):
+                theirs = np.where(
+                    (cut_epoch[p_ok, 0] == cut_epoch[s_ok, 0])[:, None], cut["cur"][p_ok], cut["prev"][p_ok]
+                )
+                diff = np.bitwise_or.reduceat(cut["cur"][s_ok] ^ theirs, lay.starts, axis=1) != 0
+                chosen = np.zeros_like(diff)
+                for row in range(len(s_ok)):
+                    differing = np.flatnonzero(diff[row]).tolist()
+                    res.differing.append(len(differing))
+                    chosen[row, gossip_buckets(differing, MAX_BUCKETS_PER_ROUND, grng)] = True
+                fetch = np.where(chosen[:, lay.byte_bucket], np.uint8(255), np.uint8(0))
+                for epoch in (e - 1, e):
+                    if epoch not in pulled:
+                        hb[epoch][s_ok] |= hb[epoch][p_ok] & fetch
         if k == CUT_TICK:
             do_cut(live_honest, e)
         if k == FETCH_TICK and e >= warmup:
