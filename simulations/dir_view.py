@@ -198,6 +198,8 @@ def run(
     measured: int = 6,
     clients: int = 300,
     real_clients: int = 4,
+    pulls_per_tick: int = PULLS_PER_TICK,
+    contact_min_uptime: int = 0,
 ) -> Result:
     wall = time.perf_counter()
     res = Result(n, fraction)
@@ -257,7 +259,7 @@ def run(
         if k == 0:
             liveness(live_honest, e, t)
         lay.set(hb[e], live_honest, live_honest)
-        for _round in range(PULLS_PER_TICK):
+        for _round in range(pulls_per_tick):
             # gossip: every online source pulls from the next of its peers that answers (online, with a
             # state of its epoch; a Sybil answers, with no honest heartbeat)
             before_cut = k < CUT_TICK
@@ -295,7 +297,12 @@ def run(
         if k == CUT_TICK:
             do_cut(live_honest, e)
         if k == FETCH_TICK and e >= warmup:
-            measure(res, relays, lay, cut, cut_epoch, on, t, e, sybil, syb_mask, clients, real_clients, cr)
+            up = np.ones(n, dtype=bool)
+            for back in range(1, contact_min_uptime + 1):
+                up &= on[max(0, t - back)]
+            measure(
+                res, relays, lay, cut, cut_epoch, on, t, e, sybil, syb_mask, clients, real_clients, cr, up
+            )
     res.wall = time.perf_counter() - wall
     return res
 
@@ -314,15 +321,16 @@ def measure(
     clients: int,
     real_clients: int,
     r: random.Random,
+    up: np.ndarray,
 ) -> None:
-    """Fresh clients at tick t: 3 random online contacts that serve a state of this epoch."""
+    """Fresh clients at tick t: 3 random online contacts (up long enough) serving this epoch's state."""
     online = on[t]
     online_mask = lay.mask(np.flatnonzero(online))
     at_start = lay.mask(np.flatnonzero(online & on[t - (t % TICKS)]))
     n_online = int(online.sum())
     honest_online = lay.mask(np.flatnonzero(online & ~sybil))
     n_honest_online = int((online & ~sybil).sum())
-    servers = np.flatnonzero(online & (sybil | (cut_epoch[:, 0] == e))).tolist()
+    servers = np.flatnonzero(online & up & (sybil | (cut_epoch[:, 0] == e))).tolist()
     for c in range(clients):
         contacts = r.sample(servers, CONTACTS)
         views = [syb_mask if sybil[s] else cut["cur"][s] for s in contacts]
@@ -402,10 +410,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--median-session", type=float, default=2.0, help="hours (the DHT study's churn)")
     ap.add_argument("--clients", type=int, default=300, help="fresh clients per measured epoch")
     ap.add_argument("--real-clients", type=int, default=4, help="of those, checked with the real DirClient")
+    ap.add_argument(
+        "--gossip-per-tick",
+        type=int,
+        default=PULLS_PER_TICK,
+        help="gossip rounds per 5 minutes (default: runtime.relay.dir_source's rate)",
+    )
+    ap.add_argument(
+        "--contact-min-uptime", type=int, default=0, help="contacts serve only after this many 5-min ticks up"
+    )
     args = ap.parse_args(argv)
     n = args.relays or (500 if args.quick else 10_000)
     model = SessionModel(median_session=args.median_session * 3600, median_gap=args.median_session * 3600)
-    res = run(n, args.sybils, args.seed, model, clients=args.clients, real_clients=args.real_clients)
+    res = run(
+        n,
+        args.sybils,
+        args.seed,
+        model,
+        clients=args.clients,
+        real_clients=args.real_clients,
+        pulls_per_tick=args.gossip_per_tick,
+        contact_min_uptime=args.contact_min_uptime,
+    )
     print(summary(res))
     tag = f"{n // 1000}k" if n % 1000 == 0 else str(n)
     for line in metric_lines(res, f"{tag}_s{round(100 * args.sybils)}_churn"):
