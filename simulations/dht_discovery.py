@@ -25,7 +25,7 @@ import onionmesh.runtime.dht.node as dht_mod
 from onionmesh.directory.descriptor import descriptor_key
 from onionmesh.directory.placement import ReplicaIndex, day_of
 from onionmesh.runtime.dht.node import DhtNode
-from simulations import vclock
+from simulations import dir_view, vclock
 from simulations.churn import Churn, SessionModel
 from simulations.dht_sim import (
     DhtNetwork,
@@ -318,12 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--median-session", type=float, default=2.0, help="hours")
     ap.add_argument("--fractions", type=float, nargs="*", default=None, help="Sybil shares with churn")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument(
+        "--dir-view-only",
+        action="store_true",
+        help="only the directory-sources view (simulations.dir_view), not the DHT study",
+    )
     args = ap.parse_args(argv)
     random.seed(args.seed)  # DhtNode.refresh_buckets draws from the global generator
     sizes = args.sizes or ([300] if args.quick else [1000, 10_000])
     fractions = args.fractions or ([0.0, 0.2] if args.quick else [0.0, 0.1, 0.2, 0.3])
     clients, lookups = (6, 5) if args.quick else (40, 25)
     model = SessionModel(median_session=args.median_session * 3600, median_gap=args.median_session * 3600)
+    if args.dir_view_only:
+        print_dir_view(sizes, [f for f in fractions if f > 0], args.seed, model, args.quick)
+        return 0
     results: list[Scenario] = []
     runs = [(True, fractions)] if args.quick or args.fractions else [(True, fractions), (False, [0.2])]
     for n in sizes:
@@ -373,11 +381,25 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in metric_lines(results):
         print(line)
+    print_dir_view(sizes, [f for f in fractions if f > 0], args.seed, model, args.quick)
     if not args.no_plot:
         path = out_path(args.out, "dht_discovery.png")
         plot(results, str(path))
         print(f"plot: {path}")
     return 0
+
+
+def print_dir_view(
+    sizes: list[int], fractions: list[float], seed: int, model: SessionModel, quick: bool
+) -> None:
+    """The view a fresh client gets from directory sources (simulations.dir_view), same churn:
+    issue 19's sim.view_sybil_share_*, sim.online_sybil_share_* and sim.crawl_found_online_*."""
+    for n in sizes:
+        for f in fractions:
+            res = dir_view.run(n, f, seed, model, clients=100 if quick else 300, real_clients=2)
+            print(dir_view.summary(res), flush=True)
+            for line in dir_view.metric_lines(res, f"{size_label(n)}_s{round(100 * f)}_churn"):
+                print(line, flush=True)
 
 
 def size_label(n: int) -> str:
@@ -397,6 +419,11 @@ def metric_lines(results: list[Scenario]) -> list[str]:
             out.append(f"sim.{name}_success_{tag} {sum(x.ok for x in ls) / len(ls):.4f} ratio")
             out.append(f"sim.{name}_queries_{tag} {statistics.mean(x.queries for x in ls):.2f} rpc")
             out.append(f"sim.{name}_datagrams_{tag} {statistics.mean(x.datagrams for x in ls):.2f} datagrams")
+        if s.crawl and s.churn:  # the DHT crawl's view (the `--directory=crawl` client), for comparison
+            out.append(f"sim.dht_crawl_view_sybil_share_{tag} {s.crawl['sybil_share']:.4f} ratio")
+            out.append(
+                f"sim.dht_crawl_found_online_{tag} {s.crawl['found'] / max(1, s.crawl['online']):.4f} ratio"
+            )
     return out
 
 

@@ -32,6 +32,7 @@ from onionmesh.wire.dir_msg import DirGet
 
 CUTOFF = 1 / 6  # as runtime.relay.dir_source: the state of epoch E is fixed this far into it
 BAD_AFTER = 2  # evidence in this many distinct epochs: the source is bad
+MAX_OTHERS = 4  # whole lists of cross-check sources kept
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class DirClient:
         self.overlay: dict[bytes, DirEntry] = {}  # what other sources add to the primary's state
         self.evidence: list[Evidence] = []
         self.round: Round | None = None
+        # Cross-check sources whose whole list we hold (from a SNAPSHOT, then their DIFFs).
+        self.others: dict[bytes, DirState] = {}
         # relay -> the first epoch it was RUNNING in our view: only a relay we have known for a
         # whole epoch can be "omitted" (sources that just started, or a network that just started,
         # have not all heard of a relay that just came up).
@@ -161,6 +164,47 @@ class DirClient:
         b, entries = dl.bucket_entries(doc, hashes[doc.body[0]], now)
         self.round.buckets.setdefault(source, {})[b] = entries
 
+    def add_snapshot(self, source: bytes, data: bytes, now: float) -> list[int]:
+        """A cross-check source's whole SNAPSHOT instead of its SUMMARY and BUCKETs (when more
+        buckets differ than its per-circuit budget would serve: a primary that omits relays in
+        many buckets, or two honest states under heavy churn); the buckets that differ."""
+        self._need_round()
+        doc = self._doc(source, data)
+        if doc.kind != dl.Kind.SNAPSHOT or doc.epoch != self.round.epoch:
+            raise DirectoryError("not a SNAPSHOT of the epoch asked for")
+        return self._whole(source, doc.state_digest, dl.state_from_snapshot(doc, now))
+
+    def other_request(self, source: bytes) -> DirGet | None:
+        """A DIFF from the last whole state this cross-check source gave, if we hold one."""
+        held = self.others.get(source)
+        return None if held is None else DirGet(dl.Kind.DIFF, 0, held.digest())
+
+    def add_other_diff(self, source: bytes, data: bytes, now: float) -> list[int]:
+        """A cross-check source's DIFF from its state we hold (one DIR_GET an epoch, where a
+        SNAPSHOT is allowed once in 6); the buckets that differ from the primary's."""
+        self._need_round()
+        held = self.others.get(source)
+        doc = self._doc(source, data)
+        if held is None or doc.kind != dl.Kind.DIFF or doc.epoch != self.round.epoch:
+            raise DirectoryError("not a DIFF of the epoch asked for")
+        state = held if doc.state_digest == held.digest() else dl.apply_diff(held, doc, now)
+        return self._whole(source, doc.state_digest, state)
+
+    def _whole(self, source: bytes, digest: bytes, state: DirState) -> list[int]:
+        assert self.round is not None
+        if digest != self.round.heads.get(source, digest):
+            raise DirectoryError("a list that contradicts the source's HEAD")  # equivocation
+        self.others[source] = state
+        while len(self.others) > MAX_OTHERS:
+            del self.others[next(iter(self.others))]
+        hashes = state.bucket_hashes()
+        ours = self.round.primary_state.bucket_hashes()
+        differing = [b for b in range(BUCKETS) if hashes[b] != ours[b]]
+        self.round.summaries[source] = hashes
+        self.round.heads[source] = digest
+        self.round.buckets[source] = {b: state.bucket(b) for b in differing}
+        return differing
+
     def finish(self) -> list[Evidence]:
         """Take the union of what the round's sources listed; the new evidence."""
         r = self.round
@@ -170,14 +214,13 @@ class DirClient:
         sources = [r.primary, *r.heads]
         differing = {b for s in r.buckets for b in r.buckets[s]}
         ours = r.primary_state.bucket_hashes()
+        digest = r.primary_state.digest()
         overlay: dict[bytes, DirEntry] = {}
         new: list[Evidence] = []
         for b in sorted(differing):
             lists: dict[bytes, dict[bytes, DirEntry]] = {}
             for s in sources:
-                agrees = r.heads.get(s) == r.primary_state.digest() or (
-                    s in r.summaries and r.summaries[s][b] == ours[b]
-                )
+                agrees = r.heads.get(s) == digest or (s in r.summaries and r.summaries[s][b] == ours[b])
                 if s == r.primary or agrees:
                     lists[s] = {e.fp: e for e in r.primary_state.bucket(b)}
                 elif b in r.buckets.get(s, {}):

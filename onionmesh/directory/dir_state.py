@@ -7,6 +7,7 @@ that is a property of the state alone (docs/directory-design.md §3.1-3.2).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,9 +53,9 @@ class DirEntry:
     def of(cls, desc: RelayDescriptor, flags: int = RUNNING, weight: int = 0) -> DirEntry:
         return cls(desc, desc.encode(), flags, weight)
 
-    @property
+    @functools.cached_property
     def fp(self) -> bytes:
-        return fp_bytes(self.descriptor)
+        return fp_bytes(self.descriptor)  # a hash of the key: computed once per entry
 
     @property
     def running(self) -> bool:
@@ -92,18 +93,29 @@ class DirState:
             self.entries[entry.fp] = entry
         if len(self.entries) > MAX_ENTRIES:
             raise ValueError("too many entries")
+        self._by_bucket: list[list[DirEntry]] | None = None
+        self._hashes: list[bytes] | None = None
 
+    # A state is never changed once built (every change makes a new one: dir_list.apply_diff), so
+    # its buckets and hashes are computed once: a client's union of three 10,000-relay states asks
+    # for them per bucket and per source.
     def sorted_entries(self) -> list[DirEntry]:
-        return [self.entries[fp] for fp in sorted(self.entries)]
+        return [e for b in self._buckets() for e in b]
+
+    def _buckets(self) -> list[list[DirEntry]]:
+        if self._by_bucket is None:
+            self._by_bucket = [[] for _ in range(BUCKETS)]
+            for fp in sorted(self.entries):
+                self._by_bucket[fp[0]].append(self.entries[fp])
+        return self._by_bucket
 
     def bucket(self, b: int) -> list[DirEntry]:
-        return [e for e in self.sorted_entries() if e.fp[0] == b]
+        return list(self._buckets()[b])
 
     def bucket_hashes(self) -> list[bytes]:
-        leaves: list[list[bytes]] = [[] for _ in range(BUCKETS)]
-        for entry in self.sorted_entries():
-            leaves[entry.fp[0]].append(entry.leaf())
-        return [_bucket_hash(b, ls) for b, ls in enumerate(leaves)]
+        if self._hashes is None:
+            self._hashes = [_bucket_hash(b, [e.leaf() for e in es]) for b, es in enumerate(self._buckets())]
+        return list(self._hashes)
 
     def digest(self) -> bytes:
         return state_digest(self.epoch, self.bucket_hashes())

@@ -61,6 +61,24 @@ def gossip_peers(
     return peers
 
 
+def gossip_buckets(differing: Sequence[int], limit: int, rng: Rng) -> list[int]:
+    """Which of the buckets that differ from a gossip peer's to fetch in one round (at most `limit`)."""
+    left = list(differing)
+    if len(left) <= limit:
+        return left
+    for i in range(limit):  # a partial Fisher-Yates shuffle: `limit` distinct buckets, uniformly
+        j = i + rng.randbelow(len(left) - i)
+        left[i], left[j] = left[j], left[i]
+    return sorted(left[:limit])
+
+
+def heartbeat_epochs(epoch: int, before_cut: bool) -> tuple[int, ...]:
+    """The epochs whose heartbeats every gossip round pulls (for the buckets that lack some): the
+    current one, and the previous one until the current state is cut (RUNNING at the cut of E
+    needs a heartbeat for E-1 or E)."""
+    return (epoch - 1, epoch) if before_cut else (epoch,)
+
+
 def liveness_share(
     own_node_id: bytes, relays: Sequence[RelayDescriptor], n: int = LIVENESS_SHARE
 ) -> list[RelayDescriptor]:
@@ -70,4 +88,11 @@ def liveness_share(
     return sorted(others, key=lambda r: (_distance(r, own), r.fingerprint))[:n]
 
 
-__all__ = ["LIVENESS_SHARE", "gossip_peers", "liveness_share", "placed_peers"]
+__all__ = [
+    "LIVENESS_SHARE",
+    "gossip_buckets",
+    "gossip_peers",
+    "heartbeat_epochs",
+    "liveness_share",
+    "placed_peers",
+]

@@ -164,6 +164,14 @@ class SourceState:
         ]
         return sorted(out, key=lambda hb: (hb.fp, hb.epoch, hb.signature))
 
+    def lacking(self, epoch: int) -> list[int]:
+        """Buckets holding a relay with no heartbeat for `epoch`: where a gossip round pulls
+        heartbeats, whatever the states say (two sources whose states of the last cut agree can
+        still hold different heartbeats of this epoch, which decide the next cut's RUNNING)."""
+        return sorted(
+            {fp[0] for fp, relay in self._relays.items() if all(e != epoch for e, _h in relay.beats)}
+        )
+
     def relays(self) -> list[RelayDescriptor]:
         """Every relay's newest held descriptor (gossip peers and the liveness share come from these)."""
         out = []

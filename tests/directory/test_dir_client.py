@@ -201,3 +201,62 @@ def test_a_dir_guard_that_is_down_for_a_while_is_kept() -> None:
     assert guards.sampled[:3] == chosen and len(usable) == 1  # one more while none is up, at most 2n
     gone = guards.update(none_up, set(), SeededRng(9), [r.fingerprint for r in none_up])
     assert not set(chosen) & set(guards.sampled) and len(gone) == 3  # left the directory: replaced
+
+
+def test_the_union_hashes_each_leaf_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by simulations/dir_view.py: the union recomputed the primary's whole state digest for
+    every differing bucket and source (256 x 3 x N leaf hashes: minutes at 10,000 relays)."""
+    from onionmesh.directory import dir_state
+
+    big = [DirEntry.of(_relay(100 + i)[1], RUNNING) for i in range(60)]
+    states = [DirState(E, big), DirState(E, big[::2]), DirState(E, big[1::2])]  # every bucket differs
+    calls = 0
+    real = dir_state.dir_hash
+
+    def counting(person: bytes, data: bytes) -> bytes:
+        nonlocal calls
+        calls += person == b"om-dir-leaf"
+        return real(person, data)
+
+    client = DirClient()
+    pk = [s.public for s in SOURCES]
+    client.on_primary(pk[0], dl.make_snapshot(SOURCES[0], states[0]).encode(), NOW)
+    for i in (1, 2):
+        assert not client.add_head(pk[i], dl.make_head(SOURCES[i], states[i]).encode())
+        for b in client.add_summary(pk[i], dl.make_summary(SOURCES[i], states[i]).encode()):
+            client.add_bucket(pk[i], dl.make_bucket(SOURCES[i], states[i], b).encode(), NOW)
+    monkeypatch.setattr(dir_state, "dir_hash", counting)
+    client.finish()
+    assert len(client.view(NOW)) == len(big)
+    assert calls <= 2 * len(big), calls
+
+
+def test_a_cross_check_source_whole_list_by_snapshot_then_diffs() -> None:
+    """A primary that omits relays in many buckets: the union needs more BUCKETs than a source's
+    per-circuit budget serves (16 an epoch, every epoch the same first ones), so the client takes
+    the cross-check source's whole list once (SNAPSHOT) and its DIFFs after (found by
+    tests/runtime/test_sybil_testnet.py: a Sybil primary kept 21 of 32 honest relays out)."""
+    client = DirClient()
+    pk = [s.public for s in SOURCES]
+    honest = [_state(E), _state(E + 1, skip=3)]
+    omitting = [DirState(E, list(_state(E).entries.values())[:2]), DirState(E + 1, [])]
+    for i, epoch in enumerate((E, E + 1)):
+        now = epoch * 3600 + 1200
+        client.on_primary(pk[0], dl.make_snapshot(SOURCES[0], omitting[i]).encode(), now)
+        assert not client.add_head(pk[1], dl.make_head(SOURCES[1], honest[i]).encode())
+        client.add_summary(pk[1], dl.make_summary(SOURCES[1], honest[i]).encode())
+        get = client.other_request(pk[1])
+        if i == 0:
+            assert get is None
+            client.add_snapshot(pk[1], dl.make_snapshot(SOURCES[1], honest[0]).encode(), now)
+        else:
+            assert get is not None and get.kind == dl.Kind.DIFF and get.from_digest == honest[0].digest()
+            client.add_other_diff(pk[1], dl.make_diff(SOURCES[1], honest[0], honest[1]).encode(), now)
+        client.finish()
+        assert {d.fingerprint for d in client.view(now)} == {
+            e.descriptor.fingerprint for e in honest[i].entries.values()
+        }
+    client.on_primary(pk[0], dl.make_snapshot(SOURCES[0], omitting[1]).encode(), NOW + 3600)
+    assert not client.add_head(pk[1], dl.make_head(SOURCES[1], _state(E + 1)).encode())
+    with pytest.raises(DirectoryError):  # a list that is not the one its HEAD signed
+        client.add_snapshot(pk[1], dl.make_snapshot(SOURCES[1], honest[1]).encode(), NOW + 3600)

@@ -156,3 +156,35 @@ def test_gossip_peers_placed_deterministic_and_distinct() -> None:
     assert len(share) == 3 and relays[0] not in share
     days = {tuple(r.fingerprint for r in gp.placed_peers(own, d, relays)) for d in range(10)}
     assert len(days) > 1  # positions move every day
+
+
+def test_gossip_buckets_reach_every_differing_bucket() -> None:
+    """At 10,000 relays nearly every bucket differs between two sources; a round fetches at most
+    32: it used to be always the first 32, so buckets 32-255 never spread by gossip."""
+    differing = list(range(0, 256, 2))
+    rng = SeededRng(3)
+    reached: set[int] = set()
+    for _ in range(24):
+        chosen = gp.gossip_buckets(differing, 32, rng)
+        assert len(chosen) == 32 == len(set(chosen)) and set(chosen) <= set(differing)
+        assert chosen == sorted(chosen)
+        reached.update(chosen)
+    assert reached == set(differing)
+    assert gp.gossip_buckets([5, 9], 32, rng) == [5, 9]
+
+
+def test_heartbeats_lacking_are_pulled_whatever_the_states_say() -> None:
+    """Two sources whose states of the last cut agree exchanged no heartbeat of the new epoch (the
+    gossip compared states only), so a relay's heartbeat stayed with the 24 sources that checked
+    it: `lacking` names the buckets where a held relay has no heartbeat for the epoch."""
+    state = SourceState()
+    (id0, d0), (id1, d1) = POOL[0], POOL[1]
+    for desc in (d0[1], d1[1]):
+        state.add_descriptor(desc.encode(), AT)
+    b0, b1 = fp_bytes(d0[1])[0], fp_bytes(d1[1])[0]
+    assert state.lacking(E) == sorted({b0, b1})
+    assert state.add_heartbeat(sign_heartbeat(id0, d0[1], E), E)
+    assert state.lacking(E) == ([b1] if b1 != b0 else [b0])
+    assert state.add_heartbeat(sign_heartbeat(id1, d1[1], E), E)
+    assert state.lacking(E) == [] and state.lacking(E + 1) == sorted({b0, b1})
+    assert gp.heartbeat_epochs(E, True) == (E - 1, E) and gp.heartbeat_epochs(E, False) == (E,)

@@ -44,6 +44,7 @@ FETCH_TIMEOUT = 15.0
 BOOTSTRAP_SOURCES = 3
 TIMEOUT = None  # what _fetch returns for a source that did not answer
 SETTLE_REFRESHES = 3
+BUCKETS_BEFORE_SNAPSHOT = 8  # a cross-check that differs in more buckets fetches a SNAPSHOT
 UNSETTLED_RETRY = 5.0  # seconds between refreshes while a first view has not settled
 
 
@@ -290,7 +291,21 @@ class DirFetchDirectory(DhtDirectory):
             status, data = await self._fetch(desc, self.client.summary_request())
             if status is not DirStatus.OK:
                 return
-            for bucket in self.client.add_summary(pk, data):
+            missing = self.client.add_summary(pk, data)
+            if len(missing) > BUCKETS_BEFORE_SNAPSHOT and (get := self.client.other_request(pk)):
+                status, data = await self._fetch(desc, get)
+                if status is DirStatus.OK:
+                    with contextlib.suppress(OnionmeshError):
+                        self.client.add_other_diff(pk, data, time.time())
+                        return
+            if len(missing) > BUCKETS_BEFORE_SNAPSHOT:
+                # More than its per-circuit budget of DIR_GETs would serve (every epoch the same
+                # first buckets, never the rest): its whole list in one SNAPSHOT instead.
+                status, data = await self._fetch(desc, DirGet(dl.Kind.SNAPSHOT))
+                if status is DirStatus.OK:
+                    self.client.add_snapshot(pk, data, time.time())
+                    return
+            for bucket in missing:
                 status, data = await self._fetch(desc, self.client.bucket_request(bucket))
                 if status is not DirStatus.OK:
                     return

@@ -26,7 +26,7 @@ from onionmesh.directory import dir_list as dl
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.dht_records import node_id_for
 from onionmesh.directory.dir_state import BUCKETS, DirState, fp_bytes
-from onionmesh.directory.gossip_peers import gossip_peers, liveness_share
+from onionmesh.directory.gossip_peers import gossip_buckets, gossip_peers, heartbeat_epochs, liveness_share
 from onionmesh.directory.heartbeat import decode_heartbeat, descriptor_hash, sign_heartbeat
 from onionmesh.directory.source_state import SourceState
 from onionmesh.errors import OnionmeshError
@@ -302,46 +302,98 @@ class DirSource:
                 await self.gossip_once()
 
     async def gossip_once(self) -> int:
-        """Reconcile with the next gossip peer: fetch what its newest state holds that we lack."""
-        protocol, own, mine = self.dht.protocol, self.descriptor(), self.newest()
-        if protocol is None or own is None or mine is None:
+        """Reconcile with the next gossip peer that answers (trying each in turn at most once):
+        heartbeats of this epoch (and the last, before the cut) for every bucket where we lack
+        some, whatever the states say; then, if its state of our newest epoch differs from ours,
+        what it lists in (at most MAX_BUCKETS_PER_ROUND of) the differing buckets."""
+        protocol, own = self.dht.protocol, self.descriptor()
+        if protocol is None or own is None:
             return 0
         day = int(self.clock() // (self.epoch_len * 24))
         peers = gossip_peers(node_id_for(own.identity_pk), day, self.items.relays(), self.rng)
-        if not peers:
-            return 0
-        peer = peers[next(self._peer_turn) % len(peers)]
+        for _ in peers:
+            peer = peers[next(self._peer_turn) % len(peers)]
+            got = await self._reconcile(peer)
+            if got is not None:
+                return got
+        return 0
+
+    async def _reconcile(self, peer: RelayDescriptor) -> int | None:
+        """One round with `peer`; None when it did not answer (or has no state of our epoch)."""
         if peer.dht_contact is None:
-            return 0
-        address, epoch = peer.dht_contact, mine.epoch
+            return None
+        assert self.dht.protocol is not None
+        address, mine, now_epoch = peer.dht_contact, self.newest(), self.epoch()
+        before_cut = self.clock() < self.cut_time(now_epoch)
+        # Ours, or (a source just started, with no state yet) the newest every source has cut.
+        epoch = mine.epoch if mine is not None else now_epoch - before_cut
+        head = await dir_rpc.call(self.dht.protocol, address, "dir_head", epoch)
+        if not isinstance(head, bytes):
+            return None
         self.stats["gossip_rounds"] += 1
-        head = await dir_rpc.call(protocol, address, "dir_head", epoch)
+        pulled = heartbeat_epochs(now_epoch, before_cut)
+        got = 0
+        for e in pulled:
+            got += await self._for_buckets(
+                self.items.lacking(e), lambda b, e=e: self._heartbeats(address, e, b)
+            )
         try:
-            doc = dl.decode_doc(head) if isinstance(head, bytes) else None
+            doc = dl.decode_doc(head)
         except OnionmeshError:
             doc = None
-        if doc is None or doc.kind != dl.Kind.HEAD or doc.source_pk != peer.identity_pk or doc.epoch != epoch:
-            return 0
-        if doc.state_digest == mine.digest():
-            return 0
+        if (
+            mine is None
+            or doc is None
+            or doc.kind != dl.Kind.HEAD
+            or doc.source_pk != peer.identity_pk
+            or doc.epoch != epoch
+            or doc.state_digest == mine.digest()
+        ):
+            self.stats["gossip_items"] += got
+            return got
         hashes: list[bytes] = []
         for part in range(3):
-            hashes += dir_rpc.parse_hashes(await dir_rpc.call(protocol, address, "dir_summary", epoch, part))
-        if len(hashes) != BUCKETS:
-            return 0
-        ours = mine.bucket_hashes()
-        differing = [b for b in range(BUCKETS) if hashes[b] != ours[b]][:MAX_BUCKETS_PER_ROUND]
-        limit = asyncio.Semaphore(8)  # buckets fetched 8 at a time: a round must fit in its slot
-
-        async def one(b: int) -> int:
-            async with limit:
-                return await self._fetch_bucket(address, epoch, b)
-
-        got = sum(await asyncio.gather(*(one(b) for b in differing)))
+            hashes += dir_rpc.parse_hashes(
+                await dir_rpc.call(self.dht.protocol, address, "dir_summary", epoch, part)
+            )
+        if len(hashes) == BUCKETS:
+            ours = mine.bucket_hashes()
+            differing = [b for b in range(BUCKETS) if hashes[b] != ours[b]]
+            chosen = gossip_buckets(differing, MAX_BUCKETS_PER_ROUND, self.rng)
+            extra = tuple(e for e in sorted({epoch, now_epoch - 1, now_epoch}) if e not in pulled)
+            got += await self._for_buckets(chosen, lambda b: self._fetch_bucket(address, epoch, b, extra))
         self.stats["gossip_items"] += got
         return got
 
-    async def _fetch_bucket(self, address: tuple[str, int], epoch: int, bucket: int) -> int:
+    @staticmethod
+    async def _for_buckets(buckets: list[int], one: Callable[[int], Awaitable[int]]) -> int:
+        limit = asyncio.Semaphore(8)  # 8 buckets at a time: a round must fit in its slot
+
+        async def guarded(b: int) -> int:
+            async with limit:
+                return await one(b)
+
+        return sum(await asyncio.gather(*(guarded(b) for b in buckets)))
+
+    async def _heartbeats(self, address: tuple[str, int], epoch: int, bucket: int) -> int:
+        protocol = self.dht.protocol
+        assert protocol is not None
+        got = 0
+        for page in range(8):
+            beats = dir_rpc.parse_bytes_list(
+                await dir_rpc.call(protocol, address, "heartbeats", epoch, bucket, page),
+                dir_rpc.HEARTBEATS_PAGE,
+            )
+            for raw in beats:
+                with contextlib.suppress(OnionmeshError):
+                    got += self.items.add_heartbeat(decode_heartbeat(raw), self.epoch())
+            if len(beats) < dir_rpc.HEARTBEATS_PAGE:
+                break
+        return got
+
+    async def _fetch_bucket(
+        self, address: tuple[str, int], epoch: int, bucket: int, beat_epochs: tuple[int, ...]
+    ) -> int:
         protocol = self.dht.protocol
         assert protocol is not None
         want: list[bytes] = []
@@ -358,18 +410,8 @@ class DirSource:
             for entry in dir_rpc.parse_bytes_list(result, dir_rpc.GET_MAX):
                 if len(entry) > 7 and int.from_bytes(entry[5:7], "big") == len(entry) - 7:
                     got += self.items.add_descriptor(entry[7:], self.clock())
-        now_epoch = self.epoch()
-        for e in sorted({epoch, now_epoch - 1, now_epoch}):
-            for page in range(8):
-                beats = dir_rpc.parse_bytes_list(
-                    await dir_rpc.call(protocol, address, "heartbeats", e, bucket, page),
-                    dir_rpc.HEARTBEATS_PAGE,
-                )
-                for raw in beats:
-                    with contextlib.suppress(OnionmeshError):
-                        got += self.items.add_heartbeat(decode_heartbeat(raw), now_epoch)
-                if len(beats) < dir_rpc.HEARTBEATS_PAGE:
-                    break
+        for e in beat_epochs:
+            got += await self._heartbeats(address, e, bucket)
         return got
 
     async def _crawl_loop(self) -> None:
