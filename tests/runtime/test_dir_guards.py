@@ -16,7 +16,12 @@ from pathlib import Path
 from onionmesh.directory import dir_list as dl
 from onionmesh.directory.dir_state import DirEntry, DirState, fp_bytes
 from onionmesh.directory.guards import GuardSet, SampledGuard
-from onionmesh.runtime.client.dir_fetch import DIR_ISOLATION, DirFetchDirectory
+from onionmesh.runtime.client.dir_fetch import (
+    DIR_ISOLATION,
+    FIRST_VIEW_SOURCES,
+    SETTLE_REFRESHES,
+    DirFetchDirectory,
+)
 from onionmesh.runtime.relay.dir_source import DirSource
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from onionmesh.wire.dir_msg import DirData, DirGet, DirStatus, DocAssembler
@@ -99,6 +104,27 @@ def _fetcher(mesh: Mesh) -> DirFetchDirectory:
     directory = mesh.client.directory
     assert isinstance(directory, DirFetchDirectory)
     return directory
+
+
+async def test_a_fresh_client_offers_a_first_view_cross_checked_in_one_refresh(tmp_path: Path) -> None:
+    """A fresh client with one bootstrap contact, on a fresh mesh: the contact's list is
+    cross-checked at once against the directory guards sampled from it (design §4.3), and the
+    view is offered after that refresh, not after SETTLE_REFRESHES refreshes of one source's list;
+    the sources, each cut when first asked, list every relay that joined before."""
+    relays = 6
+    mesh, extras = await start_mesh(tmp_path, relays=relays, directory="guards", dir_epoch=EPOCH)
+    try:
+        directory = _fetcher(mesh)
+        first = directory.first_view
+        assert first["sources"] >= FIRST_VIEW_SOURCES, first
+        assert first["refresh"] < SETTLE_REFRESHES, first
+        assert len(mesh.client.relays) == relays
+        bootstrap = {mesh.relays[0].fingerprint}
+        assert directory.contacted <= bootstrap | directory.guards.ever | {
+            g.fingerprint for g in mesh.client.circuits.policy.guards.sampled
+        }
+    finally:
+        await stop_mesh(mesh, extras)
 
 
 async def test_only_guards_and_bootstrap_learn_the_client_address(tmp_path: Path) -> None:

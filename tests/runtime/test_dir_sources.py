@@ -66,3 +66,37 @@ async def test_sources_agree_and_follow_a_relay_that_leaves_and_returns(tmp_path
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_new_source_lists_the_relays_that_joined_before_it_was_first_asked(tmp_path: Path) -> None:
+    """A source cuts the epoch it starts in when it is first asked, not at its start, and fetches
+    the heartbeat of each relay that proves its ID to it at once: on a network that is forming,
+    its first state lists every relay that joined meanwhile RUNNING, not only itself (issue 23: a
+    fresh client's first view from directory guards as soon as the crawl's)."""
+    long_epoch = 600.0  # no epoch boundary, liveness round or catch-up crawl comes into it
+    nodes: list[RelayNode] = []
+    try:
+        for i in range(5):
+            config = _config(tmp_path, i, (nodes[0].dht.address,) if nodes else ())
+            config.dir_epoch = long_epoch
+            node = RelayNode(config)
+            await node.start()
+            nodes.append(node)
+        source = nodes[0].dir_source
+        assert source is not None
+        fps = {fp_bytes(n.descriptor) for n in nodes}  # type: ignore[arg-type]
+        # The four that joined proved their IDs to relay 0 (its DHT bootstrap contact): it fetched
+        # their heartbeats then, each from the relay itself.
+        assert await eventually(lambda: source.stats["beats_on_proof"] >= 4, 10), source.stats
+        epoch = source.epoch()
+        snapshot = source.doc(dl.Kind.SNAPSHOT)  # as a client's DIR_GET asks
+        assert snapshot is not None
+        state = dl.state_from_snapshot(dl.decode_doc(snapshot), time.time())
+        assert state.epoch == epoch
+        assert {fp for fp, e in state.entries.items() if e.running} == fps
+        # One state per epoch: asking again serves the same signed state, nothing is re-cut.
+        head = dl.decode_doc(source.doc(dl.Kind.HEAD))  # type: ignore[arg-type]
+        assert head.state_digest == state.digest() and source.stats["cuts"] == 1
+    finally:
+        for node in nodes:
+            await node.stop()
