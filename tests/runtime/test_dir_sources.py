@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from onionmesh.directory import dir_list as dl
 from onionmesh.directory.dir_state import fp_bytes
+from onionmesh.directory.gossip_peers import liveness_share
+from onionmesh.runtime.relay import dir_source
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from tests.helpers.mesh import eventually
 
@@ -97,6 +101,43 @@ async def test_a_new_source_lists_the_relays_that_joined_before_it_was_first_ask
         # One state per epoch: asking again serves the same signed state, nothing is re-cut.
         head = dl.decode_doc(source.doc(dl.Kind.HEAD))  # type: ignore[arg-type]
         assert head.state_digest == state.digest() and source.stats["cuts"] == 1
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_relays_outside_a_sources_liveness_share_stay_running_epoch_after_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each source checks only its liveness share itself (24 relays in a real network; one here,
+    so that 6 relays stand for a network past 25); the others' heartbeats of each epoch reach it by
+    gossip, also where its state and its peer's agree.  Before, they travelled only in buckets whose
+    hashes differed, so a relay outside the share dropped out of every other state of a source
+    (the 100- and 200-relay bench never saw relay 0 list every relay RUNNING)."""
+    monkeypatch.setattr(dir_source, "liveness_share", lambda own, relays: liveness_share(own, relays, 1))
+    nodes: list[RelayNode] = []
+    try:
+        for i in range(6):
+            node = RelayNode(_config(tmp_path, i, (nodes[0].dht.address,) if nodes else ()))
+            await node.start()
+            nodes.append(node)
+        fps = {fp_bytes(n.descriptor) for n in nodes}  # type: ignore[arg-type]
+        sources = [n.dir_source for n in nodes]
+        assert await eventually(lambda: all(s.newest() is not None for s in sources), 20)  # type: ignore[union-attr]
+        first = max(s.newest().epoch for s in sources) + 2  # type: ignore[union-attr]
+        last = first + 5
+        assert await eventually(lambda: all(last in s.states for s in sources), 30)  # type: ignore[union-attr]
+        missing = {
+            (i, e): len(fps - {fp for fp, x in s.states[e].entries.items() if x.running})  # type: ignore[union-attr]
+            for i, s in enumerate(sources)
+            for e in range(first, last + 1)
+            if e in s.states  # type: ignore[union-attr]
+        }
+        assert len(missing) >= 4 * len(
+            sources
+        )  # epochs cut as of their cut-off (a stalled loop may skip one)
+        assert not {k: v for k, v in missing.items() if v}, missing
+        assert sum(s.stats["gossip_beats"] for s in sources) > 0  # type: ignore[union-attr]
     finally:
         for node in nodes:
             await node.stop()

@@ -26,7 +26,7 @@ from onionmesh.directory import dir_list as dl
 from onionmesh.directory.descriptor import RelayDescriptor
 from onionmesh.directory.dht_records import node_id_for
 from onionmesh.directory.dir_state import BUCKETS, DirState, fp_bytes
-from onionmesh.directory.gossip_peers import gossip_peers, liveness_share
+from onionmesh.directory.gossip_peers import liveness_share
 from onionmesh.directory.heartbeat import decode_heartbeat, descriptor_hash, sign_heartbeat
 from onionmesh.directory.source_state import SourceState
 from onionmesh.errors import OnionmeshError
@@ -34,6 +34,7 @@ from onionmesh.rng import DEFAULT_RNG, Rng
 from onionmesh.runtime.dht import dir_rpc
 from onionmesh.runtime.dht.node import DhtNode
 from onionmesh.runtime.loglimit import limited
+from onionmesh.runtime.relay import dir_gossip
 from onionmesh.runtime.safelog import get_logger
 
 log = limited(get_logger("onionmesh.dir_source"))
@@ -44,7 +45,6 @@ GOSSIP_EVERY = 1 / 12  # one gossip peer every 5 minutes
 CRAWL_EPOCHS = 24  # the backstop crawl: once a day
 KEEP_STATES = 72  # diffs from the last 72 states (proposal 140 keeps 72 h)
 MAX_DOCS = 1024  # signed documents cached
-MAX_BUCKETS_PER_ROUND = 32
 MAX_CHECKING = 64  # heartbeat fetches at once for relays that just proved their ID to us
 
 
@@ -71,10 +71,12 @@ class DirSource:
         self._docs: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._own: tuple[int, bytes, bytes] | None = None  # epoch, descriptor, heartbeat
         self._checking: set[bytes] = set()  # relays whose heartbeat we are fetching since they proved
-        self._peer_turn = itertools.count()
+        self.peer_turn = itertools.count()  # runtime.relay.dir_gossip: whose turn it is
+        self.beat_turn = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
         self.stats = {"cuts": 0, "gossip_rounds": 0, "gossip_items": 0, "liveness_ok": 0, "crawls": 0}
+        self.stats["gossip_beats"] = 0  # heartbeats of this epoch fetched where states agreed
         self.stats["beats_on_proof"] = 0  # heartbeats fetched because their relay just proved its ID
 
     # --- epochs ---------------------------------------------------------------------------------
@@ -355,75 +357,8 @@ class DirSource:
                 await self.gossip_once()
 
     async def gossip_once(self) -> int:
-        """Reconcile with the next gossip peer: fetch what its newest state holds that we lack."""
-        protocol, own, mine = self.dht.protocol, self.descriptor(), self.newest()
-        if protocol is None or own is None or mine is None:
-            return 0
-        day = int(self.clock() // (self.epoch_len * 24))
-        peers = gossip_peers(node_id_for(own.identity_pk), day, self.items.relays(), self.rng)
-        if not peers:
-            return 0
-        peer = peers[next(self._peer_turn) % len(peers)]
-        if peer.dht_contact is None:
-            return 0
-        address, epoch = peer.dht_contact, mine.epoch
-        self.stats["gossip_rounds"] += 1
-        head = await dir_rpc.call(protocol, address, "dir_head", epoch)
-        try:
-            doc = dl.decode_doc(head) if isinstance(head, bytes) else None
-        except OnionmeshError:
-            doc = None
-        if doc is None or doc.kind != dl.Kind.HEAD or doc.source_pk != peer.identity_pk or doc.epoch != epoch:
-            return 0
-        if doc.state_digest == mine.digest():
-            return 0
-        hashes: list[bytes] = []
-        for part in range(3):
-            hashes += dir_rpc.parse_hashes(await dir_rpc.call(protocol, address, "dir_summary", epoch, part))
-        if len(hashes) != BUCKETS:
-            return 0
-        ours = mine.bucket_hashes()
-        differing = [b for b in range(BUCKETS) if hashes[b] != ours[b]][:MAX_BUCKETS_PER_ROUND]
-        limit = asyncio.Semaphore(8)  # buckets fetched 8 at a time: a round must fit in its slot
-
-        async def one(b: int) -> int:
-            async with limit:
-                return await self._fetch_bucket(address, epoch, b)
-
-        got = sum(await asyncio.gather(*(one(b) for b in differing)))
-        self.stats["gossip_items"] += got
-        return got
-
-    async def _fetch_bucket(self, address: tuple[str, int], epoch: int, bucket: int) -> int:
-        protocol = self.dht.protocol
-        assert protocol is not None
-        want: list[bytes] = []
-        for page in range(8):
-            leaves = dir_rpc.parse_leaves(
-                await dir_rpc.call(protocol, address, "dir_leaves", epoch, bucket, page)
-            )
-            want += [fp for fp, h16, _f, _w in leaves if fp[0] == bucket and not self.items.has_hash(fp, h16)]
-            if len(leaves) < dir_rpc.LEAVES_PAGE:
-                break
-        got = 0
-        for i in range(0, len(want), dir_rpc.GET_MAX):
-            result = await dir_rpc.call(protocol, address, "dir_get", want[i : i + dir_rpc.GET_MAX])
-            for entry in dir_rpc.parse_bytes_list(result, dir_rpc.GET_MAX):
-                if len(entry) > 7 and int.from_bytes(entry[5:7], "big") == len(entry) - 7:
-                    got += self.items.add_descriptor(entry[7:], self.clock())
-        now_epoch = self.epoch()
-        for e in sorted({epoch, now_epoch - 1, now_epoch}):
-            for page in range(8):
-                beats = dir_rpc.parse_bytes_list(
-                    await dir_rpc.call(protocol, address, "heartbeats", e, bucket, page),
-                    dir_rpc.HEARTBEATS_PAGE,
-                )
-                for raw in beats:
-                    with contextlib.suppress(OnionmeshError):
-                        got += self.items.add_heartbeat(decode_heartbeat(raw), now_epoch)
-                if len(beats) < dir_rpc.HEARTBEATS_PAGE:
-                    break
-        return got
+        """Reconcile with the next gossip peer (runtime.relay.dir_gossip)."""
+        return await dir_gossip.gossip_once(self)
 
     async def _crawl_loop(self) -> None:
         await asyncio.sleep(min(2.0, self.epoch_len / 12))  # let the DHT join first
