@@ -298,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument(
         "--directory",
         choices=("guards", "crawl"),
-        default="crawl",
-        help="guards: fetch the directory from 3 directory guards; crawl: crawl the whole DHT (default)",
+        default="guards",
+        help="guards: fetch the directory from 3 directory guards (default); crawl: crawl the whole DHT",
     )
     _add_dir_epoch(proxy)
     proxy.add_argument(

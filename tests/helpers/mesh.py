@@ -103,7 +103,7 @@ async def start_mesh(
     resolve_overrides: dict[str, list[str]] | None = None,
     hosts: list[str] | None = None,  # relay i listens on hosts[i]; default 127.{i+1}.0.1 (distinct /16s)
     dir_epoch: float = 3.0,  # the directory's epoch, accelerated (runtime.relay.dir_source)
-    directory: str = "crawl",  # "guards": the directory guards (runtime.client.dir_fetch)
+    directory: str = "guards",  # "crawl": the whole-DHT crawl (runtime.client.directory)
 ) -> tuple[Mesh, list[object]]:
     origin, runner = await start_origin()
     nodes: list[RelayNode] = []

@@ -68,9 +68,9 @@ class ClientConfig:
     bridges: tuple[BridgeLine, ...] = ()  # first hops reached over WebSocket (docs/censorship.md)
     dht_over_circuits: bool = False  # send DHT RPCs through circuits (always so with bridges)
     # "guards": the directory from directory guards over one-hop circuits (runtime.client.dir_fetch);
-    # "crawl": the whole-DHT crawl (always so with bridges and dht_over_circuits). The crawl stays
-    # the default until a fresh client's first view from guards settles as fast (issue 23).
-    directory: str = "crawl"
+    # "crawl": the whole-DHT crawl (always so with bridges and dht_over_circuits), which tells every
+    # relay the client's address (issue 23).
+    directory: str = "guards"
     dir_epoch: float = 3600.0  # the network's directory epoch (only tests and the testnet shorten it)
     allow_public_listeners: bool = False  # SOCKS/control on a non-loopback address (--allow-public-listeners)
     # Tor's control protocol (runtime/torcontrol, docs/control-port.md): off unless given; the
