@@ -94,20 +94,26 @@ async def _fetch_current_beats(
 ) -> int:
     """This epoch's heartbeats of the relays our newest state lists RUNNING and that we hold
     none of for this epoch, from the peer (up to MAX_BUCKETS_PER_ROUND buckets a round, in
-    turn).  Why: RUNNING needs a heartbeat for E-1 or E, and where two sources' states agree
-    no bucket differs, so the bucket fetches above would never carry it: a relay outside our
-    liveness share would drop out of every other state (issue 23, relay 0 of the bench)."""
+    turn), and the last epoch's where we hold none of that either (early in an epoch most peers
+    hold only the last epoch's; either keeps a relay RUNNING at the next cut).  Why: RUNNING
+    needs a heartbeat for E-1 or E, and where two sources' states agree no bucket differs, so the
+    bucket fetches above would never carry it: a relay outside our liveness share would drop out
+    of every other state (issue 23, relay 0 of the bench)."""
     protocol = source.dht.protocol
     assert protocol is not None
     now_epoch = source.epoch()
-    lacking = sorted(
-        {
-            fp[0]
-            for fp, e in mine.entries.items()
-            if e.running and not source.items.has_beat(fp, descriptor_hash(e.raw), (now_epoch,))
-        }
-        - done
-    )
+    wanted: dict[int, set[int]] = {}  # bucket -> epochs
+    for fp, e in mine.entries.items():
+        if not e.running or fp[0] in done:
+            continue
+        h = descriptor_hash(e.raw)
+        if source.items.has_beat(fp, h, (now_epoch,)):
+            continue
+        epochs = wanted.setdefault(fp[0], set())
+        epochs.add(now_epoch)
+        if not source.items.has_beat(fp, h, (now_epoch - 1,)):
+            epochs.add(now_epoch - 1)
+    lacking = sorted(wanted)
     if not lacking:
         return 0
     turn = next(source.beat_turn) * MAX_BUCKETS_PER_ROUND % len(lacking)
@@ -117,16 +123,17 @@ async def _fetch_current_beats(
     async def one(b: int) -> int:
         got = 0
         async with limit:
-            for page in range(8):
-                beats = dir_rpc.parse_bytes_list(
-                    await dir_rpc.call(protocol, address, "heartbeats", now_epoch, b, page),
-                    dir_rpc.HEARTBEATS_PAGE,
-                )
-                for raw in beats:
-                    with contextlib.suppress(OnionmeshError):
-                        got += source.items.add_heartbeat(decode_heartbeat(raw), now_epoch)
-                if len(beats) < dir_rpc.HEARTBEATS_PAGE:
-                    break
+            for epoch in sorted(wanted[b]):
+                for page in range(8):
+                    beats = dir_rpc.parse_bytes_list(
+                        await dir_rpc.call(protocol, address, "heartbeats", epoch, b, page),
+                        dir_rpc.HEARTBEATS_PAGE,
+                    )
+                    for raw in beats:
+                        with contextlib.suppress(OnionmeshError):
+                            got += source.items.add_heartbeat(decode_heartbeat(raw), now_epoch)
+                    if len(beats) < dir_rpc.HEARTBEATS_PAGE:
+                        break
         return got
 
     got = sum(await asyncio.gather(*(one(b) for b in buckets)))
