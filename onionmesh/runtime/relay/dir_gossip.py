@@ -92,7 +92,7 @@ async def gossip_once(source: DirSource) -> int:
 async def _fetch_current_beats(
     source: DirSource, address: tuple[str, int], mine: DirState, done: set[int]
 ) -> int:
-    """This epoch's heartbeats of the relays our newest state lists (RUNNING or not) and that we hold
+    """This epoch's heartbeats of the relays our newest state lists RUNNING and that we hold
     none of for this epoch, from the peer (up to MAX_BUCKETS_PER_ROUND buckets a round, in
     turn), and the last epoch's where we hold none of that either (early in an epoch most peers
     hold only the last epoch's; either keeps a relay RUNNING at the next cut).  Why: RUNNING
@@ -104,7 +104,7 @@ async def _fetch_current_beats(
     now_epoch = source.epoch()
     wanted: dict[int, set[int]] = {}  # bucket -> epochs
     for fp, e in mine.entries.items():
-        if fp[0] in done:  # listed without RUNNING too: a relay we dropped comes back this way
+        if not e.running or fp[0] in done:
             continue
         h = descriptor_hash(e.raw)
         if source.items.has_beat(fp, h, (now_epoch,)):
