@@ -55,13 +55,22 @@ async def start_relays(tmp: Path, n: int, epoch: float) -> list[RelayNode]:
 
 
 async def sources_ready(relays: list[RelayNode], timeout: float) -> float:
+    """Until relay 0's newest signed state lists every relay RUNNING; its progress on stderr."""
     start = time.monotonic()
+    said = 0.0
+    running = 0
     while time.monotonic() - start < timeout:
         state = relays[0].dir_source.newest() if relays[0].dir_source else None
-        if state is not None and sum(e.running for e in state.entries.values()) >= len(relays):
+        running = 0 if state is None else sum(e.running for e in state.entries.values())
+        if running >= len(relays):
             return time.monotonic() - start
+        if time.monotonic() - said > 15:
+            said = time.monotonic()
+            print(
+                f"# {said - start:.0f} s: relay 0 lists {running} of {len(relays)} RUNNING", file=sys.stderr
+            )
         await asyncio.sleep(0.5)
-    raise TimeoutError("the sources did not list every relay")
+    raise TimeoutError(f"the sources did not list every relay ({running} of {len(relays)})")
 
 
 async def fresh_client(tmp: Path, relays: list[RelayNode], mode: str, epoch: float) -> dict[str, float]:

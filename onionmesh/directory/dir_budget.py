@@ -2,7 +2,7 @@
 and directory service never crowds out relaying (docs/directory-design.md §7.2).
 
 * per circuit: at most `gets_per_window` DIR_GETs per window (an epoch: 16 an hour by default)
-  and one SNAPSHOT per `snapshot_windows` windows (6 h);
+  and one SNAPSHOT served per `snapshot_windows` windows (6 h);
 * in all: answer bytes from a token bucket of `rate` bytes/s (default: 10 % of the relay's
   bandwidth) holding `burst_seconds` of it.  An answer that does not fit gets BUSY (one cell).
 
@@ -63,13 +63,22 @@ class DirBudget:
         if c.gets >= self.gets_per_window:
             self.busy += 1
             return False
-        if kind == SNAPSHOT:
-            if c.snapshot_window is not None and w - c.snapshot_window < self.snapshot_windows:
-                self.busy += 1
-                return False
-            c.snapshot_window = w
+        if (
+            kind == SNAPSHOT
+            and c.snapshot_window is not None
+            and w - c.snapshot_window < self.snapshot_windows
+        ):
+            self.busy += 1
+            return False
         c.gets += 1
         return True
+
+    def served(self, key: Hashable, kind: int, now: float) -> None:
+        """A document of `kind` was sent on this circuit: a SNAPSHOT uses the circuit's allowance
+        (one asked for before the source had one, answered NOT_FOUND or BUSY, does not)."""
+        c = self._circuits.get(key)
+        if kind == SNAPSHOT and c is not None:
+            c.snapshot_window = int(now // self.window)
 
     def spend(self, size: int, now: float) -> bool:
         """Take `size` answer bytes from the source's bucket; False (nothing taken) if they do not fit."""

@@ -151,6 +151,11 @@ class SourceState:
     def has_hash(self, fp: bytes, h16: bytes) -> bool:
         return self.descriptor(fp, h16) is not None
 
+    def has_beat(self, fp: bytes, h: bytes, epochs: tuple[int, ...]) -> bool:
+        """Whether a heartbeat of relay `fp` for descriptor hash `h` in one of `epochs` is held."""
+        relay = self._relays.get(fp)
+        return relay is not None and any((e, h) in relay.beats for e in epochs)
+
     def heartbeats(self, bucket: int, epochs: tuple[int, ...]) -> list[Heartbeat]:
         """The heartbeats held for relays of `bucket` (first fingerprint byte) in `epochs`, sorted."""
         if not 0 <= bucket < BUCKETS:

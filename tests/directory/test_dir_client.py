@@ -161,10 +161,27 @@ def test_budget_busy_per_circuit_and_in_bytes() -> None:
     budget = DirBudget(1000.0, window=60.0, gets_per_window=4, burst_seconds=2.0, now=0.0)
     assert [budget.request("c", dl.Kind.HEAD, 1.0) for _ in range(6)] == [True] * 4 + [False] * 2
     assert budget.request("c", dl.Kind.HEAD, 61.0)  # a new window
-    assert budget.request("d", dl.Kind.SNAPSHOT, 1.0) and not budget.request("d", dl.Kind.SNAPSHOT, 2.0)
+    assert budget.request("d", dl.Kind.SNAPSHOT, 1.0)
+    budget.served("d", dl.Kind.SNAPSHOT, 1.0)
+    assert not budget.request("d", dl.Kind.SNAPSHOT, 2.0)
     assert budget.spend(2000, 1.0) and not budget.spend(10, 1.0)  # the burst is spent
     assert budget.spend(500, 1.5)  # refilled at 1000 B/s
     assert budget.busy == 4
+
+
+def test_budget_a_snapshot_not_served_leaves_the_allowance() -> None:
+    """A SNAPSHOT asked for before the source had one (NOT_FOUND) or refused for bytes (BUSY) does
+    not use the circuit's one SNAPSHOT per 6 windows: a fresh client that asked a source still
+    forming gets its SNAPSHOT once there is one, not 6 epochs later."""
+    budget = DirBudget(1000.0, window=60.0, snapshot_windows=6, now=0.0)
+    assert budget.request("c", dl.Kind.SNAPSHOT, 1.0)  # answered NOT_FOUND: nothing served
+    assert budget.request("c", dl.Kind.SNAPSHOT, 2.0)
+    budget.served("c", dl.Kind.SNAPSHOT, 2.0)
+    assert not budget.request("c", dl.Kind.SNAPSHOT, 3.0)
+    assert not budget.request("c", dl.Kind.SNAPSHOT, 5 * 60.0)
+    assert budget.request("c", dl.Kind.SNAPSHOT, 6 * 60.0)  # 6 windows later
+    budget.served("c", dl.Kind.HEAD, 6 * 60.0)  # other kinds never touch it
+    assert budget.request("c", dl.Kind.SNAPSHOT, 6 * 60.0)
 
 
 def test_dir_get_and_data_round_trip() -> None:

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from pathlib import Path
+
+import pytest
 
 from onionmesh.directory import dir_list as dl
 from onionmesh.directory.dir_state import DirEntry, DirState, fp_bytes
 from onionmesh.directory.guards import GuardSet, SampledGuard
-from onionmesh.runtime.client.dir_fetch import DIR_ISOLATION, DirFetchDirectory
+from onionmesh.runtime.client.dir_fetch import (
+    DIR_ISOLATION,
+    FIRST_VIEW_SOURCES,
+    SETTLE_REFRESHES,
+    DirFetchDirectory,
+)
 from onionmesh.runtime.relay.dir_source import DirSource
 from onionmesh.runtime.relay.node import RelayConfig, RelayNode
 from onionmesh.wire.dir_msg import DirData, DirGet, DirStatus, DocAssembler
@@ -101,10 +109,41 @@ def _fetcher(mesh: Mesh) -> DirFetchDirectory:
     return directory
 
 
-async def test_only_guards_and_bootstrap_learn_the_client_address(tmp_path: Path) -> None:
-    """Over 24 accelerated epochs of refreshes and some browsing, the relays that saw the client's
-    address are its entry guards, its directory guards and its bootstrap contact; never all."""
-    relays = 12
+async def test_a_fresh_client_offers_a_first_view_cross_checked_in_one_refresh(tmp_path: Path) -> None:
+    """A fresh client with one bootstrap contact, on a fresh mesh: the contact's list is
+    cross-checked at once against the directory guards sampled from it (design §4.3), and the
+    view is offered after that refresh, not after SETTLE_REFRESHES refreshes of one source's list;
+    the sources, each cut when first asked, list every relay that joined before."""
+    relays = 6
+    mesh, extras = await start_mesh(tmp_path, relays=relays, directory="guards", dir_epoch=EPOCH)
+    try:
+        directory = _fetcher(mesh)
+        first = directory.first_view
+        assert first["sources"] >= FIRST_VIEW_SOURCES, first
+        assert first["refresh"] < SETTLE_REFRESHES, first
+        assert len(mesh.client.relays) == relays
+        bootstrap = {mesh.relays[0].fingerprint}
+        assert directory.contacted <= bootstrap | directory.guards.ever | {
+            g.fingerprint for g in mesh.client.circuits.policy.guards.sampled
+        }
+    finally:
+        await stop_mesh(mesh, extras)
+
+
+# Issue 23's acceptance is a 30-relay testnet; the 30-relay runs took 56 s and 40 s on a
+# moderately loaded 2-core machine (37 s and 9 s at 12 and 8), and both failed once under heavy
+# load (not diagnosed), so they are opt-in scale tests (ONIONMESH_SCALE_TESTS=1), not yet in CI.
+SCALE = os.environ.get("ONIONMESH_SCALE_TESTS") != "1"
+THIRTY = pytest.param(
+    30, marks=[pytest.mark.slow, pytest.mark.skipif(SCALE, reason="opt in: ONIONMESH_SCALE_TESTS=1")], id="30"
+)
+
+
+@pytest.mark.parametrize("relays", [pytest.param(12, id="12"), THIRTY])
+async def test_only_guards_and_bootstrap_learn_the_client_address(tmp_path: Path, relays: int) -> None:
+    """Over 24 accelerated epochs of refreshes and some browsing (a simulated day), the relays that
+    saw the client's address are its entry guards, its directory guards and its bootstrap contact;
+    never all."""
     mesh, extras = await start_mesh(
         tmp_path,
         relays=relays,
@@ -139,8 +178,10 @@ async def test_only_guards_and_bootstrap_learn_the_client_address(tmp_path: Path
         await stop_mesh(mesh, extras)
 
 
-async def test_a_source_that_omits_and_one_that_serves_stale_are_replaced(tmp_path: Path) -> None:
-    relays = 8
+@pytest.mark.parametrize("relays", [pytest.param(8, id="8"), THIRTY])
+async def test_a_source_that_omits_and_one_that_serves_stale_are_replaced(
+    tmp_path: Path, relays: int
+) -> None:
     factory = {i: RecordingRelay for i in range(relays)}
     factory[1], factory[2] = _with_source(OmittingSource), _with_source(StaleSource)
     mesh, extras = await start_mesh(
@@ -149,17 +190,17 @@ async def test_a_source_that_omits_and_one_that_serves_stale_are_replaced(tmp_pa
     try:
         directory = _fetcher(mesh)
         fps = [r.fingerprint for r in mesh.relays]
-        omitter, stale, hidden, renewed = fps[1], fps[2], fps[7], fps[6]
+        omitter, stale, hidden, renewed = fps[1], fps[2], fps[-1], fps[-2]
         # Entry guards pinned to relays 3-5; directory guards: the omitter (primary), the stale one, relay 0.
         now = time.time()
         mesh.client.circuits.policy.guards = GuardSet([SampledGuard(fp, added_at=now) for fp in fps[3:6]])
         directory.guards.sampled = [omitter, stale, fps[0]]
         directory.client.forget_primary()
         directory.client.evidence.clear()  # what the mesh's first epochs showed (sources still converging)
-        mesh.relays[1].dir_source.hide = {fp_bytes(mesh.relays[7].descriptor)}  # type: ignore[union-attr]
+        mesh.relays[1].dir_source.hide = {fp_bytes(mesh.relays[-1].descriptor)}  # type: ignore[union-attr]
         await asyncio.sleep(1.1)  # a descriptor's `published` has one-second resolution
-        mesh.relays[6].publish_descriptor()  # relay 6 re-signs: honest sources soon list the new one
-        new_published = mesh.relays[6].descriptor.published  # type: ignore[union-attr]
+        mesh.relays[-2].publish_descriptor()  # it re-signs: honest sources soon list the new one
+        new_published = mesh.relays[-2].descriptor.published  # type: ignore[union-attr]
 
         def replaced() -> bool:
             return {omitter, stale} <= set(directory.guards.bad) and not {omitter, stale} & set(

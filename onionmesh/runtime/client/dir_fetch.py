@@ -45,6 +45,7 @@ BOOTSTRAP_SOURCES = 3
 TIMEOUT = None  # what _fetch returns for a source that did not answer
 SETTLE_REFRESHES = 3
 BUCKETS_BEFORE_SNAPSHOT = 8  # a cross-check that differs in more buckets fetches a SNAPSHOT
+FIRST_VIEW_SOURCES = 3  # a first view: the union of this many sources' lists (or two that agree)
 UNSETTLED_RETRY = 5.0  # seconds between refreshes while a first view has not settled
 
 
@@ -91,6 +92,8 @@ class DirFetchDirectory(DhtDirectory):
         self.settled = False
         self._refreshes = 0
         self.stats = {"docs": 0, "bytes": 0, "busy": 0, "not_found": 0, "timeouts": 0, "refused_docs": 0}
+        # How a first start went: the refresh whose view was first offered, and its sources.
+        self.first_view: dict[str, int] = {}
 
     # --- life cycle -----------------------------------------------------------------------------
     def relays(self) -> list[RelayDescriptor]:
@@ -187,17 +190,35 @@ class DirFetchDirectory(DhtDirectory):
         return [d for d in found if d is not None]
 
     async def _sources(self) -> list[RelayDescriptor]:
-        relays = {d.fingerprint: d for d in self.relays()}
-        if relays:
-            usable = self._update_guards()
-            sources = [relays[fp] for fp in usable if fp in relays]
-            if not sources:  # too few relays for guards apart from the entry guards: ask those
-                sources = [relays[fp] for fp in self.entry_guards(list(relays.values())) if fp in relays]
-            if sources:
-                return sources
+        sources = self._guard_sources(self.relays())
+        if sources:
+            return sources
         if not self.bootstrap_sources:
             self.bootstrap_sources = await self._bootstrap_sources()
         return list(self.bootstrap_sources)
+
+    def _first_view_sources(
+        self, sources: list[RelayDescriptor], primary: RelayDescriptor
+    ) -> list[RelayDescriptor]:
+        """A first start with fewer bootstrap contacts than FIRST_VIEW_SOURCES: the directory
+        guards, sampled from the primary's list, cross-check it now (design §4.3 step 3, done at
+        once) rather than refreshes later; they are the relays this client asks from now on anyway."""
+        if len(sources) >= FIRST_VIEW_SOURCES:
+            return sources
+        have = {d.fingerprint for d in sources} | {primary.fingerprint}
+        guards = self._guard_sources(self.client.view(time.time()))
+        return sources + [d for d in guards if d.fingerprint not in have]
+
+    def _guard_sources(self, relays: list[RelayDescriptor]) -> list[RelayDescriptor]:
+        """The usable directory guards among `relays`, primary first; with too few relays for guards
+        apart from the entry guards, the entry guards."""
+        by_fp = {d.fingerprint: d for d in relays}
+        if not by_fp:
+            return []
+        listed = [e.descriptor.fingerprint for e in self.client.entries()]
+        entry = self.entry_guards(relays)
+        sources = [by_fp[fp] for fp in self.guards.update(relays, entry, self.rng, listed) if fp in by_fp]
+        return sources or [by_fp[fp] for fp in entry if fp in by_fp]
 
     def _update_guards(self) -> list[str]:
         relays = self.relays()
@@ -226,11 +247,16 @@ class DirFetchDirectory(DhtDirectory):
             primary = await self._refresh_primary(sources)
         if primary is None:
             raise OSError("no directory source gave a usable list")
+        if not self.settled:
+            sources = self._first_view_sources(sources, primary)
         for desc in sources:
             if desc is not primary:
                 await self._cross_check(desc)
         r = self.client.round
         agreed = r is not None and bool(r.heads) and not r.disagreeing()  # two sources at least
+        # A first view is usable once two sources agree, or once it is the union of three sources'
+        # lists (design §4.3); with fewer sources than that, after SETTLE_REFRESHES refreshes.
+        agreed = agreed or (r is not None and len(r.heads) + 1 >= FIRST_VIEW_SOURCES)
         evidence = self.client.finish()
         for ev in evidence:
             log.info(
@@ -245,8 +271,9 @@ class DirFetchDirectory(DhtDirectory):
                 self.client.forget_primary()
         self.bootstrap_sources = [d for d in self.bootstrap_sources if d.fingerprint not in self.guards.bad]
         self._refreshes += 1
-        if agreed or self._refreshes >= SETTLE_REFRESHES:
+        if not self.settled and (agreed or self._refreshes >= SETTLE_REFRESHES):
             self.settled = True
+            self.first_view = {"refresh": self._refreshes, "sources": 1 + len(r.heads) if r else 1}
         now = time.time()
         view = self.client.view(now)
         self.view.merge(view, now)

@@ -65,6 +65,8 @@ class OnionmeshDhtProtocol(DatagramRpc):
         self.verified: OrderedDict[bytes, tuple[tuple[str, int], RelayDescriptor]] = OrderedDict()
         self._verifying: dict[bytes, asyncio.Task[RelayDescriptor | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Told of every relay that proves its ID to us (a directory source fetches its heartbeat).
+        self.on_verified: Callable[[RelayDescriptor], None] | None = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -177,6 +179,8 @@ class OnionmeshDhtProtocol(DatagramRpc):
         self.verified[node_id] = ((str(ipaddress.ip_address(address[0])), address[1]), desc)
         while len(self.verified) > MAX_VERIFIED:
             self.verified.popitem(last=False)
+        if self.on_verified is not None:
+            self.on_verified(desc)
 
     # --- the routing table admits only proven nodes --------------------------------------------
     def welcome_if_new(self, node: Node) -> None:

@@ -64,6 +64,7 @@ class DirAnswers:
             return DirStatus.NOT_FOUND, b""
         if not self.budget.spend(len(doc), now):
             return DirStatus.BUSY, b""
+        self.budget.served(id(entry), get.kind, now)
         self.count("dir_bytes_served", len(doc))
         return DirStatus.OK, doc
 

@@ -44,7 +44,8 @@ GOSSIP_EVERY = 1 / 12  # one gossip peer every 5 minutes
 CRAWL_EPOCHS = 24  # the backstop crawl: once a day
 KEEP_STATES = 72  # diffs from the last 72 states (proposal 140 keeps 72 h)
 MAX_DOCS = 1024  # signed documents cached
-MAX_BUCKETS_PER_ROUND = 32
+MAX_CHECKING = 64  # heartbeat fetches at once for relays that just proved their ID to us
+MAX_BUCKETS_PER_ROUND = 32  # differing buckets fetched in one gossip round (chosen at random)
 
 
 class DirSource:
@@ -69,9 +70,13 @@ class DirSource:
         self._by_digest: dict[bytes, int] = {}
         self._docs: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._own: tuple[int, bytes, bytes] | None = None  # epoch, descriptor, heartbeat
-        self._peer_turn = itertools.count()
+        self._checking: set[bytes] = set()  # relays whose heartbeat we are fetching since they proved
+        self._peer_turn = itertools.count()  # whose turn it is to be the gossip peer
         self._tasks: list[asyncio.Task[None]] = []
+        self._checks: set[asyncio.Task[None]] = set()
         self.stats = {"cuts": 0, "gossip_rounds": 0, "gossip_items": 0, "liveness_ok": 0, "crawls": 0}
+        self.stats["gossip_beats"] = 0  # heartbeats pulled for buckets that lacked some
+        self.stats["beats_on_proof"] = 0  # heartbeats fetched because their relay just proved its ID
 
     # --- epochs ---------------------------------------------------------------------------------
     def epoch(self, now: float | None = None) -> int:
@@ -82,6 +87,12 @@ class DirSource:
 
     def newest(self) -> DirState | None:
         return next(reversed(self.states.values())) if self.states else None
+
+    def _serve(self) -> None:
+        """Before answering a client or a peer: a running source that has no state yet cuts the
+        current epoch now, as of now (its start-up state; see `_cut_loop`)."""
+        if not self.states and self._tasks:
+            self.cut(self.epoch(), self.clock())
 
     def make_state(self, epoch: int, at: float | None = None) -> DirState:
         """The state of `epoch` from the items held, as at its cut-off or at `at` (a test's
@@ -142,16 +153,19 @@ class DirSource:
         return self.doc(dl.Kind.HEAD, epoch)
 
     def bucket_hashes(self, epoch: int) -> list[bytes] | None:
+        self._serve()
         state = self.states.get(epoch)
         return None if state is None else self._cached(("hashes", epoch), state.bucket_hashes)  # type: ignore[return-value]
 
     def leaves(self, epoch: int, bucket: int) -> list[dir_rpc.Leaf] | None:
+        self._serve()
         state = self.states.get(epoch)
         if state is None:
             return None
         return [(e.fp, descriptor_hash(e.raw)[:16], e.flags, e.weight) for e in state.bucket(bucket)]
 
     def entries(self, fps: list[bytes]) -> list[bytes]:
+        self._serve()
         state = self.newest()
         if state is None:
             return []
@@ -174,6 +188,7 @@ class DirSource:
 
     def doc(self, kind: int, epoch: int = 0, from_digest: bytes = bytes(32), bucket: int = 0) -> bytes | None:
         """The signed document asked for, or None (NOT_FOUND).  epoch 0: the newest state."""
+        self._serve()
         if epoch == 0:
             newest = self.newest()
             if newest is None:
@@ -208,6 +223,7 @@ class DirSource:
         protocol = self.dht.protocol
         assert protocol is not None, "start the DHT node first"
         dir_rpc.install(protocol, self)
+        protocol.on_verified = self._on_verified
         for loop, name in (
             (self._cut_loop, "dir-cut"),
             (self._liveness_loop, "dir-liveness"),
@@ -217,9 +233,13 @@ class DirSource:
             self._tasks.append(asyncio.create_task(self._guard(loop, name), name=name))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        protocol = self.dht.protocol
+        if protocol is not None and protocol.on_verified == self._on_verified:
+            protocol.on_verified = None
+        tasks = [*self._tasks, *self._checks]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
@@ -237,14 +257,20 @@ class DirSource:
         await asyncio.sleep(max(0.0, when - self.clock()))
 
     async def _cut_loop(self) -> None:
+        # A source's first state is cut when it is first asked for one (`_serve`: a client's
+        # DIR_GET or a peer's gossip), as of that instant: a lone relay serves a list of one, and
+        # a source of a network that is forming (a testnet, a test mesh) lists the relays that
+        # joined since it started, not only itself.  Unasked, a source that started before its
+        # epoch's cut-off cuts at it; one that started after waits to be asked or for the next
+        # cut-off.  Every later epoch is cut as of its cut-off, the same instant for every source.
+        # Each epoch has at most one state: nothing is ever re-cut.
+        start = self.epoch()
+        late = self.clock() >= self.cut_time(start)
         while True:
             now = self.clock()
             epoch = self.epoch(now)
-            # A source that starts after this epoch's cut-off cuts at once, as of now (so that its own
-            # descriptor, just published, is in: a lone relay serves a list of one); later epochs are
-            # cut as of their cut-off, the same instant for every source.
-            if now >= self.cut_time(epoch) and epoch not in self.states:
-                self.cut(epoch, None if self.states else now)
+            if now >= self.cut_time(epoch) and epoch not in self.states and not (late and epoch == start):
+                self.cut(epoch)
                 continue
             target = epoch if now < self.cut_time(epoch) else epoch + 1
             await self._sleep_until(self.cut_time(target))
@@ -274,6 +300,34 @@ class DirSource:
             await asyncio.sleep(min(1.0, self.epoch_len / 24))  # the callee was proving us: once more
         self.stats["liveness_ok"] += ok
         return ok
+
+    def _on_verified(self, desc: RelayDescriptor) -> None:
+        """A relay proved its ID to our DHT node: fetch its heartbeat now if we hold none for this
+        or the last epoch (a relay that just joined is RUNNING at the next cut, not epochs later
+        when gossip or a crawl brings it).  One fetch per relay at a time, at most MAX_CHECKING."""
+        fp = fp_bytes(desc)
+        epoch = self.epoch()
+        if fp in self._checking or len(self._checking) >= MAX_CHECKING or not self._tasks:
+            return
+        if self.items.has_beat(fp, descriptor_hash(desc.encode()), (epoch - 1, epoch)):
+            return
+        self._checking.add(fp)
+
+        async def check() -> None:
+            try:
+                for attempt in range(2):
+                    if await self._ask_self(desc):
+                        self.stats["beats_on_proof"] += 1
+                        break
+                    if attempt:
+                        break
+                    await asyncio.sleep(min(1.0, self.epoch_len / 24))  # it was proving us: once more
+            finally:
+                self._checking.discard(fp)
+
+        task = asyncio.create_task(self._guard(check, "dir-verified"), name="dir-verified")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def _ask_self(self, relay: RelayDescriptor) -> bool:
         protocol = self.dht.protocol
@@ -337,6 +391,7 @@ class DirSource:
             got += await self._for_buckets(
                 self.items.lacking(e), lambda b, e=e: self._heartbeats(address, e, b)
             )
+        self.stats["gossip_beats"] += got  # pulled whatever the states say (they may agree)
         try:
             doc = dl.decode_doc(head)
         except OnionmeshError:

@@ -185,12 +185,13 @@ class RelayNode:
         await self.dht.listen(dht_port, dht_host)
         self.keys.maybe_rotate(time.time())  # after a long sleep, never publish an expired onion key
         self.publish_descriptor()
+        if self.dir_source is not None:
+            # Before joining: the sources our bootstrap proves us to may ask for our heartbeat at once.
+            self.dir_source.start()
         if self.config.bootstrap:
             await self.dht.bootstrap(list(self.config.bootstrap))
         if not self.config.bridge:
             self._spawn(self._publish_to_dht(), "relay-publish")
-        if self.dir_source is not None:
-            self.dir_source.start()
         if self.config.ws_listen is not None and self.front is None:
             self.front, self.bridge_line = await bridge_relay.start_front(self, self._on_accept)  # type: ignore[arg-type]
         self._spawn(self._maintenance(), "relay-maintenance")
